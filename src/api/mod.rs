@@ -1,0 +1,3 @@
+//! Kubernetes-facing types: CRDs (`kubeovn.io/v1`, `operator.kubeovn.io/v1alpha1`),
+//! NetworkAttachmentDefinition, annotation keys and network-selection parsing.
+//! No I/O lives here.

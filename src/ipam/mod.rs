@@ -1,0 +1,1 @@
+//! IP address management: the pure allocator and its sled store.

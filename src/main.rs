@@ -1,0 +1,78 @@
+//! `kube-ovn`: one binary, three roles, plus CNI plugin mode. Dispatch only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kube_ovn::logging::{self, LogFormat};
+use kube_ovn::{cni, natgw, node, operator};
+
+#[derive(Parser)]
+#[command(name = "kube-ovn", version = kube_ovn::VERSION, about = "Kube-OVN secondary networks (OVN interfaces next to any primary CNI) as one operator binary.\nWith CNI_COMMAND set in the environment it acts as the CNI plugin.")]
+struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. `debug`, `kube_ovn=trace`); overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// The cluster operator: OVN central, controllers, IPAM and the status API.
+    Operator(operator::OperatorArgs),
+    /// The per-node agent: OVS/OVN chassis, CNI server and QoS, run by a DaemonSet.
+    Node(node::NodeArgs),
+    /// A VPC NAT gateway pod: EIP, SNAT, DNAT and FIP rules in its own netns.
+    NatGw(natgw::NatGwArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    if cni::plugin::invoked_as_plugin() {
+        // Best effort: a plugin without logs must still answer on stdout.
+        let file = std::env::var_os("KUBE_OVN_CNI_LOG").map(PathBuf::from);
+        let _ = logging::init(LogFormat::Text, Some("warn"), file.as_deref());
+        return cni::plugin::run();
+    }
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(
+        cli.log_format,
+        cli.log_level.as_deref(),
+        cli.log_file.as_deref(),
+    ) {
+        eprintln!("kube-ovn: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli.role) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("kube-ovn: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(role: Role) -> anyhow::Result<()> {
+    let runtime = || tokio::runtime::Runtime::new();
+    match role {
+        Role::Operator(args) => runtime()?.block_on(operator::run(args)),
+        Role::Node(args) => runtime()?.block_on(node::run(args)),
+        Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
+        Role::Crd => anyhow::bail!("kube-ovn crd is not implemented yet"),
+        Role::Version => {
+            println!("kube-ovn {}", kube_ovn::VERSION);
+            Ok(())
+        }
+    }
+}
