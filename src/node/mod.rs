@@ -1,5 +1,7 @@
 //! The `node` role: CNI server, netlink, OVS port plumbing and QoS, CNI install.
 
+pub mod pod_index;
+
 /// Flags of `kube-ovn node`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
