@@ -1,62 +1,15 @@
 //! The node role's netlink layer against the real kernel: a veth built straight into a netns
 //! made with `ip netns add`, read back both with our `inspect` and with `ip`/`ethtool`.
 
+mod cni_support;
+
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
+
+use cni_support::{host_link_exists, tool as run, Netns};
 
 use kube_ovn::cni::protocol::RouteConfig;
 use kube_ovn::node::netlink::{host_veth_name, inspect, Netlink, VethPlan};
-
-/// A named netns, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "nltest-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        Netns(name)
-    }
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.0))
-    }
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.0];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn host_link_exists(name: &str) -> bool {
-    Command::new("ip")
-        .args(["link", "show", name])
-        .output()
-        .expect("ip")
-        .status
-        .success()
-}
 
 fn plan(ns: &Netns, cid: &str) -> VethPlan {
     VethPlan {
@@ -129,7 +82,7 @@ async fn veth_is_built_in_the_pod_netns_read_back_and_deleted_idempotently() {
     );
 
     // tx checksumming is off on both ends.
-    let pod_k = run("ip", &["netns", "exec", &ns.0, "ethtool", "-k", "net1"]);
+    let pod_k = run("ip", &["netns", "exec", &ns.name, "ethtool", "-k", "net1"]);
     assert!(pod_k.contains("tx-checksumming: off"), "{pod_k}");
     let host_k = run("ethtool", &["-k", &plan.host_name]);
     assert!(host_k.contains("tx-checksumming: off"), "{host_k}");
