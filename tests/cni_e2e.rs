@@ -671,3 +671,30 @@ fn the_server_answers_garbage_with_a_decode_error_and_keeps_serving() {
         .expect_err("in use");
     assert!(err.to_string().contains("already serving"), "{err}");
 }
+
+#[test]
+fn a_daemon_that_accepts_but_never_answers_is_bounded_by_the_response_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let err = rt
+        .block_on(kube_ovn::cni::client::call_with(
+            &socket,
+            "/api/v1/add",
+            Some(b"{}".to_vec()),
+            std::time::Duration::from_millis(500),
+            std::time::Duration::from_millis(300),
+        ))
+        .expect_err("no answer");
+    assert_eq!(err.code, ErrorCode::TryAgainLater as u32);
+    assert!(
+        err.msg.contains(&socket.display().to_string()) && err.msg.contains("no answer"),
+        "{}",
+        err.msg
+    );
+    drop(listener);
+}
