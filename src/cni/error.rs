@@ -1,6 +1,6 @@
 //! The CNI error object (`{cniVersion, code, msg, details}`) and the spec's codes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Error codes from the CNI specification (0–99 reserved; ≥100 plugin-specific).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,14 +18,14 @@ pub enum ErrorCode {
 }
 
 /// A CNI error as printed on stdout with a non-zero exit status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("CNI error {code}: {msg}")]
 pub struct CniError {
-    #[serde(rename = "cniVersion")]
+    #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
     pub code: u32,
     pub msg: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub details: String,
 }
 

@@ -14,3 +14,7 @@ pub struct NodeArgs {
 pub async fn run(_args: NodeArgs) -> anyhow::Result<()> {
     anyhow::bail!("the node role is not implemented yet")
 }
+
+pub mod install;
+pub mod netlink;
+pub mod server;

@@ -1,0 +1,183 @@
+//! The JSON the CNI shim and the node daemon exchange over the daemon's unix socket.
+//!
+//! The shim POSTs a [`CniRequest`] to [`ADD_PATH`], [`DEL_PATH`] or [`CHECK_PATH`]:
+//!
+//! ```json
+//! {"containerId":"3f2a…","netns":"/var/run/netns/cni-1234","ifname":"net1",
+//!  "podNamespace":"default","podName":"web-0","podUid":"9c1d…",
+//!  "provider":"attachnet.default.ovn","cniVersion":"0.3.1",
+//!  "ips":["10.1.0.5/24"],"mac":"00:00:00:12:34:56",
+//!  "config":{ …the NAD config exactly as received on stdin… }}
+//! ```
+//!
+//! `ips` and `mac` are what the caller asked for: runtimeConfig `ips`/`mac` (present only when the NAD
+//! declares those capabilities) or else CNI_ARGS `IP=`/`MAC=`. `netns` is empty on a DEL whose runtime
+//! gave none; `podNamespace`/`podName` may be empty on DEL only. `prevResult` is passed on for CHECK.
+//!
+//! Answers:
+//! - ADD: `200` with a [`CniResponse`]:
+//!   `{"interface":{"name":"net1","mac":"…","mtu":1400,"sandbox":"/var/run/netns/…"},
+//!     "ips":[{"address":"10.1.0.5/24","gateway":"10.1.0.1"}],
+//!     "routes":[{"dst":"10.2.0.0/16","gw":"10.1.0.1"}]}`
+//!   which the shim renders as the CNI result in the caller's version (see `result.rs`);
+//! - DEL and CHECK: `204` with no body;
+//! - any failure: a non-2xx status with a CNI error body `{"cniVersion","code","msg","details"}`,
+//!   which the shim prints unchanged (except `cniVersion`, set to the caller's).
+//!
+//! `GET` [`HEALTH_PATH`] answers `200` when the daemon can serve ADD, else a CNI error (code 50).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub const ADD_PATH: &str = "/api/v1/add";
+pub const DEL_PATH: &str = "/api/v1/del";
+pub const CHECK_PATH: &str = "/api/v1/check";
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// One CNI invocation as the daemon sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniRequest {
+    pub container_id: String,
+    /// Path of the pod's network namespace; empty when the runtime gave none (DEL only).
+    #[serde(default)]
+    pub netns: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub pod_namespace: String,
+    #[serde(default)]
+    pub pod_name: String,
+    #[serde(default)]
+    pub pod_uid: String,
+    pub provider: String,
+    pub cni_version: String,
+    /// Requested addresses, bare (`10.1.0.5`) or CIDR (`10.1.0.5/24`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The NAD config (stdin) as received, for fields the shim does not interpret (`routes`, `args`…).
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_result: Option<serde_json::Value>,
+}
+
+/// The daemon's answer to ADD: what it configured in the pod.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CniResponse {
+    pub interface: PodInterface,
+    #[serde(default)]
+    pub ips: Vec<IpConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The pod-side interface.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodInterface {
+    pub name: String,
+    pub mac: MacAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// The pod's netns path.
+    pub sandbox: String,
+}
+
+/// An address on the pod interface (CIDR) and its subnet's gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IpConfig {
+    pub address: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+}
+
+/// A route in the pod via the interface; no `gw` means on-link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub dst: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<IpAddr>,
+}
+
+/// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff` (lower case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in bytes.iter_mut() {
+            let part = parts
+                .next()
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| format!("MAC {s:?} is not six hex pairs"))?;
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("MAC {s:?} has a non-hex pair {part:?}"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("MAC {s:?} is not six hex pairs"));
+        }
+        Ok(MacAddr(bytes))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_colon_and_dash_forms_and_prints_lower_case() {
+        let mac: MacAddr = "0A:58:0a:10:00:05".parse().expect("mac");
+        assert_eq!(mac.0, [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x05]);
+        assert_eq!(mac.to_string(), "0a:58:0a:10:00:05");
+        assert_eq!("0a-58-0a-10-00-05".parse::<MacAddr>(), Ok(mac));
+        for bad in [
+            "",
+            "0a:58:0a:10:00",
+            "0a:58:0a:10:00:05:06",
+            "0a:58:0a:10:00:zz",
+            "a:58:0a:10:00:05",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn request_round_trips_with_optional_fields_absent() {
+        let json = r#"{"containerId":"c1","ifname":"net1","provider":"p","cniVersion":"1.0.0"}"#;
+        let req: CniRequest = serde_json::from_str(json).expect("request");
+        assert_eq!(req.netns, "");
+        assert!(req.ips.is_empty() && req.mac.is_none() && req.prev_result.is_none());
+        let again: CniRequest =
+            serde_json::from_str(&serde_json::to_string(&req).expect("ser")).expect("de");
+        assert_eq!(again, req);
+    }
+}

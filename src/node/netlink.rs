@@ -1,0 +1,616 @@
+//! The pod-side link work of ADD, DEL and CHECK, over rtnetlink: a veth whose peer is created
+//! directly inside the pod's netns (no move afterwards), named, addressed and routed there;
+//! tx checksum offload off on both ends (the userspace OVS datapath drops packets with partial
+//! checksums); deletion by the host end; reading the pod interface back for CHECK.
+//!
+//! Netlink in the pod netns: a netlink socket belongs to the netns it was created in. To get one
+//! inside the pod netns we spawn a short-lived OS thread that `setns`es into it and creates the
+//! rtnetlink socket (and a datagram socket for the ethtool ioctl) there, then exits; the sockets
+//! are then driven from the caller's tokio runtime like any other. No thread of the runtime ever
+//! changes netns. The OVS port for the host end is not here (`src/ovn`/the node role plugs it).
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressScope};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use tokio::task::JoinHandle;
+
+use crate::cni::protocol::{MacAddr, RouteConfig};
+use crate::cni::{CniError, ErrorCode};
+
+/// What ADD builds for one pod interface.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VethPlan {
+    /// The host end's name, see [`host_veth_name`].
+    pub host_name: String,
+    /// The pod's netns (`CNI_NETNS`).
+    pub pod_netns: PathBuf,
+    /// The pod end's name (`CNI_IFNAME`).
+    pub pod_ifname: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// Addresses on the pod end, with their prefix.
+    pub addresses: Vec<IpNet>,
+    /// Routes in the pod via the pod end, exactly these (a default route only if listed).
+    pub routes: Vec<RouteConfig>,
+    /// Turn tx checksum offload off on both ends (needed by the netdev datapath).
+    pub tx_checksum_off: bool,
+}
+
+/// A pod interface as read back from the kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodLinkState {
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub up: bool,
+    /// Global-scope addresses (link-local ones are left out).
+    pub addresses: Vec<IpNet>,
+    /// Unicast routes of the main table through this interface, except the kernel's prefix routes.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("netns {path}: {source}")]
+    Netns { path: PathBuf, source: io::Error },
+    #[error("{op} {object}: {source}")]
+    Netlink {
+        op: &'static str,
+        object: String,
+        source: rtnetlink::Error,
+    },
+    #[error("{op} {object}: {source}")]
+    Io {
+        op: &'static str,
+        object: String,
+        source: io::Error,
+    },
+    #[error("interface {name} in netns {netns} was not found")]
+    Missing { name: String, netns: String },
+}
+
+impl NetlinkError {
+    /// The pod's netns does not exist (any more).
+    pub fn is_netns_gone(&self) -> bool {
+        matches!(self, NetlinkError::Netns { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// The CNI error to answer with: a gone netns is code 3 (container unknown), the rest code 5.
+    pub fn to_cni(&self) -> CniError {
+        let code = if self.is_netns_gone() {
+            ErrorCode::UnknownContainer
+        } else {
+            ErrorCode::Io
+        };
+        CniError::new(code, self.to_string())
+    }
+}
+
+fn nl_err(
+    op: &'static str,
+    object: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let object = object.into();
+    move |source| NetlinkError::Netlink { op, object, source }
+}
+
+fn io_err(op: &'static str, object: impl Into<String>) -> impl FnOnce(io::Error) -> NetlinkError {
+    let object = object.into();
+    move |source| NetlinkError::Io { op, object, source }
+}
+
+fn errno(e: &rtnetlink::Error) -> i32 {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.raw_code().abs(),
+        _ => 0,
+    }
+}
+
+/// The host end's name for a pod interface: Kube-OVN's `<cid[..12-len(if)]>_<if>_h` (15 bytes)
+/// when the ifname is at most 8 bytes and the container id is plain, else `<12 hex of a
+/// FNV-1a hash of "cid/if">_h`. Deterministic, so DEL finds it from the container id and ifname.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    if ifname.len() <= 8
+        && plain(ifname)
+        && container_id.len() >= 12 - ifname.len()
+        && plain(container_id)
+    {
+        format!("{}_{ifname}_h", &container_id[..12 - ifname.len()])
+    } else {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in container_id.bytes().chain([b'/']).chain(ifname.bytes()) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{:012x}_h", hash >> 16)
+    }
+}
+
+/// An rtnetlink connection in this process's netns (the node's), driven on the current runtime.
+pub struct Netlink {
+    handle: Handle,
+    connection: JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl Netlink {
+    /// Opens the connection; must be called inside a tokio runtime.
+    pub fn new() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(io_err("open", "rtnetlink socket"))?;
+        Ok(Netlink {
+            handle,
+            connection: tokio::spawn(connection),
+        })
+    }
+
+    /// Builds the pod interface of `plan`. Idempotent: a host end of the same name left by an
+    /// earlier attempt is deleted first (its peer goes with it). Fails if another interface
+    /// named `pod_ifname` exists in the pod netns.
+    pub async fn create_veth_in_netns(&self, plan: &VethPlan) -> Result<(), NetlinkError> {
+        let netns = open_netns(&plan.pod_netns)?;
+        let pod = PodNetns::enter(&netns, &plan.pod_netns).await?;
+        self.delete_link(&plan.host_name).await?;
+
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(plan.pod_ifname.clone())
+            .address(plan.mac.0.to_vec())
+            .mtu(plan.mtu)
+            .setns_by_fd(netns.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(plan.host_name.clone())
+            .mtu(plan.mtu)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        let object = format!(
+            "veth {} (peer {} in {})",
+            plan.host_name,
+            plan.pod_ifname,
+            plan.pod_netns.display()
+        );
+        self.handle
+            .link()
+            .add(veth)
+            .execute()
+            .await
+            .map_err(nl_err("create", object))?;
+
+        let configured = async {
+            let index = pod.link_index(&plan.pod_ifname).await?;
+            // The peer cannot be created up (veth refuses to open before both ends are linked).
+            pod.handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+                .map_err(nl_err(
+                    "set up",
+                    format!("{} in {}", plan.pod_ifname, plan.pod_netns.display()),
+                ))?;
+            for addr in &plan.addresses {
+                let mut req = pod
+                    .handle
+                    .address()
+                    .add(index, addr.addr(), addr.prefix_len());
+                if addr.addr().is_ipv6() {
+                    // The address comes from IPAM and OVN answers for it; DAD would only delay the pod.
+                    req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+                }
+                req.execute().await.map_err(nl_err(
+                    "add address",
+                    format!("{addr} on {}", plan.pod_ifname),
+                ))?;
+            }
+            for route in &plan.routes {
+                let msg = route_message(route, index).map_err(|e| NetlinkError::Io {
+                    op: "build route",
+                    object: format!("{route:?}"),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
+                })?;
+                pod.handle
+                    .route()
+                    .add(msg)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl_err(
+                        "add route",
+                        format!("{} via {:?} on {}", route.dst, route.gw, plan.pod_ifname),
+                    ))?;
+            }
+            if plan.tx_checksum_off {
+                set_tx_checksum(&pod.ioctl_socket, &plan.pod_ifname, false)?;
+                set_tx_checksum(&datagram_socket()?, &plan.host_name, false)?;
+            }
+            Ok(())
+        };
+        let outcome: Result<(), NetlinkError> = configured.await;
+        if outcome.is_err() {
+            // Leave nothing half-built behind.
+            let _ = self.delete_link(&plan.host_name).await;
+        }
+        outcome
+    }
+
+    /// Deletes the link `name` in this netns (for a veth, its peer goes too). `Ok(false)` if it
+    /// did not exist.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(index) = link_index(&self.handle, name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == libc::ENODEV => Ok(false),
+            Err(e) => Err(nl_err("delete", format!("link {name}"))(e)),
+        }
+    }
+
+    /// The index of the link `name` in this netns, if it exists.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        link_index(&self.handle, name).await
+    }
+}
+
+/// Reads back the pod interface `ifname` in `pod_netns`; `Ok(None)` if there is no such interface.
+pub async fn inspect(pod_netns: &Path, ifname: &str) -> Result<Option<PodLinkState>, NetlinkError> {
+    let netns = open_netns(pod_netns)?;
+    let pod = PodNetns::enter(&netns, pod_netns).await?;
+    let Some(link) = get_link(&pod.handle, ifname).await? else {
+        return Ok(None);
+    };
+    let index = link.header.index;
+    let mut mac = None;
+    let mut mtu = 0;
+    for attr in &link.attributes {
+        match attr {
+            LinkAttribute::Address(a) => {
+                mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr);
+            }
+            LinkAttribute::Mtu(m) => mtu = *m,
+            _ => {}
+        }
+    }
+    let object = format!("{ifname} in {}", pod_netns.display());
+    let mac = mac.ok_or_else(|| NetlinkError::Io {
+        op: "read MAC of",
+        object: object.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidData, "no 6-byte link address"),
+    })?;
+
+    let messages: Vec<_> = pod
+        .handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("list addresses of", object.clone()))?;
+    let mut addresses = Vec::new();
+    for m in messages {
+        if m.header.index != index || m.header.scope != AddressScope::Universe {
+            continue;
+        }
+        let ip = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            })
+            .or_else(|| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+        if let Some(net) = ip.and_then(|ip| IpNet::new(ip, m.header.prefix_len).ok()) {
+            addresses.push(net);
+        }
+    }
+
+    let mut routes = Vec::new();
+    for family in [
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ] {
+        let messages: Vec<RouteMessage> = pod
+            .handle
+            .route()
+            .get(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err("list routes of", object.clone()))?;
+        routes.extend(messages.iter().filter_map(|m| route_through(m, index)));
+    }
+    routes.sort();
+    Ok(Some(PodLinkState {
+        name: ifname.to_string(),
+        mac,
+        mtu,
+        up: link.header.flags.contains(LinkFlags::Up),
+        addresses,
+        routes,
+    }))
+}
+
+/// A main-table unicast route through `index` that someone added (not a kernel prefix route).
+fn route_through(m: &RouteMessage, index: u32) -> Option<RouteConfig> {
+    let h = &m.header;
+    let table = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(h.table));
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || h.kind != RouteType::Unicast
+        || h.protocol == RouteProtocol::Kernel
+    {
+        return None;
+    }
+    let mut oif = None;
+    let mut dst = None;
+    let mut gw = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Destination(d) => dst = route_ip(d),
+            RouteAttribute::Gateway(g) => gw = route_ip(g),
+            _ => {}
+        }
+    }
+    if oif != Some(index) {
+        return None;
+    }
+    let dst = match dst {
+        Some(ip) => IpNet::new(ip, h.destination_prefix_length).ok()?,
+        None if h.address_family == netlink_packet_route::AddressFamily::Inet6 => {
+            IpNet::new(IpAddr::from([0u16; 8]), 0).ok()?
+        }
+        None => IpNet::new(IpAddr::from([0u8; 4]), 0).ok()?,
+    };
+    Some(RouteConfig { dst, gw })
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn route_message(route: &RouteConfig, index: u32) -> Result<RouteMessage, String> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .map_err(|e| e.to_string())?
+        .output_interface(index);
+    builder = match route.gw {
+        Some(gw) => builder.gateway(gw).map_err(|e| e.to_string())?,
+        None => builder.scope(RouteScope::Link),
+    };
+    Ok(builder.build())
+}
+
+async fn get_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(link) => Ok(link),
+        Err(e) if errno(&e) == libc::ENODEV => Ok(None),
+        Err(e) => Err(nl_err("look up", format!("link {name}"))(e)),
+    }
+}
+
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetlinkError> {
+    Ok(get_link(handle, name).await?.map(|l| l.header.index))
+}
+
+fn open_netns(path: &Path) -> Result<File, NetlinkError> {
+    File::open(path).map_err(|source| NetlinkError::Netns {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Sockets created inside a pod's netns.
+struct PodNetns {
+    handle: Handle,
+    connection: JoinHandle<()>,
+    ioctl_socket: OwnedFd,
+    netns: PathBuf,
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl PodNetns {
+    async fn enter(netns: &File, path: &Path) -> Result<Self, NetlinkError> {
+        let runtime = tokio::runtime::Handle::current();
+        let netns_fd = netns.try_clone().map_err(|source| NetlinkError::Netns {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("netns-enter".into())
+            .spawn(move || {
+                // This thread only creates sockets in the pod netns and ends; it never returns to a pool.
+                let opened = (|| {
+                    let _runtime = runtime.enter();
+                    nix::sched::setns(&netns_fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)?;
+                    let (connection, handle, _) = rtnetlink::new_connection()?;
+                    let socket = datagram_socket_raw()?;
+                    Ok::<_, io::Error>((connection, handle, socket))
+                })();
+                let _ = tx.send(opened);
+            })
+            .map_err(|source| NetlinkError::Io {
+                op: "spawn thread for",
+                object: format!("netns {}", path.display()),
+                source,
+            })?;
+        let (connection, handle, ioctl_socket) = rx
+            .await
+            .map_err(|_| NetlinkError::Io {
+                op: "enter",
+                object: format!("netns {}", path.display()),
+                source: io::Error::other("the netns thread ended without an answer"),
+            })?
+            .map_err(|source| NetlinkError::Netns {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(PodNetns {
+            handle,
+            connection: tokio::spawn(connection),
+            ioctl_socket,
+            netns: path.to_path_buf(),
+        })
+    }
+
+    async fn link_index(&self, name: &str) -> Result<u32, NetlinkError> {
+        link_index(&self.handle, name)
+            .await?
+            .ok_or_else(|| NetlinkError::Missing {
+                name: name.to_string(),
+                netns: self.netns.display().to_string(),
+            })
+    }
+}
+
+fn datagram_socket_raw() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned by the OwnedFd on success.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn datagram_socket() -> Result<OwnedFd, NetlinkError> {
+    datagram_socket_raw().map_err(io_err("open", "ioctl socket"))
+}
+
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member of its union (40 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _union_rest: [u8; 16],
+}
+
+/// Sets tx checksum offload of `ifname` (in the socket's netns) through the ethtool ioctl, like
+/// `ethtool -K <if> tx off`; the kernel also drops the offloads that depend on it (TSO…).
+fn set_tx_checksum(socket: &OwnedFd, ifname: &str, on: bool) -> Result<(), NetlinkError> {
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    let mut req = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: std::ptr::null_mut(),
+        _union_rest: [0; 16],
+    };
+    for (dst, src) in req
+        .name
+        .iter_mut()
+        .zip(ifname.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    req.data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points to, both alive here.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
+    if rc < 0 {
+        return Err(NetlinkError::Io {
+            op: "turn tx checksum offload off on",
+            object: ifname.to_string(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_name_follows_kube_ovn_and_fits_ifnamsiz() {
+        assert_eq!(
+            host_veth_name("3f2a8b9c0d1e2f3a4b5c", "net1"),
+            "3f2a8b9c_net1_h"
+        );
+        assert_eq!(
+            host_veth_name("3f2a8b9c0d1e2f3a4b5c", "eth0"),
+            "3f2a8b9c_eth0_h"
+        );
+        assert_eq!(
+            host_veth_name("3f2a8b9c0d1e", "net12345"),
+            "3f2a_net12345_h"
+        );
+        for (cid, ifname) in [
+            ("3f2a8b9c0d1e", "longifname123"),
+            ("c", "net1"),
+            ("a/b:c d 123456789", "net1"),
+        ] {
+            let name = host_veth_name(cid, ifname);
+            assert_eq!(name.len(), 14, "{name}");
+            assert!(name.ends_with("_h"));
+            assert_eq!(name, host_veth_name(cid, ifname), "deterministic");
+        }
+        assert_ne!(
+            host_veth_name("c", "longifname123"),
+            host_veth_name("c", "longifname124")
+        );
+        assert!(host_veth_name("3f2a8b9c0d1e2f3a4b5c", "net1").len() <= 15);
+    }
+}
