@@ -4,5 +4,6 @@
 
 pub mod annotations;
 pub mod mac;
+pub mod nad;
 pub mod names;
 pub mod selection;
