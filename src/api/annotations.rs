@@ -403,6 +403,9 @@ mod tests {
 
     #[test]
     fn pod_wide_qos_keys_are_the_seed_ones() {
+        let seed = crate::api::seed::annotations(crate::api::seed::META_QOS);
+        assert_eq!(seed[POD_INGRESS_RATE], "1000");
+        assert_eq!(seed[POD_EGRESS_RATE], "1000");
         assert_eq!(
             POD_INGRESS_RATE,
             provider_annotation("ovn", ProviderKey::IngressRate)

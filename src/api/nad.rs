@@ -2,6 +2,9 @@
 //! a CNI config string) and the reading of a kube-ovn NAD config into
 //! `KubeOvnNetConf`. Whether a NAD is ours is decided here: `type` is `kube-ovn`.
 
+// kube-derive attributes repeat keys (`printcolumn(type_ = …)`) by design.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -144,24 +147,9 @@ impl NetworkAttachmentDefinition {
 mod tests {
     use super::*;
 
-    const SEED_NAD: &str = r#"apiVersion: k8s.cni.cncf.io/v1
-kind: NetworkAttachmentDefinition
-metadata:
-  name: kube-ovn-vpc-network
-  namespace: default
-spec:
-  config: |
-    {
-      "cniVersion": "0.3.1",
-      "type": "kube-ovn",
-      "server_socket": "/run/openvswitch/kube-ovn-daemon.sock",
-      "provider": "kube-ovn-vpc-network.default.ovn"
-    }
-"#;
-
     #[test]
     fn seed_nad_reads_as_kube_ovn_config() {
-        let nad: NetworkAttachmentDefinition = serde_yaml::from_str(SEED_NAD).unwrap();
+        let nad: NetworkAttachmentDefinition = crate::api::seed::document(crate::api::seed::NAD);
         assert_eq!(nad.key(), "default/kube-ovn-vpc-network");
         let conf = nad.kube_ovn_config().unwrap();
         assert_eq!(conf.cni_version, "0.3.1");

@@ -337,6 +337,31 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::seed;
+
+    fn seed_networks(yaml: &str) -> String {
+        seed::annotations(yaml)[NETWORKS].clone()
+    }
+
+    #[test]
+    fn seed_tenant_pods_each_get_net1() {
+        let pods: Vec<k8s_openapi::api::core::v1::Pod> = seed::documents(seed::PODS_TENANTS);
+        let got: Vec<_> = pods
+            .iter()
+            .map(|pod| {
+                let value = &pod.metadata.annotations.as_ref().unwrap()[NETWORKS];
+                let nets = parse_networks(value, "default").unwrap();
+                (nets[0].network_name(), nets[0].interface.clone())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("default/tenant-a-network".to_owned(), "net1".to_owned()),
+                ("default/tenant-b-network".to_owned(), "net1".to_owned())
+            ]
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -344,7 +369,7 @@ mod tests {
 
     #[test]
     fn seed_comma_form_single_network() {
-        let nets = parse_networks("default/kube-ovn-vpc-network", "default").unwrap();
+        let nets = parse_networks(&seed_networks(seed::POD_MULTI_NETWORK), "default").unwrap();
         assert_eq!(nets.len(), 1);
         assert_eq!(nets[0].namespace, "default");
         assert_eq!(nets[0].name, "kube-ovn-vpc-network");
@@ -355,12 +380,8 @@ mod tests {
 
     #[test]
     fn seed_json_list_with_namespace_in_name() {
-        let value = r#"[
-        {"name": "default/public-network"},
-        {"name": "default/internal-network"}
-      ]
-"#;
-        let nets = parse_networks(value, "other").unwrap();
+        let value = seed_networks(seed::POD_FRONTEND);
+        let nets = parse_networks(&value, "other").unwrap();
         let got: Vec<_> = nets
             .iter()
             .map(|n| (n.namespace.as_str(), n.name.as_str(), n.interface.as_str()))
@@ -376,12 +397,8 @@ mod tests {
 
     #[test]
     fn seed_json_explicit_interfaces() {
-        let value = r#"[
-        {"name": "default/kube-ovn-network-1", "interface": "net1"},
-        {"name": "default/kube-ovn-network-2", "interface": "net2"}
-      ]
-"#;
-        let nets = parse_networks(value, "default").unwrap();
+        let value = seed_networks(seed::META_MULTIPLE_PROVIDERS);
+        let nets = parse_networks(&value, "default").unwrap();
         assert_eq!(nets[0].interface, "net1");
         assert_eq!(nets[1].interface, "net2");
         assert!(nets.iter().all(|n| n.interface_requested));
@@ -389,12 +406,8 @@ mod tests {
 
     #[test]
     fn seed_static_ip_in_cidr_form() {
-        let value = r#"[{
-        "name": "default/kube-ovn-network",
-        "ips": ["10.100.0.100/16"]
-      }]
-"#;
-        let nets = parse_networks(value, "default").unwrap();
+        let value = seed_networks(seed::META_STATIC_IP);
+        let nets = parse_networks(&value, "default").unwrap();
         assert_eq!(
             nets[0].ips,
             [IpRequest {
