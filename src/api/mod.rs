@@ -2,6 +2,7 @@
 //! NetworkAttachmentDefinition, annotation keys and network-selection parsing.
 //! No I/O lives here.
 
+pub mod allocation;
 pub mod annotations;
 pub mod condition;
 pub mod crds;
@@ -12,6 +13,7 @@ pub mod mac;
 pub mod nad;
 pub mod names;
 pub mod nat;
+pub mod network_status;
 pub mod schema;
 pub mod security_group;
 #[cfg(test)]
