@@ -11,10 +11,10 @@ use kube_ovn::api::subnet::Subnet;
 use kube_ovn::api::vpc::Vpc;
 use kube_ovn::operator::attachment::{plan_pod_attachments, PodAttachmentInput, SubnetIndex};
 
-const SEED_NAD: &str = include_str!("../src/api/testdata/seed-nad.yaml");
-const SEED_VPC_SUBNET: &str = include_str!("../src/api/testdata/seed-vpc-subnet.yaml");
-const SEED_POD: &str = include_str!("../src/api/testdata/seed-pod-multi-network.yaml");
-const SEED_QOS: &str = include_str!("../src/api/testdata/seed-meta-qos.yaml");
+const SEED_NAD: &str = include_str!("../hack/demo/seed/01-nad.yaml");
+const SEED_VPC_SUBNET: &str = include_str!("../hack/demo/seed/02-vpc-subnet.yaml");
+const SEED_POD: &str = include_str!("../hack/demo/seed/03-multi-network-pod.yaml");
+const SEED_QOS: &str = include_str!("../hack/demo/seed/fragment-qos.yaml");
 
 #[test]
 fn seed_pod_is_planned_allocated_and_readable_by_the_daemon() {

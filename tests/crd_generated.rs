@@ -242,8 +242,8 @@ fn check(crd_name: &str, manifest: &str) -> Vec<String> {
     errors
 }
 
-const SEED_VPC_SUBNET: &str = include_str!("../src/api/testdata/seed-vpc-subnet.yaml");
-const SEED_NAT_GW: &str = include_str!("../src/api/testdata/seed-vpc-nat-gateway.yaml");
+const SEED_VPC_SUBNET: &str = include_str!("../hack/demo/seed/02-vpc-subnet.yaml");
+const SEED_NAT_GW: &str = include_str!("../hack/demo/seed/06-vpc-nat-gw.yaml");
 
 /// The seed's Subnet document (the second of its Vpc + Subnet block).
 fn seed_subnet() -> String {

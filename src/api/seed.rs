@@ -1,19 +1,19 @@
-//! Test-only: the seed document's manifests, verbatim (files in `testdata/`), and
+//! Test-only: the seed document's manifests, verbatim (files in `hack/demo/seed/`, checked against the guide by tests/demo_manifests.rs), and
 //! helpers to read them. The seed must keep working exactly as written.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-pub const NAD: &str = include_str!("testdata/seed-nad.yaml");
-pub const VPC_SUBNET: &str = include_str!("testdata/seed-vpc-subnet.yaml");
-pub const POD_MULTI_NETWORK: &str = include_str!("testdata/seed-pod-multi-network.yaml");
-pub const POD_FRONTEND: &str = include_str!("testdata/seed-pod-frontend.yaml");
-pub const PODS_TENANTS: &str = include_str!("testdata/seed-pods-tenants.yaml");
-pub const VPC_NAT_GATEWAY: &str = include_str!("testdata/seed-vpc-nat-gateway.yaml");
+pub const NAD: &str = include_str!("../../hack/demo/seed/01-nad.yaml");
+pub const VPC_SUBNET: &str = include_str!("../../hack/demo/seed/02-vpc-subnet.yaml");
+pub const POD_MULTI_NETWORK: &str = include_str!("../../hack/demo/seed/03-multi-network-pod.yaml");
+pub const POD_FRONTEND: &str = include_str!("../../hack/demo/seed/04-frontend.yaml");
+pub const PODS_TENANTS: &str = include_str!("../../hack/demo/seed/05-tenants.yaml");
+pub const VPC_NAT_GATEWAY: &str = include_str!("../../hack/demo/seed/06-vpc-nat-gw.yaml");
 pub const META_MULTIPLE_PROVIDERS: &str =
-    include_str!("testdata/seed-meta-multiple-providers.yaml");
-pub const META_STATIC_IP: &str = include_str!("testdata/seed-meta-static-ip.yaml");
-pub const META_QOS: &str = include_str!("testdata/seed-meta-qos.yaml");
+    include_str!("../../hack/demo/seed/fragment-multi-provider.yaml");
+pub const META_STATIC_IP: &str = include_str!("../../hack/demo/seed/fragment-static-ip.yaml");
+pub const META_QOS: &str = include_str!("../../hack/demo/seed/fragment-qos.yaml");
 
 /// Every YAML document of `yaml` as a `T`.
 pub fn documents<T: DeserializeOwned>(yaml: &str) -> Vec<T> {
