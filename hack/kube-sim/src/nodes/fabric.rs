@@ -57,7 +57,6 @@ pub struct Fabric {
     pub prefix: String,
     pub nodes: Vec<Node>,
     pub plugins: PluginSettings,
-    torn_down: bool,
 }
 
 impl Fabric {
@@ -91,7 +90,6 @@ impl Fabric {
                 cni_path,
                 timeout: config.plugin_timeout,
             },
-            torn_down: false,
         };
         if !node::netns_with_prefix(&format!("{prefix}-")).is_empty() {
             return Err(NodeError::Setup {
@@ -133,21 +131,17 @@ impl Fabric {
 
     /// Removes every namespace this fabric made (pods' included). Pod sandboxes should be
     /// deleted first to run their CNI DELs; this is the backstop.
-    pub async fn down(mut self) {
+    pub async fn down(&self) {
         for ns in node::netns_with_prefix(&format!("{}-", self.prefix)) {
             if let Err(e) = node::del_netns(&ns).await {
                 tracing::warn!(netns = %ns, error = %e, "removing namespace");
             }
         }
-        self.torn_down = true;
     }
 }
 
 impl Drop for Fabric {
     fn drop(&mut self) {
-        if self.torn_down {
-            return;
-        }
         for ns in node::netns_with_prefix(&format!("{}-", self.prefix)) {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", &ns])
