@@ -172,3 +172,40 @@ async fn failing_delegate_rolls_back_what_was_added() {
     assert!(Sandbox::cached(n1).is_empty());
     fabric.down().await;
 }
+
+#[tokio::test]
+async fn default_route_request_moves_the_default_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fabric = Fabric::up(&FabricConfig::new(1, dir.path()))
+        .await
+        .expect("fabric up");
+    let n1 = &fabric.nodes[0];
+    let selection = parse_networks(
+        r#"[{"name":"blue","default-route":["192.168.50.1"]}]"#,
+        "default",
+    )
+    .expect("selection");
+    let mut delegates = vec![
+        fabric.primary_delegate(n1),
+        Delegate::for_nad(&selection[0], BRIDGE_NAD, 1).expect("delegate"),
+    ];
+    kube_sim::nodes::delegate::apply_gateway_requests(&mut delegates).expect("one gateway");
+    let (d, _) = Sandbox::create(
+        n1,
+        pod("d"),
+        delegates,
+        &fabric.pod_netns_prefix(),
+        &fabric.plugins,
+    )
+    .await
+    .expect("sandbox d");
+    let routes = String::from_utf8(ip_netns(&d.netns, &["ip", "route", "show", "default"]).stdout)
+        .expect("utf8");
+    assert_eq!(
+        routes.trim(),
+        "default via 192.168.50.1 dev net1",
+        "{routes}"
+    );
+    d.delete(n1, &fabric.plugins).await.expect("delete d");
+    fabric.down().await;
+}

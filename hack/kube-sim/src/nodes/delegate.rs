@@ -25,6 +25,16 @@ pub struct Delegate {
     pub capability_args: Map<String, Value>,
     /// `MAC=`/`IP=` appended to `CNI_ARGS` on ADD (deprecated since Multus 3.5, still done).
     pub add_args: Vec<(String, String)>,
+    /// The element's `default-route`: after ADD, the interface's default routes are replaced
+    /// by routes via these gateways.
+    #[serde(default)]
+    pub gateway_request: Vec<IpAddr>,
+    /// Another delegate asked for the IPv4 / IPv6 default route: after ADD, this interface's
+    /// default routes are deleted (Multus `IsFilterV4Gateway`/`IsFilterV6Gateway`).
+    #[serde(default)]
+    pub filter_v4_gateway: bool,
+    #[serde(default)]
+    pub filter_v6_gateway: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -35,10 +45,10 @@ pub enum DelegateError {
     Ip { nad: String, ip: String },
     #[error("network {nad}: failed to parse mac address {mac:?}")]
     Mac { nad: String, mac: String },
-    #[error(
-        "network {nad}: `default-route` in a network selection is not supported by kube-sim yet"
-    )]
-    DefaultRoute { nad: String },
+    #[error("network {nad}: invalid default-route gateway {gateway:?}")]
+    DefaultRoute { nad: String, gateway: String },
+    #[error("multus does not support ECMP for default-route")]
+    Ecmp,
 }
 
 /// The pod a sandbox belongs to, as `CNI_ARGS` names it.
@@ -60,6 +70,9 @@ impl Delegate {
             config,
             capability_args: Map::new(),
             add_args: Vec::new(),
+            gateway_request: Vec::new(),
+            filter_v4_gateway: false,
+            filter_v6_gateway: false,
         }
     }
 
@@ -110,8 +123,15 @@ impl Delegate {
         if let Some(args) = &selection.cni_args {
             merge_cni_args(&mut config, args);
         }
-        if !selection.default_route.is_empty() {
-            return Err(DelegateError::DefaultRoute { nad });
+        let mut gateway_request = Vec::new();
+        for gateway in &selection.default_route {
+            let ip = gateway
+                .parse::<IpAddr>()
+                .map_err(|_| DelegateError::DefaultRoute {
+                    nad: nad.clone(),
+                    gateway: gateway.clone(),
+                })?;
+            gateway_request.push(ip);
         }
         let mut capability_args = Map::new();
         let mut add_args = Vec::new();
@@ -153,7 +173,16 @@ impl Delegate {
             config,
             capability_args,
             add_args,
+            gateway_request,
+            filter_v4_gateway: false,
+            filter_v6_gateway: false,
         })
+    }
+
+    /// Whether, after ADD, this interface's default routes are removed (and, with a
+    /// `default-route` request, replaced).
+    pub fn rewrites_default_route(&self) -> bool {
+        self.filter_v4_gateway || self.filter_v6_gateway || !self.gateway_request.is_empty()
     }
 
     /// The configs of the plugins to exec, in ADD order.
@@ -202,6 +231,35 @@ impl Delegate {
             "" | "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1"
         )
     }
+}
+
+/// Multus `CheckGatewayConfig`: when some element asks for the default route of a family
+/// (`default-route`), every other delegate (the cluster default network included) loses its
+/// default route of that family. At most one gateway per family overall.
+pub fn apply_gateway_requests(delegates: &mut [Delegate]) -> Result<(), DelegateError> {
+    let count = |v4: bool| {
+        delegates
+            .iter()
+            .flat_map(|d| d.gateway_request.iter())
+            .filter(|g| g.is_ipv4() == v4)
+            .count()
+    };
+    let (v4, v6) = (count(true), count(false));
+    if v4 > 1 || v6 > 1 {
+        return Err(DelegateError::Ecmp);
+    }
+    for delegate in delegates.iter_mut() {
+        let asks = |v4_family: bool| {
+            delegate
+                .gateway_request
+                .iter()
+                .any(|g| g.is_ipv4() == v4_family)
+        };
+        let (asks_v4, asks_v6) = (asks(true), asks(false));
+        delegate.filter_v4_gateway = v4 > 0 && !asks_v4;
+        delegate.filter_v6_gateway = v6 > 0 && !asks_v6;
+    }
+    Ok(())
 }
 
 /// `CNI_ARGS` exactly as Multus builds them (`createRuntimeConf`), plus `extra` (`MAC=`, `IP=`)
@@ -357,6 +415,54 @@ mod tests {
     }
 
     #[test]
+    fn a_default_route_request_filters_the_other_interfaces() {
+        let primary = Delegate::cluster_default(json!({"name": "p", "type": "bridge"}), "eth0");
+        let wants = element(json!({"name": "a", "default-route": ["10.100.0.1"]}));
+        let other = element(json!({"name": "b"}));
+        let mut delegates = vec![
+            primary,
+            Delegate::for_nad(&wants, SEED_NAD, 1).expect("valid"),
+            Delegate::for_nad(&other, SEED_NAD, 2).expect("valid"),
+        ];
+        apply_gateway_requests(&mut delegates).expect("one gateway");
+        let flags: Vec<(bool, bool, bool)> = delegates
+            .iter()
+            .map(|d| {
+                (
+                    d.filter_v4_gateway,
+                    d.filter_v6_gateway,
+                    d.rewrites_default_route(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            flags,
+            vec![
+                (true, false, true),
+                (false, false, true),
+                (true, false, true)
+            ]
+        );
+
+        let twice = element(json!({"name": "c", "default-route": ["10.1.0.1"]}));
+        delegates.push(Delegate::for_nad(&twice, SEED_NAD, 3).expect("valid"));
+        assert_eq!(
+            apply_gateway_requests(&mut delegates),
+            Err(DelegateError::Ecmp)
+        );
+    }
+
+    #[test]
+    fn no_default_route_request_changes_nothing() {
+        let mut delegates = vec![Delegate::cluster_default(
+            json!({"name": "p", "type": "bridge"}),
+            "eth0",
+        )];
+        apply_gateway_requests(&mut delegates).expect("fine");
+        assert!(!delegates[0].rewrites_default_route());
+    }
+
+    #[test]
     fn invalid_configs_and_requests_are_errors() {
         let e = element(json!({"name": "x"}));
         assert!(matches!(
@@ -381,7 +487,7 @@ mod tests {
             Delegate::for_nad(&bad_mac, SEED_NAD, 1),
             Err(DelegateError::Mac { .. })
         ));
-        let route = element(json!({"name": "x", "default-route": ["10.0.0.1"]}));
+        let route = element(json!({"name": "x", "default-route": ["10.0.0"]}));
         assert!(matches!(
             Delegate::for_nad(&route, SEED_NAD, 1),
             Err(DelegateError::DefaultRoute { .. })

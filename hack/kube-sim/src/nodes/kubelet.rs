@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
-use super::delegate::{Delegate, PodIdentity};
+use super::delegate::{apply_gateway_requests, Delegate, PodIdentity};
 use super::fabric::Fabric;
 use super::node::Node;
 use super::result::{
@@ -261,6 +261,7 @@ async fn create_sandbox(
         let delegate = Delegate::for_nad(selection, &config, i + 1).map_err(|e| e.to_string())?;
         delegates.push(delegate);
     }
+    apply_gateway_requests(&mut delegates).map_err(|e| e.to_string())?;
     let identity = PodIdentity {
         namespace: namespace.clone(),
         name: pod.name_any(),

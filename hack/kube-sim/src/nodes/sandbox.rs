@@ -148,12 +148,22 @@ impl Sandbox {
                     command: "ADD",
                     message: format!("interface name {} already exists", delegate.ifname),
                 }),
-                false => {
-                    sandbox
-                        .invocation(node, &netns, settings)
-                        .add(delegate)
+                false => match sandbox
+                    .invocation(node, &netns, settings)
+                    .add(delegate)
+                    .await
+                {
+                    Ok(result) => rewrite_default_route(&sandbox.netns, delegate)
                         .await
-                }
+                        .map(|()| result)
+                        .map_err(|message| CniError {
+                            plugin: String::new(),
+                            network: delegate.network_name.clone(),
+                            command: "ADD",
+                            message,
+                        }),
+                    Err(e) => Err(e),
+                },
             };
             match added {
                 Ok(result) => {
@@ -241,6 +251,34 @@ impl Sandbox {
             _ => Ok(()),
         }
     }
+}
+
+/// What Multus does after a delegate's ADD for `default-route` (`DeleteDefaultGW`, then
+/// `SetDefaultGW`): drop every default route on the interface, then add one via each requested
+/// gateway. The ADD result (and so network-status) is left as the plugin returned it.
+async fn rewrite_default_route(netns: &str, delegate: &Delegate) -> Result<(), String> {
+    if !delegate.rewrites_default_route() {
+        return Ok(());
+    }
+    let ifname = delegate.ifname.as_str();
+    for family in ["-4", "-6"] {
+        // Delete until none is left on the interface.
+        while node::ip(&[
+            "-n", netns, family, "route", "del", "default", "dev", ifname,
+        ])
+        .await
+        .is_ok()
+        {}
+    }
+    for gateway in &delegate.gateway_request {
+        let gateway = gateway.to_string();
+        node::ip(&[
+            "-n", netns, "route", "add", "default", "via", &gateway, "dev", ifname,
+        ])
+        .await
+        .map_err(|e| format!("error setting default gateway: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Multus `validateIfName`: ADD fails if the name is taken in the pod's namespace.
