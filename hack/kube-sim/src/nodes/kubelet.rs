@@ -14,14 +14,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::ApiResource;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
 use super::delegate::{apply_gateway_requests, Delegate, PodIdentity};
 use super::fabric::Fabric;
+use super::nad;
 use super::node::Node;
 use super::result::{
     network_statuses, render_network_status, CniResult, NETWORK_STATUS_ANNOTATION,
@@ -257,7 +257,7 @@ async fn create_sandbox(
         format!("error loading k8s delegates: pod annotation {NETWORKS_ANNOTATION}: {e}")
     })?;
     for (i, selection) in selections.iter().enumerate() {
-        let config = nad_config(&ctx.client, &selection.namespace, &selection.name).await?;
+        let config = nad::config(&ctx.client, &selection.namespace, &selection.name).await?;
         let delegate = Delegate::for_nad(selection, &config, i + 1).map_err(|e| e.to_string())?;
         delegates.push(delegate);
     }
@@ -287,32 +287,6 @@ async fn create_sandbox(
             Err(reason)
         }
     }
-}
-
-/// nad-client `GetNetworkAttachmentDefinition` + `spec.config`.
-async fn nad_config(client: &Client, namespace: &str, name: &str) -> Result<String, String> {
-    let resource = ApiResource {
-        group: "k8s.cni.cncf.io".into(),
-        version: "v1".into(),
-        api_version: "k8s.cni.cncf.io/v1".into(),
-        kind: "NetworkAttachmentDefinition".into(),
-        plural: "network-attachment-definitions".into(),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let nad = api.get(name).await.map_err(|e| {
-        format!(
-            "cannot find a network-attachment-definition ({name}) in namespace ({namespace}): {e}"
-        )
-    })?;
-    nad.data
-        .get("spec")
-        .and_then(|s| s.get("config"))
-        .and_then(Value::as_str)
-        .filter(|c| !c.trim().is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            format!("network-attachment-definition {namespace}/{name} has no spec.config")
-        })
 }
 
 /// Writes network-status (as Multus does, before the pod is Running) and emits Multus's

@@ -11,6 +11,7 @@ pub mod delegate;
 pub mod exec;
 pub mod fabric;
 pub mod kubelet;
+pub mod nad;
 pub mod node;
 pub mod result;
 pub mod sandbox;
