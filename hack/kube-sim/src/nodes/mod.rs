@@ -20,6 +20,7 @@ pub mod selection;
 pub mod workloads;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,10 @@ pub struct SimulatorConfig {
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub backoff: Backoff,
     pub runtime: ContainerRuntime,
+    /// The API server's address (a `127.0.0.1` one): every node then listens on the same
+    /// address inside its namespace and forwards to it, so the kubeconfig written for the
+    /// host works unchanged for processes started with `Node::command`.
+    pub api_server: Option<SocketAddr>,
 }
 
 impl SimulatorConfig {
@@ -59,6 +64,7 @@ impl SimulatorConfig {
                 max: Duration::from_secs(10),
             },
             runtime: ContainerRuntime::default(),
+            api_server: None,
         }
     }
 }
@@ -69,6 +75,12 @@ pub enum SimulatorError {
     Node(#[from] node::NodeError),
     #[error("node {node}: registering the Node object: {source}")]
     Register { node: String, source: kube::Error },
+    #[error("node {node}: forwarding {addr} to the API server: {source}")]
+    Forward {
+        node: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The running simulator.
@@ -113,6 +125,19 @@ impl Simulator {
             failures: Mutex::new(HashMap::new()),
             cursor: AtomicUsize::new(0),
         });
+        let mut tasks = Vec::new();
+        if let Some(addr) = config.api_server {
+            for node in &fabric.nodes {
+                let listener = node::listen_inside(node, addr)
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|source| SimulatorError::Forward {
+                        node: node.name.clone(),
+                        addr,
+                        source,
+                    })?;
+                tasks.push(tokio::spawn(forward_api(listener, addr)));
+            }
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let controller =
             Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -159,7 +184,10 @@ impl Simulator {
             fabric,
             context,
             stop: Some(stop),
-            tasks: vec![pods, sweeper],
+            tasks: {
+                tasks.extend([pods, sweeper]);
+                tasks
+            },
             client,
         })
     }
@@ -215,6 +243,25 @@ impl Drop for Simulator {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// Accepts connections inside a node and splices each to the API server on the host.
+async fn forward_api(listener: tokio::net::TcpListener, api: SocketAddr) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            match tokio::net::TcpStream::connect(api).await {
+                Ok(mut outbound) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Err(e) => {
+                    tracing::warn!(api = %api, error = %e, "forwarding a node's API connection")
+                }
+            }
+        });
     }
 }
 

@@ -136,6 +136,23 @@ impl Node {
     }
 }
 
+/// A TCP listener on `addr` inside the node's network namespace (the socket is created by a
+/// short-lived thread that enters the namespace; it stays bound there).
+pub(crate) fn listen_inside(
+    node: &Node,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpListener> {
+    let netns = std::fs::File::open(node.netns_path())?;
+    std::thread::spawn(move || {
+        setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the thread entering the node namespace panicked"))?
+}
+
 /// Runs `ip` with `args` (test-bed plumbing: node and pod namespaces, underlay wiring).
 pub(crate) async fn ip(args: &[&str]) -> Result<(), String> {
     let output = tokio::process::Command::new("ip")
