@@ -209,3 +209,56 @@ async fn default_route_request_moves_the_default_route() {
     d.delete(n1, &fabric.plugins).await.expect("delete d");
     fabric.down().await;
 }
+
+#[tokio::test]
+async fn node_commands_see_node_private_directories_and_netns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fabric = Fabric::up(&FabricConfig::new(2, dir.path()))
+        .await
+        .expect("fabric up");
+    let (n1, n2) = (&fabric.nodes[0], &fabric.nodes[1]);
+    let probe = "probe-kube-sim-nodes-test";
+    let status = n1
+        .command("sh")
+        .expect("command")
+        .args([
+            "-c",
+            &format!("echo one > /run/openvswitch/{probe} && echo one > /opt/cni/bin/{probe}"),
+        ])
+        .status()
+        .await
+        .expect("sh");
+    assert!(status.success());
+    assert!(n1
+        .host_path(Path::new("/run/openvswitch"))
+        .join(probe)
+        .exists());
+    assert!(n1.host_path(Path::new("/opt/cni/bin")).join(probe).exists());
+    assert!(
+        !Path::new("/run/openvswitch").join(probe).exists(),
+        "host directory untouched"
+    );
+    // The other node does not see it.
+    let other = n2
+        .command("test")
+        .expect("command")
+        .args(["-e", &format!("/run/openvswitch/{probe}")])
+        .status()
+        .await
+        .expect("test");
+    assert!(!other.success());
+    // And the process runs in the node's network namespace: ul0 carries the node address.
+    let out = n2
+        .command("ip")
+        .expect("command")
+        .args(["-o", "-4", "addr", "show", "ul0"])
+        .output()
+        .await
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("inet {}/24", n2.underlay_ip)),
+        "{text}"
+    );
+    fabric.down().await;
+}
