@@ -165,7 +165,7 @@ fn primary_conflist(node: &Node) -> Value {
             "ipam": {
                 "type": "host-local",
                 "ranges": [[{"subnet": format!("{net}/{len}"), "gateway": node.pod_gateway().to_string()}]],
-                "routes": [{"dst": "0.0.0.0/0"}]
+                "routes": [{"dst": "0.0.0.0/0", "gw": node.pod_gateway().to_string()}]
             }
         }]
     })

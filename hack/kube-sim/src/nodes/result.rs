@@ -176,11 +176,13 @@ impl CniResult {
             .collect()
     }
 
+    /// Gateways of the default routes; a default route without `gw` yields `<nil>`, as Go's
+    /// `net.IP(nil).String()` does in nad-client.
     fn default_gateways(&self) -> Vec<String> {
         self.routes
             .iter()
             .filter(|r| r.is_default())
-            .filter_map(|r| r.gw.clone())
+            .map(|r| r.gw.clone().unwrap_or_else(|| "<nil>".to_string()))
             .collect()
     }
 }
@@ -418,6 +420,19 @@ mod tests {
         let result = CniResult::parse(&raw).expect("valid");
         assert_eq!(result.ips[0].bare(), "10.1.0.5");
         assert!(network_statuses(&result, "ns/old", false).is_empty());
+    }
+
+    #[test]
+    fn default_route_without_gateway_reads_as_go_nil() {
+        let raw = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "net1", "sandbox": "/x"}],
+            "ips": [{"interface": 0, "address": "10.5.0.2/24"}],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.6.0.0/16", "gw": "10.5.0.1"}]});
+        let result = CniResult::parse(&raw).expect("valid");
+        assert_eq!(
+            network_statuses(&result, "ns/n", false)[0].gateway,
+            vec!["<nil>"]
+        );
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! The node simulator against the kube-sim API server, as a CNI plugin under test would see
+//! it: real namespaces, Debian's `bridge` plugin as a NAD's secondary network, network-status
+//! as Multus writes it, deletion releasing addresses, pods on two nodes pinging, and failures
+//! (missing NAD, malformed annotation, failing delegate) reported as Events and retried
+//! without holding up other pods.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::Client;
+use serde_json::{json, Value};
+
+use kube_sim::nodes::node::netns_with_prefix;
+use kube_sim::nodes::{nad, Simulator, SimulatorConfig, NETNS_ANNOTATION};
+use kube_sim::ApiServer;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Bed {
+    server: ApiServer,
+    client: Client,
+    sim: Simulator,
+    _dir: tempfile::TempDir,
+}
+
+async fn bed(nodes: usize) -> Bed {
+    let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("API server");
+    let client = server.client().expect("client");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let default: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("ns");
+    let _ = namespaces.create(&PostParams::default(), &default).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &nad::crd())
+        .await
+        .expect("NAD CRD");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = SimulatorConfig::new(nodes, dir.path());
+    config.backoff.initial = Duration::from_millis(200);
+    config.backoff.max = Duration::from_secs(2);
+    config.api_server = Some(server.addr());
+    let sim = Simulator::start(client.clone(), config)
+        .await
+        .expect("simulator");
+    Bed {
+        server,
+        client,
+        sim,
+        _dir: dir,
+    }
+}
+
+impl Bed {
+    async fn down(self) {
+        let prefix = self.sim.netns_prefix().to_string();
+        let state_dir = self._dir.path().display().to_string();
+        self.sim.shutdown().await;
+        self.server.shutdown().await;
+        assert!(
+            netns_with_prefix(&prefix).is_empty(),
+            "namespaces left behind"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains(&state_dir), "mounts left behind");
+    }
+
+    async fn nad(&self, name: &str, config: &str) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), "default", &nad::resource());
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"config": config},
+        }))
+        .expect("NAD");
+        api.create(&PostParams::default(), &object)
+            .await
+            .expect("create NAD");
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn pod(&self, name: &str, networks: Option<&str>, spec: Value) -> Pod {
+        let mut annotations = serde_json::Map::new();
+        if let Some(n) = networks {
+            annotations.insert("k8s.v1.cni.cncf.io/networks".into(), Value::from(n));
+        }
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "app", "image": "nginx"}]);
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": spec,
+        }))
+        .expect("pod");
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod")
+    }
+
+    async fn running(&self, name: &str) -> Pod {
+        let cond = |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.phase.as_deref())
+                == Some("Running")
+        };
+        tokio::time::timeout(WAIT, await_condition(self.pods(), name, cond))
+            .await
+            .unwrap_or_else(|_| panic!("pod {name} not Running in time"))
+            .expect("watch")
+            .expect("pod exists")
+    }
+
+    async fn delete(&self, pod: &Pod) {
+        let name = pod.metadata.name.clone().expect("name");
+        let uid = pod.metadata.uid.clone().expect("uid");
+        self.pods()
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        tokio::time::timeout(
+            WAIT,
+            await_condition(self.pods(), &name, conditions::is_deleted(&uid)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("pod {name} not gone in time"))
+        .expect("watch");
+    }
+
+    /// Events with `reason` about pod `name`, waiting until there are at least `count`.
+    async fn events(&self, name: &str, reason: &str, count: usize) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let events: Vec<Event> = api
+                .list(&ListParams::default())
+                .await
+                .expect("list events")
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.involved_object.name.as_deref() == Some(name)
+                        && e.reason.as_deref() == Some(reason)
+                })
+                .collect();
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {count} {reason} events for {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> &'a str {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("annotation {key} missing"))
+}
+
+fn in_netns(netns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mac_of(netns: &str, ifname: &str) -> String {
+    let out = in_netns(netns, &["cat", &format!("/sys/class/net/{ifname}/address")]);
+    out.trim().to_string()
+}
+
+const BRIDGE_NAD: &str = r#"{"cniVersion":"0.3.1","type":"bridge","bridge":"blue0",
+  "ipam":{"type":"host-local","subnet":"192.168.60.0/24"}}"#;
+
+#[tokio::test]
+async fn bridge_secondary_network_gets_net1_and_network_status() {
+    let bed = bed(1).await;
+    bed.nad("blue", BRIDGE_NAD).await;
+    bed.pod("a", Some("blue"), json!({})).await;
+    let pod = bed.running("a").await;
+
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("bound");
+    assert_eq!(node, "node-1");
+    let netns = annotation(&pod, NETNS_ANNOTATION).to_string();
+    let status: Vec<Value> =
+        serde_json::from_str(annotation(&pod, "k8s.v1.cni.cncf.io/network-status"))
+            .expect("network-status JSON");
+    assert_eq!(status.len(), 2, "{status:?}");
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("podIP");
+    assert_eq!(
+        status[0],
+        json!({"name": "kube-sim-primary", "interface": "eth0", "ips": [pod_ip], "mac": mac_of(&netns, "eth0"),
+               "default": true, "dns": {}, "gateway": ["10.244.0.1"]})
+    );
+    let net1_ip = status[1]["ips"][0].as_str().expect("net1 ip").to_string();
+    assert!(net1_ip.starts_with("192.168.60."), "{status:?}");
+    assert_eq!(
+        status[1],
+        json!({"name": "default/blue", "interface": "net1", "ips": [net1_ip], "mac": mac_of(&netns, "net1"), "dns": {}})
+    );
+    let addrs = in_netns(&netns, &["ip", "-o", "-4", "addr"]);
+    assert!(
+        addrs.contains(&format!("eth0    inet {pod_ip}/24")),
+        "{addrs}"
+    );
+    assert!(
+        addrs.contains(&format!("net1    inet {net1_ip}/24")),
+        "{addrs}"
+    );
+    bed.events("a", "AddedInterface", 2).await;
+
+    // A process on the node reaches the API at the host kubeconfig's address.
+    let n1 = bed.sim.node("node-1").expect("node");
+    let url = format!("{}/api", bed.server.url());
+    let out = n1
+        .command("curl")
+        .expect("command")
+        .args(["-sS", "--max-time", "10", &url])
+        .output()
+        .await
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("APIVersions"),
+        "from inside node-1: {body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lease = n1
+        .host_path(Path::new("/var/lib/cni/networks/kube-sim-primary"))
+        .join(&pod_ip);
+    let blue_lease = n1
+        .host_path(Path::new("/var/lib/cni/networks/blue"))
+        .join(&net1_ip);
+    assert!(
+        lease.exists() && blue_lease.exists(),
+        "host-local holds both addresses"
+    );
+
+    bed.delete(&pod).await;
+    assert!(
+        !Path::new("/run/netns").join(&netns).exists(),
+        "pod namespace removed"
+    );
+    assert!(!lease.exists(), "eth0 address released");
+    assert!(!blue_lease.exists(), "net1 address released");
+    bed.down().await;
+}
+
+#[tokio::test]
+async fn pods_on_two_nodes_ping_each_other() {
+    let bed = bed(2).await;
+    bed.pod("p1", None, json!({"nodeName": "node-1"})).await;
+    bed.pod(
+        "p2",
+        None,
+        json!({"nodeSelector": {"kubernetes.io/hostname": "node-2"}}),
+    )
+    .await;
+    let p1 = bed.running("p1").await;
+    let p2 = bed.running("p2").await;
+    assert_eq!(
+        p2.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("node-2")
+    );
+    let ip1 = p1
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("ip1");
+    let ip2 = p2
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("ip2");
+    assert!(
+        ip1.starts_with("10.244.0.") && ip2.starts_with("10.244.1."),
+        "{ip1} {ip2}"
+    );
+    for (from, to) in [(&p1, &ip2), (&p2, &ip1)] {
+        let netns = annotation(from, NETNS_ANNOTATION);
+        let ok = Command::new("ip")
+            .args(["netns", "exec", netns, "ping", "-c", "2", "-W", "5", to])
+            .output()
+            .expect("ping")
+            .status
+            .success();
+        assert!(ok, "ping {to} from {netns}");
+    }
+    bed.delete(&p1).await;
+    bed.delete(&p2).await;
+    bed.down().await;
+}
+
+#[tokio::test]
+async fn failures_become_events_and_retries_without_blocking_others() {
+    let bed = bed(1).await;
+    bed.nad(
+        "broken",
+        r#"{"cniVersion":"1.0.0","type":"no-such-plugin"}"#,
+    )
+    .await;
+    bed.pod("missing", Some("later"), json!({})).await;
+    bed.pod("malformed", Some("a/b/c"), json!({})).await;
+    bed.pod("failing", Some("broken"), json!({})).await;
+    bed.pod("fine", None, json!({})).await;
+
+    bed.running("fine").await;
+    let missing = bed.events("missing", "FailedCreatePodSandBox", 2).await;
+    assert!(missing[0]
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .contains("network-attachment-definition (later)"));
+    let malformed = bed.events("malformed", "FailedCreatePodSandBox", 2).await;
+    assert!(malformed[0]
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .contains("a/b/c"));
+    let failing = bed.events("failing", "FailedCreatePodSandBox", 2).await;
+    assert!(failing[0]
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .contains("no-such-plugin"));
+
+    // The retry picks up a NAD created later.
+    bed.nad("later", BRIDGE_NAD).await;
+    bed.running("missing").await;
+
+    for name in ["missing", "malformed", "failing", "fine"] {
+        let pod = bed.pods().get(name).await.expect("pod");
+        bed.delete(&pod).await;
+    }
+    assert!(netns_with_prefix(&format!("{}-p-", bed.sim.netns_prefix())).is_empty());
+    bed.down().await;
+}
