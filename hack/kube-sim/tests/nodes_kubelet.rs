@@ -70,6 +70,8 @@ impl Bed {
         );
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(!mounts.contains(&state_dir), "mounts left behind");
+        let left = processes_mentioning(&format!("/run/netns/{prefix}-"));
+        assert!(left.is_empty(), "processes left behind: {left:?}");
     }
 
     async fn nad(&self, name: &str, config: &str) {
@@ -166,6 +168,28 @@ impl Bed {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Processes whose environment mentions `needle` (CNI plugins carry their CNI_NETNS).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(needle))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> &'a str {
@@ -364,5 +388,114 @@ async fn failures_become_events_and_retries_without_blocking_others() {
         bed.delete(&pod).await;
     }
     assert!(netns_with_prefix(&format!("{}-p-", bed.sim.netns_prefix())).is_empty());
+    bed.down().await;
+}
+
+/// A delegate that records how it was exec'd (in the node's private /run/openvswitch) and
+/// answers like the kube-ovn shim does (0.3.1, one sandbox interface, `ips[].interface` 0).
+const PROBE_PLUGIN: &str = r#"#!/bin/sh
+log=/run/openvswitch/probe.log
+input=$(cat)
+{
+  echo "COMMAND=$CNI_COMMAND"
+  echo "ARGS=$CNI_ARGS"
+  echo "IFNAME=$CNI_IFNAME"
+  echo "NETNS=$CNI_NETNS"
+  echo "CONTAINERID=$CNI_CONTAINERID"
+  echo "STDIN=$input"
+} >> $log
+if [ "$CNI_COMMAND" = ADD ]; then
+  printf '{"cniVersion":"0.3.1","interfaces":[{"name":"%s","mac":"02:00:00:00:00:07","sandbox":"%s"}],"ips":[{"version":"4","address":"10.100.0.7/16","gateway":"10.100.0.1","interface":0}],"dns":{}}' "$CNI_IFNAME" "$CNI_NETNS"
+fi
+"#;
+
+#[tokio::test]
+async fn delegate_is_execd_inside_its_node_exactly_as_multus_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let bed = bed(2).await;
+    for node in bed.sim.nodes() {
+        let plugin = node.host_path(Path::new("/opt/cni/bin/probe"));
+        std::fs::write(&plugin, PROBE_PLUGIN).expect("write plugin");
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    bed.nad(
+        "probe-net",
+        r#"{"cniVersion":"0.3.1","type":"probe","server_socket":"/run/openvswitch/kube-ovn-daemon.sock",
+            "provider":"probe-net.default.ovn"}"#,
+    )
+    .await;
+    let networks = r#"[{"name":"probe-net","interface":"net5","ips":["10.100.0.7"],"mac":"02:00:00:00:00:07"}]"#;
+    bed.pod("k", Some(networks), json!({"nodeName": "node-2"}))
+        .await;
+    let pod = bed.running("k").await;
+    let uid = pod.metadata.uid.clone().expect("uid");
+    let netns = annotation(&pod, NETNS_ANNOTATION).to_string();
+
+    let node2 = bed.sim.node("node-2").expect("node-2");
+    let log_path = node2.host_path(Path::new("/run/openvswitch/probe.log"));
+    let log = std::fs::read_to_string(&log_path).expect("the plugin ran on node-2");
+    assert!(!bed
+        .sim
+        .node("node-1")
+        .expect("node-1")
+        .host_path(Path::new("/run/openvswitch/probe.log"))
+        .exists());
+    assert!(!Path::new("/run/openvswitch/probe.log").exists());
+    let field = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing in {text}"))
+            .to_string()
+    };
+    let container_id = field(&log, "CONTAINERID");
+    assert_eq!(container_id.len(), 64);
+    assert_eq!(field(&log, "COMMAND"), "ADD");
+    assert_eq!(
+        field(&log, "ARGS"),
+        format!(
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=k;K8S_POD_INFRA_CONTAINER_ID={container_id};\
+             K8S_POD_UID={uid};MAC=02:00:00:00:00:07;IP=10.100.0.7"
+        )
+    );
+    assert_eq!(field(&log, "IFNAME"), "net5");
+    assert_eq!(field(&log, "NETNS"), format!("/run/netns/{netns}"));
+    let stdin: Value = serde_json::from_str(&field(&log, "STDIN")).expect("stdin JSON");
+    assert_eq!(
+        stdin,
+        json!({"cniVersion": "0.3.1", "name": "probe-net", "type": "probe",
+               "server_socket": "/run/openvswitch/kube-ovn-daemon.sock", "provider": "probe-net.default.ovn"})
+    );
+    let status: Vec<Value> =
+        serde_json::from_str(annotation(&pod, "k8s.v1.cni.cncf.io/network-status"))
+            .expect("network-status JSON");
+    assert_eq!(
+        status[1],
+        json!({"name": "default/probe-net", "interface": "net5", "ips": ["10.100.0.7"],
+               "mac": "02:00:00:00:00:07", "dns": {}})
+    );
+
+    // DEL after the NAD is gone still reaches the plugin, without IP/MAC and (0.3.1) without
+    // prevResult.
+    let nads: Api<DynamicObject> =
+        Api::namespaced_with(bed.client.clone(), "default", &nad::resource());
+    nads.delete("probe-net", &DeleteParams::default())
+        .await
+        .expect("delete NAD");
+    bed.delete(&pod).await;
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let del = log
+        .split("COMMAND=")
+        .find(|chunk| chunk.starts_with("DEL"))
+        .expect("a DEL call");
+    assert_eq!(
+        field(del, "ARGS"),
+        format!(
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=k;K8S_POD_INFRA_CONTAINER_ID={container_id};\
+             K8S_POD_UID={uid}"
+        )
+    );
+    let del_stdin: Value = serde_json::from_str(&field(del, "STDIN")).expect("stdin JSON");
+    assert!(del_stdin.get("prevResult").is_none());
+    assert_eq!(del_stdin["name"], "probe-net");
     bed.down().await;
 }

@@ -101,6 +101,16 @@ impl Fabric {
                 ),
             });
         }
+        // A node starts empty: leftovers of an earlier run (host-local leases, caches) go.
+        for node in &fabric.nodes {
+            if node.state_dir.exists() {
+                std::fs::remove_dir_all(&node.state_dir).map_err(|e| NodeError::Setup {
+                    node: node.name.clone(),
+                    what: format!("clear {}", node.state_dir.display()),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
         // On failure the drop of `fabric` removes what was made.
         node::wire_nodes(&prefix, &fabric.nodes).await?;
         for node in &fabric.nodes {
