@@ -341,6 +341,22 @@ async fn pods_on_two_nodes_ping_each_other() {
             .success();
         assert!(ok, "ping {to} from {netns}");
     }
+    // A hostNetwork pod gets no sandbox: it runs with its node's address.
+    bed.pod(
+        "h",
+        None,
+        json!({"nodeName": "node-2", "hostNetwork": true}),
+    )
+    .await;
+    let h = bed.running("h").await;
+    let node2 = bed.sim.node("node-2").expect("node-2");
+    assert_eq!(
+        h.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        Some(node2.underlay_ip.to_string())
+    );
+    assert!(kube_sim::nodes::pod_netns_path(&h).is_none());
+    assert!(kube_sim::nodes::pod_netns_path(&p1).is_some_and(|p| p.exists()));
+    bed.delete(&h).await;
     bed.delete(&p1).await;
     bed.delete(&p2).await;
     bed.down().await;

@@ -2,6 +2,20 @@
 //! the `kube` client. `Simulator::start` builds the nodes (`fabric`), registers them as Node
 //! objects and runs the pod loop (`kubelet`); `Simulator::shutdown` tears everything down.
 //!
+//! Use from a test (root, real namespaces):
+//!
+//! ```ignore
+//! let server = kube_sim::ApiServer::start("127.0.0.1:0".parse()?).await?;
+//! let mut config = SimulatorConfig::new(2, tempdir.path());
+//! config.fabric.cni_bin_dirs = vec![dir_with_plugins];   // searched before /opt/cni/bin
+//! config.api_server = Some(server.addr());               // node processes reach the API
+//! let sim = Simulator::start(server.client()?, config).await?;
+//! let node = sim.node("node-1").unwrap();
+//! let daemon = node.command(kube_ovn_binary)?.args(["node", "--kubeconfig", kc]).spawn()?;
+//! // … create NADs and pods; pod_netns_path(&pod) is the pod's namespace …
+//! sim.shutdown().await;
+//! ```
+//!
 //! Rooms: `selection` (networks annotation), `delegate` (per-network config, CNI_ARGS,
 //! runtimeConfig), `exec` (running plugins), `result` (CNI results, network-status),
 //! `sandbox` (one pod's namespace and delegates), `node`/`fabric` (namespaces, mounts,
@@ -244,6 +258,13 @@ impl Drop for Simulator {
             task.abort();
         }
     }
+}
+
+/// The network namespace of a pod the simulator runs (`None` for hostNetwork pods and pods
+/// without a sandbox yet).
+pub fn pod_netns_path(pod: &Pod) -> Option<PathBuf> {
+    let name = pod.metadata.annotations.as_ref()?.get(NETNS_ANNOTATION)?;
+    Some(std::path::Path::new(node::NETNS_DIR).join(name))
 }
 
 /// Accepts connections inside a node and splices each to the API server on the host.
