@@ -102,6 +102,9 @@ pub struct Simulator {
     fabric: Arc<Fabric>,
     context: Arc<kubelet::Context>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The pod loop.
+    pods: Option<tokio::task::JoinHandle<()>>,
+    /// API forwarders and the orphan sweeper.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     client: Client,
 }
@@ -198,8 +201,9 @@ impl Simulator {
             fabric,
             context,
             stop: Some(stop),
+            pods: Some(pods),
             tasks: {
-                tasks.extend([pods, sweeper]);
+                tasks.push(sweeper);
                 tasks
             },
             client,
@@ -224,6 +228,16 @@ impl Simulator {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        // The pod loop finishes the reconciles in flight (a CNI call half done would leave
+        // state behind); the other tasks just stop.
+        if let Some(mut pods) = self.pods.take() {
+            if tokio::time::timeout(Duration::from_secs(30), &mut pods)
+                .await
+                .is_err()
+            {
+                pods.abort();
+            }
         }
         for task in self.tasks.drain(..) {
             task.abort();
@@ -254,7 +268,7 @@ impl Simulator {
 
 impl Drop for Simulator {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(self.pods.iter()) {
             task.abort();
         }
     }
