@@ -689,6 +689,12 @@ impl Store {
             if !marked || (grace == 0 && !already_zero) {
                 if !marked {
                     next["metadata"]["deletionTimestamp"] = json!(timestamp_in(grace));
+                    // As on a real server, marking for deletion bumps the generation.
+                    let generation = current
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    next["metadata"]["generation"] = json!(generation + 1);
                 }
                 next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 let stored = self.commit(st, (collection, key, ChangeKind::Modified), Some(next));
