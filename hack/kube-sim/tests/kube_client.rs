@@ -387,3 +387,101 @@ async fn finalizers_delay_deletion_and_owners_collect_children() {
         404
     );
 }
+
+#[tokio::test]
+async fn crd_schemas_are_enforced_for_the_kube_client() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+
+    let server = server().await;
+    let client = server.client().expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/crds.yaml"
+    ))
+    .expect("fixture");
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("a CRD");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+    }
+    let resource = ApiResource {
+        group: "kubeovn.io".into(),
+        version: "v1".into(),
+        api_version: "kubeovn.io/v1".into(),
+        kind: "Subnet".into(),
+        plural: "subnets".into(),
+    };
+    let subnets: Api<DynamicObject> = Api::all_with(client, &resource);
+    let subnet = |spec: serde_json::Value| -> DynamicObject {
+        serde_json::from_value(json!({ "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                                       "metadata": { "name": "s1" }, "spec": spec }))
+        .expect("object")
+    };
+    let err = subnets
+        .create(&PostParams::default(), &subnet(json!({ "cidrBlock": 10 })))
+        .await
+        .expect_err("422");
+    let err = api_error(err);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message.contains("spec.cidrBlock") && err.message.contains("must be of type string"),
+        "{}",
+        err.message
+    );
+    let causes = err.details.expect("details").causes;
+    assert_eq!(causes[0].field, "spec.cidrBlock");
+
+    let created = subnets
+        .create(
+            &PostParams::default(),
+            &subnet(json!({ "cidrBlock": "10.0.0.0/24", "unknownField": 1 })),
+        )
+        .await
+        .expect("valid subnet");
+    assert_eq!(created.data["spec"]["cidrBlock"], "10.0.0.0/24");
+    assert!(
+        created.data["spec"].get("unknownField").is_none(),
+        "unknown fields are pruned"
+    );
+    let err = subnets
+        .patch(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "private": "yes" } })),
+        )
+        .await
+        .expect_err("a patch is checked too");
+    assert_eq!(api_error(err).code, 422);
+    let status = subnets
+        .patch_status(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "v4usingIPs": 3 } })),
+        )
+        .await
+        .expect("status");
+    assert_eq!(status.data["status"]["v4usingIPs"], 3);
+}
+
+#[tokio::test]
+async fn a_pod_without_containers_is_invalid() {
+    let server = server().await;
+    let pods: Api<Pod> = Api::namespaced(server.client().expect("client"), "default");
+    let pod: Pod =
+        serde_json::from_value(json!({ "metadata": { "name": "frontend" } })).expect("pod");
+    let err = api_error(
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect_err("no containers"),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("spec.containers: Required value"),
+        "{}",
+        err.message
+    );
+}

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::status::FieldError;
+
 /// Verbs of every collection we serve.
 const VERBS: [&str; 8] = [
     "create",
@@ -360,15 +362,17 @@ fn group_document(group: &str, versions: &[String]) -> Value {
 }
 
 /// The resource a CustomResourceDefinition asks us to serve, or why it cannot be served.
-pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
-    let spec = crd.get("spec").ok_or("spec is missing")?;
-    let text = |v: Option<&Value>, what: &str| -> Result<String, String> {
+pub fn from_crd(crd: &Value) -> Result<ResourceType, FieldError> {
+    let spec = crd.get("spec").ok_or(FieldError::required("spec", ""))?;
+    let text = |v: Option<&Value>, what: &str| -> Result<String, FieldError> {
         v.and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or(format!("{what} is missing"))
+            .ok_or(FieldError::required(what, ""))
     };
     let group = text(spec.get("group"), "spec.group")?;
-    let names = spec.get("names").ok_or("spec.names is missing")?;
+    let names = spec
+        .get("names")
+        .ok_or(FieldError::required("spec.names", ""))?;
     let plural = text(names.get("plural"), "spec.names.plural")?;
     let kind = text(names.get("kind"), "spec.names.kind")?;
     let singular = names
@@ -391,14 +395,22 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     if name != expected_name {
-        return Err(format!(
-            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+        return Err(FieldError::invalid(
+            "metadata.name",
+            format!("\"{name}\": must be spec.names.plural+\".\"+spec.group"),
         ));
     }
     let namespaced = match spec.get("scope").and_then(Value::as_str) {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        other => return Err(format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\"")),
+        other => {
+            let supported = ["\"Cluster\"".to_string(), "\"Namespaced\"".to_string()];
+            return Err(FieldError::not_supported(
+                "spec.scope",
+                &format!("{other:?}"),
+                &supported,
+            ));
+        }
     };
     let mut versions = Vec::new();
     let mut schemas = BTreeMap::new();
@@ -407,7 +419,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
     for v in spec
         .get("versions")
         .and_then(Value::as_array)
-        .ok_or("spec.versions is missing")?
+        .ok_or(FieldError::required("spec.versions", ""))?
     {
         let version = text(v.get("name"), "spec.versions[].name")?;
         if !v.get("served").and_then(Value::as_bool).unwrap_or(false) {
@@ -425,9 +437,10 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         versions.push(version);
     }
     if versions.is_empty() {
-        return Err(
-            "spec.versions: Invalid value: must have at least one served version".to_string(),
-        );
+        return Err(FieldError::invalid(
+            "spec.versions",
+            "must have at least one served version",
+        ));
     }
     if let Some(storage) = storage_first {
         versions.retain(|v| *v != storage);

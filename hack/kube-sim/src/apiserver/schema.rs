@@ -2,6 +2,7 @@
 //! types (string, integer, number, boolean, object, array), `required`, `enum`, `nullable`,
 //! nested `properties`, `items` and `additionalProperties`, `x-kubernetes-int-or-string` and
 //! `x-kubernetes-preserve-unknown-fields`; and pruning the fields the schema does not know.
+//! Also the few checks of built-in kinds that tests depend on (a Pod needs containers).
 //! Pure functions over `serde_json::Value`.
 
 use serde_json::{Map, Value};
@@ -12,6 +13,33 @@ use super::status::FieldError;
 pub fn validate(schema: &Value, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_object_properties(schema, object, "", &mut errors, true);
+    errors
+}
+
+/// The checks kube-apiserver makes on built-in kinds that matter to us: a Pod has containers,
+/// each with a name and an image.
+pub fn validate_builtin(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if (group, kind) == ("", "Pod") {
+        match object.pointer("/spec/containers").and_then(Value::as_array) {
+            Some(containers) if !containers.is_empty() => {
+                for (i, c) in containers.iter().enumerate() {
+                    for field in ["name", "image"] {
+                        if c.get(field)
+                            .and_then(Value::as_str)
+                            .is_none_or(str::is_empty)
+                        {
+                            errors.push(FieldError::required(
+                                format!("spec.containers[{i}].{field}"),
+                                "",
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => errors.push(FieldError::required("spec.containers", "")),
+        }
+    }
     errors
 }
 
@@ -45,11 +73,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            errors.push(FieldError {
-                field: path.to_string(),
-                reason: "FieldValueNotSupported",
-                detail: format!("{value}: supported values: {}", list.join(", ")),
-            });
+            errors.push(FieldError::not_supported(path, &value.to_string(), &list));
         }
     }
     match value {
@@ -83,11 +107,7 @@ fn check_object_properties(
         .filter_map(Value::as_str)
     {
         if !fields.contains_key(name) {
-            errors.push(FieldError {
-                field: join(path, name),
-                reason: "FieldValueRequired",
-                detail: String::new(),
-            });
+            errors.push(FieldError::required(join(path, name), ""));
         }
     }
     let properties = schema.get("properties").and_then(Value::as_object);
@@ -161,11 +181,7 @@ fn prune_object(
 }
 
 fn type_error(path: &str, expected: &str, actual: &str) -> FieldError {
-    FieldError {
-        field: path.to_string(),
-        reason: "FieldValueTypeInvalid",
-        detail: format!("\"{actual}\": {path} in body must be of type {expected}: \"{actual}\""),
-    }
+    FieldError::type_invalid(path, expected, actual)
 }
 
 fn schema_type(schema: &Value) -> &str {
@@ -257,6 +273,26 @@ mod tests {
         assert!(fields.contains(&"spec.labels.a".to_string()), "{fields:?}");
         assert!(fields.contains(&"spec.private".to_string()), "{fields:?}");
         assert_eq!(fields.len(), 5, "{fields:?}");
+    }
+
+    #[test]
+    fn a_pod_needs_named_containers_with_images() {
+        let pod = json!({ "spec": { "containers": [{ "name": "app", "image": "nginx" }] } });
+        assert!(validate_builtin("", "Pod", &pod).is_empty());
+        let fields = |o: Value| -> Vec<String> {
+            validate_builtin("", "Pod", &o)
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        assert_eq!(
+            fields(json!({ "metadata": { "name": "frontend" } })),
+            ["spec.containers"]
+        );
+        assert_eq!(
+            fields(json!({ "spec": { "containers": [{ "name": "app" }] } })),
+            ["spec.containers[0].image"]
+        );
     }
 
     #[test]

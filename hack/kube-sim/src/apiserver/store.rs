@@ -242,7 +242,7 @@ impl Store {
         let meta = body
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
-            .ok_or_else(|| invalid(rt, "", "metadata", "Required value: metadata is required"))?;
+            .ok_or_else(|| invalid(rt, "", FieldError::required("metadata", "")))?;
         if meta
             .get("name")
             .and_then(Value::as_str)
@@ -258,8 +258,7 @@ impl Store {
                     return Err(invalid(
                         rt,
                         "",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
+                        FieldError::required("metadata.name", "name or generateName is required"),
                     ))
                 }
             }
@@ -395,7 +394,7 @@ impl Store {
         };
         let shown = present(rt, version, &current);
         let patched = patch::apply(kind, &shown, patch_body).map_err(|e| match kind {
-            PatchKind::Json => invalid(rt, name, "", &e),
+            PatchKind::Json => invalid(rt, name, FieldError::invalid("", e)),
             _ => ApiError::bad_request(e),
         })?;
         let requested_rv = patched
@@ -689,6 +688,12 @@ impl Store {
             if !marked || (grace == 0 && !already_zero) {
                 if !marked {
                     next["metadata"]["deletionTimestamp"] = json!(timestamp_in(grace));
+                    // As on a real server, marking for deletion bumps the generation.
+                    let generation = current
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    next["metadata"]["generation"] = json!(generation + 1);
                 }
                 next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 let stored = self.commit(st, (collection, key, ChangeKind::Modified), Some(next));
@@ -835,17 +840,8 @@ fn stale(rt: &ResourceType, name: &str) -> ApiError {
     )
 }
 
-fn invalid(rt: &ResourceType, name: &str, field: &str, detail: &str) -> ApiError {
-    ApiError::invalid(
-        &rt.kind,
-        &rt.group,
-        name,
-        &[FieldError {
-            field: field.to_string(),
-            reason: "FieldValueInvalid",
-            detail: detail.to_string(),
-        }],
-    )
+fn invalid(rt: &ResourceType, name: &str, cause: FieldError) -> ApiError {
+    ApiError::invalid(&rt.kind, &rt.group, name, &[cause])
 }
 
 /// A body's apiVersion and kind, when given, must be those of the URL.
@@ -936,13 +932,27 @@ fn reset_status_on_create(rt: &ResourceType, body: &mut Value) {
     }
 }
 
-/// Prune and check a custom object against its version's schema.
+/// Check an object: built-in kinds against the few rules we model, custom objects against
+/// their version's schema (after pruning unknown fields).
 fn check_schema(
     rt: &ResourceType,
     version: &str,
     mut object: Value,
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
+    let builtin_errors = schema::validate_builtin(&rt.group, &rt.kind, &object);
+    if !builtin_errors.is_empty() {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(ApiError::invalid(
+            &rt.kind,
+            &rt.group,
+            name,
+            &builtin_errors,
+        ));
+    }
     let Some(schema) = rt
         .schemas
         .get(version)
@@ -1130,11 +1140,7 @@ fn register_crd(st: &mut State, crd: &mut Value) -> Result<ResourceType, ApiErro
             "CustomResourceDefinition",
             "apiextensions.k8s.io",
             &name,
-            &[FieldError {
-                field: String::new(),
-                reason: "FieldValueInvalid",
-                detail: e,
-            }],
+            &[e],
         )
     })?;
     if let Some(existing) = st.table.find_kind(&served.group, &served.kind) {
@@ -1143,15 +1149,14 @@ fn register_crd(st: &mut State, crd: &mut Value) -> Result<ResourceType, ApiErro
                 "CustomResourceDefinition",
                 "apiextensions.k8s.io",
                 &name,
-                &[FieldError {
-                    field: "spec.names.kind".into(),
-                    reason: "FieldValueInvalid",
-                    detail: format!(
+                &[FieldError::invalid(
+                    "spec.names.kind",
+                    format!(
                         "\"{}\": kind is already served by {}",
                         served.kind,
                         existing.qualified_name()
                     ),
-                }],
+                )],
             ));
         }
     }
