@@ -3,8 +3,9 @@
 //! another). For a pod it binds a node if none is set, creates the sandbox (cluster default
 //! network on eth0, then the `k8s.v1.cni.cncf.io/networks` delegates), writes
 //! `k8s.v1.cni.cncf.io/network-status`, marks the pod Running; on failure it records an Event
-//! and retries with exponential backoff. On deletion it tears the sandbox down and removes its
-//! finalizer. Pods bound to nodes it does not simulate are left alone.
+//! and retries with exponential backoff. On deletion (the API server marks a bound pod with a
+//! deletionTimestamp and waits, as kube-apiserver does for a kubelet) it tears the sandbox down
+//! and confirms with a grace-0 delete. Pods bound to nodes it does not simulate are left alone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -31,9 +32,6 @@ use super::scheduler::{pick_node, Candidate};
 use super::selection::{parse_networks, NETWORKS_ANNOTATION};
 use super::workloads::ContainerRuntime;
 
-/// Finalizer holding a pod until its sandbox is torn down (kubelet's confirmation of the
-/// deletion, which a real cluster does with a grace-0 delete).
-pub const SANDBOX_FINALIZER: &str = "kube-sim.dev/sandbox";
 /// Annotation naming the pod's network namespace (`/run/netns/<value>`), for tests and demos.
 pub const NETNS_ANNOTATION: &str = "kube-sim.dev/netns";
 
@@ -189,7 +187,6 @@ async fn schedule(pod: &Pod, ctx: &Context) -> Result<Action, KubeletError> {
 /// Creates what the pod needs on `node`; on failure reports it as an Event and returns an
 /// error (the controller retries with backoff).
 async fn start(ctx: &Context, node: &Node, pod: &Pod, uid: &str) -> Result<Running, KubeletError> {
-    add_finalizer(ctx, pod).await?;
     let host_network = pod
         .spec
         .as_ref()
@@ -403,36 +400,6 @@ async fn mark_running(
     Ok(())
 }
 
-async fn add_finalizer(ctx: &Context, pod: &Pod) -> Result<(), KubeletError> {
-    if pod.finalizers().iter().any(|f| f == SANDBOX_FINALIZER) {
-        return Ok(());
-    }
-    let mut finalizers = pod.finalizers().to_vec();
-    finalizers.push(SANDBOX_FINALIZER.to_string());
-    set_finalizers(ctx, pod, finalizers).await
-}
-
-async fn set_finalizers(
-    ctx: &Context,
-    pod: &Pod,
-    finalizers: Vec<String>,
-) -> Result<(), KubeletError> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    let patch =
-        json!({"metadata": {"resourceVersion": pod.resource_version(), "finalizers": finalizers}});
-    match api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Err(e) if !is_not_found(&e) => Err(api_error(pod, "update finalizers")(e)),
-        _ => Ok(()),
-    }
-}
-
 /// Stops the pod's containers and deletes its sandbox, whether or not the pod still exists.
 pub(crate) async fn tear_down(
     ctx: &Context,
@@ -471,24 +438,15 @@ pub(crate) async fn tear_down(
     Ok(())
 }
 
-/// Drops our finalizer, then confirms the deletion with grace period 0 (as kubelet does).
+/// Confirms the deletion with grace period 0, as kubelet does once the pod is torn down.
 async fn finish_deletion(ctx: &Context, pod: &Pod) -> Result<(), KubeletError> {
-    if pod.finalizers().iter().any(|f| f == SANDBOX_FINALIZER) {
-        let rest: Vec<String> = pod
-            .finalizers()
-            .iter()
-            .filter(|f| *f != SANDBOX_FINALIZER)
-            .cloned()
-            .collect();
-        set_finalizers(ctx, pod, rest).await?;
-    }
-    if !pod.finalizers().iter().all(|f| f == SANDBOX_FINALIZER) {
-        return Ok(());
-    }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: None,
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match api.delete(&pod.name_any(), &params).await {

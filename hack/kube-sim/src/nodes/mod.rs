@@ -48,7 +48,7 @@ use kube::Client;
 use serde_json::json;
 
 pub use fabric::{Fabric, FabricConfig};
-pub use kubelet::{Backoff, NETNS_ANNOTATION, SANDBOX_FINALIZER};
+pub use kubelet::{Backoff, NETNS_ANNOTATION};
 pub use node::Node;
 pub use workloads::ContainerRuntime;
 
