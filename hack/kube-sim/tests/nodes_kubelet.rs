@@ -382,6 +382,7 @@ async fn failures_become_events_and_retries_without_blocking_others() {
         .as_deref()
         .unwrap_or_default()
         .contains("network-attachment-definition (later)"));
+    bed.events("missing", "NoNetworkFound", 1).await;
     let malformed = bed.events("malformed", "FailedCreatePodSandBox", 2).await;
     assert!(malformed[0]
         .message
@@ -513,5 +514,39 @@ async fn delegate_is_execd_inside_its_node_exactly_as_multus_does() {
     let del_stdin: Value = serde_json::from_str(&field(del, "STDIN")).expect("stdin JSON");
     assert!(del_stdin.get("prevResult").is_none());
     assert_eq!(del_stdin["name"], "probe-net");
+    bed.down().await;
+}
+
+#[tokio::test]
+async fn default_network_annotation_replaces_eth0() {
+    let bed = bed(1).await;
+    bed.nad("blue", BRIDGE_NAD).await;
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "dn", "namespace": "default",
+                     "annotations": {"v1.multus-cni.io/default-network": "default/blue"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+    }))
+    .expect("pod");
+    bed.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let pod = bed.running("dn").await;
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("podIP");
+    assert!(pod_ip.starts_with("192.168.60."), "{pod_ip}");
+    let status: Vec<Value> =
+        serde_json::from_str(annotation(&pod, "k8s.v1.cni.cncf.io/network-status"))
+            .expect("network-status JSON");
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status[0]["name"], "default/blue");
+    assert_eq!(status[0]["interface"], "eth0");
+    assert_eq!(status[0]["default"], true);
+    bed.delete(&pod).await;
     bed.down().await;
 }

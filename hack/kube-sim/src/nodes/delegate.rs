@@ -185,6 +185,14 @@ impl Delegate {
         self.filter_v4_gateway || self.filter_v6_gateway || !self.gateway_request.is_empty()
     }
 
+    /// This NAD's delegate as the cluster default network (`v1.multus-cni.io/default-network`):
+    /// the master plugin, on `eth0` unless the element names an interface.
+    pub fn into_cluster_default(mut self, requested_ifname: Option<&str>) -> Delegate {
+        self.master = true;
+        self.ifname = requested_ifname.unwrap_or("eth0").to_string();
+        self
+    }
+
     /// The configs of the plugins to exec, in ADD order.
     pub fn plugins(&self) -> Vec<&Map<String, Value>> {
         match self.config.get("plugins").and_then(Value::as_array) {

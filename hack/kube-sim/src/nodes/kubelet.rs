@@ -29,7 +29,10 @@ use super::result::{
 };
 use super::sandbox::Sandbox;
 use super::scheduler::{pick_node, Candidate};
-use super::selection::{parse_networks, NETWORKS_ANNOTATION};
+use super::selection::{
+    parse_networks, NetworkSelection, DEFAULT_NETWORK_ANNOTATION, MULTUS_NAMESPACE,
+    NETWORKS_ANNOTATION,
+};
 use super::workloads::ContainerRuntime;
 
 /// Annotation naming the pod's network namespace (`/run/netns/<value>`), for tests and demos.
@@ -244,7 +247,7 @@ async fn create_sandbox(
     uid: &str,
 ) -> Result<Running, String> {
     let namespace = pod.namespace().unwrap_or_default();
-    let mut delegates = vec![ctx.fabric.primary_delegate(node)];
+    let mut delegates = vec![cluster_default(ctx, node, pod).await?];
     let annotation = pod
         .annotations()
         .get(NETWORKS_ANNOTATION)
@@ -254,7 +257,7 @@ async fn create_sandbox(
         format!("error loading k8s delegates: pod annotation {NETWORKS_ANNOTATION}: {e}")
     })?;
     for (i, selection) in selections.iter().enumerate() {
-        let config = nad::config(&ctx.client, &selection.namespace, &selection.name).await?;
+        let config = nad_config(ctx, node, pod, selection).await?;
         let delegate = Delegate::for_nad(selection, &config, i + 1).map_err(|e| e.to_string())?;
         delegates.push(delegate);
     }
@@ -284,6 +287,39 @@ async fn create_sandbox(
             Err(reason)
         }
     }
+}
+
+/// The node's cluster default network, or the NAD the pod's `v1.multus-cni.io/default-network`
+/// names instead (looked up in kube-system unless the value names a namespace).
+async fn cluster_default(ctx: &Context, node: &Node, pod: &Pod) -> Result<Delegate, String> {
+    let Some(value) = pod.annotations().get(DEFAULT_NETWORK_ANNOTATION) else {
+        return Ok(ctx.fabric.primary_delegate(node));
+    };
+    let selections = parse_networks(value, MULTUS_NAMESPACE).map_err(|e| {
+        format!("error loading the cluster default network from {DEFAULT_NETWORK_ANNOTATION}: {e}")
+    })?;
+    let [selection] = selections.as_slice() else {
+        return Err(format!(
+            "{DEFAULT_NETWORK_ANNOTATION}: exactly one default network must be given: {value}"
+        ));
+    };
+    let config = nad_config(ctx, node, pod, selection).await?;
+    let delegate = Delegate::for_nad(selection, &config, 0).map_err(|e| e.to_string())?;
+    Ok(delegate.into_cluster_default(selection.interface.as_deref()))
+}
+
+/// The NAD's config; a missing NAD is also reported as Multus's `NoNetworkFound` Event.
+async fn nad_config(
+    ctx: &Context,
+    node: &Node,
+    pod: &Pod,
+    selection: &NetworkSelection,
+) -> Result<String, String> {
+    let found = nad::config(&ctx.client, &selection.namespace, &selection.name).await;
+    if let Err(message) = &found {
+        record_event(ctx, pod, Some(node), "Warning", "NoNetworkFound", message).await;
+    }
+    found
 }
 
 /// Writes network-status (as Multus does, before the pod is Running) and emits Multus's

@@ -7,6 +7,10 @@ use serde_json::{Map, Value};
 
 /// The annotation Multus reads the pod's extra networks from.
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// The annotation that replaces the cluster default network (eth0) with a NAD.
+pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
+/// Where a `default-network` NAD without a namespace is looked up (Multus's namespace).
+pub const MULTUS_NAMESPACE: &str = "kube-system";
 
 /// One element of the networks annotation (multi-net-spec v1.3 `NetworkSelectionElement`).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -88,7 +92,9 @@ fn parse_comma_item(item: &str) -> Result<NetworkSelection, SelectionError> {
         [name, interface] => (name.trim(), interface.trim()),
         _ => return Err(fail("failed at '@'")),
     };
-    for part in [namespace, name, interface] {
+    // Multus checks namespace and name as DNS-1123 labels, the interface only for length and
+    // characters.
+    for part in [namespace, name] {
         if !part.is_empty() && !is_dns1123_label(part) {
             return Err(fail(&format!(
                 "{part:?} is not a DNS-1123 label (lower case alphanumerics and '-', \
@@ -96,9 +102,9 @@ fn parse_comma_item(item: &str) -> Result<NetworkSelection, SelectionError> {
             )));
         }
     }
-    if interface.len() > 15 {
+    if interface.len() > 15 || interface.contains(|c: char| c.is_whitespace() || c == '/') {
         return Err(fail(&format!(
-            "interface name {interface:?} is longer than 15 characters"
+            "interface name {interface:?}: must be less than 15 chars and not contain '/' or spaces"
         )));
     }
     Ok(NetworkSelection {
@@ -131,7 +137,7 @@ mod tests {
     #[test]
     fn comma_form_with_namespaces_and_interfaces() {
         let parsed = parse_networks(
-            "default/kube-ovn-vpc-network, other@eth9 ,ns2/b@net5",
+            "default/kube-ovn-vpc-network, other@eth9 ,ns2/b@Net_5",
             "pods",
         )
         .expect("valid");
@@ -140,7 +146,7 @@ mod tests {
             vec![
                 ("default".into(), "kube-ovn-vpc-network".into(), None),
                 ("pods".into(), "other".into(), Some("eth9".into())),
-                ("ns2".into(), "b".into(), Some("net5".into())),
+                ("ns2".into(), "b".into(), Some("Net_5".into())),
             ]
         );
     }
@@ -186,7 +192,7 @@ mod tests {
             Err(SelectionError::Item { .. })
         ));
         assert!(matches!(
-            parse_networks("a@-bad", "p"),
+            parse_networks("a@bad\tname", "p"),
             Err(SelectionError::Item { .. })
         ));
         assert!(matches!(
