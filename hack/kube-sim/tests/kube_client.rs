@@ -286,6 +286,7 @@ async fn watch_streams_changes_and_old_versions_are_gone() {
             Ok(Ok(Some(WatchEvent::Deleted(cm)))) => {
                 seen.push(format!("DELETED {}", cm.metadata.name.unwrap_or_default()))
             }
+            Ok(Ok(Some(WatchEvent::Bookmark(_)))) => {}
             other => panic!("unexpected watch item {other:?}"),
         }
     }

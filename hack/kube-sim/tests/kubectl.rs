@@ -119,9 +119,13 @@ async fn the_seed_manifests_go_through_kubectl() {
     let listed = k.must(&["get", "network-attachment-definitions"]).await;
     assert!(listed.contains("kube-ovn-vpc-network"), "{listed}");
     let listed = k.must(&["get", "subnets"]).await;
+    let header = listed.lines().next().unwrap_or_default();
     assert!(
-        listed.lines().next().is_some_and(|h| h.contains("NAME"))
-            && listed.contains("subnet-secondary"),
+        header.starts_with("NAME") && header.contains("PROVIDER") && header.contains("GATEWAY"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("subnet-secondary") && listed.contains("10.100.0.1"),
         "{listed}"
     );
     let pods = k.must(&["get", "pods"]).await;

@@ -445,24 +445,31 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
     } else {
         vec![value.clone()]
     };
+    // A CRD that lists its columns shows exactly those; everything else ends with AGE.
+    let with_age = !rt.custom || rt.printer_columns.is_empty();
     let mut columns = vec![
         json!({ "name": "Name", "type": "string", "format": "name", "description": "Name of the object" }),
     ];
-    let printer = printer_columns(rt);
-    for (name, _) in &printer {
-        columns.push(json!({ "name": name, "type": "string", "format": "", "description": "" }));
+    for column in &rt.printer_columns {
+        columns.push(
+            json!({ "name": column.name, "type": column.kind, "format": "", "description": "" }),
+        );
     }
-    columns.push(json!({ "name": "Age", "type": "string", "format": "", "description": "Time since creation" }));
+    if with_age {
+        columns.push(json!({ "name": "Age", "type": "string", "format": "", "description": "Time since creation" }));
+    }
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
-            for (_, pointer) in &printer {
-                cells.push(o.pointer(pointer).cloned().unwrap_or(json!("")));
+            for column in &rt.printer_columns {
+                cells.push(o.pointer(&column.pointer).cloned().unwrap_or(Value::Null));
             }
-            cells.push(json!(age(o
-                .pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str))));
+            if with_age {
+                cells.push(json!(age(o
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str))));
+            }
             json!({ "cells": cells, "object": o })
         })
         .collect();
@@ -477,20 +484,6 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
         "columnDefinitions": columns,
         "rows": rows,
     }))
-}
-
-/// Extra columns of `kubectl get`: a few for pods, and a CRD's additionalPrinterColumns are
-/// not modelled (NAME and AGE are shown for custom resources).
-fn printer_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Pod") => vec![
-            ("Status", "/status/phase"),
-            ("Node", "/spec/nodeName"),
-            ("IP", "/status/podIP"),
-        ],
-        ("", "Namespace") => vec![("Status", "/status/phase")],
-        _ => Vec::new(),
-    }
 }
 
 /// Age as kubectl shows it: 42s, 5m, 3h, 2d.

@@ -117,12 +117,16 @@ impl ApiServer {
         )
     }
 
+    /// Write the kubeconfig atomically (a reader polling for the file never sees half of it).
     pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(path, self.kubeconfig_yaml())
-            .with_context(|| format!("writing kubeconfig {}", path.display()))
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, self.kubeconfig_yaml())
+            .with_context(|| format!("writing kubeconfig {}", partial.display()))?;
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("moving kubeconfig into {}", path.display()))
     }
 
     /// A `kube` client for this server.

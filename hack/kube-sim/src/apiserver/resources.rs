@@ -41,6 +41,53 @@ pub struct ResourceType {
     pub field_labels: Vec<String>,
     /// Served because a CustomResourceDefinition says so.
     pub custom: bool,
+    /// `kubectl get` columns between NAME and AGE (a CRD's additionalPrinterColumns replace AGE).
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One column of the Table that `kubectl get` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterColumn {
+    pub name: String,
+    /// OpenAPI type: string, integer, number, boolean, date.
+    pub kind: String,
+    /// The field, as a JSON pointer (`.spec.cidrBlock` becomes `/spec/cidrBlock`).
+    pub pointer: String,
+}
+
+impl PrinterColumn {
+    fn new(name: &str, pointer: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: "string".to_string(),
+            pointer: pointer.to_string(),
+        }
+    }
+
+    /// From a CRD's `additionalPrinterColumns` entry; `None` for JSONPath beyond plain fields.
+    fn from_crd(column: &Value) -> Option<Self> {
+        let path = column.get("jsonPath")?.as_str()?;
+        let simple = path.starts_with('.')
+            && path[1..].split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            });
+        simple.then(|| Self {
+            name: column
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(path)
+                .to_string(),
+            kind: column
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("string")
+                .to_string(),
+            pointer: path.replace('.', "/"),
+        })
+    }
 }
 
 impl ResourceType {
@@ -58,7 +105,16 @@ impl ResourceType {
             schemas: BTreeMap::new(),
             field_labels: Vec::new(),
             custom: false,
+            printer_columns: Vec::new(),
         }
+    }
+
+    fn columns(mut self, columns: &[(&str, &str)]) -> Self {
+        self.printer_columns = columns
+            .iter()
+            .map(|(name, pointer)| PrinterColumn::new(name, pointer))
+            .collect();
+        self
     }
 
     fn short(mut self, names: &[&str]) -> Self {
@@ -180,7 +236,8 @@ impl ResourceTable {
             ResourceType::builtin("", "v1", "Namespace", "namespaces", false)
                 .short(&["ns"])
                 .with_status()
-                .fields(&["status.phase"]),
+                .fields(&["status.phase"])
+                .columns(&[("Status", "/status/phase")]),
             ResourceType::builtin("", "v1", "Node", "nodes", false)
                 .short(&["no"])
                 .with_status()
@@ -189,7 +246,12 @@ impl ResourceTable {
                 .short(&["po"])
                 .with_status()
                 .in_all()
-                .fields(&pod_fields),
+                .fields(&pod_fields)
+                .columns(&[
+                    ("Status", "/status/phase"),
+                    ("Node", "/spec/nodeName"),
+                    ("IP", "/status/podIP"),
+                ]),
             ResourceType::builtin("", "v1", "Event", "events", true)
                 .short(&["ev"])
                 .fields(&event_fields),
@@ -416,6 +478,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, FieldError> {
     let mut schemas = BTreeMap::new();
     let mut status_subresource = false;
     let mut storage_first = None;
+    let mut printer_columns = Vec::new();
     for v in spec
         .get("versions")
         .and_then(Value::as_array)
@@ -433,6 +496,12 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, FieldError> {
         }
         if v.get("storage").and_then(Value::as_bool).unwrap_or(false) {
             storage_first = Some(version.clone());
+            let columns = v.get("additionalPrinterColumns").and_then(Value::as_array);
+            printer_columns = columns
+                .into_iter()
+                .flatten()
+                .filter_map(PrinterColumn::from_crd)
+                .collect();
         }
         versions.push(version);
     }
@@ -459,5 +528,6 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, FieldError> {
         schemas,
         field_labels: Vec::new(),
         custom: true,
+        printer_columns,
     })
 }
