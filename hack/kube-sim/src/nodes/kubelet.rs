@@ -174,14 +174,26 @@ async fn schedule(pod: &Pod, ctx: &Context) -> Result<Action, KubeletError> {
         return Ok(Action::requeue(ctx.backoff.max));
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {"resourceVersion": pod.resource_version()}, "spec": {"nodeName": node}});
-    api.patch(
-        &pod.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(api_error(pod, "bind to a node"))?;
+    // POST pods/<name>/binding, as kube-scheduler binds; 409 means it is bound already.
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": pod.name_any(), "namespace": pod.namespace(), "uid": pod.uid()},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    match api
+        .create_subresource::<_, Value>(
+            "binding",
+            &pod.name_any(),
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Action::await_change()),
+        Err(e) => return Err(api_error(pod, "bind to a node")(e)),
+        Ok(_) => {}
+    }
     let message = format!("Successfully assigned {} to {node}", pod_ref(pod));
     record_event(ctx, pod, None, "Normal", "Scheduled", &message).await;
     Ok(Action::await_change())

@@ -1,5 +1,5 @@
 //! Picking a node for a pending pod: round-robin over the nodes whose labels satisfy the pod's
-//! `spec.nodeSelector`. Pure; binding (setting `spec.nodeName`) is done by the kubelet loop.
+//! `spec.nodeSelector`. Pure; binding (POST `pods/<name>/binding`) is done by the kubelet loop.
 //! Affinity, taints and resources are not simulated.
 
 use std::collections::BTreeMap;
