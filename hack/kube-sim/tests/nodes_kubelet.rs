@@ -550,3 +550,24 @@ async fn default_network_annotation_replaces_eth0() {
     bed.delete(&pod).await;
     bed.down().await;
 }
+
+#[tokio::test]
+async fn dropping_the_simulator_without_shutdown_still_removes_its_namespaces() {
+    let bed = bed(2).await;
+    bed.pod("x", None, json!({})).await;
+    bed.running("x").await;
+    let prefix = bed.sim.netns_prefix().to_string();
+    assert!(!netns_with_prefix(&prefix).is_empty());
+    drop(bed.sim);
+    // The aborted pod loop releases the last reference to the nodes a moment later.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !netns_with_prefix(&prefix).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "namespaces left: {:?}",
+            netns_with_prefix(&prefix)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bed.server.shutdown().await;
+}
