@@ -291,7 +291,36 @@ async fn bridge_secondary_network_gets_net1_and_network_status() {
         "host-local holds both addresses"
     );
 
+    // Watch the pod through its deletion: Multus's DEL empties network-status first.
+    let (watching, watch_started) = tokio::sync::oneshot::channel();
+    let history = tokio::spawn({
+        use futures::StreamExt;
+        let stream = kube::runtime::watcher::watch_object(bed.pods(), "a");
+        async move {
+            let mut seen = Vec::new();
+            let mut watching = Some(watching);
+            let mut stream = Box::pin(stream);
+            while let Some(Ok(Some(p))) = stream.next().await {
+                let annotations = p.metadata.annotations.unwrap_or_default();
+                seen.push(
+                    annotations
+                        .get("k8s.v1.cni.cncf.io/network-status")
+                        .cloned(),
+                );
+                if let Some(tx) = watching.take() {
+                    let _ = tx.send(());
+                }
+            }
+            seen
+        }
+    });
+    watch_started.await.expect("the watch saw the pod");
     bed.delete(&pod).await;
+    let seen = tokio::time::timeout(WAIT, history)
+        .await
+        .expect("watch ends")
+        .expect("task");
+    assert!(seen.contains(&Some("[]".to_string())), "{seen:?}");
     assert!(
         !Path::new("/run/netns").join(&netns).exists(),
         "pod namespace removed"

@@ -476,6 +476,7 @@ pub(crate) async fn tear_down(
         return Err(failed(e.to_string()));
     }
     if let Some(sandbox) = &running.sandbox {
+        clear_network_status(ctx, pod, sandbox).await;
         if let Err(e) = sandbox.delete(node, &ctx.fabric.plugins).await {
             let message = format!("error killing pod: failed to \"KillPodSandbox\": {e}");
             record_event(ctx, pod, Some(node), "Warning", "FailedKillPod", &message).await;
@@ -484,6 +485,31 @@ pub(crate) async fn tear_down(
     }
     ctx.running.lock().expect("lock").remove(uid);
     Ok(())
+}
+
+/// Multus's DEL sets network-status to `[]` (when the pod's namespace still exists) before
+/// deleting the delegates; failures are only logged, as there.
+async fn clear_network_status(ctx: &Context, pod: &Pod, sandbox: &Sandbox) {
+    let Some(namespace) = pod.namespace() else {
+        return;
+    };
+    if !sandbox.netns_path().exists() {
+        return;
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({"metadata": {"annotations": {NETWORK_STATUS_ANNOTATION: "[]"}}});
+    if let Err(e) = api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        if !is_not_found(&e) {
+            tracing::warn!(pod = %pod_ref(pod), error = %e, "unsetting network-status");
+        }
+    }
 }
 
 /// Confirms the deletion with grace period 0, as kubelet does once the pod is torn down.
