@@ -334,18 +334,31 @@ impl Store {
         let mut st = self.lock();
         let key = object_key(rt, ns, name);
         let current = current(&st, rt, &key)?;
-        if let Some(rv) = body
+        let requested = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-        {
-            if !rv.is_empty()
-                && Some(rv)
+            .filter(|rv| !rv.is_empty());
+        match requested {
+            Some(rv)
+                if Some(rv)
                     != current
                         .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
+                        .and_then(Value::as_str) =>
             {
                 return Err(stale(rt, name));
             }
+            // Custom resources allow no unconditional update.
+            None if rt.custom => {
+                return Err(invalid(
+                    rt,
+                    name,
+                    FieldError::invalid(
+                        "metadata.resourceVersion",
+                        "0x0: must be specified for an update",
+                    ),
+                ));
+            }
+            _ => {}
         }
         self.write_update(&mut st, rt, version, &key, current, body, part, opts)
     }
@@ -940,7 +953,8 @@ fn check_schema(
     mut object: Value,
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
-    let builtin_errors = schema::validate_builtin(&rt.group, &rt.kind, &object);
+    let mut builtin_errors = schema::validate_metadata(&rt.kind, &object);
+    builtin_errors.extend(schema::validate_builtin(&rt.group, &rt.kind, &object));
     if !builtin_errors.is_empty() {
         let name = object
             .pointer("/metadata/name")
