@@ -486,3 +486,60 @@ async fn a_pod_without_containers_is_invalid() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_and_repeats_are_no_ops() {
+    let server = server().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().expect("client"), "default");
+    let apply = |data: serde_json::Value| {
+        Patch::Apply(
+            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "ssa" }, "data": data }),
+        )
+    };
+    let first = cms
+        .patch(
+            "ssa",
+            &PatchParams::apply("operator"),
+            &apply(json!({ "a": "1", "b": "2" })),
+        )
+        .await
+        .expect("apply");
+    let again = cms
+        .patch(
+            "ssa",
+            &PatchParams::apply("operator"),
+            &apply(json!({ "a": "1", "b": "2" })),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(
+        first.metadata.resource_version, again.metadata.resource_version,
+        "the same apply is a no-op"
+    );
+    assert_eq!(
+        again.metadata.managed_fields.as_ref().map(Vec::len),
+        Some(1)
+    );
+
+    cms.patch(
+        "ssa",
+        &PatchParams::apply("other"),
+        &apply(json!({ "c": "3" })),
+    )
+    .await
+    .expect("apply other");
+    let shrunk = cms
+        .patch(
+            "ssa",
+            &PatchParams::apply("operator"),
+            &apply(json!({ "a": "1" })),
+        )
+        .await
+        .expect("apply");
+    let data = shrunk.data.expect("data");
+    assert_eq!(
+        data.keys().cloned().collect::<Vec<_>>(),
+        ["a", "c"],
+        "b was operator's alone; c is other's"
+    );
+}
