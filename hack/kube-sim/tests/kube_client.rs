@@ -491,27 +491,17 @@ async fn a_pod_without_containers_is_invalid() {
 async fn server_side_apply_owns_fields_and_repeats_are_no_ops() {
     let server = server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client().expect("client"), "default");
-    let apply = |data: serde_json::Value| {
-        Patch::Apply(
-            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "ssa" }, "data": data }),
-        )
+    let apply = |manager: &'static str, data: serde_json::Value| {
+        let cms = cms.clone();
+        async move {
+            let config = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "ssa" }, "data": data });
+            cms.patch("ssa", &PatchParams::apply(manager), &Patch::Apply(config))
+                .await
+                .expect("apply")
+        }
     };
-    let first = cms
-        .patch(
-            "ssa",
-            &PatchParams::apply("operator"),
-            &apply(json!({ "a": "1", "b": "2" })),
-        )
-        .await
-        .expect("apply");
-    let again = cms
-        .patch(
-            "ssa",
-            &PatchParams::apply("operator"),
-            &apply(json!({ "a": "1", "b": "2" })),
-        )
-        .await
-        .expect("apply");
+    let first = apply("operator", json!({ "a": "1", "b": "2" })).await;
+    let again = apply("operator", json!({ "a": "1", "b": "2" })).await;
     assert_eq!(
         first.metadata.resource_version, again.metadata.resource_version,
         "the same apply is a no-op"
@@ -521,21 +511,8 @@ async fn server_side_apply_owns_fields_and_repeats_are_no_ops() {
         Some(1)
     );
 
-    cms.patch(
-        "ssa",
-        &PatchParams::apply("other"),
-        &apply(json!({ "c": "3" })),
-    )
-    .await
-    .expect("apply other");
-    let shrunk = cms
-        .patch(
-            "ssa",
-            &PatchParams::apply("operator"),
-            &apply(json!({ "a": "1" })),
-        )
-        .await
-        .expect("apply");
+    apply("other", json!({ "c": "3" })).await;
+    let shrunk = apply("operator", json!({ "a": "1" })).await;
     let data = shrunk.data.expect("data");
     assert_eq!(
         data.keys().cloned().collect::<Vec<_>>(),
