@@ -486,3 +486,37 @@ async fn a_pod_without_containers_is_invalid() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_and_repeats_are_no_ops() {
+    let server = server().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().expect("client"), "default");
+    let apply = |manager: &'static str, data: serde_json::Value| {
+        let cms = cms.clone();
+        async move {
+            let config = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "ssa" }, "data": data });
+            cms.patch("ssa", &PatchParams::apply(manager), &Patch::Apply(config))
+                .await
+                .expect("apply")
+        }
+    };
+    let first = apply("operator", json!({ "a": "1", "b": "2" })).await;
+    let again = apply("operator", json!({ "a": "1", "b": "2" })).await;
+    assert_eq!(
+        first.metadata.resource_version, again.metadata.resource_version,
+        "the same apply is a no-op"
+    );
+    assert_eq!(
+        again.metadata.managed_fields.as_ref().map(Vec::len),
+        Some(1)
+    );
+
+    apply("other", json!({ "c": "3" })).await;
+    let shrunk = apply("operator", json!({ "a": "1" })).await;
+    let data = shrunk.data.expect("data");
+    assert_eq!(
+        data.keys().cloned().collect::<Vec<_>>(),
+        ["a", "c"],
+        "b was operator's alone; c is other's"
+    );
+}

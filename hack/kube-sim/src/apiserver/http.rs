@@ -553,6 +553,7 @@ fn watch_response(
             .run(
                 start.backlog,
                 start.live,
+                start.resource_version,
                 send_initial,
                 Duration::from_secs(timeout),
             )
@@ -625,22 +626,23 @@ impl WatchStream {
         self,
         backlog: Vec<Arc<Change>>,
         mut live: broadcast::Receiver<Arc<Change>>,
+        start_rv: u64,
         send_initial: bool,
         timeout: Duration,
     ) {
         let collection = super::store::CollectionKey::of(&self.filter.rt);
         let mut last_rv = 0;
+        // Every change up to `seen_rv` (in any resource) has been through this watch, so a
+        // bookmark at `seen_rv` never makes a resuming client skip an event.
+        let mut seen_rv = start_rv;
         for change in backlog {
             last_rv = last_rv.max(change.resource_version);
             if !self.send_change(&change).await {
                 return;
             }
         }
-        if send_initial {
-            let rv = self.shared.store.resource_version();
-            if !self.send_bookmark(rv, true).await {
-                return;
-            }
+        if send_initial && !self.send_bookmark(start_rv, true).await {
+            return;
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -652,13 +654,13 @@ impl WatchStream {
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = self.tx.closed() => return,
                 _ = ticker.tick(), if self.bookmarks => {
-                    let rv = self.shared.store.resource_version();
-                    if !self.send_bookmark(rv, false).await {
+                    if !self.send_bookmark(seen_rv, false).await {
                         return;
                     }
                 }
                 received = live.recv() => match received {
                     Ok(change) => {
+                        seen_rv = seen_rv.max(change.resource_version);
                         if change.collection != collection || change.resource_version <= last_rv {
                             continue;
                         }

@@ -4,6 +4,7 @@
 //! served, discovery), `store` (objects and their semantics), `http` (routing, watches),
 //! `schema` (CRD validation), `patch`, `selector`, `status` (error bodies).
 
+pub mod apply;
 pub mod http;
 pub mod openapi;
 pub mod patch;

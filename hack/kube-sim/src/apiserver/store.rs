@@ -12,6 +12,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+use super::apply;
 use super::patch::{self, PatchKind};
 use super::resources::{self, ResourceTable, ResourceType};
 use super::schema;
@@ -334,18 +335,31 @@ impl Store {
         let mut st = self.lock();
         let key = object_key(rt, ns, name);
         let current = current(&st, rt, &key)?;
-        if let Some(rv) = body
+        let requested = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-        {
-            if !rv.is_empty()
-                && Some(rv)
+            .filter(|rv| !rv.is_empty());
+        match requested {
+            Some(rv)
+                if Some(rv)
                     != current
                         .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
+                        .and_then(Value::as_str) =>
             {
                 return Err(stale(rt, name));
             }
+            // Custom resources allow no unconditional update.
+            None if rt.custom => {
+                return Err(invalid(
+                    rt,
+                    name,
+                    FieldError::invalid(
+                        "metadata.resourceVersion",
+                        "0x0: must be specified for an update",
+                    ),
+                ));
+            }
+            _ => {}
         }
         self.write_update(&mut st, rt, version, &key, current, body, part, opts)
     }
@@ -388,7 +402,16 @@ impl Store {
                     )));
                 }
                 body["metadata"]["resourceVersion"].take();
-                return self.create(rt, version, ns, strip_nulls(body), opts);
+                let body = apply_ownership(
+                    rt,
+                    version,
+                    part,
+                    &json!({}),
+                    strip_nulls(body),
+                    patch_body,
+                    opts,
+                );
+                return self.create(rt, version, ns, body, opts);
             }
             (Err(e), _, _) => return Err(e),
         };
@@ -414,6 +437,11 @@ impl Store {
                 rt.qualified_name()
             )));
         }
+        let patched = if kind == PatchKind::Apply {
+            apply_ownership(rt, version, part, &current, patched, patch_body, opts)
+        } else {
+            patched
+        };
         self.write_update(&mut st, rt, version, &key, current, patched, part, opts)
     }
 
@@ -434,6 +462,9 @@ impl Store {
         let mut next = match part {
             Part::Status => {
                 let mut next = current.clone();
+                if let Some(managed) = body.pointer("/metadata/managedFields") {
+                    next["metadata"]["managedFields"] = managed.clone();
+                }
                 next["status"] = body.get("status").cloned().unwrap_or(Value::Null);
                 if next["status"].is_null() {
                     next.as_object_mut().map(|o| o.remove("status"));
@@ -471,7 +502,9 @@ impl Store {
         };
         next["metadata"]["generation"] = json!(generation);
         next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        if next == current {
+        if without_apply_times(&next) == without_apply_times(&current) {
+            // A no-op write (an apply of the same configuration included) changes nothing,
+            // so it wakes no watcher.
             return Ok(present(rt, version, &current));
         }
         let collection = CollectionKey::of(rt);
@@ -803,6 +836,45 @@ impl Store {
     }
 }
 
+fn without_apply_times(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(entries) = copy
+        .pointer_mut("/metadata/managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+            entry.remove("time");
+        }
+    }
+    copy
+}
+
+/// Server-side apply's bookkeeping: drop what the manager applied before and left out now,
+/// and record what it owns (only within the part of the object this request may write).
+fn apply_ownership(
+    rt: &ResourceType,
+    version: &str,
+    part: Part,
+    previous: &Value,
+    merged: Value,
+    config: &Value,
+    opts: &WriteOptions,
+) -> Value {
+    let api_version = rt.api_version(version);
+    let time = now();
+    let record = apply::ApplyRecord {
+        manager: opts.field_manager.as_deref().unwrap_or_default(),
+        api_version: &api_version,
+        subresource: (part == Part::Status).then_some("status"),
+        time: &time,
+    };
+    let touches_status = |p: &apply::FieldPath| p.first().is_some_and(|k| k == "status");
+    apply::apply_ownership(previous, merged, config, &record, |p| match part {
+        Part::Status => touches_status(p),
+        Part::Main => !(rt.status_subresource && touches_status(p)),
+    })
+}
+
 /// The object as served at `version` (custom resources convert between versions by relabelling).
 fn present(rt: &ResourceType, version: &str, object: &Value) -> Value {
     let mut shown = object.clone();
@@ -940,7 +1012,8 @@ fn check_schema(
     mut object: Value,
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
-    let builtin_errors = schema::validate_builtin(&rt.group, &rt.kind, &object);
+    let mut builtin_errors = schema::validate_metadata(&rt.kind, &object);
+    builtin_errors.extend(schema::validate_builtin(&rt.group, &rt.kind, &object));
     if !builtin_errors.is_empty() {
         let name = object
             .pointer("/metadata/name")
