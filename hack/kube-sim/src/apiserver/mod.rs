@@ -5,6 +5,7 @@
 //! `schema` (CRD validation), `patch`, `selector`, `status` (error bodies).
 
 pub mod apply;
+pub mod events;
 pub mod http;
 pub mod openapi;
 pub mod patch;
