@@ -408,6 +408,21 @@ async fn crd_schemas_are_enforced_for_the_kube_client() {
         crds.create(&PostParams::default(), &crd)
             .await
             .expect("create CRD");
+        // Installing CRDs by server-side apply, again and again, settles.
+        let apply = PatchParams::apply("installer").force();
+        let name = crd.metadata.name.clone().expect("name");
+        let first = crds
+            .patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD");
+        let second = crds
+            .patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD again");
+        assert_eq!(
+            first.metadata.resource_version,
+            second.metadata.resource_version
+        );
     }
     let resource = ApiResource {
         group: "kubeovn.io".into(),

@@ -149,7 +149,8 @@ pub struct Store {
 type Target<'a> = (&'a CollectionKey, &'a ObjectKey, ChangeKind);
 
 impl Store {
-    /// A store with namespaces `default` and `kube-system`, keeping `history_limit` changes
+    /// A store with the namespaces a cluster starts with (`default`, `kube-system`,
+    /// `kube-public`, `kube-node-lease`), keeping `history_limit` changes
     /// per resource for watches that resume.
     pub fn new(history_limit: usize) -> Self {
         let (changes, _) = broadcast::channel(16384);
@@ -1273,7 +1274,11 @@ fn register_crd(st: &mut State, crd: &mut Value) -> Result<ResourceType, ApiErro
             ));
         }
     }
-    let time = now();
+    // Conditions keep their transition time while they hold (a re-apply stays a no-op).
+    let time = crd
+        .pointer("/status/conditions/0/lastTransitionTime")
+        .and_then(Value::as_str)
+        .map_or_else(now, str::to_string);
     crd["status"] = json!({
         "acceptedNames": crd["spec"]["names"].clone(),
         "storedVersions": [served.versions[0].clone()],
