@@ -320,6 +320,13 @@ impl Store {
         if let Some(served) = crd {
             tracing::info!(resource = %served.qualified_name(), "serving custom resource");
         }
+        // The garbage collector removes a dependent whose owners are all gone, even one
+        // created after them.
+        let owners = owner_uids(&stored);
+        if !owners.is_empty() && owners.iter().all(|o| !all_uids(&st).contains(o)) {
+            tracing::debug!(resource = %rt.qualified_name(), name, "owners are gone, collecting");
+            self.delete_object(&mut st, &collection, &key, &DeleteOptions::default());
+        }
         Ok(present(served_as, version, &stored))
     }
 
