@@ -342,17 +342,7 @@ async fn finalizers_delay_deletion_and_owners_collect_children() {
         .create(&PostParams::default(), &config_map("owner", json!({})))
         .await
         .expect("owner");
-    let mut child = config_map("child", json!({}));
-    child.metadata.owner_references = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            name: "owner".into(),
-            uid: owner.metadata.uid.clone().expect("uid"),
-            ..Default::default()
-        },
-    ]);
-    cms.create(&PostParams::default(), &child)
+    cms.create(&PostParams::default(), &child_of("child", &owner))
         .await
         .expect("child");
     cms.delete("owner", &DeleteParams::default())
@@ -360,6 +350,16 @@ async fn finalizers_delay_deletion_and_owners_collect_children() {
         .expect("delete owner");
     assert_eq!(
         api_error(cms.get("child").await.expect_err("collected")).code,
+        404
+    );
+    // A dependent of an owner that no longer exists is collected as soon as it appears.
+    let late = cms
+        .create(&PostParams::default(), &child_of("late", &owner))
+        .await
+        .expect("create");
+    assert_eq!(late.metadata.name.as_deref(), Some("late"));
+    assert_eq!(
+        api_error(cms.get("late").await.expect_err("collected")).code,
         404
     );
 
@@ -408,6 +408,21 @@ async fn crd_schemas_are_enforced_for_the_kube_client() {
         crds.create(&PostParams::default(), &crd)
             .await
             .expect("create CRD");
+        // Installing CRDs by server-side apply, again and again, settles.
+        let apply = PatchParams::apply("installer").force();
+        let name = crd.metadata.name.clone().expect("name");
+        let first = crds
+            .patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD");
+        let second = crds
+            .patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD again");
+        assert_eq!(
+            first.metadata.resource_version,
+            second.metadata.resource_version
+        );
     }
     let resource = ApiResource {
         group: "kubeovn.io".into(),
@@ -519,4 +534,18 @@ async fn server_side_apply_owns_fields_and_repeats_are_no_ops() {
         ["a", "c"],
         "b was operator's alone; c is other's"
     );
+}
+
+fn child_of(name: &str, owner: &ConfigMap) -> ConfigMap {
+    let mut child = config_map(name, json!({}));
+    child.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.metadata.name.clone().expect("name"),
+            uid: owner.metadata.uid.clone().expect("uid"),
+            ..Default::default()
+        },
+    ]);
+    child
 }

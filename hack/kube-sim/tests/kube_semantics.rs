@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Node, ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -246,7 +246,7 @@ async fn recorder_events_land_in_events_k8s_io() {
         .publish(&event, &reference)
         .await
         .expect("publish again (a series)");
-    let events: Api<EventV1> = Api::namespaced(client, "default");
+    let events: Api<EventV1> = Api::namespaced(client.clone(), "default");
     let listed = events
         .list(&ListParams::default().fields("reason=NetworkAttachmentNotFound"))
         .await
@@ -258,6 +258,43 @@ async fn recorder_events_land_in_events_k8s_io() {
         Some("p")
     );
     assert_eq!(ev.series.as_ref().map(|s| s.count), Some(2));
+
+    // The same Event through the core API, as `kubectl get events` and kubelet read them.
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=p"))
+        .await
+        .expect("list core");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].message.as_deref(),
+        Some("default/missing not found")
+    );
+    assert_eq!(
+        listed.items[0].reporting_component.as_deref(),
+        Some("kube-sim-test")
+    );
+
+    // And a core Event (the kubelet's way) through events.k8s.io.
+    let kubelet_event: CoreEvent = serde_json::from_value(json!({
+        "metadata": { "name": "p.kubelet" },
+        "involvedObject": { "kind": "Pod", "name": "p", "namespace": "default" },
+        "reason": "FailedCreatePodSandBox", "message": "delegate failed", "type": "Warning", "count": 1,
+        "source": { "component": "kubelet", "host": "node-1" },
+    }))
+    .expect("core event");
+    core.create(&PostParams::default(), &kubelet_event)
+        .await
+        .expect("create core event");
+    let seen = events
+        .get("p.kubelet")
+        .await
+        .expect("visible at events.k8s.io");
+    assert_eq!(seen.note.as_deref(), Some("delegate failed"));
+    assert_eq!(
+        seen.deprecated_source.and_then(|s| s.host).as_deref(),
+        Some("node-1")
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::events;
 use super::openapi;
 use super::patch::{self, PatchKind};
 use super::resources::{ResourceTable, ResourceType};
@@ -342,6 +343,21 @@ fn selectors(
         |l| rt.supports_field(l),
     )
     .map_err(ApiError::bad_request)?;
+    // events.k8s.io Events are stored as core Events: select on the core field names.
+    let fields = if events::is_events_v1(&rt.group, &rt.plural) {
+        FieldSelector(
+            fields
+                .0
+                .into_iter()
+                .map(|mut req| {
+                    req.path = events::core_field_label(&req.path);
+                    req
+                })
+                .collect(),
+        )
+    } else {
+        fields
+    };
     Ok((labels, fields))
 }
 
@@ -608,9 +624,10 @@ impl WatchFilter {
             },
             _ => return None,
         };
-        let mut object = change.object.clone();
-        object["apiVersion"] = json!(self.rt.api_version(&self.version));
-        Some((kind, object))
+        Some((
+            kind,
+            super::store::present(&self.rt, &self.version, &change.object),
+        ))
     }
 }
 

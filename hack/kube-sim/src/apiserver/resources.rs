@@ -268,9 +268,13 @@ impl ResourceTable {
                 .fields(&[
                     "reason",
                     "type",
+                    "reportingController",
                     "regarding.kind",
                     "regarding.name",
                     "regarding.namespace",
+                    "regarding.uid",
+                    "regarding.apiVersion",
+                    "regarding.fieldPath",
                 ]),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
             ResourceType::builtin("apps", "v1", "DaemonSet", "daemonsets", true)

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::apply;
+use super::events;
 use super::patch::{self, PatchKind};
 use super::resources::{self, ResourceTable, ResourceType};
 use super::schema;
@@ -28,6 +29,12 @@ pub struct CollectionKey {
 
 impl CollectionKey {
     pub fn of(rt: &ResourceType) -> Self {
+        if events::is_events_v1(&rt.group, &rt.plural) {
+            return Self {
+                group: String::new(),
+                plural: "events".into(),
+            };
+        }
         Self {
             group: rt.group.clone(),
             plural: rt.plural.clone(),
@@ -142,7 +149,8 @@ pub struct Store {
 type Target<'a> = (&'a CollectionKey, &'a ObjectKey, ChangeKind);
 
 impl Store {
-    /// A store with namespaces `default` and `kube-system`, keeping `history_limit` changes
+    /// A store with the namespaces a cluster starts with (`default`, `kube-system`,
+    /// `kube-public`, `kube-node-lease`), keeping `history_limit` changes
     /// per resource for watches that resume.
     pub fn new(history_limit: usize) -> Self {
         let (changes, _) = broadcast::channel(16384);
@@ -235,10 +243,13 @@ impl Store {
         rt: &ResourceType,
         version: &str,
         ns: Option<&str>,
-        mut body: Value,
+        body: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, version, &body)?;
+        let served_as = rt;
+        let (rt, mut body) = storage_form(rt, body);
+        let rt = &rt;
         let ns = namespace_of(rt, ns, &body)?;
         let meta = body
             .get_mut("metadata")
@@ -309,7 +320,14 @@ impl Store {
         if let Some(served) = crd {
             tracing::info!(resource = %served.qualified_name(), "serving custom resource");
         }
-        Ok(present(rt, version, &stored))
+        // The garbage collector removes a dependent whose owners are all gone, even one
+        // created after them.
+        let owners = owner_uids(&stored);
+        if !owners.is_empty() && owners.iter().all(|o| !all_uids(&st).contains(o)) {
+            tracing::debug!(resource = %rt.qualified_name(), name, "owners are gone, collecting");
+            self.delete_object(&mut st, &collection, &key, &DeleteOptions::default());
+        }
+        Ok(present(served_as, version, &stored))
     }
 
     /// PUT: replace the object (or only its status), refusing a stale resourceVersion.
@@ -325,6 +343,9 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, version, &body)?;
+        let served_as = rt;
+        let (rt, body) = storage_form(rt, body);
+        let rt = &rt;
         if let Some(body_name) = body.pointer("/metadata/name").and_then(Value::as_str) {
             if body_name != name {
                 return Err(ApiError::bad_request(format!(
@@ -361,7 +382,8 @@ impl Store {
             }
             _ => {}
         }
-        self.write_update(&mut st, rt, version, &key, current, body, part, opts)
+        let stored = self.write_update(&mut st, rt, version, &key, current, body, part, opts)?;
+        Ok(present(served_as, version, &stored))
     }
 
     /// PATCH: apply a patch of `kind` to the object (or only to its status). A server-side
@@ -442,10 +464,21 @@ impl Store {
         } else {
             patched
         };
-        self.write_update(&mut st, rt, version, &key, current, patched, part, opts)
+        let (storage_rt, patched) = storage_form(rt, patched);
+        let stored = self.write_update(
+            &mut st,
+            &storage_rt,
+            version,
+            &key,
+            current,
+            patched,
+            part,
+            opts,
+        )?;
+        Ok(present(rt, version, &stored))
     }
 
-    /// The shared second half of update and patch.
+    /// The shared second half of update and patch; returns the stored object.
     #[allow(clippy::too_many_arguments)]
     fn write_update(
         &self,
@@ -505,7 +538,7 @@ impl Store {
         if without_apply_times(&next) == without_apply_times(&current) {
             // A no-op write (an apply of the same configuration included) changes nothing,
             // so it wakes no watcher.
-            return Ok(present(rt, version, &current));
+            return Ok(current);
         }
         let collection = CollectionKey::of(rt);
         let stored = self.commit(st, (&collection, key, ChangeKind::Modified), Some(next));
@@ -513,7 +546,7 @@ impl Store {
             tracing::debug!(resource = %rt.qualified_name(), name, "finalizers done, removing");
             self.remove(st, &collection, key);
         }
-        Ok(present(rt, version, &stored))
+        Ok(stored)
     }
 
     /// DELETE: remove the object, or mark it for deletion while finalizers (or a kubelet's
@@ -876,10 +909,25 @@ fn apply_ownership(
 }
 
 /// The object as served at `version` (custom resources convert between versions by relabelling).
-fn present(rt: &ResourceType, version: &str, object: &Value) -> Value {
+pub fn present(rt: &ResourceType, version: &str, object: &Value) -> Value {
+    if events::is_events_v1(&rt.group, &rt.plural) {
+        return events::from_core(object, &rt.api_version(version));
+    }
     let mut shown = object.clone();
     shown["apiVersion"] = json!(rt.api_version(version));
     shown
+}
+
+/// The resource type objects of `rt` are stored as, and `body` in that form (events.k8s.io
+/// Events are stored as core Events; everything else as itself).
+fn storage_form(rt: &ResourceType, body: Value) -> (ResourceType, Value) {
+    if events::is_events_v1(&rt.group, &rt.plural) {
+        let core = ResourceTable::builtin().find("", "v1", "events").cloned();
+        if let Some(core) = core {
+            return (core, events::to_core(&body));
+        }
+    }
+    (rt.clone(), body)
 }
 
 fn object_key(rt: &ResourceType, ns: Option<&str>, name: &str) -> ObjectKey {
@@ -1233,7 +1281,11 @@ fn register_crd(st: &mut State, crd: &mut Value) -> Result<ResourceType, ApiErro
             ));
         }
     }
-    let time = now();
+    // Conditions keep their transition time while they hold (a re-apply stays a no-op).
+    let time = crd
+        .pointer("/status/conditions/0/lastTransitionTime")
+        .and_then(Value::as_str)
+        .map_or_else(now, str::to_string);
     crd["status"] = json!({
         "acceptedNames": crd["spec"]["names"].clone(),
         "storedVersions": [served.versions[0].clone()],
