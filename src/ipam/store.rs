@@ -138,6 +138,29 @@ impl Changes {
     }
 }
 
+/// How long `open` waits for a previous holder of the store's file lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the sled database. sled releases its file lock only when its
+/// background I/O threads let go of the last reference, a little after the
+/// previous `Ipam` in this process was dropped; so a held lock is retried for
+/// a while before it counts as "another process has it open".
+fn open_db(path: &Path) -> Result<sled::Db, IpamError> {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(IpamError::store(&format!("open {}", path.display()), e)),
+        }
+    }
+}
+
 impl Ipam {
     /// Opens (or creates) the store at `path` with group commit.
     pub fn open(path: impl AsRef<Path>) -> Result<Ipam, IpamError> {
@@ -147,10 +170,7 @@ impl Ipam {
     pub fn open_with(path: impl AsRef<Path>, mode: CommitMode) -> Result<Ipam, IpamError> {
         let started = Instant::now();
         let path = path.as_ref();
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| IpamError::store(&format!("open {}", path.display()), e))?;
+        let db = open_db(path)?;
 
         let mut subnets = Vec::new();
         for item in db.scan_prefix(SUBNET_PREFIX) {
