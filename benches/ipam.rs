@@ -74,8 +74,14 @@ fn in_memory(case: &str, cidr: &str, fill_pct: usize) {
     );
 }
 
-/// Allocations per second through `Ipam` with `callers` concurrent tasks.
-fn durable(rt: &tokio::runtime::Runtime, mode: CommitMode, callers: usize, total: usize) -> f64 {
+/// Allocations per second through `Ipam` with `callers` concurrent tasks,
+/// and the mean number of changes per flush.
+fn durable(
+    rt: &tokio::runtime::Runtime,
+    mode: CommitMode,
+    callers: usize,
+    total: usize,
+) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
         let ipam = Arc::new(Ipam::open_with(dir.path().join("ipam"), mode).expect("open"));
@@ -99,11 +105,13 @@ fn durable(rt: &tokio::runtime::Runtime, mode: CommitMode, callers: usize, total
         for t in tasks {
             t.await.expect("caller");
         }
-        (per * callers) as f64 / started.elapsed().as_secs_f64()
+        let rate = (per * callers) as f64 / started.elapsed().as_secs_f64();
+        let stats = ipam.commit_stats();
+        (rate, stats.writes as f64 / stats.flushes.max(1) as f64)
     })
 }
 
-fn reload_100k(rt: &tokio::runtime::Runtime) -> (Duration, usize) {
+fn reload_100k(rt: &tokio::runtime::Runtime) -> (Duration, Duration, Duration, usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ipam");
     rt.block_on(async {

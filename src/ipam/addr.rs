@@ -120,9 +120,26 @@ impl IntervalSet {
             .saturating_add(new_end - new_start)
             .saturating_add(1);
     }
-
+    /// Adds one member; the release hot path, so no temporary vector.
     pub fn insert(&mut self, n: u128) {
-        self.insert_range(n, n);
+        if self.contains(n) {
+            return;
+        }
+        let left = n
+            .checked_sub(1)
+            .and_then(|m| self.span_of(m))
+            .map(|(s, _)| s);
+        let right = n.checked_add(1).and_then(|m| self.spans.get(&m).copied());
+        let start = left.unwrap_or(n);
+        let end = match right {
+            Some(e) => {
+                self.spans.remove(&(n + 1));
+                e
+            }
+            None => n,
+        };
+        self.spans.insert(start, end);
+        self.len += 1;
     }
 
     /// Removes `n`; returns whether it was a member.

@@ -14,8 +14,9 @@
 //! a slow peer never meets a new pod on an old address), while lowest-free
 //! (Kube-OVN) hands it out again at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -176,17 +177,27 @@ pub struct SubnetView {
     pub gateway_mac: MacAddr,
 }
 
+/// Hash maps on the hot path: aHash (fast, keyed per process so pod names
+/// cannot be chosen to collide).
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// A key shared by the reverse indexes (one allocation per attachment).
+type Key = Arc<str>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FreeList {
     free: IntervalSet,
     /// Where the next dynamic search starts.
     cursor: u128,
+    /// `seq` of the allocation that last moved the cursor (0: none yet);
+    /// lets a reload pick the newest persisted cursor position.
+    cursor_seq: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FamilyState {
     layout: FamilyLayout,
-    holders: HashMap<u128, String>,
+    holders: Map<u128, Key>,
     free: BTreeMap<PoolId, FreeList>,
 }
 
@@ -195,8 +206,9 @@ struct SubnetState {
     spec: SubnetSpec,
     gateway_mac: MacAddr,
     families: Vec<FamilyState>,
-    macs: HashMap<MacAddr, String>,
-    keys: BTreeSet<String>,
+    macs: Map<MacAddr, Key>,
+    /// Number of allocations in this subnet.
+    count: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,13 +217,15 @@ struct Held {
     seq: u64,
 }
 
-/// A cursor position, as persisted.
+/// A cursor position, as persisted; `seq` is that of the allocation that set
+/// it, so the newest of several records wins on reload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CursorRecord {
     pub subnet: String,
     pub family: Family,
     pub pool: Option<String>,
     pub cursor: u128,
+    pub seq: u64,
 }
 
 /// The allocator. `PartialEq` compares everything a reload must reproduce
@@ -219,7 +233,7 @@ pub struct CursorRecord {
 #[derive(Clone, Debug, Default)]
 pub struct Allocator {
     subnets: BTreeMap<String, SubnetState>,
-    held: HashMap<String, Held>,
+    held: Map<String, Held>,
     /// Allocations read back for a subnet that is not (yet) defined.
     parked: BTreeMap<String, Held>,
     next_seq: u64,
@@ -238,18 +252,17 @@ impl FamilyState {
             .usable_sets()
             .into_iter()
             .map(|(pool, free)| {
-                (
-                    pool,
-                    FreeList {
-                        free,
-                        cursor: first,
-                    },
-                )
+                let list = FreeList {
+                    free,
+                    cursor: first,
+                    cursor_seq: 0,
+                };
+                (pool, list)
             })
             .collect();
         FamilyState {
             layout,
-            holders: HashMap::new(),
+            holders: Map::default(),
             free,
         }
     }
@@ -277,8 +290,8 @@ impl SubnetState {
             spec,
             gateway_mac: layout.gateway_mac,
             families: layout.families.into_iter().map(FamilyState::new).collect(),
-            macs: HashMap::new(),
-            keys: BTreeSet::new(),
+            macs: Map::default(),
+            count: 0,
         }
     }
 
@@ -316,10 +329,10 @@ impl SubnetState {
             return Some(IpamError::Excluded { subnet, ip });
         }
         match fam.holders.get(&n) {
-            Some(holder) if holder != key => Some(IpamError::HeldBy {
+            Some(holder) if &**holder != key => Some(IpamError::HeldBy {
                 subnet,
                 ip,
-                holder: holder.clone(),
+                holder: holder.to_string(),
             }),
             _ => None,
         }
@@ -344,10 +357,10 @@ impl SubnetState {
             return Err(bad("it is the subnet gateway's MAC"));
         }
         match self.macs.get(&parsed) {
-            Some(holder) if holder != key => Err(IpamError::MacHeldBy {
+            Some(holder) if &**holder != key => Err(IpamError::MacHeldBy {
                 subnet: self.name().to_string(),
                 mac: parsed,
-                holder: holder.clone(),
+                holder: holder.to_string(),
             }),
             _ => Ok(parsed),
         }
@@ -370,16 +383,17 @@ impl SubnetState {
 
     /// Records `alloc` as held (addresses already validated as free for it).
     fn hold(&mut self, alloc: &Allocation) {
+        let key: Key = Arc::from(alloc.key.as_str());
         for ip in &alloc.ips {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
                 fam.take(n);
-                fam.holders.insert(n, alloc.key.clone());
+                fam.holders.insert(n, key.clone());
             }
         }
-        self.macs.insert(alloc.mac, alloc.key.clone());
-        self.keys.insert(alloc.key.clone());
+        self.macs.insert(alloc.mac, key);
+        self.count += 1;
     }
 
     fn unhold(&mut self, alloc: &Allocation) {
@@ -387,16 +401,16 @@ impl SubnetState {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
-                if fam.holders.get(&n) == Some(&alloc.key) {
+                if fam.holders.get(&n).is_some_and(|h| **h == *alloc.key) {
                     fam.holders.remove(&n);
                     fam.give_back(n);
                 }
             }
         }
-        if self.macs.get(&alloc.mac) == Some(&alloc.key) {
+        if self.macs.get(&alloc.mac).is_some_and(|h| **h == *alloc.key) {
             self.macs.remove(&alloc.mac);
         }
-        self.keys.remove(&alloc.key);
+        self.count -= 1;
     }
 
     /// Whether `alloc` (read back from the store) fits: every address in
@@ -407,12 +421,12 @@ impl SubnetState {
                 self.family_index(Family::of(ip)).is_some_and(|i| {
                     let fam = &self.families[i];
                     let n = ip_to_u128(ip);
-                    fam.layout.in_range(n) && fam.holders.get(&n).is_none_or(|h| h == &alloc.key)
+                    fam.layout.in_range(n) && fam.holders.get(&n).is_none_or(|h| **h == *alloc.key)
                 })
             });
         families_ok
             && alloc.mac != self.gateway_mac
-            && self.macs.get(&alloc.mac).is_none_or(|h| h == &alloc.key)
+            && self.macs.get(&alloc.mac).is_none_or(|h| **h == *alloc.key)
     }
 
     fn view(&self) -> SubnetView {
@@ -546,10 +560,10 @@ impl Allocator {
         let new_layout = layout(&spec)?;
         let old_nets: Vec<IpNet> = state.families.iter().map(|f| f.layout.net).collect();
         let new_nets: Vec<IpNet> = new_layout.families.iter().map(|f| f.net).collect();
-        if old_nets != new_nets && !state.keys.is_empty() {
+        if old_nets != new_nets && state.count > 0 {
             return Err(IpamError::InUse {
                 subnet: spec.name.clone(),
-                count: state.keys.len(),
+                count: state.count,
                 action: format!(
                     "change cidrBlock from {} to {}",
                     state.cidrs(),
@@ -563,9 +577,10 @@ impl Allocator {
             for (pool, list) in &old.free {
                 if let Some(new_list) = new.free.get_mut(pool) {
                     new_list.cursor = list.cursor;
+                    new_list.cursor_seq = list.cursor_seq;
                 }
             }
-            let mut holders: Vec<(&u128, &String)> = old.holders.iter().collect();
+            let mut holders: Vec<(&u128, &Key)> = old.holders.iter().collect();
             holders.sort();
             for (&n, key) in holders {
                 let reason = if new.layout.gateway == Some(n) {
@@ -577,7 +592,7 @@ impl Allocator {
                 };
                 if let Some(reason) = reason {
                     conflicts.push(Conflict {
-                        key: key.clone(),
+                        key: key.to_string(),
                         ip: new.layout.ip(n),
                         reason,
                     });
@@ -587,7 +602,7 @@ impl Allocator {
             }
         }
         next.macs = state.macs.clone();
-        next.keys = state.keys.clone();
+        next.count = state.count;
         self.subnets.insert(spec.name.clone(), next);
         Ok(SubnetChange {
             created: false,
@@ -605,14 +620,20 @@ impl Allocator {
             .ok_or_else(|| IpamError::UnknownSubnet {
                 subnet: name.to_string(),
             })?;
-        if !state.keys.is_empty() && !force {
+        if state.count > 0 && !force {
             return Err(IpamError::InUse {
                 subnet: name.to_string(),
-                count: state.keys.len(),
+                count: state.count,
                 action: "delete the subnet".into(),
             });
         }
-        let keys: Vec<String> = state.keys.iter().cloned().collect();
+        let mut keys: Vec<String> = self
+            .held
+            .values()
+            .filter(|h| h.alloc.subnet == name)
+            .map(|h| h.alloc.key.clone())
+            .collect();
+        keys.sort();
         self.subnets.remove(name);
         Ok(keys
             .into_iter()
@@ -728,16 +749,17 @@ impl Allocator {
             .subnets
             .get_mut(&req.subnet)
             .expect("subnet looked up above");
+        let seq = self.next_seq.max(1);
+        self.next_seq = seq + 1;
         for (fam, (n, dynamic)) in subnet.families.iter_mut().zip(&chosen) {
             if let Some(pool_id) = dynamic {
                 if let Some(list) = fam.free.get_mut(pool_id) {
                     list.cursor = n.wrapping_add(1);
+                    list.cursor_seq = seq;
                 }
             }
         }
         subnet.hold(&alloc);
-        let seq = self.next_seq;
-        self.next_seq += 1;
         self.held.insert(
             req.key.clone(),
             Held {
@@ -839,7 +861,7 @@ impl Allocator {
     pub fn holder(&self, subnet: &str, ip: &IpAddr) -> Option<&str> {
         let state = self.subnets.get(subnet)?;
         let fam = &state.families[state.family_index(Family::of(ip))?];
-        fam.holders.get(&ip_to_u128(ip)).map(String::as_str)
+        fam.holders.get(&ip_to_u128(ip)).map(|h| &**h)
     }
 
     pub fn subnet(&self, name: &str) -> Option<SubnetView> {
@@ -889,7 +911,7 @@ impl Allocator {
             .collect();
         Ok(Usage {
             total: families.iter().map(|f| f.total).min().unwrap_or(0),
-            used: state.keys.len() as u128,
+            used: state.count as u128,
             available: families.iter().map(|f| f.available).min().unwrap_or(0),
             families,
         })
@@ -907,9 +929,9 @@ impl Allocator {
     pub(crate) fn spec(&self, subnet: &str) -> Option<&SubnetSpec> {
         self.subnets.get(subnet).map(|s| &s.spec)
     }
-
-    /// The cursors of `subnet`, to persist after a dynamic allocation.
-    pub(crate) fn cursors(&self, subnet: &str) -> Vec<CursorRecord> {
+    /// The cursors of `subnet` whose last move was by allocation `seq`
+    /// (every cursor when `seq` is `None`).
+    pub(crate) fn cursors(&self, subnet: &str, seq: Option<u64>) -> Vec<CursorRecord> {
         let Some(state) = self.subnets.get(subnet) else {
             return Vec::new();
         };
@@ -917,14 +939,27 @@ impl Allocator {
             .families
             .iter()
             .flat_map(|f| {
-                f.free.iter().map(|(pool, list)| CursorRecord {
-                    subnet: subnet.to_string(),
-                    family: f.layout.family,
-                    pool: pool.clone(),
-                    cursor: list.cursor,
-                })
+                f.free
+                    .iter()
+                    .filter(move |(_, list)| seq.is_none_or(|s| list.cursor_seq == s))
+                    .map(|(pool, list)| CursorRecord {
+                        subnet: subnet.to_string(),
+                        family: f.layout.family,
+                        pool: pool.clone(),
+                        cursor: list.cursor,
+                        seq: list.cursor_seq,
+                    })
             })
             .collect()
+    }
+
+    /// Whether releasing `key` would lose the record of the newest cursor
+    /// move (the store then persists the cursors separately).
+    pub(crate) fn moved_last_cursor(&self, key: &str) -> bool {
+        let Some(held) = self.held.get(key) else {
+            return false;
+        };
+        !self.cursors(&held.alloc.subnet, Some(held.seq)).is_empty()
     }
 
     /// Rebuilds an allocator from persisted records. On a conflict (two keys
@@ -950,7 +985,9 @@ impl Allocator {
             }
         }
         allocations.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
-        me.next_seq = allocations.first().map_or(0, |(s, _)| s + 1);
+        let newest = allocations.first().map_or(0, |(s, _)| *s);
+        let newest_cursor = cursors.iter().map(|c| c.seq).max().unwrap_or(0);
+        me.next_seq = newest.max(newest_cursor) + 1;
         let mut dropped = Vec::new();
         // Holders first, free lists once at the end: one pass per address.
         for (seq, alloc) in allocations {
@@ -967,15 +1004,16 @@ impl Allocator {
                 dropped.push(alloc);
                 continue;
             }
+            let key: Key = Arc::from(alloc.key.as_str());
             for ip in &alloc.ips {
                 if let Some(i) = state.family_index(Family::of(ip)) {
                     state.families[i]
                         .holders
-                        .insert(ip_to_u128(ip), alloc.key.clone());
+                        .insert(ip_to_u128(ip), key.clone());
                 }
             }
-            state.macs.insert(alloc.mac, alloc.key.clone());
-            state.keys.insert(alloc.key.clone());
+            state.macs.insert(alloc.mac, key);
+            state.count += 1;
             me.held.insert(alloc.key.clone(), Held { alloc, seq });
         }
         for state in me.subnets.values_mut() {
@@ -990,7 +1028,10 @@ impl Allocator {
             if let Some(state) = me.subnets.get_mut(&c.subnet) {
                 if let Some(i) = state.family_index(c.family) {
                     if let Some(list) = state.families[i].free.get_mut(&c.pool) {
-                        list.cursor = c.cursor;
+                        if c.seq >= list.cursor_seq {
+                            list.cursor = c.cursor;
+                            list.cursor_seq = c.seq;
+                        }
                     }
                 }
             }
@@ -1010,12 +1051,6 @@ impl Allocator {
                 .subnets
                 .get(&a.subnet)
                 .ok_or_else(|| format!("{key:?} held in unknown subnet {:?}", a.subnet))?;
-            if !state.keys.contains(key) {
-                return Err(format!(
-                    "{key:?} missing from subnet {:?} key set",
-                    a.subnet
-                ));
-            }
             if a.ips.len() != state.families.len() {
                 return Err(format!("{key:?} has {} addresses", a.ips.len()));
             }
@@ -1025,7 +1060,7 @@ impl Allocator {
                     .ok_or_else(|| format!("{key:?}: {ip} has no family in {:?}", a.subnet))?;
                 let fam = &state.families[i];
                 let n = ip_to_u128(ip);
-                if fam.holders.get(&n) != Some(key) {
+                if fam.holders.get(&n).is_none_or(|h| **h != **key) {
                     return Err(format!(
                         "{key:?}: reverse index of {ip} says {:?}",
                         fam.holders.get(&n)
@@ -1035,7 +1070,7 @@ impl Allocator {
                     return Err(format!("{key:?}: {ip} is also on a free list"));
                 }
             }
-            if state.macs.get(&a.mac) != Some(key) {
+            if state.macs.get(&a.mac).is_none_or(|h| **h != **key) {
                 return Err(format!(
                     "{key:?}: MAC {} maps to {:?}",
                     a.mac,
@@ -1048,7 +1083,7 @@ impl Allocator {
             for fam in &state.families {
                 for (n, key) in &fam.holders {
                     let ip = fam.layout.ip(*n);
-                    let ok = self.held.get(key).is_some_and(|h| {
+                    let ok = self.held.get(&**key).is_some_and(|h| {
                         h.alloc.subnet == state.spec.name && h.alloc.ips.contains(&ip)
                     });
                     if !ok {
@@ -1073,19 +1108,18 @@ impl Allocator {
                     }
                 }
             }
-            if counted != state.keys.len() * state.families.len() {
+            if counted != state.count * state.families.len() {
                 return Err(format!(
                     "{}: {counted} reverse entries for {} keys",
-                    state.spec.name,
-                    state.keys.len()
+                    state.spec.name, state.count
                 ));
             }
-            if state.macs.len() != state.keys.len() {
+            if state.macs.len() != state.count {
                 return Err(format!(
                     "{}: {} MACs for {} keys",
                     state.spec.name,
                     state.macs.len(),
-                    state.keys.len()
+                    state.count
                 ));
             }
         }

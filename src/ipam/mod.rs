@@ -19,5 +19,5 @@ pub use allocator::{
     Release, Released, SubnetChange, SubnetView, Usage,
 };
 pub use error::IpamError;
-pub use store::{CommitMode, Ipam, OpenReport};
+pub use store::{CommitMode, CommitStats, Ipam, OpenReport};
 pub use subnet::{gateway_mac, SubnetSpec};

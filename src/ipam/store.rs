@@ -60,13 +60,29 @@ pub struct OpenReport {
     pub parked: usize,
     /// Allocations that lost a double claim to a later write and were removed.
     pub dropped: Vec<Allocation>,
+    /// Opening sled and reading every record.
+    pub read: Duration,
+    /// Rebuilding the allocator from the records.
+    pub rebuild: Duration,
     pub elapsed: Duration,
+}
+
+/// Group-commit counters (for metrics): `writes / flushes` is the mean
+/// number of changes sharing one flush.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub writes: u64,
+    pub flushes: u64,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredAllocation {
     seq: u64,
     alloc: Allocation,
+    /// Cursor positions this allocation set (dynamic families): the cursor
+    /// travels with the allocation instead of costing a write of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cursors: Vec<CursorRecord>,
 }
 
 struct Guarded {
@@ -119,6 +135,7 @@ impl Changes {
             &StoredAllocation {
                 seq,
                 alloc: alloc.clone(),
+                cursors: a.cursors(&alloc.subnet, Some(seq)),
             },
         )?;
         self.put(key_of(ALLOC_PREFIX, &alloc.key), value);
@@ -126,7 +143,7 @@ impl Changes {
     }
 
     fn put_cursors(&mut self, a: &Allocator, subnet: &str) -> Result<(), IpamError> {
-        let value = to_json("cursors", &a.cursors(subnet))?;
+        let value = to_json("cursors", &a.cursors(subnet, None))?;
         self.put(key_of(CURSOR_PREFIX, subnet), value);
         Ok(())
     }
@@ -181,13 +198,14 @@ impl Ipam {
             );
         }
         let mut allocations = Vec::new();
+        let mut cursors = Vec::new();
         for item in db.scan_prefix(ALLOC_PREFIX) {
             let (_, v) = item.map_err(|e| IpamError::store("read allocations", e))?;
             let s: StoredAllocation =
                 serde_json::from_slice(&v).map_err(|e| IpamError::store("decode allocation", e))?;
+            cursors.extend(s.cursors);
             allocations.push((s.seq, s.alloc));
         }
-        let mut cursors = Vec::new();
         for item in db.scan_prefix(CURSOR_PREFIX) {
             let (_, v) = item.map_err(|e| IpamError::store("read cursors", e))?;
             cursors.extend(
@@ -196,14 +214,18 @@ impl Ipam {
             );
         }
         let subnet_count = subnets.len();
+        let read = started.elapsed();
         let (alloc, dropped) = Allocator::restore(subnets, allocations, cursors);
+        let rebuild = started.elapsed() - read;
         if !dropped.is_empty() {
             let mut changes = Changes::default();
             for a in &dropped {
-                // Drop only the stale record, not the winner of the same key.
-                if alloc.get(&a.key) != Some(a) {
-                    changes.del(key_of(ALLOC_PREFIX, &a.key));
-                }
+                changes.del(key_of(ALLOC_PREFIX, &a.key));
+            }
+            // A dropped record may have carried the newest cursor.
+            let names: Vec<String> = alloc.subnet_names().map(str::to_string).collect();
+            for name in names {
+                changes.put_cursors(&alloc, &name)?;
             }
             db.apply_batch(changes.batch)
                 .and_then(|_| db.flush())
@@ -218,6 +240,8 @@ impl Ipam {
             allocations: alloc.len(),
             parked,
             dropped,
+            read,
+            rebuild,
             elapsed: started.elapsed(),
         };
         tracing::info!(
@@ -340,7 +364,6 @@ impl Ipam {
             let (alloc, fresh) = a.allocate(req)?;
             if fresh {
                 w.put_alloc(a, &alloc)?;
-                w.put_cursors(a, &alloc.subnet)?;
             }
             Ok(alloc)
         })
@@ -350,9 +373,13 @@ impl Ipam {
     /// Releases `key`, durably.
     pub async fn release(&self, key: &str, why: Release) -> Result<Released, IpamError> {
         self.change(|a, w| {
+            let moved_cursor = a.moved_last_cursor(key);
             let released = a.release(key, why);
-            if let Released::Freed(_) = released {
+            if let Released::Freed(freed) = &released {
                 w.del(key_of(ALLOC_PREFIX, key));
+                if moved_cursor {
+                    w.put_cursors(a, &freed.subnet)?;
+                }
             }
             Ok(released)
         })
@@ -363,8 +390,13 @@ impl Ipam {
     pub async fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport, IpamError> {
         self.change(|a, w| {
             let report = a.reconcile(live);
+            let mut subnets = HashSet::new();
             for f in &report.freed {
                 w.del(key_of(ALLOC_PREFIX, &f.key));
+                subnets.insert(f.subnet.as_str());
+            }
+            for subnet in subnets {
+                w.put_cursors(a, subnet)?;
             }
             Ok(report)
         })
@@ -381,6 +413,13 @@ impl Ipam {
 
     pub fn usage(&self, subnet: &str) -> Result<Usage, IpamError> {
         self.lock().alloc.usage(subnet)
+    }
+    pub fn commit_stats(&self) -> CommitStats {
+        let st = self.committer.state();
+        CommitStats {
+            writes: st.written,
+            flushes: st.flushes,
+        }
     }
 
     /// Read access to the allocator (tests, status, metrics).
@@ -399,6 +438,7 @@ struct Durable {
 
 struct CommitState {
     written: u64,
+    flushes: u64,
     stop: bool,
 }
 
@@ -419,6 +459,7 @@ impl Committer {
         let shared = Arc::new(CommitShared {
             state: Mutex::new(CommitState {
                 written: 0,
+                flushes: 0,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -464,6 +505,7 @@ impl Committer {
 
     async fn wait(&self, db: &sled::Db, ticket: u64) -> Result<(), IpamError> {
         if self.mode == CommitMode::FlushEach {
+            self.state().flushes += 1;
             let db = db.clone();
             return tokio::task::spawn_blocking(move || db.flush())
                 .await
@@ -497,6 +539,7 @@ fn group_commit(s: &CommitShared, db: &sled::Db) {
             if st.written == flushed {
                 return; // stopping, nothing pending
             }
+            st.flushes += 1;
             st.written
         };
         match db.flush() {
