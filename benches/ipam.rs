@@ -146,7 +146,8 @@ fn reload_100k(rt: &tokio::runtime::Runtime) -> (Duration, Duration, Duration, u
     let n = ipam.read(|a| a.len());
     ipam.read(|a| a.check_consistency())
         .expect("consistent reload");
-    (elapsed, n)
+    let report = ipam.open_report();
+    (elapsed, report.read, report.rebuild, n)
 }
 
 /// host-local ADDs per second, sequential (each is a process exec, as a
@@ -200,18 +201,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let d1 = durable(&rt, CommitMode::Group, 1, 1_000);
-    let d64 = durable(&rt, CommitMode::Group, 64, 32_000);
-    let each = durable(&rt, CommitMode::FlushEach, 64, 3_200);
+    let (d1, _) = durable(&rt, CommitMode::Group, 1, 1_000);
+    let (d64, batch) = durable(&rt, CommitMode::Group, 64, 32_000);
+    let (each, _) = durable(&rt, CommitMode::FlushEach, 64, 3_200);
     println!(
-        "BENCH ipam durable_1={d1:.0} durable_64={d64:.0} flush_each={each:.0} ratio_durable64_vs_flush_each={:.1}",
+        "BENCH ipam durable_1={d1:.0} durable_64={d64:.0} flush_each={each:.0} ratio_durable64_vs_flush_each={:.1} changes_per_flush_64={batch:.1}",
         d64 / each
     );
 
-    let (reload, n) = reload_100k(&rt);
+    let (reload, read, rebuild, n) = reload_100k(&rt);
     println!(
-        "BENCH ipam reload_100k_ms={} allocations={n}",
-        reload.as_millis()
+        "BENCH ipam reload_100k_ms={} read_ms={} rebuild_ms={} allocations={n}",
+        reload.as_millis(),
+        read.as_millis(),
+        rebuild.as_millis()
     );
 
     let hl = host_local(300);
