@@ -190,36 +190,52 @@ fn host_local(n: usize) -> f64 {
 }
 
 fn main() {
+    // IPAM_BENCH_ONLY=memory|durable|reload|host_local runs one part (profiling).
+    let only = std::env::var("IPAM_BENCH_ONLY").ok();
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if !run("memory") {
+        return main_rest(run);
+    }
     for (case, cidr) in [("v4_16", "10.0.0.0/16"), ("v6_64", "fd00:1::/64")] {
         for fill in [0, 50, 90, 99] {
             in_memory(case, cidr, fill);
         }
     }
 
+    main_rest(run)
+}
+
+fn main_rest(run: impl Fn(&str) -> bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let (d1, _) = durable(&rt, CommitMode::Group, 1, 1_000);
-    let (d64, batch) = durable(&rt, CommitMode::Group, 64, 32_000);
-    let (each, _) = durable(&rt, CommitMode::FlushEach, 64, 3_200);
-    println!(
+    let mut d64 = f64::NAN;
+    if run("durable") {
+        let (d1, _) = durable(&rt, CommitMode::Group, 1, 1_000);
+        let batch;
+        (d64, batch) = durable(&rt, CommitMode::Group, 64, 32_000);
+        let (each, _) = durable(&rt, CommitMode::FlushEach, 64, 3_200);
+        println!(
         "BENCH ipam durable_1={d1:.0} durable_64={d64:.0} flush_each={each:.0} ratio_durable64_vs_flush_each={:.1} changes_per_flush_64={batch:.1}",
         d64 / each
     );
-
-    let (reload, read, rebuild, n) = reload_100k(&rt);
-    println!(
-        "BENCH ipam reload_100k_ms={} read_ms={} rebuild_ms={} allocations={n}",
-        reload.as_millis(),
-        read.as_millis(),
-        rebuild.as_millis()
-    );
-
-    let hl = host_local(300);
-    println!(
-        "BENCH ipam host_local_per_s={hl:.0} ratio_durable64_vs_host_local={:.1}",
-        d64 / hl
-    );
+    }
+    if run("reload") {
+        let (reload, read, rebuild, n) = reload_100k(&rt);
+        println!(
+            "BENCH ipam reload_100k_ms={} read_ms={} rebuild_ms={} allocations={n}",
+            reload.as_millis(),
+            read.as_millis(),
+            rebuild.as_millis()
+        );
+    }
+    if run("host_local") {
+        let hl = host_local(300);
+        println!(
+            "BENCH ipam host_local_per_s={hl:.0} ratio_durable64_vs_host_local={:.1}",
+            d64 / hl
+        );
+    }
 }

@@ -988,6 +988,7 @@ impl Allocator {
         let newest = allocations.first().map_or(0, |(s, _)| *s);
         let newest_cursor = cursors.iter().map(|c| c.seq).max().unwrap_or(0);
         me.next_seq = newest.max(newest_cursor) + 1;
+        me.held.reserve(allocations.len());
         let mut dropped = Vec::new();
         // Holders first, free lists once at the end: one pass per address.
         for (seq, alloc) in allocations {
@@ -1018,9 +1019,10 @@ impl Allocator {
         }
         for state in me.subnets.values_mut() {
             for fam in &mut state.families {
-                let holders: Vec<u128> = fam.holders.keys().copied().collect();
-                for n in holders {
-                    fam.take(n);
+                let mut holders: Vec<u128> = fam.holders.keys().copied().collect();
+                holders.sort_unstable();
+                for list in fam.free.values_mut() {
+                    list.free.remove_sorted(&holders);
                 }
             }
         }
