@@ -3,11 +3,16 @@
 //!   and an IPv6 /64 (a /64 cannot be filled: its "fill" is the same number of
 //!   held addresses as the /16 case, scattered by churn);
 //! - durable allocations per second (sled, group commit) with 1 and 64
-//!   concurrent callers, and with one flush per allocation (64 callers) as the
-//!   baseline;
+//!   concurrent callers, and with one flush per allocation (64 callers, each
+//!   flushing for itself) as the baseline. sled already merges concurrent
+//!   `flush` calls that find the same buffer in flight, so this baseline is
+//!   stronger than a lone flusher;
 //! - reload time of a store holding 100,000 allocations;
 //! - Debian's `host-local` IPAM plugin (exec'd with CNI_COMMAND=ADD, files in
 //!   a temp dataDir) allocations per second, as the external baseline.
+//!
+//! `IPAM_BENCH_ONLY=memory|durable|reload|host_local` runs one part (for
+//! profiling); the full run is what `hack/bench.sh ipam` reports.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
