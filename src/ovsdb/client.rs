@@ -169,6 +169,11 @@ impl Client {
         Ok(results)
     }
 
+    /// Returns once the cache holds every change the server sent so far.
+    pub async fn sync(&self) -> Result<()> {
+        self.connection().await?.barrier().await
+    }
+
     /// Sends any request on the current session (e.g. `list_dbs`).
     pub async fn call(&self, method: &str, params: Json) -> Result<Json> {
         self.connection().await?.call(method, params).await
