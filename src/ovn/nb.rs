@@ -12,8 +12,8 @@ use crate::ovsdb::model::nb::{
     LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
 };
 use crate::ovsdb::{
-    Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Row, Table, TableSpec, Uuid,
-    Value,
+    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Row, Table, TableSpec,
+    Uuid, Value,
 };
 
 pub const DATABASE: &str = "OVN_Northbound";
@@ -202,10 +202,6 @@ fn name_is(name: &str) -> Vec<Condition> {
     vec![Condition::eq("name", Value::atom(name))]
 }
 
-fn row<const N: usize>(cols: [(&str, Value); N]) -> Row {
-    cols.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
 fn strings(v: &[String]) -> Value {
     Value::set(v.iter().map(|s| Atom::from(s.as_str())))
 }
@@ -339,58 +335,64 @@ impl<'a> NbTxn<'a> {
         self.touched.insert((table, name.to_string()))
     }
 
-    pub fn ensure_router(&mut self, name: &str, external_ids: &Map) -> Result<()> {
-        if !self.first_touch(LogicalRouter::NAME, name) {
+    /// A root row with a `name` and `external_ids`: inserted if absent
+    /// (guarded by `wait` when the schema has no unique index on the name),
+    /// its `external_ids` corrected if they differ.
+    fn ensure_named(
+        &mut self,
+        table: &'static str,
+        name: &str,
+        external_ids: &Map,
+        guard: bool,
+    ) -> Result<()> {
+        if !self.first_touch(table, name) {
             return Ok(());
         }
-        match self.nb.router(name)? {
+        let want = row([
+            ("name", Value::atom(name)),
+            ("external_ids", Value::string_map(external_ids)),
+        ]);
+        match self.row_by_name(table, name)? {
             None => {
-                self.ops
-                    .push(Op::wait_absent(LogicalRouter::NAME, name_is(name)));
-                self.insert(
-                    LogicalRouter::NAME,
-                    name,
-                    row([
-                        ("name", Value::atom(name)),
-                        ("external_ids", Value::string_map(external_ids)),
-                    ]),
-                );
+                if guard {
+                    self.ops.push(Op::wait_absent(table, name_is(name)));
+                }
+                self.insert(table, name, want);
             }
-            Some(lr) if &lr.external_ids != external_ids => self.update(
-                LogicalRouter::NAME,
-                lr.uuid,
-                row([("external_ids", Value::string_map(external_ids))]),
-            ),
-            Some(_) => {}
+            Some((uuid, have)) => {
+                let diff = changed_columns(&have, want);
+                self.update(table, uuid, diff);
+            }
         }
         Ok(())
     }
 
+    fn row_by_name(&self, table: &'static str, name: &str) -> Result<Option<(Uuid, Row)>> {
+        let cache = self.nb.client.cache();
+        let Some(t) = cache.table(table) else {
+            return Err(crate::ovsdb::Error::NotSupported(format!(
+                "table {table} is not monitored"
+            ))
+            .into());
+        };
+        let uuids = t.lookup(&IndexSpec::column("name"), &Atom::from(name))?;
+        match uuids.as_slice() {
+            [] => Ok(None),
+            [u] => Ok(t.get(u).map(|r| (*u, r.clone()))),
+            more => Err(Error::Invalid {
+                kind: "row",
+                name: format!("{table} {name}"),
+                reason: format!("{} rows carry this name", more.len()),
+            }),
+        }
+    }
+
+    pub fn ensure_router(&mut self, name: &str, external_ids: &Map) -> Result<()> {
+        self.ensure_named(LogicalRouter::NAME, name, external_ids, true)
+    }
+
     pub fn ensure_switch(&mut self, name: &str, external_ids: &Map) -> Result<()> {
-        if !self.first_touch(LogicalSwitch::NAME, name) {
-            return Ok(());
-        }
-        match self.nb.switch(name)? {
-            None => {
-                self.ops
-                    .push(Op::wait_absent(LogicalSwitch::NAME, name_is(name)));
-                self.insert(
-                    LogicalSwitch::NAME,
-                    name,
-                    row([
-                        ("name", Value::atom(name)),
-                        ("external_ids", Value::string_map(external_ids)),
-                    ]),
-                );
-            }
-            Some(ls) if &ls.external_ids != external_ids => self.update(
-                LogicalSwitch::NAME,
-                ls.uuid,
-                row([("external_ids", Value::string_map(external_ids))]),
-            ),
-            Some(_) => {}
-        }
-        Ok(())
+        self.ensure_named(LogicalSwitch::NAME, name, external_ids, true)
     }
 
     /// Router port `<router>-<switch>` with the gateway address and MAC, and
@@ -603,29 +605,9 @@ impl<'a> NbTxn<'a> {
         Ok(())
     }
 
+    /// A port group (its name is unique in the schema).
     pub fn ensure_port_group(&mut self, name: &str, external_ids: &Map) -> Result<()> {
-        if !self.first_touch(PortGroup::NAME, name) {
-            return Ok(());
-        }
-        match self.cached::<PortGroup>(name)? {
-            None => {
-                self.insert(
-                    PortGroup::NAME,
-                    name,
-                    row([
-                        ("name", Value::atom(name)),
-                        ("external_ids", Value::string_map(external_ids)),
-                    ]),
-                );
-            }
-            Some(pg) if &pg.external_ids != external_ids => self.update(
-                PortGroup::NAME,
-                pg.uuid,
-                row([("external_ids", Value::string_map(external_ids))]),
-            ),
-            Some(_) => {}
-        }
-        Ok(())
+        self.ensure_named(PortGroup::NAME, name, external_ids, false)
     }
 
     pub fn delete_port_group(&mut self, name: &str) -> Result<()> {

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::{is_conflict, Error, Result};
 use crate::ovsdb::model::vswitch::{Bridge, Interface, OpenVswitch, Port, Qos, Queue};
 use crate::ovsdb::{
-    Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Row, Table, TableSpec, Uuid,
+    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Table, TableSpec, Uuid,
     Value,
 };
 
@@ -89,10 +89,6 @@ pub fn bandwidth(kind: QosKind, ingress_mbps: Option<u64>, egress_mbps: Option<u
 #[derive(Clone)]
 pub struct Vswitch {
     client: Client,
-}
-
-fn row<const N: usize>(cols: [(&str, Value); N]) -> Row {
-    cols.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn named(n: &str) -> Value {

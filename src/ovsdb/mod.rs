@@ -21,4 +21,4 @@ pub use error::{Error, Result};
 pub use model::{ColumnValue, Table};
 pub use schema::{ColumnKind, Schema};
 pub use transact::{Condition, Function, Mutation, Mutator, Op, OpResult};
-pub use value::{Atom, Row, Uuid, Value};
+pub use value::{row, Atom, Row, Uuid, Value};

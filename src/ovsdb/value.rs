@@ -279,6 +279,11 @@ impl Value {
 /// One row: column name → value. `_uuid` is kept out of it (see `cache`).
 pub type Row = BTreeMap<String, Value>;
 
+/// A row from `(column, value)` pairs.
+pub fn row<const N: usize>(cols: [(&str, Value); N]) -> Row {
+    cols.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
 pub fn row_to_json(row: &Row) -> Json {
     Json::Object(row.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
 }
