@@ -5,6 +5,8 @@
 mod ovsdb_support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube_ovn::ovsdb::model::nb::{LogicalSwitch, LogicalSwitchPort};
@@ -440,9 +442,42 @@ async fn kill9_and_restart_reconnects_converges_and_a_pending_waiter_fires() {
             .await
         })
     };
+    // An independent writer streams changes while the server is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let (stop, ep) = (stop.clone(), db.endpoint());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let _ = std::process::Command::new("ovs-vsctl")
+                    .args([
+                        &format!("--db={ep}"),
+                        "--no-wait",
+                        "--timeout=1",
+                        "set",
+                        "Interface",
+                        "veth1",
+                    ])
+                    .arg(format!("external_ids:seq={n}"))
+                    .output();
+            }
+        })
+    };
+    let streamed = Instant::now() + Duration::from_secs(20);
+    while !c
+        .find::<Interface>(&IndexSpec::column("name"), "veth1")
+        .unwrap()[0]
+        .external_ids
+        .contains_key("seq")
+    {
+        assert!(
+            Instant::now() < streamed,
+            "no streamed change reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     db.kill9();
-    // While the server is down another writer changes the file: rows added,
-    // changed and removed that the client never sees as notifications.
     let noticed = Instant::now() + Duration::from_secs(20);
     while c.is_connected() {
         assert!(
@@ -472,27 +507,34 @@ async fn kill9_and_restart_reconnects_converges_and_a_pending_waiter_fires() {
         .await
         .unwrap()
         .expect("waiter fired after the restart");
-    // The cache converges to the server's Interface table.
-    let want = csv_column(&db.vsctl(&[
-        "--format=csv",
-        "--no-headings",
-        "--columns=name",
-        "list",
-        "Interface",
-    ]));
+    stop.store(true, Ordering::Relaxed);
+    stream.join().unwrap();
+    // The cache converges to the server's Interface table, row for row.
+    let reader = Client::connect(&db.endpoint(), "Open_vSwitch", vswitch_options())
+        .await
+        .unwrap();
+    let mut want = reader.list::<Interface>().unwrap();
+    want.sort_by_key(|i| i.uuid);
+    assert_eq!(want.len(), 3, "br-int, veth1, veth2");
     c.wait_until(soon(), "interfaces to converge", |_| {
-        let mut got: Vec<String> = c
-            .list::<Interface>()
-            .unwrap()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        got.sort();
+        let mut got = c.list::<Interface>().unwrap();
+        got.sort_by_key(|i| i.uuid);
         (got == want).then_some(())
     })
     .await
     .unwrap();
-    assert!(c.is_connected());
+    // And the reconnected session serves transactions.
+    c.transact(vec![Op::update(
+        "Interface",
+        vec![Condition::eq("name", Value::atom("veth2"))],
+        Row::from([("external_ids".to_string(), Value::map([("k", "v")]))]),
+    )])
+    .await
+    .unwrap();
+    assert_eq!(
+        db.vsctl(&["get", "Interface", "veth2", "external_ids:k"]),
+        "v"
+    );
 }
 
 #[tokio::test]

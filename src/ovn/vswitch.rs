@@ -33,10 +33,13 @@ type Map = BTreeMap<String, String>;
 ///
 /// `linux-htb` shapes with a kernel HTB qdisc on the port's device. It is
 /// what Kube-OVN uses, and it also works for `system` (veth) ports on a
-/// `netdev` bridge: the userspace datapath transmits through the device's
-/// qdisc. `egress-policer` is the userspace datapath's own policer, but OVS
-/// implements it only for DPDK ports, so it is offered for DPDK nodes and not
-/// chosen automatically.
+/// `netdev` bridge: checked on the test bed, ovs-vswitchd (netdev datapath)
+/// installs `htb 1:` with class `1:1 ceil <max-rate>` on the veth, and the
+/// userspace datapath transmits through the device's qdisc. It is therefore
+/// the default on both datapaths. `egress-policer` is the userspace
+/// datapath's own policer, but OVS implements it only for DPDK ports (on a
+/// veth of the netdev test bed vswitchd leaves it unapplied), so it is only
+/// used when asked for, for DPDK nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QosKind {
     LinuxHtb,
@@ -403,8 +406,8 @@ impl Vswitch {
         Ok(())
     }
 
-    /// Limits a pod interface (Mbit/s; `None` lifts that limit). The QoS
-    /// kind follows the bridge's datapath (see `QosKind`).
+    /// Limits a pod interface (Mbit/s; `None` lifts that limit) with a
+    /// `linux-htb` QoS for ingress (see `QosKind`) and policing for egress.
     pub async fn set_interface_qos(
         &self,
         iface: &str,
