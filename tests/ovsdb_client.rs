@@ -579,6 +579,35 @@ async fn changes_made_while_disconnected_are_resynced() {
     assert_eq!(names, ["a", "br0"]);
 }
 
+#[tokio::test]
+async fn a_dropped_session_resumes_and_keeps_following_changes() {
+    let db = DbServer::vswitch();
+    db.vsctl(&["add-br", "br0"]);
+    let c = Client::connect(&db.endpoint(), "Open_vSwitch", vswitch_options())
+        .await
+        .unwrap();
+    for round in 0..3 {
+        db.drop_connections();
+        let resumed = Instant::now() + Duration::from_secs(20);
+        while c.sessions() < round + 2 {
+            assert!(Instant::now() < resumed, "no new session after the drop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let port = format!("p{round}");
+
+        db.vsctl(&["add-port", "br0", &port]);
+        c.wait_until(soon(), "the new port after the reconnect", |_| {
+            c.find::<Interface>(&IndexSpec::column("name"), port.as_str())
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(c.list::<Interface>().unwrap().len(), 4, "br0, p0, p1, p2");
+    assert_eq!(c.monitor_method(), MonitorMethod::CondSince);
+}
+
 /// A fake server that answers the first request with `reply` bytes and closes.
 async fn fake_server(reply: &'static [u8]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();

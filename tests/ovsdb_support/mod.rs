@@ -92,6 +92,18 @@ impl DbServer {
         }
     }
 
+    /// Asks the server to drop every client connection (it keeps running,
+    /// with its transaction history: clients resume with monitor_cond_since).
+    pub fn drop_connections(&self) {
+        let out = Command::new("ovs-appctl")
+            .arg("-t")
+            .arg(self.dir.path().join("ctl"))
+            .arg("ovsdb-server/reconnect")
+            .output()
+            .expect("run ovs-appctl");
+        assert!(out.status.success(), "ovsdb-server/reconnect: {:?}", out);
+    }
+
     /// SIGKILL, no cleanup: the socket file stays behind like after a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
