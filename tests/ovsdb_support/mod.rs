@@ -58,6 +58,10 @@ impl DbServer {
         format!("unix:{}", self.sock.display())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn db_file(&self) -> &Path {
         &self.db
     }
