@@ -340,7 +340,7 @@ async fn the_cache_equals_the_server_after_1000_mixed_changes() {
     let want = server_ports(&writer).await;
     assert_eq!(want.len(), live.len());
     let got = watcher
-        .wait_until(soon(), "cache to converge", |_| {
+        .wait_until(soon(), "cache to converge", || {
             let mut got = watcher.list::<LogicalSwitchPort>().unwrap();
             got.sort_by_key(|p| p.uuid);
             (got == want).then_some(got)
@@ -437,7 +437,7 @@ async fn kill9_and_restart_reconnects_converges_and_a_pending_waiter_fires() {
             c.wait_until(
                 Instant::now() + Duration::from_secs(60),
                 "veth1 ovn-installed",
-                |_| ovn_installed(&c, "veth1"),
+                || ovn_installed(&c, "veth1"),
             )
             .await
         })
@@ -516,7 +516,7 @@ async fn kill9_and_restart_reconnects_converges_and_a_pending_waiter_fires() {
     let mut want = reader.list::<Interface>().unwrap();
     want.sort_by_key(|i| i.uuid);
     assert_eq!(want.len(), 3, "br-int, veth1, veth2");
-    c.wait_until(soon(), "interfaces to converge", |_| {
+    c.wait_until(soon(), "interfaces to converge", || {
         let mut got = c.list::<Interface>().unwrap();
         got.sort_by_key(|i| i.uuid);
         (got == want).then_some(())
@@ -563,7 +563,7 @@ async fn changes_made_while_disconnected_are_resynced() {
     assert!(!out.contains("error"), "{out}");
     db.restart();
     let want_ids = BTreeMap::from([("offline".to_string(), "yes".to_string())]);
-    c.wait_until(soon(), "offline change to show", |_| {
+    c.wait_until(soon(), "offline change to show", || {
         let a: Vec<Interface> = c.find(&IndexSpec::column("name"), "a").ok()?;
         (a.first()?.external_ids == want_ids).then_some(())
     })
@@ -596,7 +596,7 @@ async fn a_dropped_session_resumes_and_keeps_following_changes() {
         let port = format!("p{round}");
 
         db.vsctl(&["add-port", "br0", &port]);
-        c.wait_until(soon(), "the new port after the reconnect", |_| {
+        c.wait_until(soon(), "the new port after the reconnect", || {
             c.find::<Interface>(&IndexSpec::column("name"), port.as_str())
                 .ok()
                 .filter(|v| !v.is_empty())
@@ -658,6 +658,41 @@ async fn malformed_json_from_the_server_is_an_error_not_a_panic() {
         .err()
         .expect("must fail");
     assert!(err.to_string().contains("no tables"), "{err}");
+}
+
+#[tokio::test]
+async fn a_fake_servers_echo_is_answered_with_its_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // Two messages in one write, the second split across two writes.
+        s.write_all(b"{\"id\":\"e1\",\"method\":\"echo\",\"params\":[\"x\"]} {\"id\":\"e2\",")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"\"method\":\"echo\",\"params\":[]}")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while got.iter().filter(|&&b| b == b'}').count() < 2 {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    });
+    let ep = Endpoint::parse(&format!("unix:{}", path.display())).unwrap();
+    let (_conn, _notes) = Connection::open(&ep, Timeouts::default()).await.unwrap();
+    let replies = server.await.unwrap();
+    let msgs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&replies)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(msgs[0], json!({"id": "e1", "result": ["x"], "error": null}));
+    assert_eq!(msgs[1], json!({"id": "e2", "result": [], "error": null}));
 }
 
 #[tokio::test]

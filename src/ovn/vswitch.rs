@@ -397,7 +397,7 @@ impl Vswitch {
     pub async fn wait_ovn_installed(&self, iface: &str, deadline: Instant) -> Result<()> {
         let what = format!("interface {iface} to be ovn-installed");
         self.client
-            .wait_until(deadline, &what, |_| {
+            .wait_until(deadline, &what, || {
                 let i = self.interface(iface).ok()??;
                 (i.external_ids.get(OVN_INSTALLED).map(String::as_str) == Some("true"))
                     .then_some(())

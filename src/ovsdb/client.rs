@@ -237,19 +237,20 @@ impl Client {
         self.inner.changes.subscribe()
     }
 
-    /// Waits until `check` returns `Some` on the cache, or `deadline`. Checks
-    /// at once (the condition may already hold) and after every change,
-    /// across reconnects.
+    /// Waits until `check` returns `Some`, or `deadline`. `check` reads the
+    /// cache through this client's accessors (no lock is held while it runs);
+    /// it runs at once (the condition may already hold) and after every
+    /// change to the cache, across reconnects.
     pub async fn wait_until<T>(
         &self,
         deadline: Instant,
         what: &str,
-        mut check: impl FnMut(&Cache) -> Option<T>,
+        mut check: impl FnMut() -> Option<T>,
     ) -> Result<T> {
         let mut gen = self.inner.generation.subscribe();
         loop {
             gen.borrow_and_update();
-            if let Some(v) = check(&self.cache()) {
+            if let Some(v) = check() {
                 return Ok(v);
             }
             match tokio::time::timeout_at(deadline, gen.changed()).await {
