@@ -110,8 +110,8 @@ impl Vswitch {
     pub fn tables() -> Vec<TableSpec> {
         vec![
             TableSpec::of::<OpenVswitch>(),
-            TableSpec::of::<Bridge>(),
-            TableSpec::of::<Port>(),
+            TableSpec::of::<Bridge>().index(IndexSpec::column("ports")),
+            TableSpec::of::<Port>().index(IndexSpec::column("interfaces")),
             TableSpec::of::<Interface>().index(IndexSpec::map_key("external_ids", IFACE_ID)),
             TableSpec::of::<Qos>(),
             TableSpec::of::<Queue>(),
@@ -180,9 +180,8 @@ impl Vswitch {
     fn port_of(&self, iface: Uuid) -> Result<Option<Port>> {
         Ok(self
             .client
-            .list::<Port>()?
-            .into_iter()
-            .find(|p| p.interfaces.contains(&iface)))
+            .find::<Port>(&IndexSpec::column("interfaces"), iface)?
+            .pop())
     }
 
     /// A bridge with its internal port, `datapath_type` (`system` is "")
@@ -339,9 +338,8 @@ impl Vswitch {
     fn unplug_ops(&self, port: &Port) -> Result<Vec<Op>> {
         let mut ops: Vec<Op> = self
             .client
-            .list::<Bridge>()?
+            .find::<Bridge>(&IndexSpec::column("ports"), port.uuid)?
             .into_iter()
-            .filter(|b| b.ports.contains(&port.uuid))
             .map(|b| {
                 Op::mutate(
                     Bridge::NAME,
