@@ -160,6 +160,7 @@ cmd_pod() {
 }
 
 cmd_env() {
+  local P; P=$(prefix_of "$dir")
   echo "export OVN_NB_DB=unix:$dir/central/nb.sock OVN_SB_DB=unix:$dir/central/sb.sock"
   if [ $# -ge 1 ]; then
     echo "export OVS_RUNDIR=$dir/n$1 OVN_RUNDIR=$dir/n$1 DB_SOCK=unix:$dir/n$1/db.sock NETNS=$P-n$1"
