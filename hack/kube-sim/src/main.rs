@@ -47,6 +47,13 @@ struct ServeArgs {
     /// The node's /opt/cni/bin and /usr/lib/cni follow.
     #[arg(long)]
     cni_bin_dir: Vec<PathBuf>,
+    /// A shell command run inside every node (its network and mount namespaces) once the
+    /// nodes are up, e.g. the node agent of the CNI under test. It sees NODE_NAME, NODE_IP,
+    /// TUNNEL_NIC, TUNNEL_IP (a /24 address free for the overlay) and KUBECONFIG; its output
+    /// goes to <state-dir>/<node>/node-command.log. Stopped with SIGTERM at shutdown (start
+    /// the agent with `exec` so that it is the one receiving it).
+    #[arg(long)]
+    node_command: Option<String>,
 }
 
 async fn start_nodes(
@@ -91,6 +98,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         0 => None,
         n => Some(start_nodes(&server, n, &args).await?),
     };
+    let mut node_commands = Vec::new();
+    if let (Some(sim), Some(command)) = (&nodes, &args.node_command) {
+        for node in sim.nodes() {
+            node_commands.push(spawn_node_command(node, command, &args.kubeconfig)?);
+        }
+    }
 
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -102,11 +115,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     dump(&server, args.dump.as_ref());
+    for child in node_commands {
+        stop_node_command(child).await;
+    }
     if let Some(nodes) = nodes {
         nodes.shutdown().await;
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// Starts `--node-command` inside `node`.
+fn spawn_node_command(
+    node: &kube_sim::nodes::Node,
+    command: &str,
+    kubeconfig: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let log_path = node.state_dir.join("node-command.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let kubeconfig = std::path::absolute(kubeconfig).context("resolving --kubeconfig")?;
+    let child = node
+        .command("sh")?
+        .args(["-c", command])
+        .env("NODE_NAME", &node.name)
+        .env("NODE_IP", node.underlay_ip.to_string())
+        .env("TUNNEL_NIC", kube_sim::nodes::TUNNEL_NIC)
+        .env("TUNNEL_IP", format!("{}/24", node.tunnel_ip))
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("node {}: starting --node-command", node.name))?;
+    tracing::info!(node = %node.name, pid = ?child.id(), log = %log_path.display(), "node command started");
+    Ok(child)
+}
+
+/// SIGTERM, then SIGKILL after 10 s.
+async fn stop_node_command(mut child: tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await;
+    if waited.is_err() {
+        let _ = child.kill().await;
+    }
 }
 
 fn dump(server: &ApiServer, path: Option<&PathBuf>) {

@@ -30,7 +30,8 @@ pub struct FabricConfig {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// Node `i` gets pod CIDR `<first two octets>.i.0/24`.
     pub cluster_cidr: Ipv4Addr,
-    /// Node `i` gets underlay address `<first three octets>.(10 + i)/24`.
+    /// Node `i` gets underlay address `<first three octets>.(10 + i)/24`, and tunnel address
+    /// `<first two octets>.<third + 1>.(10 + i)/24` (see `node::TUNNEL_NIC`).
     pub underlay_net: Ipv4Addr,
     pub plugin_timeout: Duration,
 }
@@ -75,6 +76,7 @@ impl Fabric {
                 state_dir: config.state_dir.join(name),
                 underlay_ip: Ipv4Addr::new(u1, u2, u3, 10 + i as u8),
                 pod_cidr: (Ipv4Addr::new(a, b, i as u8, 0), 24),
+                tunnel_ip: Ipv4Addr::new(u1, u2, u3.wrapping_add(1), 10 + i as u8),
             })
             .collect();
         let mut cni_path = config.cni_bin_dirs.clone();
@@ -143,6 +145,8 @@ impl Fabric {
     /// deleted first to run their CNI DELs; this is the backstop.
     pub async fn down(&self) {
         for ns in node::netns_with_prefix(&format!("{}-", self.prefix)) {
+            // Whatever still runs in a node (a daemon outliving its parent) goes with it.
+            kill_processes_in(&ns);
             if let Err(e) = node::del_netns(&ns).await {
                 tracing::warn!(netns = %ns, error = %e, "removing namespace");
             }
@@ -153,10 +157,30 @@ impl Fabric {
 impl Drop for Fabric {
     fn drop(&mut self) {
         for ns in node::netns_with_prefix(&format!("{}-", self.prefix)) {
+            kill_processes_in(&ns);
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", &ns])
                 .status();
         }
+    }
+}
+
+/// SIGKILLs every process whose network namespace is `ns`.
+fn kill_processes_in(ns: &str) {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+    else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -49,7 +49,7 @@ use serde_json::json;
 
 pub use fabric::{Fabric, FabricConfig};
 pub use kubelet::{Backoff, NETNS_ANNOTATION};
-pub use node::Node;
+pub use node::{Node, TUNNEL_NIC};
 pub use workloads::ContainerRuntime;
 
 /// Everything `Simulator::start` needs besides the client.

@@ -56,7 +56,16 @@ pub struct Node {
     pub underlay_ip: Ipv4Addr,
     /// The node's pod CIDR for the primary network (eth0).
     pub pod_cidr: (Ipv4Addr, u8),
+    /// An address on the tunnel segment, free for the overlay to put on [`TUNNEL_NIC`]
+    /// (or on a bridge holding it); the simulator itself assigns it to nothing.
+    pub tunnel_ip: Ipv4Addr,
 }
+
+/// A second, address-less link of every node on its own segment (bridge `br1` of the
+/// underlay namespace). An overlay that must own its NIC uses it — OVS userspace
+/// tunnelling puts the tunnel address on an OVS bridge holding the NIC — without
+/// disturbing `ul0`, which carries the node address and the primary network's routes.
+pub const TUNNEL_NIC: &str = "ul1";
 
 impl Node {
     pub fn netns_path(&self) -> PathBuf {
@@ -214,12 +223,15 @@ pub(crate) async fn wire_nodes(prefix: &str, nodes: &[Node]) -> Result<(), NodeE
     for step in [
         vec!["-n", &underlay, "link", "add", "br0", "type", "bridge"],
         vec!["-n", &underlay, "link", "set", "br0", "up"],
+        vec!["-n", &underlay, "link", "add", "br1", "type", "bridge"],
+        vec!["-n", &underlay, "link", "set", "br1", "up"],
     ] {
         ip(&step).await.map_err(|e| fail("underlay", "bridge", e))?;
     }
     for node in nodes {
         let ns = node.netns.as_str();
         let peer = format!("v{}", node.index);
+        let tunnel_peer = format!("t{}", node.index);
         let address = format!("{}/24", node.underlay_ip);
         add_netns(ns)
             .await
@@ -232,6 +244,31 @@ pub(crate) async fn wire_nodes(prefix: &str, nodes: &[Node]) -> Result<(), NodeE
             vec!["-n", &underlay, "link", "set", &peer, "master", "br0", "up"],
             vec!["-n", ns, "addr", "add", &address, "dev", "ul0"],
             vec!["-n", ns, "link", "set", "ul0", "up"],
+            vec![
+                "link",
+                "add",
+                TUNNEL_NIC,
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &tunnel_peer,
+                "netns",
+                &underlay,
+            ],
+            vec![
+                "-n",
+                &underlay,
+                "link",
+                "set",
+                &tunnel_peer,
+                "master",
+                "br1",
+                "up",
+            ],
+            vec!["-n", ns, "link", "set", TUNNEL_NIC, "up"],
         ] {
             ip(&step)
                 .await
