@@ -65,6 +65,17 @@ async fn start_nodes(
         Some(dir) => dir.clone(),
         None => args.kubeconfig.with_extension("nodes"),
     };
+    // Multus's deployment installs the NetworkAttachmentDefinition CRD; so does its emulation.
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        kube::Api::all(server.client()?);
+    match crds
+        .create(&Default::default(), &kube_sim::nodes::nad::crd())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context("installing the NetworkAttachmentDefinition CRD"),
+    }
     let mut config = kube_sim::nodes::SimulatorConfig::new(nodes, &state_dir);
     config.fabric.cni_bin_dirs = args.cni_bin_dir.clone();
     config.api_server = Some(server.addr());

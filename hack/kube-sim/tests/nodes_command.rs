@@ -50,6 +50,25 @@ async fn node_commands_run_inside_each_node_and_stop_with_the_simulator() {
         "{facts2}"
     );
 
+    // As with Multus installed, the NetworkAttachmentDefinition CRD is there.
+    let crd = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "get",
+            "crd",
+            "network-attachment-definitions.k8s.cni.cncf.io",
+            "-o",
+            "name",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(
+        crd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&crd.stderr)
+    );
+
     let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
