@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# hack/demo.sh — the user guide (shared/seed), end to end, on this machine.
+#
+# Brings up OVN central (hack/ovn-sandbox.sh, no chassis), kube-sim with two nodes (each a
+# network namespace whose kubelet+Multus emulation gives pods eth0 from Debian's bridge
+# plugin and execs /opt/cni/bin/kube-ovn for kube-ovn NADs), `kube-ovn node` on every node
+# (embedded OVS + ovn-controller, netdev datapath), and `kube-ovn operator`. Then applies
+# the guide's manifests verbatim (hack/demo/seed) plus the networks they name without
+# defining (hack/demo/extra), prints every pod's interfaces, addresses and network-status,
+# pings inside a VPC (must work) and across tenants (must fail), and tears everything down.
+# Exit 0 only if all of it worked. Needs root. KEEP=1 leaves everything up for a look.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail() { printf '\n\033[31mDEMO FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, OVS)"
+hack/install-deps.sh
+export PATH=$HOME/.cargo/bin:$PATH
+say "building"
+cargo build -q --bin kube-ovn -p kube-ovn
+cargo build -q --bin kube-sim -p kube-sim
+bin=$repo/target/debug/kube-ovn
+sim=$repo/target/debug/kube-sim
+
+work=$(mktemp -d /tmp/kovn-demo.XXXX)
+sim_pid='' operator_pid=''
+cleanup() {
+  rc=$?
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "KEEP=1: left running; KUBECONFIG=$work/kubeconfig; stop with: kill $sim_pid $operator_pid; hack/ovn-sandbox.sh down $work/ovn"
+    exit $rc
+  fi
+  [ $rc -ne 0 ] && { echo "--- operator log (tail)"; tail -20 "$work/operator.log" 2>/dev/null || true
+                     for f in "$work"/nodes/*/node-command.log; do echo "--- $f (tail)"; tail -20 "$f" || true; done; }
+  [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
+  hack/ovn-sandbox.sh down "$work/ovn" || true
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT
+
+say "OVN central: NB and SB ovsdb-server, ovn-northd"
+hack/ovn-sandbox.sh up "$work/ovn" 0
+nb=unix:$work/ovn/central/nb.sock
+sb=unix:$work/ovn/central/sb.sock
+
+say "kube-sim: API server, two nodes, and kube-ovn node on each"
+# The node agent: embedded OVS/OVN chassis on the netdev datapath, whose tunnel address sits
+# on a netdev bridge holding the node's tunnel NIC (userspace tunnelling needs that).
+node_cmd="exec $bin node --node-name \$NODE_NAME --ovs embedded --datapath netdev \
+--ovs-run-dir /run/openvswitch --ovn-sb $sb --encap-ip \${TUNNEL_IP%/*} \
+--tunnel-nic \$TUNNEL_NIC --tunnel-address \$TUNNEL_IP --cni-bin-dir /opt/cni/bin"
+"$sim" serve --kubeconfig "$work/kubeconfig" --nodes 2 --state-dir "$work/nodes" \
+  --node-command "$node_cmd" >"$work/kube-sim.log" 2>&1 &
+sim_pid=$!
+for _ in $(seq 1 300); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
+export KUBECONFIG=$work/kubeconfig
+for _ in $(seq 1 300); do [ "$(kubectl get nodes -o name 2>/dev/null | wc -l)" = 2 ] && break; sleep 0.1; done
+kubectl get nodes -o wide
+
+say "CRDs (kube-ovn crd) and the operator"
+"$bin" crd | kubectl apply -f - >/dev/null
+kubectl get crd -o name
+"$bin" operator --ovn-nb "$nb" --ipam-db "$work/ipam" >"$work/operator.log" 2>&1 &
+operator_pid=$!
+
+say "the guide's manifests, verbatim"
+for f in 01-nad.yaml 02-vpc-subnet.yaml; do echo "# hack/demo/seed/$f"; kubectl apply -f "hack/demo/seed/$f"; done
+kubectl apply -f hack/demo/extra/networks.yaml >/dev/null
+echo "# hack/demo/extra/networks.yaml (networks the guide names without defining)"
+kubectl get subnets
+for f in 03-multi-network-pod.yaml 04-frontend.yaml 05-tenants.yaml; do
+  echo "# hack/demo/seed/$f"; kubectl apply -f "hack/demo/seed/$f"
+done
+# The guide's annotation fragments (multiple providers, static IP, QoS), verbatim, in pods.
+compose() { # name fragment [extra annotation line]
+  { printf 'apiVersion: v1\nkind: Pod\n'; grep -v '^#' "hack/demo/seed/$2"
+    [ -n "${3:-}" ] && printf '    %s\n' "$3"
+    printf '  name: %s\nspec:\n  containers:\n  - name: app\n    image: nginx\n' "$1"; } | kubectl apply -f -
+}
+compose multi-provider-pod fragment-multi-provider.yaml
+compose static-ip-pod fragment-static-ip.yaml
+compose qos-pod fragment-qos.yaml 'k8s.v1.cni.cncf.io/networks: default/kube-ovn-vpc-network'
+echo "# hack/demo/seed/06-vpc-nat-gw.yaml"
+kubectl apply -f hack/demo/seed/06-vpc-nat-gw.yaml
+
+node_of() { kubectl get pod "$1" -o jsonpath='{.spec.nodeName}'; }
+other_node() { [ "$(node_of "$1")" = node-1 ] && echo node-2 || echo node-1; }
+wait_running() {
+  for p in "$@"; do
+    for _ in $(seq 1 600); do
+      [ "$(kubectl get pod "$p" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && continue 2
+      sleep 0.1
+    done
+    kubectl get events --field-selector "involvedObject.name=$p" || true
+    fail "pod $p is not Running"
+  done
+}
+wait_running multi-network-pod frontend tenant-a-app tenant-b-app multi-provider-pod static-ip-pod qos-pod
+
+# Second pods of each tenant, on the other node than the first: pods of one tenant talk
+# across nodes, over geneve.
+for t in a b; do
+  kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: tenant-$t-app-2
+  annotations:
+    k8s.v1.cni.cncf.io/networks: default/tenant-$t-network
+spec:
+  nodeName: $(other_node tenant-$t-app)
+  containers:
+  - name: app
+    image: nginx
+EOF
+done
+wait_running tenant-a-app-2 tenant-b-app-2
+kubectl get pods -o wide
+
+netns_of() { kubectl get pod "$1" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}'; }
+in_pod() { local p=$1; shift; nsenter --net="$(netns_of "$p")" "$@"; }
+ip_of() { # pod provider
+  kubectl get pod "$1" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['metadata']['annotations']['$2.kubernetes.io/ip_address'])"
+}
+
+say "every pod: interfaces, addresses, routes and network-status"
+for p in multi-network-pod frontend tenant-a-app tenant-a-app-2 tenant-b-app tenant-b-app-2 multi-provider-pod static-ip-pod qos-pod; do
+  echo "--- $p on $(node_of "$p")"
+  in_pod "$p" ip -br addr show
+  in_pod "$p" ip route show
+  kubectl get pod "$p" -o json | python3 -c "
+import json, sys
+a = json.load(sys.stdin)['metadata']['annotations']
+print('network-status:', a.get('k8s.v1.cni.cncf.io/network-status'))"
+done
+
+say "checks"
+check() { if "$@"; then echo "ok: ${desc}"; else fail "$desc"; fi; }
+addr=$(ip_of multi-network-pod kube-ovn-vpc-network.default.ovn)
+desc="multi-network-pod's net1 is in 10.100.0.0/16 ($addr)"; check python3 -c "import ipaddress,sys; sys.exit(ipaddress.ip_address('$addr') not in ipaddress.ip_network('10.100.0.0/16'))"
+desc="static-ip-pod has exactly 10.100.0.100"; check [ "$(ip_of static-ip-pod kube-ovn-network.default.ovn)" = 10.100.0.100 ]
+desc="frontend has net1 and net2"; check in_pod frontend ip link show net2
+desc="eth0 of every pod is untouched (default route via eth0)"; check sh -c "nsenter --net=$(netns_of frontend) ip route show default | grep -q 'dev eth0'"
+a1=$(ip_of tenant-a-app tenant-a-network.default.ovn); a2=$(ip_of tenant-a-app-2 tenant-a-network.default.ovn)
+b1=$(ip_of tenant-b-app tenant-b-network.default.ovn)
+desc="tenant A pods ping each other across nodes ($a1 -> $a2)"; check in_pod tenant-a-app ping -c 3 -i 0.2 -W 2 "$a2" >/dev/null
+b2=$(ip_of tenant-b-app-2 tenant-b-network.default.ovn)
+desc="tenant B pods ping each other across nodes ($b1 -> $b2)"; check in_pod tenant-b-app ping -c 3 -i 0.2 -W 2 "$b2" >/dev/null
+# Give tenant A a route to tenant B through its own VPC router: the router has none onward.
+in_pod tenant-a-app ip route add 10.220.0.0/24 via 10.210.0.1 dev net1
+desc="tenant A reaches its VPC gateway 10.210.0.1"; check in_pod tenant-a-app ping -c 2 -i 0.2 -W 2 10.210.0.1 >/dev/null
+desc="tenant A cannot reach tenant B ($a1 -> $b1)"; check sh -c "! nsenter --net=$(netns_of tenant-a-app) ping -c 3 -i 0.2 -W 1 $b1 >/dev/null"
+qos_node=$(node_of qos-pod)
+rate=$(ovs-vsctl --db="unix:$work/nodes/$qos_node/run-openvswitch/db.sock" --bare --columns=ingress_policing_rate find interface external_ids:pod_name=qos-pod)
+desc="qos-pod's egress is policed at 1000 Mbit/s (ingress_policing_rate=$rate kbit/s)"; check [ "$rate" = 1000000 ]
+echo "VpcNatGateway vpc-nat-gw: $(kubectl get vpc-nat-gw vpc-nat-gw -o name) accepted by the API; the NAT gateway role is not implemented yet"
+
+say "OVN northbound"
+ovn-nbctl --db="$nb" show | head -60
+
+say "deleting the pods frees their ports and addresses"
+kubectl delete pod --all >/dev/null
+for _ in $(seq 1 600); do [ -z "$(kubectl get pods -o name)" ] && break; sleep 0.1; done
+left=$(ovn-nbctl --db="$nb" --bare --columns=name list logical_switch_port | grep -c '\.default\.' || true)
+desc="no pod ports left in NB ($left)"; check [ "$left" = 0 ]
+echo
+echo "DEMO OK"
