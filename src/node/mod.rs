@@ -18,3 +18,4 @@ pub async fn run(_args: NodeArgs) -> anyhow::Result<()> {
 pub mod install;
 pub mod netlink;
 pub mod server;
+pub mod tunnel;

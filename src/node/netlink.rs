@@ -579,6 +579,12 @@ fn set_tx_checksum(socket: &OwnedFd, ifname: &str, on: bool) -> Result<(), Netli
     Ok(())
 }
 
+/// Turns tx checksum offload off on `ifname` in this process's netns: a kernel NIC attached to
+/// a netdev (userspace) OVS bridge must not hand it packets with partial checksums.
+pub fn disable_tx_checksum(ifname: &str) -> Result<(), NetlinkError> {
+    set_tx_checksum(&datagram_socket()?, ifname, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
