@@ -247,6 +247,16 @@ fn pods_ping_over_net1_on_one_node_and_across_nodes_and_eth0_still_works() {
     assert!(bed.sandbox.ping(&a.name, &b.eth0_ip), "a → b over eth0");
 }
 
+/// A one-shot iperf3 server in `pod`, daemonized.
+fn iperf_server(pod: &PodNetns) {
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.name, "iperf3", "-s", "-1", "-D"])
+        .status()
+        .expect("iperf3 server");
+    assert!(server.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
 /// iperf3 from `client` to `server_ip` for `secs` seconds; the receiver's Mbit/s.
 fn iperf_mbps(bed: &Bed, client: &PodNetns, server_ip: &str) -> f64 {
     let out = bed
@@ -277,12 +287,7 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
     let b = bed.pod(1, "qb", "10.66.0.32", "0a:58:0a:42:00:32", &[]);
     bed.add(1, &a, "1.0.0").assert_ok("ADD qa");
     bed.add(1, &b, "1.0.0").assert_ok("ADD qb");
-    let server = std::process::Command::new("ip")
-        .args(["netns", "exec", &b.name, "iperf3", "-s", "-1", "-D"])
-        .status()
-        .expect("iperf3 server");
-    assert!(server.success());
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    iperf_server(&b);
     let capped = iperf_mbps(&bed, &a, "10.66.0.32");
     eprintln!("egress_rate=10: {capped:.1} Mbit/s");
     assert!(
@@ -295,25 +300,45 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
         .annotate("qa", json!({"ovn.kubernetes.io/egress_rate": null}));
     let host = host_veth_name(&a.container_id, "net1");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let tbf = || {
+        let out = bed
+            .sandbox
+            .exec_in(&a.name, &["tc", "qdisc", "show", "dev", "net1"]);
+        String::from_utf8_lossy(&out.stdout).contains("tbf")
+    };
     while bed
         .sandbox
         .vsctl(1, &["get", "interface", &host, "ingress_policing_rate"])
         != "0"
+        || tbf()
     {
         assert!(std::time::Instant::now() < deadline, "limit not lifted");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let server = std::process::Command::new("ip")
-        .args(["netns", "exec", &b.name, "iperf3", "-s", "-1", "-D"])
-        .status()
-        .expect("iperf3 server");
-    assert!(server.success());
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    iperf_server(&b);
     let free = iperf_mbps(&bed, &a, "10.66.0.32");
     eprintln!("no egress_rate: {free:.1} Mbit/s");
     assert!(
         free > 20.0,
         "cap lifted without restarting the pod: {free:.1}"
+    );
+
+    // The receiving pod's ingress limit (an HTB queue on its host end) caps the same flow.
+    bed.kube
+        .annotate("qb", json!({"ovn.kubernetes.io/ingress_rate": "10"}));
+    let b_host = host_veth_name(&b.container_id, "net1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bed.sandbox.vsctl(1, &["get", "port", &b_host, "qos"]) == "[]" {
+        assert!(std::time::Instant::now() < deadline, "no QoS on qb's port");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(bed.qos_rows(1), 1);
+    iperf_server(&b);
+    let shaped = iperf_mbps(&bed, &a, "10.66.0.32");
+    eprintln!("ingress_rate=10 on the receiver: {shaped:.1} Mbit/s");
+    assert!(
+        shaped <= 11.0,
+        "ingress capped at 10 Mbit/s, measured {shaped:.1}"
     );
 }
 

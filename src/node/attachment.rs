@@ -26,6 +26,8 @@ pub const POD_NAME_ID: &str = "pod_name";
 pub const POD_NAMESPACE_ID: &str = "pod_namespace";
 pub const POD_NETNS_ID: &str = "pod_netns";
 pub const IP_ID: &str = "ip";
+/// Ours, not Kube-OVN's: the pod end's name, for live QoS on the pod side.
+pub const POD_IFNAME_ID: &str = "pod_ifname";
 pub const VENDOR_ID: &str = "vendor";
 pub const VENDOR: &str = "kube-ovn";
 
@@ -254,12 +256,7 @@ fn any_of_family(ip: IpAddr) -> IpNet {
 }
 
 /// `Interface.external_ids` of the host end.
-pub fn external_ids(
-    pod_name: &str,
-    pod_namespace: &str,
-    pod_netns: &str,
-    w: &Wiring,
-) -> BTreeMap<String, String> {
+pub fn external_ids(pod_name: &str, pod_namespace: &str, w: &Wiring) -> BTreeMap<String, String> {
     let ips: Vec<String> = w.ips.iter().map(|i| i.address.addr().to_string()).collect();
     BTreeMap::from([
         (
@@ -268,7 +265,11 @@ pub fn external_ids(
         ),
         (POD_NAME_ID.to_string(), pod_name.to_string()),
         (POD_NAMESPACE_ID.to_string(), pod_namespace.to_string()),
-        (POD_NETNS_ID.to_string(), pod_netns.to_string()),
+        (
+            POD_NETNS_ID.to_string(),
+            w.veth.pod_netns.display().to_string(),
+        ),
+        (POD_IFNAME_ID.to_string(), w.veth.pod_ifname.clone()),
         (VENDOR_ID.to_string(), VENDOR.to_string()),
         (IP_ID.to_string(), ips.join(",")),
     ])

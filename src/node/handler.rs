@@ -115,20 +115,22 @@ impl NodeHandler {
     }
 
     /// Plugs, limits and waits; the caller undoes on error.
-    async fn plug(
-        &self,
-        host: &str,
-        ids: &BTreeMap<String, String>,
-        qos: AttachmentQos,
-    ) -> Result<(), CniError> {
+    async fn plug(&self, wiring: &Wiring, ids: &BTreeMap<String, String>) -> Result<(), CniError> {
+        let host = wiring.veth.host_name.as_str();
         let started = Instant::now();
         self.vswitch
             .plug_interface(&self.config.bridge, host, ids)
             .await
             .map_err(ovs_error("plugging interface", host))?;
-        apply_qos(&self.vswitch, self.config.datapath, host, qos)
-            .await
-            .map_err(ovs_error("limiting interface", host))?;
+        apply_qos(
+            &self.vswitch,
+            self.config.datapath,
+            host,
+            &wiring.veth.pod_netns,
+            &wiring.veth.pod_ifname,
+            wiring.qos,
+        )
+        .await?;
         let plugged = Instant::now();
         self.vswitch
             .wait_ovn_installed(host, plugged + self.config.ovn_installed_timeout)
@@ -167,14 +169,20 @@ impl NodeHandler {
     }
 }
 
-/// Sets the limits of one plugged interface (the live QoS task shares this).
+/// Sets the limits of one plugged interface whose pod end is `pod_ifname` in `pod_netns`;
+/// returns whether anything changed (the live QoS task shares this). The OVS rows (ingress
+/// policing for the pod's egress, a `linux-htb` queue for its ingress) are the record on both
+/// datapaths; on netdev the pod's egress is also shaped by a TBF on the pod end, because the
+/// userspace datapath reads the host end before the kernel's ingress policer would drop.
 pub async fn apply_qos(
     vswitch: &Vswitch,
     datapath: Datapath,
     iface: &str,
+    pod_netns: &Path,
+    pod_ifname: &str,
     qos: AttachmentQos,
-) -> Result<bool, crate::ovn::Error> {
-    vswitch
+) -> Result<bool, CniError> {
+    let changed = vswitch
         .set_interface_qos_as(
             iface,
             datapath.qos_kind(),
@@ -182,6 +190,13 @@ pub async fn apply_qos(
             qos.egress_mbps,
         )
         .await
+        .map_err(ovs_error("limiting interface", iface))?;
+    if changed && datapath == Datapath::Netdev {
+        netlink::set_pod_egress_limit(pod_netns, pod_ifname, qos.egress_mbps)
+            .await
+            .map_err(|e| e.to_cni())?;
+    }
+    Ok(changed)
 }
 
 impl CniHandler for NodeHandler {
@@ -196,13 +211,13 @@ impl CniHandler for NodeHandler {
             ));
         }
         let wiring = self.wait_wiring(&req).await?;
-        let ids = attachment::external_ids(&req.pod_name, &req.pod_namespace, &req.netns, &wiring);
+        let ids = attachment::external_ids(&req.pod_name, &req.pod_namespace, &wiring);
         self.netlink
             .create_veth_in_netns(&wiring.veth)
             .await
             .map_err(|e| e.to_cni())?;
         let host = wiring.veth.host_name.as_str();
-        if let Err(e) = self.plug(host, &ids, wiring.qos).await {
+        if let Err(e) = self.plug(&wiring, &ids).await {
             if let Err(undo) = self.remove(host).await {
                 warn!(iface = host, error = %undo.msg, "undoing a failed ADD");
             }

@@ -4,6 +4,7 @@
 //! `ovn.kubernetes.io/…`). The vswitch layer plans against its cache and writes only the
 //! difference, so a pass where nothing changed costs no transaction.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -13,7 +14,9 @@ use crate::api::allocation::attachment_qos;
 use crate::ovn::vswitch::{Vswitch, IFACE_ID};
 use crate::ovsdb::model::vswitch::Interface;
 
-use super::attachment::{key_of_iface_id, POD_NAMESPACE_ID, POD_NAME_ID, VENDOR, VENDOR_ID};
+use super::attachment::{
+    key_of_iface_id, POD_IFNAME_ID, POD_NAMESPACE_ID, POD_NAME_ID, POD_NETNS_ID, VENDOR, VENDOR_ID,
+};
 use super::handler::{apply_qos, Datapath};
 use super::pod_index::PodIndex;
 
@@ -32,10 +35,12 @@ pub async fn reconcile(pods: &PodIndex, vswitch: &Vswitch, datapath: Datapath) -
         if ids.get(VENDOR_ID).map(String::as_str) != Some(VENDOR) {
             continue;
         }
-        let (Some(name), Some(namespace), Some(iface_id)) = (
+        let (Some(name), Some(namespace), Some(iface_id), Some(netns), Some(ifname)) = (
             ids.get(POD_NAME_ID),
             ids.get(POD_NAMESPACE_ID),
             ids.get(IFACE_ID),
+            ids.get(POD_NETNS_ID),
+            ids.get(POD_IFNAME_ID),
         ) else {
             continue;
         };
@@ -52,14 +57,23 @@ pub async fn reconcile(pods: &PodIndex, vswitch: &Vswitch, datapath: Datapath) -
                 continue;
             }
         };
-        match apply_qos(vswitch, datapath, &iface.name, qos).await {
+        match apply_qos(
+            vswitch,
+            datapath,
+            &iface.name,
+            Path::new(netns),
+            ifname,
+            qos,
+        )
+        .await
+        {
             Ok(true) => {
                 changed += 1;
                 debug!(iface = %iface.name, ?qos, "QoS updated");
             }
             Ok(false) => {}
             // The port may be going away under a concurrent DEL.
-            Err(e) => debug!(iface = %iface.name, error = %e, "QoS update skipped"),
+            Err(e) => debug!(iface = %iface.name, error = %e.msg, "QoS update skipped"),
         }
     }
     changed

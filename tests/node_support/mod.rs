@@ -297,7 +297,7 @@ impl PodNetns {
         let name = format!("{}-p{seq}", sandbox.prefix());
         tool("ip", &["netns", "add", &name]);
         tool("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        let container_id = format!("{:016x}{seq:08x}", std::process::id() as u64 * 7919);
+        let container_id = uuid::Uuid::new_v4().simple().to_string();
         let conf = json!({
             "cniVersion": "1.0.0", "name": "primary", "type": "bridge", "bridge": "cni0",
             "isGateway": true, "ipMasq": false,
