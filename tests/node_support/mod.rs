@@ -171,6 +171,18 @@ impl NodeDaemon {
         dir: &Path,
         extra: &[&str],
     ) -> NodeDaemon {
+        Self::start_logged(sandbox, n, kubeconfig, dir, extra, "kube_ovn=debug,info")
+    }
+
+    /// `start` with this `--log-level`.
+    pub fn start_logged(
+        sandbox: &OvnSandbox,
+        n: usize,
+        kubeconfig: &Path,
+        dir: &Path,
+        extra: &[&str],
+        log_level: &str,
+    ) -> NodeDaemon {
         let socket = dir.join(format!("n{n}-cni.sock"));
         let log = dir.join(format!("n{n}-node.log"));
         let bin_dir = dir.join(format!("n{n}-bin"));
@@ -178,7 +190,7 @@ impl NodeDaemon {
         let child = Command::new("ip")
             .args(["netns", "exec", &sandbox.node_netns(n)])
             .arg(env!("CARGO_BIN_EXE_kube-ovn"))
-            .arg("--log-level=kube_ovn=debug,info")
+            .arg(format!("--log-level={log_level}"))
             .arg(format!("--log-file={}", log.display()))
             .arg("node")
             .arg(format!("--node-name=node{n}"))
