@@ -27,6 +27,10 @@ pub struct ChassisIdentity {
     pub ovn_remote: String,
     pub encap_ip: IpAddr,
     pub datapath: Datapath,
+    /// `ovn-monitor-all`: ovn-controller keeps all of the SB instead of asking for the
+    /// datapaths it needs as ports appear, which saves a round trip on a node's first port
+    /// of a switch (ADD latency) at the price of memory.
+    pub monitor_all: bool,
 }
 
 impl ChassisIdentity {
@@ -43,6 +47,7 @@ impl ChassisIdentity {
                 "ovn-bridge-datapath-type",
                 self.datapath.ovs_type().to_string(),
             ),
+            ("ovn-monitor-all", self.monitor_all.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

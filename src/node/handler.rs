@@ -212,12 +212,19 @@ impl CniHandler for NodeHandler {
         }
         let wiring = self.wait_wiring(&req).await?;
         let ids = attachment::external_ids(&req.pod_name, &req.pod_namespace, &wiring);
-        self.netlink
-            .create_veth_in_netns(&wiring.veth)
-            .await
-            .map_err(|e| e.to_cni())?;
+        // The host end is plugged while the pod end is configured: ovn-controller's work
+        // (claim, flows, ovn-installed) overlaps ours.
         let host = wiring.veth.host_name.as_str();
-        if let Err(e) = self.plug(&wiring, &ids).await {
+        let (pod_side, plugged) = self
+            .netlink
+            .create_veth_in_netns_with(&wiring.veth, self.plug(&wiring, &ids))
+            .await;
+        let failed = match (pod_side, plugged) {
+            (Err(e), _) => Some(e.to_cni()),
+            (Ok(()), Some(Err(e))) => Some(e),
+            (Ok(()), _) => None,
+        };
+        if let Some(e) = failed {
             if let Err(undo) = self.remove(host).await {
                 warn!(iface = host, error = %undo.msg, "undoing a failed ADD");
             }

@@ -73,6 +73,9 @@ pub struct NodeArgs {
     /// This node's underlay address, the Geneve tunnel endpoint (`ovn-encap-ip`).
     #[arg(long, env = "NODE_IP")]
     pub encap_ip: IpAddr,
+    /// Let ovn-controller monitor all of the SB (faster first ADD on a switch, more memory).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ovn_monitor_all: bool,
     /// Pod interface MTU when the annotations do not say: the underlay MTU minus 100.
     #[arg(long, default_value_t = 1400)]
     pub mtu: u32,
@@ -161,6 +164,7 @@ async fn serve_node(
         ovn_remote: args.ovn_sb.clone(),
         encap_ip: args.encap_ip,
         datapath: args.datapath,
+        monitor_all: args.ovn_monitor_all,
     };
     chassis::configure(&vswitch, &identity).await?;
     for spec in later {

@@ -177,6 +177,44 @@ impl Netlink {
     /// earlier attempt is deleted first (its peer goes with it). Fails if another interface
     /// named `pod_ifname` exists in the pod netns.
     pub async fn create_veth_in_netns(&self, plan: &VethPlan) -> Result<(), NetlinkError> {
+        self.create_veth_in_netns_with(plan, async {}).await.0
+    }
+
+    /// [`Netlink::create_veth_in_netns`] that runs `alongside` (plugging the host end into OVS
+    /// and waiting for it) concurrently with configuring the pod end, once the veth exists.
+    /// Returns the pod side's outcome and `alongside`'s, which is `None` when the pod side
+    /// failed first (then `alongside` is dropped and the veth deleted).
+    pub async fn create_veth_in_netns_with<T>(
+        &self,
+        plan: &VethPlan,
+        alongside: impl std::future::Future<Output = T>,
+    ) -> (Result<(), NetlinkError>, Option<T>) {
+        let pod = match self.create_veth(plan).await {
+            Ok(pod) => pod,
+            Err(e) => return (Err(e), None),
+        };
+        let configure = configure_pod_end(&pod, plan);
+        tokio::pin!(configure, alongside);
+        let mut configured = None;
+        let mut other = None;
+        while configured.is_none() || other.is_none() {
+            tokio::select! {
+                r = &mut configure, if configured.is_none() => {
+                    if r.is_err() {
+                        // Leave nothing half-built behind.
+                        let _ = self.delete_link(&plan.host_name).await;
+                        return (r, None);
+                    }
+                    configured = Some(r);
+                }
+                t = &mut alongside, if other.is_none() => other = Some(t),
+            }
+        }
+        (configured.unwrap_or(Ok(())), other)
+    }
+
+    /// Creates the veth with its peer in the pod netns; returns sockets in that netns.
+    async fn create_veth(&self, plan: &VethPlan) -> Result<PodNetns, NetlinkError> {
         let netns = open_netns(&plan.pod_netns)?;
         let pod = PodNetns::enter(&netns, &plan.pod_netns).await?;
         self.delete_link(&plan.host_name).await?;
@@ -206,61 +244,7 @@ impl Netlink {
             .await
             .map_err(nl_err("create", object))?;
 
-        let configured = async {
-            let index = pod.link_index(&plan.pod_ifname).await?;
-            // The peer cannot be created up (veth refuses to open before both ends are linked).
-            pod.handle
-                .link()
-                .set(LinkUnspec::new_with_index(index).up().build())
-                .execute()
-                .await
-                .map_err(nl_err(
-                    "set up",
-                    format!("{} in {}", plan.pod_ifname, plan.pod_netns.display()),
-                ))?;
-            for addr in &plan.addresses {
-                let mut req = pod
-                    .handle
-                    .address()
-                    .add(index, addr.addr(), addr.prefix_len());
-                if addr.addr().is_ipv6() {
-                    // The address comes from IPAM and OVN answers for it; DAD would only delay the pod.
-                    req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
-                }
-                req.execute().await.map_err(nl_err(
-                    "add address",
-                    format!("{addr} on {}", plan.pod_ifname),
-                ))?;
-            }
-            for route in &plan.routes {
-                let msg = route_message(route, index).map_err(|e| NetlinkError::Io {
-                    op: "build route",
-                    object: format!("{route:?}"),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, e),
-                })?;
-                pod.handle
-                    .route()
-                    .add(msg)
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(nl_err(
-                        "add route",
-                        format!("{} via {:?} on {}", route.dst, route.gw, plan.pod_ifname),
-                    ))?;
-            }
-            if plan.tx_checksum_off {
-                set_tx_checksum(&pod.ioctl_socket, &plan.pod_ifname, false)?;
-                set_tx_checksum(&datagram_socket()?, &plan.host_name, false)?;
-            }
-            Ok(())
-        };
-        let outcome: Result<(), NetlinkError> = configured.await;
-        if outcome.is_err() {
-            // Leave nothing half-built behind.
-            let _ = self.delete_link(&plan.host_name).await;
-        }
-        outcome
+        Ok(pod)
     }
 
     /// Deletes the link `name` in this netns (for a veth, its peer goes too). `Ok(false)` if it
@@ -280,6 +264,58 @@ impl Netlink {
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         link_index(&self.handle, name).await
     }
+}
+
+/// Brings the pod end up and gives it its addresses and routes; tx checksum offload off on both
+/// ends if asked.
+async fn configure_pod_end(pod: &PodNetns, plan: &VethPlan) -> Result<(), NetlinkError> {
+    let index = pod.link_index(&plan.pod_ifname).await?;
+    // The peer cannot be created up (veth refuses to open before both ends are linked).
+    pod.handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl_err(
+            "set up",
+            format!("{} in {}", plan.pod_ifname, plan.pod_netns.display()),
+        ))?;
+    for addr in &plan.addresses {
+        let mut req = pod
+            .handle
+            .address()
+            .add(index, addr.addr(), addr.prefix_len());
+        if addr.addr().is_ipv6() {
+            // The address comes from IPAM and OVN answers for it; DAD would only delay the pod.
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        req.execute().await.map_err(nl_err(
+            "add address",
+            format!("{addr} on {}", plan.pod_ifname),
+        ))?;
+    }
+    for route in &plan.routes {
+        let msg = route_message(route, index).map_err(|e| NetlinkError::Io {
+            op: "build route",
+            object: format!("{route:?}"),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+        pod.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err(
+                "add route",
+                format!("{} via {:?} on {}", route.dst, route.gw, plan.pod_ifname),
+            ))?;
+    }
+    if plan.tx_checksum_off {
+        set_tx_checksum(&pod.ioctl_socket, &plan.pod_ifname, false)?;
+        set_tx_checksum(&datagram_socket()?, &plan.host_name, false)?;
+    }
+    Ok(())
 }
 
 /// Reads back the pod interface `ifname` in `pod_netns`; `Ok(None)` if there is no such interface.

@@ -183,39 +183,63 @@ impl NodeDaemon {
         extra: &[&str],
         log_level: &str,
     ) -> NodeDaemon {
-        let socket = dir.join(format!("n{n}-cni.sock"));
-        let log = dir.join(format!("n{n}-node.log"));
-        let bin_dir = dir.join(format!("n{n}-bin"));
         let node_dir = sandbox.dir().join(format!("n{n}"));
+        let args = [
+            format!("--node-name=node{n}"),
+            "--ovs=external".into(),
+            format!("--ovs-db={}", sandbox.node_db_endpoint(n)),
+            format!("--ovn-run-dir={}", node_dir.display()),
+            "--datapath=netdev".into(),
+            format!("--ovn-sb={}", sandbox.sb_endpoint()),
+            format!("--encap-ip=172.30.0.{}", 10 + n),
+            "--mtu=1400".into(),
+        ];
+        let mut args = args.to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut d = Self::launch(
+            &sandbox.node_netns(n),
+            &format!("n{n}"),
+            kubeconfig,
+            dir,
+            &args,
+            log_level,
+        );
+        d.wait_healthy(Duration::from_secs(60));
+        d
+    }
+
+    /// Spawns `kube-ovn node <args>` in `netns` with its CNI socket, log and bin dir under
+    /// `dir` (named after `tag`); does not wait.
+    pub fn launch(
+        netns: &str,
+        tag: &str,
+        kubeconfig: &Path,
+        dir: &Path,
+        args: &[String],
+        log_level: &str,
+    ) -> NodeDaemon {
+        let socket = dir.join(format!("{tag}-cni.sock"));
+        let log = dir.join(format!("{tag}-node.log"));
+        let bin_dir = dir.join(format!("{tag}-bin"));
         let child = Command::new("ip")
-            .args(["netns", "exec", &sandbox.node_netns(n)])
+            .args(["netns", "exec", netns])
             .arg(env!("CARGO_BIN_EXE_kube-ovn"))
             .arg(format!("--log-level={log_level}"))
             .arg(format!("--log-file={}", log.display()))
             .arg("node")
-            .arg(format!("--node-name=node{n}"))
             .arg(format!("--cni-socket={}", socket.display()))
             .arg(format!("--cni-bin-dir={}", bin_dir.display()))
-            .arg("--ovs=external")
-            .arg(format!("--ovs-db={}", sandbox.node_db_endpoint(n)))
-            .arg(format!("--ovn-run-dir={}", node_dir.display()))
-            .arg("--datapath=netdev")
-            .arg(format!("--ovn-sb={}", sandbox.sb_endpoint()))
-            .arg(format!("--encap-ip=172.30.0.{}", 10 + n))
-            .arg("--mtu=1400")
-            .args(extra)
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn kube-ovn node");
-        let mut d = NodeDaemon {
+        NodeDaemon {
             child: Some(child),
             socket,
             log,
             bin_dir,
-        };
-        d.wait_healthy(Duration::from_secs(60));
-        d
+        }
     }
 
     /// Waits until `/healthz` on the CNI socket answers 200.
