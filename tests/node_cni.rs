@@ -344,7 +344,10 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
 
 #[test]
 fn bad_input_gives_the_right_code_and_leaves_nothing_behind() {
-    let bed = Bed::up(1, &["--annotation-timeout=2s"]);
+    let bed = Bed::up(
+        1,
+        &["--annotation-timeout=2s", "--ovn-installed-timeout=2s"],
+    );
     let node_ns = bed.sandbox.node_netns(1);
 
     // A pod the controller never annotates: code 11 after the deadline, naming the annotation.
@@ -360,6 +363,21 @@ fn bad_input_gives_the_right_code_and_leaves_nothing_behind() {
     // A pod that is not on this node at all.
     let ghost = PodNetns::new(&bed.sandbox, 1, "ghost", bed.dir.path());
     bed.add(1, &ghost, "1.0.0").assert_error(11, "ghost");
+
+    // Annotated, but the operator never made the logical switch port: ovn-controller never
+    // installs it, so ADD gives up after its deadline and undoes the veth and the OVS port.
+    bed.kube.create_pod(
+        "portless",
+        "node1",
+        &allocation(PROVIDER, "10.66.0.40", "0a:58:0a:42:00:40"),
+    );
+    let portless = PodNetns::new(&bed.sandbox, 1, "portless", bed.dir.path());
+    let add = bed.add(1, &portless, "1.0.0");
+    add.assert_error(11, "was not ovn-installed");
+    let host = host_veth_name(&portless.container_id, "net1");
+    assert!(!portless.has_link("net1"));
+    assert!(!link_in(&node_ns, &host));
+    assert!(!bed.ovs_port_exists(1, &host));
 
     // A netns that is gone: code 3 naming it; DEL still succeeds.
     let pod = bed.pod(1, "gone", "10.66.0.41", "0a:58:0a:42:00:41", &[]);
@@ -423,4 +441,32 @@ fn a_stopped_daemon_is_try_again_later_and_sigterm_stops_cleanly() {
     let host = host_veth_name(&pod.container_id, "net1");
     assert!(!pod.has_link("net1"));
     assert!(!link_in(&bed.sandbox.node_netns(1), &host));
+
+    // A port of ours whose veth vanished while the daemon was down is removed at start;
+    // ports that are not ours stay.
+    bed.sandbox.vsctl(
+        1,
+        &[
+            "add-port",
+            "br-int",
+            "gone_net1_h",
+            "--",
+            "set",
+            "interface",
+            "gone_net1_h",
+            "external_ids:vendor=kube-ovn",
+            "external_ids:iface-id=gone.default.x",
+        ],
+    );
+    bed.sandbox.vsctl(1, &["add-port", "br-int", "foreign_h"]);
+    let kubeconfig = bed
+        .kube
+        .kubeconfig_in(&bed.sandbox.node_netns(1), bed.dir.path());
+    bed.nodes[0] = NodeDaemon::start(&bed.sandbox, 1, &kubeconfig, bed.dir.path(), &[]);
+    assert!(
+        !bed.ovs_port_exists(1, "gone_net1_h"),
+        "stale port collected"
+    );
+    assert!(bed.ovs_port_exists(1, "foreign_h"), "foreign port kept");
+    bed.add(1, &pod, "1.0.0").assert_ok("ADD after the restart");
 }

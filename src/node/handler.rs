@@ -18,6 +18,7 @@ use crate::api::allocation::AttachmentQos;
 use crate::cni::protocol::{CniRequest, CniResponse};
 use crate::cni::{CniError, ErrorCode};
 use crate::ovn::vswitch::{QosKind, Vswitch, IFACE_ID};
+use crate::ovsdb::model::vswitch::Interface;
 
 use super::attachment::{self, Wiring, WiringDefaults};
 use super::netlink::{self, host_veth_name, Netlink};
@@ -197,6 +198,50 @@ pub async fn apply_qos(
             .map_err(|e| e.to_cni())?;
     }
     Ok(changed)
+}
+
+impl NodeHandler {
+    /// Removes the OVS ports this node plugged whose host end no longer exists (pods that went
+    /// while the daemon was down and whose DEL never came), and QoS rows nothing uses.
+    /// Returns the interfaces removed.
+    pub async fn collect_stale_ports(&self) -> Result<Vec<String>, CniError> {
+        let interfaces = self
+            .vswitch
+            .client()
+            .list::<Interface>()
+            .map_err(|e| ovs_error("listing", "interfaces")(e.into()))?;
+        let mut removed = Vec::new();
+        for iface in interfaces {
+            if iface
+                .external_ids
+                .get(attachment::VENDOR_ID)
+                .map(String::as_str)
+                != Some(attachment::VENDOR)
+            {
+                continue;
+            }
+            if self
+                .netlink
+                .link_index(&iface.name)
+                .await
+                .map_err(|e| e.to_cni())?
+                .is_some()
+            {
+                continue;
+            }
+            self.vswitch
+                .unplug_interface(&iface.name)
+                .await
+                .map_err(ovs_error("unplugging stale interface", &iface.name))?;
+            info!(iface = %iface.name, "removed the OVS port of a vanished pod interface");
+            removed.push(iface.name);
+        }
+        self.vswitch
+            .collect_qos_garbage()
+            .await
+            .map_err(ovs_error("collecting", "unused QoS rows"))?;
+        Ok(removed)
+    }
 }
 
 impl CniHandler for NodeHandler {

@@ -204,6 +204,11 @@ async fn serve_node(
         )
         .context("opening the node's rtnetlink socket")?,
     );
+    match handler.collect_stale_ports().await {
+        Ok(removed) if !removed.is_empty() => info!(?removed, "stale OVS ports removed"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e.msg, "collecting stale OVS ports"),
+    }
     let listener = server::bind(&args.cni_socket)?;
     info!(socket = %args.cni_socket.display(), node = %args.node_name, "serving CNI requests");
     let served = server::serve(listener, handler, async move {
