@@ -26,6 +26,9 @@ use super::pod_index::PodIndex;
 use super::server::CniHandler;
 use super::unixctl;
 
+/// How long CHECK waits for the pod to appear in the index.
+const CHECK_POD_WAIT: Duration = Duration::from_secs(5);
+
 /// The OVS datapath of the node's bridges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Datapath {
@@ -157,15 +160,14 @@ impl NodeHandler {
     }
 
     /// Removes the port (with its QoS rows) and the veth of `host`; nothing there is fine.
+    /// Both at once: neither needs the other gone first.
     async fn remove(&self, host: &str) -> Result<(), CniError> {
-        self.vswitch
-            .unplug_interface(host)
-            .await
-            .map_err(ovs_error("unplugging interface", host))?;
-        self.netlink
-            .delete_link(host)
-            .await
-            .map_err(|e| e.to_cni())?;
+        let (unplugged, deleted) = tokio::join!(
+            self.vswitch.unplug_interface(host),
+            self.netlink.delete_link(host)
+        );
+        unplugged.map_err(ovs_error("unplugging interface", host))?;
+        deleted.map_err(|e| e.to_cni())?;
         Ok(())
     }
 }
@@ -285,18 +287,14 @@ impl CniHandler for NodeHandler {
 
     async fn check(&self, req: CniRequest) -> Result<(), CniError> {
         let fail = |msg: String| CniError::new(ErrorCode::Io, msg);
+        // Right after a restart the index may still be filling: give it a moment.
         let pod = self
             .pods
-            .get(&req.pod_namespace, &req.pod_name)
-            .ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::UnknownContainer,
-                    format!(
-                        "pod {}/{} is not on this node",
-                        req.pod_namespace, req.pod_name
-                    ),
-                )
-            })?;
+            .wait_for(&req.pod_namespace, &req.pod_name, CHECK_POD_WAIT, |p| {
+                Ok::<_, String>(p.clone())
+            })
+            .await
+            .map_err(|e| CniError::new(ErrorCode::UnknownContainer, e.to_string()))?;
         let want = match attachment::wiring(&pod, &req, self.defaults()) {
             Ok(w) => w?,
             Err(reason) => {
