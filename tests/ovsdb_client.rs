@@ -5,6 +5,8 @@
 mod ovsdb_support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube_ovn::ovsdb::model::nb::{LogicalSwitch, LogicalSwitchPort};
@@ -338,7 +340,7 @@ async fn the_cache_equals_the_server_after_1000_mixed_changes() {
     let want = server_ports(&writer).await;
     assert_eq!(want.len(), live.len());
     let got = watcher
-        .wait_until(soon(), "cache to converge", |_| {
+        .wait_until(soon(), "cache to converge", || {
             let mut got = watcher.list::<LogicalSwitchPort>().unwrap();
             got.sort_by_key(|p| p.uuid);
             (got == want).then_some(got)
@@ -435,14 +437,47 @@ async fn kill9_and_restart_reconnects_converges_and_a_pending_waiter_fires() {
             c.wait_until(
                 Instant::now() + Duration::from_secs(60),
                 "veth1 ovn-installed",
-                |_| ovn_installed(&c, "veth1"),
+                || ovn_installed(&c, "veth1"),
             )
             .await
         })
     };
+    // An independent writer streams changes while the server is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = {
+        let (stop, ep) = (stop.clone(), db.endpoint());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let _ = std::process::Command::new("ovs-vsctl")
+                    .args([
+                        &format!("--db={ep}"),
+                        "--no-wait",
+                        "--timeout=1",
+                        "set",
+                        "Interface",
+                        "veth1",
+                    ])
+                    .arg(format!("external_ids:seq={n}"))
+                    .output();
+            }
+        })
+    };
+    let streamed = Instant::now() + Duration::from_secs(20);
+    while !c
+        .find::<Interface>(&IndexSpec::column("name"), "veth1")
+        .unwrap()[0]
+        .external_ids
+        .contains_key("seq")
+    {
+        assert!(
+            Instant::now() < streamed,
+            "no streamed change reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     db.kill9();
-    // While the server is down another writer changes the file: rows added,
-    // changed and removed that the client never sees as notifications.
     let noticed = Instant::now() + Duration::from_secs(20);
     while c.is_connected() {
         assert!(
@@ -472,27 +507,34 @@ async fn kill9_and_restart_reconnects_converges_and_a_pending_waiter_fires() {
         .await
         .unwrap()
         .expect("waiter fired after the restart");
-    // The cache converges to the server's Interface table.
-    let want = csv_column(&db.vsctl(&[
-        "--format=csv",
-        "--no-headings",
-        "--columns=name",
-        "list",
-        "Interface",
-    ]));
-    c.wait_until(soon(), "interfaces to converge", |_| {
-        let mut got: Vec<String> = c
-            .list::<Interface>()
-            .unwrap()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
-        got.sort();
+    stop.store(true, Ordering::Relaxed);
+    stream.join().unwrap();
+    // The cache converges to the server's Interface table, row for row.
+    let reader = Client::connect(&db.endpoint(), "Open_vSwitch", vswitch_options())
+        .await
+        .unwrap();
+    let mut want = reader.list::<Interface>().unwrap();
+    want.sort_by_key(|i| i.uuid);
+    assert_eq!(want.len(), 3, "br-int, veth1, veth2");
+    c.wait_until(soon(), "interfaces to converge", || {
+        let mut got = c.list::<Interface>().unwrap();
+        got.sort_by_key(|i| i.uuid);
         (got == want).then_some(())
     })
     .await
     .unwrap();
-    assert!(c.is_connected());
+    // And the reconnected session serves transactions.
+    c.transact(vec![Op::update(
+        "Interface",
+        vec![Condition::eq("name", Value::atom("veth2"))],
+        Row::from([("external_ids".to_string(), Value::map([("k", "v")]))]),
+    )])
+    .await
+    .unwrap();
+    assert_eq!(
+        db.vsctl(&["get", "Interface", "veth2", "external_ids:k"]),
+        "v"
+    );
 }
 
 #[tokio::test]
@@ -521,7 +563,7 @@ async fn changes_made_while_disconnected_are_resynced() {
     assert!(!out.contains("error"), "{out}");
     db.restart();
     let want_ids = BTreeMap::from([("offline".to_string(), "yes".to_string())]);
-    c.wait_until(soon(), "offline change to show", |_| {
+    c.wait_until(soon(), "offline change to show", || {
         let a: Vec<Interface> = c.find(&IndexSpec::column("name"), "a").ok()?;
         (a.first()?.external_ids == want_ids).then_some(())
     })
@@ -535,6 +577,35 @@ async fn changes_made_while_disconnected_are_resynced() {
         .collect();
     names.sort();
     assert_eq!(names, ["a", "br0"]);
+}
+
+#[tokio::test]
+async fn a_dropped_session_resumes_and_keeps_following_changes() {
+    let db = DbServer::vswitch();
+    db.vsctl(&["add-br", "br0"]);
+    let c = Client::connect(&db.endpoint(), "Open_vSwitch", vswitch_options())
+        .await
+        .unwrap();
+    for round in 0..3 {
+        db.drop_connections();
+        let resumed = Instant::now() + Duration::from_secs(20);
+        while c.sessions() < round + 2 {
+            assert!(Instant::now() < resumed, "no new session after the drop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let port = format!("p{round}");
+
+        db.vsctl(&["add-port", "br0", &port]);
+        c.wait_until(soon(), "the new port after the reconnect", || {
+            c.find::<Interface>(&IndexSpec::column("name"), port.as_str())
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(c.list::<Interface>().unwrap().len(), 4, "br0, p0, p1, p2");
+    assert_eq!(c.monitor_method(), MonitorMethod::CondSince);
 }
 
 /// A fake server that answers the first request with `reply` bytes and closes.
@@ -587,6 +658,41 @@ async fn malformed_json_from_the_server_is_an_error_not_a_panic() {
         .err()
         .expect("must fail");
     assert!(err.to_string().contains("no tables"), "{err}");
+}
+
+#[tokio::test]
+async fn a_fake_servers_echo_is_answered_with_its_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // Two messages in one write, the second split across two writes.
+        s.write_all(b"{\"id\":\"e1\",\"method\":\"echo\",\"params\":[\"x\"]} {\"id\":\"e2\",")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"\"method\":\"echo\",\"params\":[]}")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while got.iter().filter(|&&b| b == b'}').count() < 2 {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    });
+    let ep = Endpoint::parse(&format!("unix:{}", path.display())).unwrap();
+    let (_conn, _notes) = Connection::open(&ep, Timeouts::default()).await.unwrap();
+    let replies = server.await.unwrap();
+    let msgs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&replies)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(msgs[0], json!({"id": "e1", "result": ["x"], "error": null}));
+    assert_eq!(msgs[1], json!({"id": "e2", "result": [], "error": null}));
 }
 
 #[tokio::test]

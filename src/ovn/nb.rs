@@ -66,11 +66,15 @@ impl Northbound {
     /// The tables (and indexes) the operations need.
     pub fn tables() -> Vec<TableSpec> {
         vec![
-            TableSpec::of::<LogicalSwitch>().index(IndexSpec::column("name")),
+            TableSpec::of::<LogicalSwitch>()
+                .index(IndexSpec::column("name"))
+                .index(IndexSpec::column("ports")),
             TableSpec::of::<LogicalSwitchPort>().index(IndexSpec::map_key("external_ids", POD_KEY)),
-            TableSpec::of::<LogicalRouter>().index(IndexSpec::column("name")),
+            TableSpec::of::<LogicalRouter>()
+                .index(IndexSpec::column("name"))
+                .index(IndexSpec::column("ports")),
             TableSpec::of::<LogicalRouterPort>(),
-            TableSpec::of::<PortGroup>(),
+            TableSpec::of::<PortGroup>().index(IndexSpec::column("ports")),
         ]
     }
 
@@ -307,27 +311,37 @@ impl<'a> NbTxn<'a> {
             .push(a);
     }
 
-    /// The switch `name`: created by this transaction, or in the cache.
-    fn switch_ref(&self, name: &str) -> Result<(RowRef, Option<LogicalSwitch>)> {
-        if let Some(r) = self.created.get(&(LogicalSwitch::NAME, name.to_string())) {
-            return Ok((r.clone(), None));
+    /// The row of `table` named `name`: created by this transaction, or in the cache.
+    fn named_ref(&self, table: &'static str, kind: &'static str, name: &str) -> Result<RowRef> {
+        if let Some(r) = self.created.get(&(table, name.to_string())) {
+            return Ok(r.clone());
         }
-        let ls = self.nb.switch(name)?.ok_or_else(|| Error::NotFound {
-            kind: "logical switch",
-            name: name.to_string(),
-        })?;
-        Ok((Atom::Uuid(ls.uuid), Some(ls)))
+        let uuids = self.lookup(table, &IndexSpec::column("name"), &Atom::from(name))?;
+        match uuids.as_slice() {
+            [u] => Ok(Atom::Uuid(*u)),
+            [] => Err(Error::NotFound {
+                kind,
+                name: name.to_string(),
+            }),
+            more => Err(Error::Invalid {
+                kind,
+                name: name.to_string(),
+                reason: format!("{} rows carry this name", more.len()),
+            }),
+        }
     }
 
-    fn router_ref(&self, name: &str) -> Result<(RowRef, Option<LogicalRouter>)> {
-        if let Some(r) = self.created.get(&(LogicalRouter::NAME, name.to_string())) {
-            return Ok((r.clone(), None));
-        }
-        let lr = self.nb.router(name)?.ok_or_else(|| Error::NotFound {
-            kind: "logical router",
-            name: name.to_string(),
+    fn lookup(&self, table: &'static str, index: &IndexSpec, key: &Atom) -> Result<Vec<Uuid>> {
+        let cache = self.nb.client.cache();
+        let t = cache.table(table).ok_or_else(|| {
+            crate::ovsdb::Error::NotSupported(format!("table {table} is not monitored"))
         })?;
-        Ok((Atom::Uuid(lr.uuid), Some(lr)))
+        Ok(t.lookup(index, key)?)
+    }
+
+    /// Rows of `table` whose `ports` hold `member`.
+    fn holders(&self, table: &'static str, member: Uuid) -> Result<Vec<Uuid>> {
+        self.lookup(table, &IndexSpec::column("ports"), &Atom::Uuid(member))
     }
 
     /// Guards against planning the same named object twice in one transaction.
@@ -412,7 +426,7 @@ impl<'a> NbTxn<'a> {
                 reason: format!("gateway {gateway_cidr:?} is not an address with prefix length"),
             });
         }
-        let (router_ref, _) = self.router_ref(router)?;
+        let router_ref = self.named_ref(LogicalRouter::NAME, "logical router", router)?;
         let want_lrp = row([
             ("name", Value::atom(lrp_name.as_str())),
             ("mac", Value::atom(mac)),
@@ -428,14 +442,7 @@ impl<'a> NbTxn<'a> {
             Some(lrp) => {
                 let diff = changed_columns(&lrp.to_row(), want_lrp);
                 self.update(LogicalRouterPort::NAME, lrp.uuid, diff);
-                self.move_into(LogicalRouter::NAME, &router_ref, lrp.uuid, |c| {
-                    c.list::<LogicalRouter>().map(|v| {
-                        v.into_iter()
-                            .filter(|r| r.ports.contains(&lrp.uuid))
-                            .map(|r| r.uuid)
-                            .collect()
-                    })
-                })?;
+                self.move_into(LogicalRouter::NAME, &router_ref, lrp.uuid)?;
             }
         }
         let options = Map::from([("router-port".to_string(), lrp_name.clone())]);
@@ -453,17 +460,10 @@ impl<'a> NbTxn<'a> {
     }
 
     /// Makes sure the row `uuid` sits in `target`'s `ports` and in no other
-    /// row of `table` (found by `holders`).
-    fn move_into(
-        &mut self,
-        table: &'static str,
-        target: &RowRef,
-        uuid: Uuid,
-        holders: impl Fn(&Client) -> crate::ovsdb::Result<Vec<Uuid>>,
-    ) -> Result<()> {
-        let holders = holders(&self.nb.client)?;
+    /// row of `table`.
+    fn move_into(&mut self, table: &'static str, target: &RowRef, uuid: Uuid) -> Result<()> {
         let mut inside = false;
-        for h in holders {
+        for h in self.holders(table, uuid)? {
             if Atom::Uuid(h) == *target {
                 inside = true;
             } else {
@@ -481,7 +481,7 @@ impl<'a> NbTxn<'a> {
         if !self.first_touch(LogicalSwitchPort::NAME, name) {
             return Ok(());
         }
-        let (switch_ref, _) = self.switch_ref(switch)?;
+        let switch_ref = self.named_ref(LogicalSwitch::NAME, "logical switch", switch)?;
         match self.nb.port(name)? {
             None => {
                 // The schema's unique index on `name` refuses a concurrent duplicate.
@@ -491,14 +491,7 @@ impl<'a> NbTxn<'a> {
             Some(lsp) => {
                 let diff = changed_columns(&lsp.to_row(), want);
                 self.update(LogicalSwitchPort::NAME, lsp.uuid, diff);
-                self.move_into(LogicalSwitch::NAME, &switch_ref, lsp.uuid, |c| {
-                    c.list::<LogicalSwitch>().map(|v| {
-                        v.into_iter()
-                            .filter(|s| s.ports.contains(&lsp.uuid))
-                            .map(|s| s.uuid)
-                            .collect()
-                    })
-                })?;
+                self.move_into(LogicalSwitch::NAME, &switch_ref, lsp.uuid)?;
             }
         }
         Ok(())
@@ -531,19 +524,8 @@ impl<'a> NbTxn<'a> {
             return Ok(());
         };
         let u = Atom::Uuid(lsp.uuid);
-        let client = &self.nb.client;
-        let switches: Vec<Uuid> = client
-            .list::<LogicalSwitch>()?
-            .into_iter()
-            .filter(|s| s.ports.contains(&lsp.uuid))
-            .map(|s| s.uuid)
-            .collect();
-        let groups: Vec<Uuid> = client
-            .list::<PortGroup>()?
-            .into_iter()
-            .filter(|g| g.ports.contains(&lsp.uuid))
-            .map(|g| g.uuid)
-            .collect();
+        let switches = self.holders(LogicalSwitch::NAME, lsp.uuid)?;
+        let groups = self.holders(PortGroup::NAME, lsp.uuid)?;
         for s in switches {
             self.remove_from_set(LogicalSwitch::NAME, Atom::Uuid(s), "ports", u.clone());
         }

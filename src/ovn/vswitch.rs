@@ -33,10 +33,13 @@ type Map = BTreeMap<String, String>;
 ///
 /// `linux-htb` shapes with a kernel HTB qdisc on the port's device. It is
 /// what Kube-OVN uses, and it also works for `system` (veth) ports on a
-/// `netdev` bridge: the userspace datapath transmits through the device's
-/// qdisc. `egress-policer` is the userspace datapath's own policer, but OVS
-/// implements it only for DPDK ports, so it is offered for DPDK nodes and not
-/// chosen automatically.
+/// `netdev` bridge: checked on the test bed, ovs-vswitchd (netdev datapath)
+/// installs `htb 1:` with class `1:1 ceil <max-rate>` on the veth, and the
+/// userspace datapath transmits through the device's qdisc. It is therefore
+/// the default on both datapaths. `egress-policer` is the userspace
+/// datapath's own policer, but OVS implements it only for DPDK ports (on a
+/// veth of the netdev test bed vswitchd leaves it unapplied), so it is only
+/// used when asked for, for DPDK nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QosKind {
     LinuxHtb,
@@ -107,8 +110,8 @@ impl Vswitch {
     pub fn tables() -> Vec<TableSpec> {
         vec![
             TableSpec::of::<OpenVswitch>(),
-            TableSpec::of::<Bridge>(),
-            TableSpec::of::<Port>(),
+            TableSpec::of::<Bridge>().index(IndexSpec::column("ports")),
+            TableSpec::of::<Port>().index(IndexSpec::column("interfaces")),
             TableSpec::of::<Interface>().index(IndexSpec::map_key("external_ids", IFACE_ID)),
             TableSpec::of::<Qos>(),
             TableSpec::of::<Queue>(),
@@ -177,9 +180,8 @@ impl Vswitch {
     fn port_of(&self, iface: Uuid) -> Result<Option<Port>> {
         Ok(self
             .client
-            .list::<Port>()?
-            .into_iter()
-            .find(|p| p.interfaces.contains(&iface)))
+            .find::<Port>(&IndexSpec::column("interfaces"), iface)?
+            .pop())
     }
 
     /// A bridge with its internal port, `datapath_type` (`system` is "")
@@ -336,9 +338,8 @@ impl Vswitch {
     fn unplug_ops(&self, port: &Port) -> Result<Vec<Op>> {
         let mut ops: Vec<Op> = self
             .client
-            .list::<Bridge>()?
+            .find::<Bridge>(&IndexSpec::column("ports"), port.uuid)?
             .into_iter()
-            .filter(|b| b.ports.contains(&port.uuid))
             .map(|b| {
                 Op::mutate(
                     Bridge::NAME,
@@ -394,7 +395,7 @@ impl Vswitch {
     pub async fn wait_ovn_installed(&self, iface: &str, deadline: Instant) -> Result<()> {
         let what = format!("interface {iface} to be ovn-installed");
         self.client
-            .wait_until(deadline, &what, |_| {
+            .wait_until(deadline, &what, || {
                 let i = self.interface(iface).ok()??;
                 (i.external_ids.get(OVN_INSTALLED).map(String::as_str) == Some("true"))
                     .then_some(())
@@ -403,8 +404,8 @@ impl Vswitch {
         Ok(())
     }
 
-    /// Limits a pod interface (Mbit/s; `None` lifts that limit). The QoS
-    /// kind follows the bridge's datapath (see `QosKind`).
+    /// Limits a pod interface (Mbit/s; `None` lifts that limit) with a
+    /// `linux-htb` QoS for ingress (see `QosKind`) and policing for egress.
     pub async fn set_interface_qos(
         &self,
         iface: &str,

@@ -32,6 +32,12 @@ impl IndexSpec {
         }
     }
 
+    fn column_name(&self) -> &str {
+        match self {
+            IndexSpec::Column(c) | IndexSpec::MapKey { column: c, .. } => c,
+        }
+    }
+
     fn keys<'r>(&self, row: &'r Row) -> Vec<&'r Atom> {
         match self {
             IndexSpec::Column(c) => row
@@ -69,6 +75,56 @@ pub struct Change {
 struct Index {
     spec: Option<IndexSpec>,
     map: BTreeMap<Atom, BTreeSet<Uuid>>,
+}
+
+impl Index {
+    fn set(&mut self, key: &Atom, uuid: Uuid, present: bool) {
+        if present {
+            self.map.entry(key.clone()).or_default().insert(uuid);
+        } else if let Some(set) = self.map.get_mut(key) {
+            set.remove(&uuid);
+            if set.is_empty() {
+                self.map.remove(key);
+            }
+        }
+    }
+}
+
+/// `old` (sorted) with every atom of `diff` (sorted) toggled, by merging:
+/// linear in both, where a set of thousands gains a few atoms per update.
+fn symmetric_difference(
+    old: Vec<Atom>,
+    diff: Vec<Atom>,
+    mut changed: impl FnMut(&Atom, bool),
+) -> Vec<Atom> {
+    let mut out = Vec::with_capacity(old.len() + diff.len());
+    let mut old = old.into_iter().peekable();
+    let mut diff = diff.into_iter().peekable();
+    loop {
+        match (old.peek(), diff.peek()) {
+            (Some(o), Some(d)) => match o.cmp(d) {
+                std::cmp::Ordering::Less => out.extend(old.next()),
+                std::cmp::Ordering::Greater => {
+                    let d = diff.next().expect("peeked");
+                    changed(&d, true);
+                    out.push(d);
+                }
+                std::cmp::Ordering::Equal => {
+                    let o = old.next().expect("peeked");
+                    diff.next();
+                    changed(&o, false);
+                }
+            },
+            (Some(_), None) => out.extend(old.by_ref()),
+            (None, Some(_)) => {
+                for d in diff.by_ref() {
+                    changed(&d, true);
+                    out.push(d);
+                }
+            }
+            (None, None) => return out,
+        }
+    }
 }
 
 /// One monitored table.
@@ -118,14 +174,7 @@ impl TableCache {
         for idx in &mut self.indexes {
             let spec = idx.spec.as_ref().expect("declared index has a spec");
             for key in spec.keys(row) {
-                if add {
-                    idx.map.entry(key.clone()).or_default().insert(uuid);
-                } else if let Some(set) = idx.map.get_mut(key) {
-                    set.remove(&uuid);
-                    if set.is_empty() {
-                        idx.map.remove(key);
-                    }
-                }
+                idx.set(key, uuid, add);
             }
         }
     }
@@ -145,24 +194,56 @@ impl TableCache {
         self.rows.remove(&uuid).is_some()
     }
 
+    /// Applies an `update2` diff. Indexes are maintained incrementally: a
+    /// set column's index moves only the atoms in the diff, so adding one
+    /// port to a switch of 10,000 costs one index entry, not 10,000.
     fn apply_diff(&mut self, uuid: Uuid, diff: Row) -> Result<()> {
-        self.index_row(uuid, false);
-        let kinds = &self.kinds;
         let row = self.rows.entry(uuid).or_default();
+        // Indexes over non-set columns of the diff: re-keyed from before/after keys.
+        let rekeyed: Vec<usize> = self
+            .indexes
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                let col = i
+                    .spec
+                    .as_ref()
+                    .expect("declared index has a spec")
+                    .column_name();
+                diff.contains_key(col) && self.kinds.get(col) != Some(&ColumnKind::Set)
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let before: Vec<Vec<Atom>> = rekeyed
+            .iter()
+            .map(|&n| {
+                let spec = self.indexes[n]
+                    .spec
+                    .as_ref()
+                    .expect("declared index has a spec");
+                spec.keys(row).into_iter().cloned().collect()
+            })
+            .collect();
+        let mut moved: Vec<(String, Atom, bool)> = Vec::new();
         for (col, d) in diff {
-            let kind = kinds.get(&col).copied().unwrap_or(ColumnKind::Scalar);
+            let kind = self.kinds.get(&col).copied().unwrap_or(ColumnKind::Scalar);
+            let indexed = self.indexes.iter().any(|i| {
+                i.spec
+                    .as_ref()
+                    .is_some_and(|s| matches!(s, IndexSpec::Column(c) if *c == col))
+            });
             let new = match (kind, row.remove(&col), d) {
                 (ColumnKind::Scalar, _, d) => d,
                 (ColumnKind::Set, old, Value::Set(d)) => {
-                    let mut s: BTreeSet<Atom> = old
-                        .map(|o| o.as_set().iter().cloned().collect())
-                        .unwrap_or_default();
-                    for a in d {
-                        if !s.remove(&a) {
-                            s.insert(a);
+                    let old = match old {
+                        Some(Value::Set(v)) => v,
+                        _ => Vec::new(),
+                    };
+                    Value::Set(symmetric_difference(old, d, |a, added| {
+                        if indexed {
+                            moved.push((col.clone(), a.clone(), added));
                         }
-                    }
-                    Value::Set(s.into_iter().collect())
+                    }))
                 }
                 (ColumnKind::Map, old, Value::Map(d)) => {
                     let mut m = match old {
@@ -190,7 +271,31 @@ impl TableCache {
             };
             row.insert(col, new);
         }
-        self.index_row(uuid, true);
+        let row = &self.rows[&uuid];
+        for (&n, old_keys) in rekeyed.iter().zip(before) {
+            let idx = &mut self.indexes[n];
+            let new_keys: Vec<Atom> = idx
+                .spec
+                .as_ref()
+                .expect("declared index has a spec")
+                .keys(row)
+                .into_iter()
+                .cloned()
+                .collect();
+            for k in &old_keys {
+                idx.set(k, uuid, false);
+            }
+            for k in &new_keys {
+                idx.set(k, uuid, true);
+            }
+        }
+        for (col, atom, added) in moved {
+            for idx in &mut self.indexes {
+                if matches!(&idx.spec, Some(IndexSpec::Column(c)) if *c == col) {
+                    idx.set(&atom, uuid, added);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -410,6 +515,7 @@ mod tests {
             &[
                 IndexSpec::column("name"),
                 IndexSpec::map_key("external_ids", "pod"),
+                IndexSpec::column("addresses"),
             ],
         );
         c
@@ -468,6 +574,10 @@ mod tests {
         let row = c.table("T").unwrap().get(&u1()).unwrap();
         assert_eq!(row["tag"], Value::empty_set());
         assert_eq!(row["addresses"], Value::set(["y".into(), "z".into()]));
+        let t = c.table("T").unwrap();
+        let addr = IndexSpec::column("addresses");
+        assert!(t.lookup(&addr, &"x".into()).unwrap().is_empty());
+        assert_eq!(t.lookup(&addr, &"z".into()).unwrap(), vec![u1()]);
         assert_eq!(row["external_ids"], Value::map([("pod", "ns/q")]));
 
         c.apply_update2(&json!({"T": {U1: {"delete": null}}}))
@@ -478,6 +588,18 @@ mod tests {
             .lookup(&IndexSpec::column("name"), &"b".into())
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn symmetric_difference_toggles_atoms() {
+        let atoms = |v: &[i64]| v.iter().map(|i| Atom::from(*i)).collect::<Vec<_>>();
+        let mut seen = Vec::new();
+        let out = symmetric_difference(atoms(&[1, 3, 5]), atoms(&[0, 3, 6]), |a, added| {
+            seen.push((a.as_i64().unwrap(), added))
+        });
+        assert_eq!(out, atoms(&[0, 1, 5, 6]));
+        seen.sort();
+        assert_eq!(seen, vec![(0, true), (3, false), (6, true)]);
     }
 
     #[test]

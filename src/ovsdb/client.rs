@@ -92,6 +92,7 @@ struct Inner {
     last_txn_id: Mutex<String>,
     schema: RwLock<Schema>,
     shutdown: CancellationToken,
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 /// A connected, monitored OVSDB database. Cheap to clone; the connection
@@ -121,6 +122,7 @@ impl Client {
             last_txn_id: Mutex::new(NO_TXN.to_string()),
             schema: RwLock::new(Schema::default()),
             shutdown: shutdown.clone(),
+            sessions: std::sync::atomic::AtomicU64::new(0),
         });
         let notes = inner.establish().await?;
         tokio::spawn(supervise(inner.clone(), notes));
@@ -145,6 +147,13 @@ impl Client {
             .read()
             .expect("schema lock poisoned")
             .clone()
+    }
+
+    /// How many sessions were established so far (1 + reconnects).
+    pub fn sessions(&self) -> u64 {
+        self.inner
+            .sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True while a session is up.
@@ -228,19 +237,20 @@ impl Client {
         self.inner.changes.subscribe()
     }
 
-    /// Waits until `check` returns `Some` on the cache, or `deadline`. Checks
-    /// at once (the condition may already hold) and after every change,
-    /// across reconnects.
+    /// Waits until `check` returns `Some`, or `deadline`. `check` reads the
+    /// cache through this client's accessors (no lock is held while it runs);
+    /// it runs at once (the condition may already hold) and after every
+    /// change to the cache, across reconnects.
     pub async fn wait_until<T>(
         &self,
         deadline: Instant,
         what: &str,
-        mut check: impl FnMut(&Cache) -> Option<T>,
+        mut check: impl FnMut() -> Option<T>,
     ) -> Result<T> {
         let mut gen = self.inner.generation.subscribe();
         loop {
             gen.borrow_and_update();
-            if let Some(v) = check(&self.cache()) {
+            if let Some(v) = check() {
                 return Ok(v);
             }
             match tokio::time::timeout_at(deadline, gen.changed()).await {
@@ -290,6 +300,8 @@ impl Inner {
         let changes = self.monitor(&conn, requests).await?;
         self.publish(changes);
         self.conn.send_replace(Some(Arc::new(conn)));
+        self.sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         info!(endpoint = %self.endpoint, database = %self.database, "ovsdb monitor up");
         Ok(notes)
     }

@@ -58,6 +58,10 @@ impl DbServer {
         format!("unix:{}", self.sock.display())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn db_file(&self) -> &Path {
         &self.db
     }
@@ -90,6 +94,18 @@ impl DbServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Asks the server to drop every client connection (it keeps running,
+    /// with its transaction history: clients resume with monitor_cond_since).
+    pub fn drop_connections(&self) {
+        let out = Command::new("ovs-appctl")
+            .arg("-t")
+            .arg(self.dir.path().join("ctl"))
+            .arg("ovsdb-server/reconnect")
+            .output()
+            .expect("run ovs-appctl");
+        assert!(out.status.success(), "ovsdb-server/reconnect: {:?}", out);
     }
 
     /// SIGKILL, no cleanup: the socket file stays behind like after a crash.
