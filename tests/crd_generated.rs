@@ -346,3 +346,18 @@ spec:
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn status_keeps_fields_the_schema_does_not_name() {
+    let manifest = format!(
+        "{}status:\n  v4usingIPs: 1\n  fieldFromANewerController: x\n",
+        seed_subnet()
+    );
+    assert_eq!(check("subnets.kubeovn.io", &manifest), Vec::<String>::new());
+    let bad = format!("{}status:\n  v4usingIPs: many\n", seed_subnet());
+    let errors = check("subnets.kubeovn.io", &bad);
+    assert!(
+        errors.iter().any(|e| e.starts_with(".status.v4usingIPs")),
+        "{errors:?}"
+    );
+}

@@ -45,6 +45,8 @@ pub struct IpPoolSpec {
 
 /// Pool usage as the IPPool controller last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct IpPoolStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -137,6 +137,8 @@ pub enum NodeOvsMode {
 /// What the operator installed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct KubeOvnStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -1,6 +1,16 @@
 //! Kubernetes-facing types: CRDs (`kubeovn.io/v1`, `operator.kubeovn.io/v1alpha1`),
 //! NetworkAttachmentDefinition, annotation keys and network-selection parsing.
 //! No I/O lives here.
+//!
+//! - `annotations`: every annotation key and the `Provider` newtype;
+//!   `allocation`: the per-attachment annotations the operator writes and the
+//!   node daemon reads (plus QoS and routes); `selection`: the networks
+//!   annotation; `network_status`: Multus's result annotation.
+//! - `nad`: NetworkAttachmentDefinition and the kube-ovn NAD config.
+//! - CRDs: `vpc`, `subnet`, `ip`, `ippool`, `security_group`, `nat` (VpcNatGateway
+//!   and the Iptables* rules), `kubeovn` (the operator's own); `condition` for
+//!   their status conditions; `crds` for `kube-ovn crd`.
+//! - Small value types and rules: `mac`, `names`, `schema`.
 
 pub mod allocation;
 pub mod annotations;

@@ -82,6 +82,8 @@ pub struct NatGatewayRoute {
 /// What the VpcNatGateway controller observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct VpcNatGatewayStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -138,6 +140,8 @@ pub struct IptablesEipSpec {
 /// The state of an EIP.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct IptablesEipStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -202,6 +206,8 @@ pub struct NatRuleState {
 /// The state of a floating IP rule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct IptablesFipRuleStatus {
     /// What every NAT rule reports.
     #[serde(flatten)]
@@ -258,6 +264,8 @@ pub struct IptablesDnatRuleSpec {
 /// The state of a DNAT rule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct IptablesDnatRuleStatus {
     /// What every NAT rule reports.
     #[serde(flatten)]
@@ -306,6 +314,8 @@ pub struct IptablesSnatRuleSpec {
 /// The state of an SNAT rule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct IptablesSnatRuleStatus {
     /// What every NAT rule reports.
     #[serde(flatten)]

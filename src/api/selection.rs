@@ -544,4 +544,49 @@ mod tests {
             "annotation k8s.v1.cni.cncf.io/networks: element 1 (Bad): name \"Bad\" must consist of lower case alphanumeric characters or '-' (DNS-1123 label)"
         );
     }
+
+    mod properties {
+        use super::*;
+        use crate::api::annotations::Provider;
+        use proptest::prelude::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?"
+        }
+
+        proptest! {
+            #[test]
+            fn comma_form_round_trips(
+                items in proptest::collection::vec((proptest::option::of(label()), label()), 1..5)
+            ) {
+                let value = items
+                    .iter()
+                    .map(|(ns, name)| match ns {
+                        Some(ns) => format!("{ns}/{name}"),
+                        None => name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let nets = parse_networks(&value, "pods").unwrap();
+                for (i, ((ns, name), net)) in items.iter().zip(&nets).enumerate() {
+                    prop_assert_eq!(&net.namespace, ns.as_deref().unwrap_or("pods"));
+                    prop_assert_eq!(&net.name, name);
+                    prop_assert_eq!(net.interface.clone(), format!("net{}", i + 1));
+                    let provider = Provider::for_nad(&net.name, &net.namespace).unwrap();
+                    prop_assert_eq!(Provider::parse(provider.as_str()).unwrap(), provider);
+                }
+            }
+
+            #[test]
+            fn json_and_comma_forms_agree(name in label(), ns in label(), ifname in "[a-z][a-z0-9]{0,14}") {
+                let comma = parse_networks(&format!("{ns}/{name}@{ifname}"), "pods").unwrap();
+                let json = parse_networks(
+                    &format!(r#"[{{"name":"{name}","namespace":"{ns}","interface":"{ifname}"}}]"#),
+                    "pods",
+                )
+                .unwrap();
+                prop_assert_eq!(comma, json);
+            }
+        }
+    }
 }

@@ -141,6 +141,8 @@ pub struct SubnetAcl {
 
 /// What the Subnet controller observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct SubnetStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -104,6 +104,8 @@ pub struct VpcPeering {
 /// What the Vpc controller observed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Status fields written by newer controllers survive an older CRD.
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct VpcStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

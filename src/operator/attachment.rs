@@ -214,41 +214,39 @@ pub enum AttachmentError {
         network: String,
         source: SubnetCidrError,
     },
-    #[error("network {network}: {source_}: {value:?} is not an IP address list")]
+    #[error("network {network}: {origin}: {value:?} is not an IP address list")]
     InvalidStaticIp {
         network: String,
-        source_: RequestSource,
+        origin: RequestSource,
         value: String,
     },
-    #[error(
-        "network {network}: static IP {ip} ({source_}) is outside subnet {subnet:?} ({cidrs})"
-    )]
+    #[error("network {network}: static IP {ip} ({origin}) is outside subnet {subnet:?} ({cidrs})")]
     StaticIpOutsideSubnet {
         network: String,
         subnet: String,
         ip: String,
         cidrs: String,
-        source_: RequestSource,
+        origin: RequestSource,
     },
-    #[error("network {network}: static IP {ip} ({source_}) has prefix /{requested}, subnet {subnet:?} is {cidr}")]
+    #[error("network {network}: static IP {ip} ({origin}) has prefix /{requested}, subnet {subnet:?} is {cidr}")]
     StaticIpPrefixMismatch {
         network: String,
         subnet: String,
         ip: String,
         requested: u8,
         cidr: IpNet,
-        source_: RequestSource,
+        origin: RequestSource,
     },
-    #[error("network {network}: more than one static {family} address requested ({source_})")]
+    #[error("network {network}: more than one static {family} address requested ({origin})")]
     StaticIpSameFamily {
         network: String,
         family: &'static str,
-        source_: RequestSource,
+        origin: RequestSource,
     },
-    #[error("network {network}: {source_}: {value:?} is not a usable MAC address")]
+    #[error("network {network}: {origin}: {value:?} is not a usable MAC address")]
     InvalidMac {
         network: String,
-        source_: RequestSource,
+        origin: RequestSource,
         value: String,
     },
 }
@@ -542,7 +540,7 @@ fn requested_ips(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| AttachmentError::InvalidStaticIp {
             network: network.to_owned(),
-            source_: source.clone(),
+            origin: source.clone(),
             value: value.to_owned(),
         })?;
     Ok(Some((requests, source)))
@@ -567,7 +565,7 @@ fn check_static_ips(
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
-                source_: source.clone(),
+                origin: source.clone(),
             });
         };
         if let Some(requested) = request.prefix_len.filter(|p| *p != cidr.prefix_len()) {
@@ -577,7 +575,7 @@ fn check_static_ips(
                 ip: request.to_string(),
                 requested,
                 cidr: *cidr,
-                source_: source.clone(),
+                origin: source.clone(),
             });
         }
         if ips
@@ -591,7 +589,7 @@ fn check_static_ips(
                 } else {
                     "IPv6"
                 },
-                source_: source.clone(),
+                origin: source.clone(),
             });
         }
         ips.push(request.address);
@@ -632,7 +630,7 @@ fn requested_mac(
         Ok(mac) if !mac.is_multicast() => Ok(Some((mac, source))),
         _ => Err(AttachmentError::InvalidMac {
             network: network.to_owned(),
-            source_: source,
+            origin: source,
             value: text,
         }),
     }
