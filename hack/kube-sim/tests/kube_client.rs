@@ -286,6 +286,7 @@ async fn watch_streams_changes_and_old_versions_are_gone() {
             Ok(Ok(Some(WatchEvent::Deleted(cm)))) => {
                 seen.push(format!("DELETED {}", cm.metadata.name.unwrap_or_default()))
             }
+            Ok(Ok(Some(WatchEvent::Bookmark(_)))) => {}
             other => panic!("unexpected watch item {other:?}"),
         }
     }
@@ -341,17 +342,7 @@ async fn finalizers_delay_deletion_and_owners_collect_children() {
         .create(&PostParams::default(), &config_map("owner", json!({})))
         .await
         .expect("owner");
-    let mut child = config_map("child", json!({}));
-    child.metadata.owner_references = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            name: "owner".into(),
-            uid: owner.metadata.uid.clone().expect("uid"),
-            ..Default::default()
-        },
-    ]);
-    cms.create(&PostParams::default(), &child)
+    cms.create(&PostParams::default(), &child_of("child", &owner))
         .await
         .expect("child");
     cms.delete("owner", &DeleteParams::default())
@@ -359,6 +350,16 @@ async fn finalizers_delay_deletion_and_owners_collect_children() {
         .expect("delete owner");
     assert_eq!(
         api_error(cms.get("child").await.expect_err("collected")).code,
+        404
+    );
+    // A dependent of an owner that no longer exists is collected as soon as it appears.
+    let late = cms
+        .create(&PostParams::default(), &child_of("late", &owner))
+        .await
+        .expect("create");
+    assert_eq!(late.metadata.name.as_deref(), Some("late"));
+    assert_eq!(
+        api_error(cms.get("late").await.expect_err("collected")).code,
         404
     );
 
@@ -386,4 +387,165 @@ async fn finalizers_delay_deletion_and_owners_collect_children() {
         api_error(inside.get("c").await.expect_err("content gone")).code,
         404
     );
+}
+
+#[tokio::test]
+async fn crd_schemas_are_enforced_for_the_kube_client() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+
+    let server = server().await;
+    let client = server.client().expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/crds.yaml"
+    ))
+    .expect("fixture");
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("a CRD");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+        // Installing CRDs by server-side apply, again and again, settles.
+        let apply = PatchParams::apply("installer").force();
+        let name = crd.metadata.name.clone().expect("name");
+        let first = crds
+            .patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD");
+        let second = crds
+            .patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD again");
+        assert_eq!(
+            first.metadata.resource_version,
+            second.metadata.resource_version
+        );
+    }
+    let resource = ApiResource {
+        group: "kubeovn.io".into(),
+        version: "v1".into(),
+        api_version: "kubeovn.io/v1".into(),
+        kind: "Subnet".into(),
+        plural: "subnets".into(),
+    };
+    let subnets: Api<DynamicObject> = Api::all_with(client, &resource);
+    let subnet = |spec: serde_json::Value| -> DynamicObject {
+        serde_json::from_value(json!({ "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                                       "metadata": { "name": "s1" }, "spec": spec }))
+        .expect("object")
+    };
+    let err = subnets
+        .create(&PostParams::default(), &subnet(json!({ "cidrBlock": 10 })))
+        .await
+        .expect_err("422");
+    let err = api_error(err);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message.contains("spec.cidrBlock") && err.message.contains("must be of type string"),
+        "{}",
+        err.message
+    );
+    let causes = err.details.expect("details").causes;
+    assert_eq!(causes[0].field, "spec.cidrBlock");
+
+    let created = subnets
+        .create(
+            &PostParams::default(),
+            &subnet(json!({ "cidrBlock": "10.0.0.0/24", "unknownField": 1 })),
+        )
+        .await
+        .expect("valid subnet");
+    assert_eq!(created.data["spec"]["cidrBlock"], "10.0.0.0/24");
+    assert!(
+        created.data["spec"].get("unknownField").is_none(),
+        "unknown fields are pruned"
+    );
+    let err = subnets
+        .patch(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "private": "yes" } })),
+        )
+        .await
+        .expect_err("a patch is checked too");
+    assert_eq!(api_error(err).code, 422);
+    let status = subnets
+        .patch_status(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "v4usingIPs": 3 } })),
+        )
+        .await
+        .expect("status");
+    assert_eq!(status.data["status"]["v4usingIPs"], 3);
+}
+
+#[tokio::test]
+async fn a_pod_without_containers_is_invalid() {
+    let server = server().await;
+    let pods: Api<Pod> = Api::namespaced(server.client().expect("client"), "default");
+    let pod: Pod =
+        serde_json::from_value(json!({ "metadata": { "name": "frontend" } })).expect("pod");
+    let err = api_error(
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect_err("no containers"),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("spec.containers: Required value"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_and_repeats_are_no_ops() {
+    let server = server().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().expect("client"), "default");
+    let apply = |manager: &'static str, data: serde_json::Value| {
+        let cms = cms.clone();
+        async move {
+            let config = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "ssa" }, "data": data });
+            cms.patch("ssa", &PatchParams::apply(manager), &Patch::Apply(config))
+                .await
+                .expect("apply")
+        }
+    };
+    let first = apply("operator", json!({ "a": "1", "b": "2" })).await;
+    let again = apply("operator", json!({ "a": "1", "b": "2" })).await;
+    assert_eq!(
+        first.metadata.resource_version, again.metadata.resource_version,
+        "the same apply is a no-op"
+    );
+    assert_eq!(
+        again.metadata.managed_fields.as_ref().map(Vec::len),
+        Some(1)
+    );
+
+    apply("other", json!({ "c": "3" })).await;
+    let shrunk = apply("operator", json!({ "a": "1" })).await;
+    let data = shrunk.data.expect("data");
+    assert_eq!(
+        data.keys().cloned().collect::<Vec<_>>(),
+        ["a", "c"],
+        "b was operator's alone; c is other's"
+    );
+}
+
+fn child_of(name: &str, owner: &ConfigMap) -> ConfigMap {
+    let mut child = config_map(name, json!({}));
+    child.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.metadata.name.clone().expect("name"),
+            uid: owner.metadata.uid.clone().expect("uid"),
+            ..Default::default()
+        },
+    ]);
+    child
 }

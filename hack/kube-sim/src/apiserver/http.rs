@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::events;
 use super::openapi;
 use super::patch::{self, PatchKind};
 use super::resources::{ResourceTable, ResourceType};
@@ -342,6 +343,21 @@ fn selectors(
         |l| rt.supports_field(l),
     )
     .map_err(ApiError::bad_request)?;
+    // events.k8s.io Events are stored as core Events: select on the core field names.
+    let fields = if events::is_events_v1(&rt.group, &rt.plural) {
+        FieldSelector(
+            fields
+                .0
+                .into_iter()
+                .map(|mut req| {
+                    req.path = events::core_field_label(&req.path);
+                    req
+                })
+                .collect(),
+        )
+    } else {
+        fields
+    };
     Ok((labels, fields))
 }
 
@@ -445,24 +461,31 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
     } else {
         vec![value.clone()]
     };
+    // A CRD that lists its columns shows exactly those; everything else ends with AGE.
+    let with_age = !rt.custom || rt.printer_columns.is_empty();
     let mut columns = vec![
         json!({ "name": "Name", "type": "string", "format": "name", "description": "Name of the object" }),
     ];
-    let printer = printer_columns(rt);
-    for (name, _) in &printer {
-        columns.push(json!({ "name": name, "type": "string", "format": "", "description": "" }));
+    for column in &rt.printer_columns {
+        columns.push(
+            json!({ "name": column.name, "type": column.kind, "format": "", "description": "" }),
+        );
     }
-    columns.push(json!({ "name": "Age", "type": "string", "format": "", "description": "Time since creation" }));
+    if with_age {
+        columns.push(json!({ "name": "Age", "type": "string", "format": "", "description": "Time since creation" }));
+    }
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
-            for (_, pointer) in &printer {
-                cells.push(o.pointer(pointer).cloned().unwrap_or(json!("")));
+            for column in &rt.printer_columns {
+                cells.push(o.pointer(&column.pointer).cloned().unwrap_or(Value::Null));
             }
-            cells.push(json!(age(o
-                .pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str))));
+            if with_age {
+                cells.push(json!(age(o
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str))));
+            }
             json!({ "cells": cells, "object": o })
         })
         .collect();
@@ -477,20 +500,6 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
         "columnDefinitions": columns,
         "rows": rows,
     }))
-}
-
-/// Extra columns of `kubectl get`: a few for pods, and a CRD's additionalPrinterColumns are
-/// not modelled (NAME and AGE are shown for custom resources).
-fn printer_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
-    match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Pod") => vec![
-            ("Status", "/status/phase"),
-            ("Node", "/spec/nodeName"),
-            ("IP", "/status/podIP"),
-        ],
-        ("", "Namespace") => vec![("Status", "/status/phase")],
-        _ => Vec::new(),
-    }
 }
 
 /// Age as kubectl shows it: 42s, 5m, 3h, 2d.
@@ -560,6 +569,7 @@ fn watch_response(
             .run(
                 start.backlog,
                 start.live,
+                start.resource_version,
                 send_initial,
                 Duration::from_secs(timeout),
             )
@@ -614,9 +624,10 @@ impl WatchFilter {
             },
             _ => return None,
         };
-        let mut object = change.object.clone();
-        object["apiVersion"] = json!(self.rt.api_version(&self.version));
-        Some((kind, object))
+        Some((
+            kind,
+            super::store::present(&self.rt, &self.version, &change.object),
+        ))
     }
 }
 
@@ -632,22 +643,23 @@ impl WatchStream {
         self,
         backlog: Vec<Arc<Change>>,
         mut live: broadcast::Receiver<Arc<Change>>,
+        start_rv: u64,
         send_initial: bool,
         timeout: Duration,
     ) {
         let collection = super::store::CollectionKey::of(&self.filter.rt);
         let mut last_rv = 0;
+        // Every change up to `seen_rv` (in any resource) has been through this watch, so a
+        // bookmark at `seen_rv` never makes a resuming client skip an event.
+        let mut seen_rv = start_rv;
         for change in backlog {
             last_rv = last_rv.max(change.resource_version);
             if !self.send_change(&change).await {
                 return;
             }
         }
-        if send_initial {
-            let rv = self.shared.store.resource_version();
-            if !self.send_bookmark(rv, true).await {
-                return;
-            }
+        if send_initial && !self.send_bookmark(start_rv, true).await {
+            return;
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -659,13 +671,13 @@ impl WatchStream {
                 _ = self.shared.shutdown.cancelled() => return,
                 _ = self.tx.closed() => return,
                 _ = ticker.tick(), if self.bookmarks => {
-                    let rv = self.shared.store.resource_version();
-                    if !self.send_bookmark(rv, false).await {
+                    if !self.send_bookmark(seen_rv, false).await {
                         return;
                     }
                 }
                 received = live.recv() => match received {
                     Ok(change) => {
+                        seen_rv = seen_rv.max(change.resource_version);
                         if change.collection != collection || change.resource_version <= last_rv {
                             continue;
                         }

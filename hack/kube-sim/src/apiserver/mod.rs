@@ -1,9 +1,29 @@
 //! The Kubernetes API emulator: an in-process HTTP server that the real `kube` client and
 //! `kubectl` talk to. `ApiServer::start` runs it on a tokio runtime and hands back where it
 //! listens, a kubeconfig for it, and a way to stop it. The parts: `resources` (what is
-//! served, discovery), `store` (objects and their semantics), `http` (routing, watches),
-//! `schema` (CRD validation), `patch`, `selector`, `status` (error bodies).
+//! served, discovery), `openapi` (what kubectl reads before writing), `store` (objects and
+//! their semantics), `apply` (server-side apply ownership), `events` (the two Event APIs),
+//! `http` (routing, watches, tables), `schema` (CRD and metadata validation), `patch`,
+//! `selector`, `status` (error bodies).
+//!
+//! In a test:
+//!
+//! ```text
+//! let server = ApiServer::start("127.0.0.1:0".parse()?).await?;
+//! let client = server.client()?;                 // a kube::Client for it
+//! server.write_kubeconfig(&dir.join("kubeconfig"))?;   // for kubectl or a child process
+//! ...
+//! server.shutdown().await;                       // or just drop it
+//! ```
+//!
+//! Not modelled (each fails loudly or is documented where it matters): protobuf request
+//! bodies (415; kubectl's generator commands such as `kubectl create namespace` send them,
+//! `kubectl create -f`/`apply -f` do not), `dryRun`, aggregated discovery, admission
+//! webhooks, server-side apply conflicts between managers, pagination (`limit` returns
+//! everything), authentication.
 
+pub mod apply;
+pub mod events;
 pub mod http;
 pub mod openapi;
 pub mod patch;
@@ -117,12 +137,16 @@ impl ApiServer {
         )
     }
 
+    /// Write the kubeconfig atomically (a reader polling for the file never sees half of it).
     pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(path, self.kubeconfig_yaml())
-            .with_context(|| format!("writing kubeconfig {}", path.display()))
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, self.kubeconfig_yaml())
+            .with_context(|| format!("writing kubeconfig {}", partial.display()))?;
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("moving kubeconfig into {}", path.display()))
     }
 
     /// A `kube` client for this server.

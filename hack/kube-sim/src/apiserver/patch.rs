@@ -44,8 +44,17 @@ pub fn apply(kind: PatchKind, current: &Value, patch: &Value) -> Result<Value, S
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| format!("invalid JSON patch: {e}"))?;
-            json_patch::patch(&mut doc, &ops)
-                .map_err(|e| format!("the JSON patch could not be applied: {e}"))?;
+            for op in ops.0.iter() {
+                // As in kube-apiserver, `test` for null passes when the path is absent
+                // (kube-runtime's finalizer helper relies on it).
+                if let json_patch::PatchOperation::Test(test) = op {
+                    if test.value.is_null() && doc.pointer(test.path.as_str()).is_none() {
+                        continue;
+                    }
+                }
+                json_patch::patch(&mut doc, std::slice::from_ref(op))
+                    .map_err(|e| format!("the JSON patch could not be applied: {e}"))?;
+            }
         }
         PatchKind::Merge => json_patch::merge(&mut doc, patch),
         PatchKind::Strategic | PatchKind::Apply => {
@@ -120,6 +129,13 @@ mod tests {
             &json!([{ "op": "remove", "path": "/nope" }])
         )
         .is_err());
+        let absent_is_null = json!([{ "op": "test", "path": "/metadata/finalizers", "value": null },
+                                    { "op": "add", "path": "/metadata/finalizers", "value": ["f"] }]);
+        let with_finalizer =
+            apply(PatchKind::Json, &obj, &absent_is_null).expect("test null on an absent path");
+        assert_eq!(with_finalizer["metadata"]["finalizers"], json!(["f"]));
+        let wrong = json!([{ "op": "test", "path": "/metadata/labels/a", "value": "9" }]);
+        assert!(apply(PatchKind::Json, &obj, &wrong).is_err());
     }
 
     #[test]

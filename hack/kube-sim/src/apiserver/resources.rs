@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::status::FieldError;
+
 /// Verbs of every collection we serve.
 const VERBS: [&str; 8] = [
     "create",
@@ -39,6 +41,53 @@ pub struct ResourceType {
     pub field_labels: Vec<String>,
     /// Served because a CustomResourceDefinition says so.
     pub custom: bool,
+    /// `kubectl get` columns between NAME and AGE (a CRD's additionalPrinterColumns replace AGE).
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One column of the Table that `kubectl get` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterColumn {
+    pub name: String,
+    /// OpenAPI type: string, integer, number, boolean, date.
+    pub kind: String,
+    /// The field, as a JSON pointer (`.spec.cidrBlock` becomes `/spec/cidrBlock`).
+    pub pointer: String,
+}
+
+impl PrinterColumn {
+    fn new(name: &str, pointer: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: "string".to_string(),
+            pointer: pointer.to_string(),
+        }
+    }
+
+    /// From a CRD's `additionalPrinterColumns` entry; `None` for JSONPath beyond plain fields.
+    fn from_crd(column: &Value) -> Option<Self> {
+        let path = column.get("jsonPath")?.as_str()?;
+        let simple = path.starts_with('.')
+            && path[1..].split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            });
+        simple.then(|| Self {
+            name: column
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(path)
+                .to_string(),
+            kind: column
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("string")
+                .to_string(),
+            pointer: path.replace('.', "/"),
+        })
+    }
 }
 
 impl ResourceType {
@@ -56,7 +105,16 @@ impl ResourceType {
             schemas: BTreeMap::new(),
             field_labels: Vec::new(),
             custom: false,
+            printer_columns: Vec::new(),
         }
+    }
+
+    fn columns(mut self, columns: &[(&str, &str)]) -> Self {
+        self.printer_columns = columns
+            .iter()
+            .map(|(name, pointer)| PrinterColumn::new(name, pointer))
+            .collect();
+        self
     }
 
     fn short(mut self, names: &[&str]) -> Self {
@@ -178,7 +236,8 @@ impl ResourceTable {
             ResourceType::builtin("", "v1", "Namespace", "namespaces", false)
                 .short(&["ns"])
                 .with_status()
-                .fields(&["status.phase"]),
+                .fields(&["status.phase"])
+                .columns(&[("Status", "/status/phase")]),
             ResourceType::builtin("", "v1", "Node", "nodes", false)
                 .short(&["no"])
                 .with_status()
@@ -187,7 +246,12 @@ impl ResourceTable {
                 .short(&["po"])
                 .with_status()
                 .in_all()
-                .fields(&pod_fields),
+                .fields(&pod_fields)
+                .columns(&[
+                    ("Status", "/status/phase"),
+                    ("Node", "/spec/nodeName"),
+                    ("IP", "/status/podIP"),
+                ]),
             ResourceType::builtin("", "v1", "Event", "events", true)
                 .short(&["ev"])
                 .fields(&event_fields),
@@ -204,9 +268,13 @@ impl ResourceTable {
                 .fields(&[
                     "reason",
                     "type",
+                    "reportingController",
                     "regarding.kind",
                     "regarding.name",
                     "regarding.namespace",
+                    "regarding.uid",
+                    "regarding.apiVersion",
+                    "regarding.fieldPath",
                 ]),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
             ResourceType::builtin("apps", "v1", "DaemonSet", "daemonsets", true)
@@ -360,15 +428,17 @@ fn group_document(group: &str, versions: &[String]) -> Value {
 }
 
 /// The resource a CustomResourceDefinition asks us to serve, or why it cannot be served.
-pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
-    let spec = crd.get("spec").ok_or("spec is missing")?;
-    let text = |v: Option<&Value>, what: &str| -> Result<String, String> {
+pub fn from_crd(crd: &Value) -> Result<ResourceType, FieldError> {
+    let spec = crd.get("spec").ok_or(FieldError::required("spec", ""))?;
+    let text = |v: Option<&Value>, what: &str| -> Result<String, FieldError> {
         v.and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or(format!("{what} is missing"))
+            .ok_or(FieldError::required(what, ""))
     };
     let group = text(spec.get("group"), "spec.group")?;
-    let names = spec.get("names").ok_or("spec.names is missing")?;
+    let names = spec
+        .get("names")
+        .ok_or(FieldError::required("spec.names", ""))?;
     let plural = text(names.get("plural"), "spec.names.plural")?;
     let kind = text(names.get("kind"), "spec.names.kind")?;
     let singular = names
@@ -391,23 +461,32 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     if name != expected_name {
-        return Err(format!(
-            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+        return Err(FieldError::invalid(
+            "metadata.name",
+            format!("\"{name}\": must be spec.names.plural+\".\"+spec.group"),
         ));
     }
     let namespaced = match spec.get("scope").and_then(Value::as_str) {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        other => return Err(format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\"")),
+        other => {
+            let supported = ["\"Cluster\"".to_string(), "\"Namespaced\"".to_string()];
+            return Err(FieldError::not_supported(
+                "spec.scope",
+                &format!("{other:?}"),
+                &supported,
+            ));
+        }
     };
     let mut versions = Vec::new();
     let mut schemas = BTreeMap::new();
     let mut status_subresource = false;
     let mut storage_first = None;
+    let mut printer_columns = Vec::new();
     for v in spec
         .get("versions")
         .and_then(Value::as_array)
-        .ok_or("spec.versions is missing")?
+        .ok_or(FieldError::required("spec.versions", ""))?
     {
         let version = text(v.get("name"), "spec.versions[].name")?;
         if !v.get("served").and_then(Value::as_bool).unwrap_or(false) {
@@ -421,13 +500,20 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         }
         if v.get("storage").and_then(Value::as_bool).unwrap_or(false) {
             storage_first = Some(version.clone());
+            let columns = v.get("additionalPrinterColumns").and_then(Value::as_array);
+            printer_columns = columns
+                .into_iter()
+                .flatten()
+                .filter_map(PrinterColumn::from_crd)
+                .collect();
         }
         versions.push(version);
     }
     if versions.is_empty() {
-        return Err(
-            "spec.versions: Invalid value: must have at least one served version".to_string(),
-        );
+        return Err(FieldError::invalid(
+            "spec.versions",
+            "must have at least one served version",
+        ));
     }
     if let Some(storage) = storage_first {
         versions.retain(|v| *v != storage);
@@ -446,5 +532,6 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         schemas,
         field_labels: Vec::new(),
         custom: true,
+        printer_columns,
     })
 }

@@ -2,6 +2,8 @@
 //! types (string, integer, number, boolean, object, array), `required`, `enum`, `nullable`,
 //! nested `properties`, `items` and `additionalProperties`, `x-kubernetes-int-or-string` and
 //! `x-kubernetes-preserve-unknown-fields`; and pruning the fields the schema does not know.
+//! Also the few checks of built-in kinds that tests depend on (a Pod needs containers), and
+//! of metadata for every kind (names, label keys and values).
 //! Pure functions over `serde_json::Value`.
 
 use serde_json::{Map, Value};
@@ -12,6 +14,109 @@ use super::status::FieldError;
 pub fn validate(schema: &Value, object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     check_object_properties(schema, object, "", &mut errors, true);
+    errors
+}
+
+/// Metadata rules of every kind: the name is a DNS-1123 subdomain (a DNS-1123 label for
+/// namespaces), label keys are `[prefix/]name` and label values are at most 63 characters of
+/// alphanumerics, `-`, `_` and `.`, beginning and ending with an alphanumeric.
+pub fn validate_metadata(kind: &str, object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
+        let ok = if kind == "Namespace" {
+            is_dns_label(name)
+        } else {
+            is_dns_subdomain(name)
+        };
+        if !ok {
+            let rule = if kind == "Namespace" {
+                "RFC 1123 label"
+            } else {
+                "RFC 1123 subdomain"
+            };
+            errors.push(FieldError::invalid(
+                "metadata.name",
+                format!("{name:?}: a lowercase {rule} must consist of lower case alphanumeric characters, '-' or '.'"),
+            ));
+        }
+    }
+    let labels = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object);
+    for (key, value) in labels.into_iter().flatten() {
+        let field = format!("metadata.labels[{key}]");
+        if !is_qualified_name(key) {
+            errors.push(FieldError::invalid(
+                field.clone(),
+                format!("{key:?}: name part must be a valid label key"),
+            ));
+        }
+        match value.as_str() {
+            Some(v) if is_label_value(v) => {}
+            Some(v) => errors.push(FieldError::invalid(
+                field,
+                format!("{v:?}: a valid label must be 63 characters or less, alphanumerics, '-', '_' or '.'"),
+            )),
+            None => errors.push(FieldError::type_invalid(&field, "string", json_type(value))),
+        }
+    }
+    errors
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_label_value(v: &str) -> bool {
+    let inner_ok = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ends_ok = v.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
+    v.len() <= 63 && inner_ok && ends_ok
+}
+
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// The checks kube-apiserver makes on built-in kinds that matter to us: a Pod has containers,
+/// each with a name and an image.
+pub fn validate_builtin(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if (group, kind) == ("", "Pod") {
+        match object.pointer("/spec/containers").and_then(Value::as_array) {
+            Some(containers) if !containers.is_empty() => {
+                for (i, c) in containers.iter().enumerate() {
+                    for field in ["name", "image"] {
+                        if c.get(field)
+                            .and_then(Value::as_str)
+                            .is_none_or(str::is_empty)
+                        {
+                            errors.push(FieldError::required(
+                                format!("spec.containers[{i}].{field}"),
+                                "",
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => errors.push(FieldError::required("spec.containers", "")),
+        }
+    }
     errors
 }
 
@@ -45,11 +150,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            errors.push(FieldError {
-                field: path.to_string(),
-                reason: "FieldValueNotSupported",
-                detail: format!("{value}: supported values: {}", list.join(", ")),
-            });
+            errors.push(FieldError::not_supported(path, &value.to_string(), &list));
         }
     }
     match value {
@@ -83,11 +184,7 @@ fn check_object_properties(
         .filter_map(Value::as_str)
     {
         if !fields.contains_key(name) {
-            errors.push(FieldError {
-                field: join(path, name),
-                reason: "FieldValueRequired",
-                detail: String::new(),
-            });
+            errors.push(FieldError::required(join(path, name), ""));
         }
     }
     let properties = schema.get("properties").and_then(Value::as_object);
@@ -161,11 +258,7 @@ fn prune_object(
 }
 
 fn type_error(path: &str, expected: &str, actual: &str) -> FieldError {
-    FieldError {
-        field: path.to_string(),
-        reason: "FieldValueTypeInvalid",
-        detail: format!("\"{actual}\": {path} in body must be of type {expected}: \"{actual}\""),
-    }
+    FieldError::type_invalid(path, expected, actual)
 }
 
 fn schema_type(schema: &Value) -> &str {
@@ -257,6 +350,59 @@ mod tests {
         assert!(fields.contains(&"spec.labels.a".to_string()), "{fields:?}");
         assert!(fields.contains(&"spec.private".to_string()), "{fields:?}");
         assert_eq!(fields.len(), 5, "{fields:?}");
+    }
+
+    #[test]
+    fn a_pod_needs_named_containers_with_images() {
+        let pod = json!({ "spec": { "containers": [{ "name": "app", "image": "nginx" }] } });
+        assert!(validate_builtin("", "Pod", &pod).is_empty());
+        let fields = |o: Value| -> Vec<String> {
+            validate_builtin("", "Pod", &o)
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        assert_eq!(
+            fields(json!({ "metadata": { "name": "frontend" } })),
+            ["spec.containers"]
+        );
+        assert_eq!(
+            fields(json!({ "spec": { "containers": [{ "name": "app" }] } })),
+            ["spec.containers[0].image"]
+        );
+    }
+
+    #[test]
+    fn names_and_labels_follow_the_metadata_rules() {
+        let ok = json!({ "metadata": { "name": "subnet-secondary.v1",
+                                        "labels": { "kubeovn.io/provider": "kube-ovn-vpc-network.default.ovn", "a": "" } } });
+        assert!(validate_metadata("Subnet", &ok).is_empty());
+        let fields = |kind: &str, o: Value| -> Vec<String> {
+            validate_metadata(kind, &o)
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        assert_eq!(
+            fields("Pod", json!({ "metadata": { "name": "Upper" } })),
+            ["metadata.name"]
+        );
+        assert_eq!(
+            fields("Namespace", json!({ "metadata": { "name": "a.b" } })),
+            ["metadata.name"]
+        );
+        let long = "x".repeat(64);
+        assert_eq!(
+            fields(
+                "Pod",
+                json!({ "metadata": { "name": "p", "labels": { "k": long, "bad key!": "v", "n": 1 } } })
+            ),
+            [
+                "metadata.labels[bad key!]",
+                "metadata.labels[k]",
+                "metadata.labels[n]"
+            ]
+        );
     }
 
     #[test]

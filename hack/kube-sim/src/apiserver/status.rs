@@ -78,7 +78,7 @@ impl ApiError {
             "kind": kind,
             "causes": causes.iter().map(|c| json!({
                 "reason": c.reason,
-                "message": c.to_string(),
+                "message": c.message,
                 "field": c.field,
             })).collect::<Vec<_>>(),
         }));
@@ -150,19 +150,64 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// One schema violation: `spec.cidrBlock: Invalid value: "integer": spec.cidrBlock in body must be of type string: "integer"`.
+/// One field-level cause of a 422, e.g. `spec.cidrBlock: Invalid value: "integer": spec.cidrBlock
+/// in body must be of type string: "integer"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
     pub field: String,
     pub reason: &'static str,
-    pub detail: String,
+    /// The cause without the field name, as in `details.causes[].message`.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn invalid(field: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {detail}"),
+        }
+    }
+
+    pub fn type_invalid(field: &str, expected: &str, actual: &str) -> Self {
+        Self {
+            field: field.to_string(),
+            reason: "FieldValueTypeInvalid",
+            message: format!("Invalid value: \"{actual}\": {field} in body must be of type {expected}: \"{actual}\""),
+        }
+    }
+
+    pub fn required(field: impl Into<String>, detail: &str) -> Self {
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
+        Self {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message,
+        }
+    }
+
+    pub fn not_supported(field: impl Into<String>, value: &str, supported: &[String]) -> Self {
+        Self {
+            field: field.into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {value}: supported values: {}",
+                supported.join(", ")
+            ),
+        }
+    }
 }
 
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.reason {
-            "FieldValueRequired" => write!(f, "{}: Required value", self.field),
-            _ => write!(f, "{}: Invalid value: {}", self.field, self.detail),
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
         }
     }
 }

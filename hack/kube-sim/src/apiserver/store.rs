@@ -12,6 +12,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+use super::apply;
+use super::events;
 use super::patch::{self, PatchKind};
 use super::resources::{self, ResourceTable, ResourceType};
 use super::schema;
@@ -27,6 +29,12 @@ pub struct CollectionKey {
 
 impl CollectionKey {
     pub fn of(rt: &ResourceType) -> Self {
+        if events::is_events_v1(&rt.group, &rt.plural) {
+            return Self {
+                group: String::new(),
+                plural: "events".into(),
+            };
+        }
         Self {
             group: rt.group.clone(),
             plural: rt.plural.clone(),
@@ -141,7 +149,8 @@ pub struct Store {
 type Target<'a> = (&'a CollectionKey, &'a ObjectKey, ChangeKind);
 
 impl Store {
-    /// A store with namespaces `default` and `kube-system`, keeping `history_limit` changes
+    /// A store with the namespaces a cluster starts with (`default`, `kube-system`,
+    /// `kube-public`, `kube-node-lease`), keeping `history_limit` changes
     /// per resource for watches that resume.
     pub fn new(history_limit: usize) -> Self {
         let (changes, _) = broadcast::channel(16384);
@@ -234,15 +243,18 @@ impl Store {
         rt: &ResourceType,
         version: &str,
         ns: Option<&str>,
-        mut body: Value,
+        body: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, version, &body)?;
+        let served_as = rt;
+        let (rt, mut body) = storage_form(rt, body);
+        let rt = &rt;
         let ns = namespace_of(rt, ns, &body)?;
         let meta = body
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
-            .ok_or_else(|| invalid(rt, "", "metadata", "Required value: metadata is required"))?;
+            .ok_or_else(|| invalid(rt, "", FieldError::required("metadata", "")))?;
         if meta
             .get("name")
             .and_then(Value::as_str)
@@ -258,8 +270,7 @@ impl Store {
                     return Err(invalid(
                         rt,
                         "",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
+                        FieldError::required("metadata.name", "name or generateName is required"),
                     ))
                 }
             }
@@ -309,7 +320,14 @@ impl Store {
         if let Some(served) = crd {
             tracing::info!(resource = %served.qualified_name(), "serving custom resource");
         }
-        Ok(present(rt, version, &stored))
+        // The garbage collector removes a dependent whose owners are all gone, even one
+        // created after them.
+        let owners = owner_uids(&stored);
+        if !owners.is_empty() && owners.iter().all(|o| !all_uids(&st).contains(o)) {
+            tracing::debug!(resource = %rt.qualified_name(), name, "owners are gone, collecting");
+            self.delete_object(&mut st, &collection, &key, &DeleteOptions::default());
+        }
+        Ok(present(served_as, version, &stored))
     }
 
     /// PUT: replace the object (or only its status), refusing a stale resourceVersion.
@@ -325,6 +343,9 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, version, &body)?;
+        let served_as = rt;
+        let (rt, body) = storage_form(rt, body);
+        let rt = &rt;
         if let Some(body_name) = body.pointer("/metadata/name").and_then(Value::as_str) {
             if body_name != name {
                 return Err(ApiError::bad_request(format!(
@@ -335,20 +356,34 @@ impl Store {
         let mut st = self.lock();
         let key = object_key(rt, ns, name);
         let current = current(&st, rt, &key)?;
-        if let Some(rv) = body
+        let requested = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-        {
-            if !rv.is_empty()
-                && Some(rv)
+            .filter(|rv| !rv.is_empty());
+        match requested {
+            Some(rv)
+                if Some(rv)
                     != current
                         .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
+                        .and_then(Value::as_str) =>
             {
                 return Err(stale(rt, name));
             }
+            // Custom resources allow no unconditional update.
+            None if rt.custom => {
+                return Err(invalid(
+                    rt,
+                    name,
+                    FieldError::invalid(
+                        "metadata.resourceVersion",
+                        "0x0: must be specified for an update",
+                    ),
+                ));
+            }
+            _ => {}
         }
-        self.write_update(&mut st, rt, version, &key, current, body, part, opts)
+        let stored = self.write_update(&mut st, rt, version, &key, current, body, part, opts)?;
+        Ok(present(served_as, version, &stored))
     }
 
     /// PATCH: apply a patch of `kind` to the object (or only to its status). A server-side
@@ -389,13 +424,22 @@ impl Store {
                     )));
                 }
                 body["metadata"]["resourceVersion"].take();
-                return self.create(rt, version, ns, strip_nulls(body), opts);
+                let body = apply_ownership(
+                    rt,
+                    version,
+                    part,
+                    &json!({}),
+                    strip_nulls(body),
+                    patch_body,
+                    opts,
+                );
+                return self.create(rt, version, ns, body, opts);
             }
             (Err(e), _, _) => return Err(e),
         };
         let shown = present(rt, version, &current);
         let patched = patch::apply(kind, &shown, patch_body).map_err(|e| match kind {
-            PatchKind::Json => invalid(rt, name, "", &e),
+            PatchKind::Json => invalid(rt, name, FieldError::invalid("", e)),
             _ => ApiError::bad_request(e),
         })?;
         let requested_rv = patched
@@ -415,10 +459,26 @@ impl Store {
                 rt.qualified_name()
             )));
         }
-        self.write_update(&mut st, rt, version, &key, current, patched, part, opts)
+        let patched = if kind == PatchKind::Apply {
+            apply_ownership(rt, version, part, &current, patched, patch_body, opts)
+        } else {
+            patched
+        };
+        let (storage_rt, patched) = storage_form(rt, patched);
+        let stored = self.write_update(
+            &mut st,
+            &storage_rt,
+            version,
+            &key,
+            current,
+            patched,
+            part,
+            opts,
+        )?;
+        Ok(present(rt, version, &stored))
     }
 
-    /// The shared second half of update and patch.
+    /// The shared second half of update and patch; returns the stored object.
     #[allow(clippy::too_many_arguments)]
     fn write_update(
         &self,
@@ -435,6 +495,9 @@ impl Store {
         let mut next = match part {
             Part::Status => {
                 let mut next = current.clone();
+                if let Some(managed) = body.pointer("/metadata/managedFields") {
+                    next["metadata"]["managedFields"] = managed.clone();
+                }
                 next["status"] = body.get("status").cloned().unwrap_or(Value::Null);
                 if next["status"].is_null() {
                     next.as_object_mut().map(|o| o.remove("status"));
@@ -472,8 +535,10 @@ impl Store {
         };
         next["metadata"]["generation"] = json!(generation);
         next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        if next == current {
-            return Ok(present(rt, version, &current));
+        if without_apply_times(&next) == without_apply_times(&current) {
+            // A no-op write (an apply of the same configuration included) changes nothing,
+            // so it wakes no watcher.
+            return Ok(current);
         }
         let collection = CollectionKey::of(rt);
         let stored = self.commit(st, (&collection, key, ChangeKind::Modified), Some(next));
@@ -481,7 +546,7 @@ impl Store {
             tracing::debug!(resource = %rt.qualified_name(), name, "finalizers done, removing");
             self.remove(st, &collection, key);
         }
-        Ok(present(rt, version, &stored))
+        Ok(stored)
     }
 
     /// DELETE: remove the object, or mark it for deletion while finalizers (or a kubelet's
@@ -689,6 +754,12 @@ impl Store {
             if !marked || (grace == 0 && !already_zero) {
                 if !marked {
                     next["metadata"]["deletionTimestamp"] = json!(timestamp_in(grace));
+                    // As on a real server, marking for deletion bumps the generation.
+                    let generation = current
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    next["metadata"]["generation"] = json!(generation + 1);
                 }
                 next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 let stored = self.commit(st, (collection, key, ChangeKind::Modified), Some(next));
@@ -798,11 +869,65 @@ impl Store {
     }
 }
 
+fn without_apply_times(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(entries) = copy
+        .pointer_mut("/metadata/managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+            entry.remove("time");
+        }
+    }
+    copy
+}
+
+/// Server-side apply's bookkeeping: drop what the manager applied before and left out now,
+/// and record what it owns (only within the part of the object this request may write).
+fn apply_ownership(
+    rt: &ResourceType,
+    version: &str,
+    part: Part,
+    previous: &Value,
+    merged: Value,
+    config: &Value,
+    opts: &WriteOptions,
+) -> Value {
+    let api_version = rt.api_version(version);
+    let time = now();
+    let record = apply::ApplyRecord {
+        manager: opts.field_manager.as_deref().unwrap_or_default(),
+        api_version: &api_version,
+        subresource: (part == Part::Status).then_some("status"),
+        time: &time,
+    };
+    let touches_status = |p: &apply::FieldPath| p.first().is_some_and(|k| k == "status");
+    apply::apply_ownership(previous, merged, config, &record, |p| match part {
+        Part::Status => touches_status(p),
+        Part::Main => !(rt.status_subresource && touches_status(p)),
+    })
+}
+
 /// The object as served at `version` (custom resources convert between versions by relabelling).
-fn present(rt: &ResourceType, version: &str, object: &Value) -> Value {
+pub fn present(rt: &ResourceType, version: &str, object: &Value) -> Value {
+    if events::is_events_v1(&rt.group, &rt.plural) {
+        return events::from_core(object, &rt.api_version(version));
+    }
     let mut shown = object.clone();
     shown["apiVersion"] = json!(rt.api_version(version));
     shown
+}
+
+/// The resource type objects of `rt` are stored as, and `body` in that form (events.k8s.io
+/// Events are stored as core Events; everything else as itself).
+fn storage_form(rt: &ResourceType, body: Value) -> (ResourceType, Value) {
+    if events::is_events_v1(&rt.group, &rt.plural) {
+        let core = ResourceTable::builtin().find("", "v1", "events").cloned();
+        if let Some(core) = core {
+            return (core, events::to_core(&body));
+        }
+    }
+    (rt.clone(), body)
 }
 
 fn object_key(rt: &ResourceType, ns: Option<&str>, name: &str) -> ObjectKey {
@@ -835,17 +960,8 @@ fn stale(rt: &ResourceType, name: &str) -> ApiError {
     )
 }
 
-fn invalid(rt: &ResourceType, name: &str, field: &str, detail: &str) -> ApiError {
-    ApiError::invalid(
-        &rt.kind,
-        &rt.group,
-        name,
-        &[FieldError {
-            field: field.to_string(),
-            reason: "FieldValueInvalid",
-            detail: detail.to_string(),
-        }],
-    )
+fn invalid(rt: &ResourceType, name: &str, cause: FieldError) -> ApiError {
+    ApiError::invalid(&rt.kind, &rt.group, name, &[cause])
 }
 
 /// A body's apiVersion and kind, when given, must be those of the URL.
@@ -936,13 +1052,28 @@ fn reset_status_on_create(rt: &ResourceType, body: &mut Value) {
     }
 }
 
-/// Prune and check a custom object against its version's schema.
+/// Check an object: built-in kinds against the few rules we model, custom objects against
+/// their version's schema (after pruning unknown fields).
 fn check_schema(
     rt: &ResourceType,
     version: &str,
     mut object: Value,
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
+    let mut builtin_errors = schema::validate_metadata(&rt.kind, &object);
+    builtin_errors.extend(schema::validate_builtin(&rt.group, &rt.kind, &object));
+    if !builtin_errors.is_empty() {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(ApiError::invalid(
+            &rt.kind,
+            &rt.group,
+            name,
+            &builtin_errors,
+        ));
+    }
     let Some(schema) = rt
         .schemas
         .get(version)
@@ -1130,11 +1261,7 @@ fn register_crd(st: &mut State, crd: &mut Value) -> Result<ResourceType, ApiErro
             "CustomResourceDefinition",
             "apiextensions.k8s.io",
             &name,
-            &[FieldError {
-                field: String::new(),
-                reason: "FieldValueInvalid",
-                detail: e,
-            }],
+            &[e],
         )
     })?;
     if let Some(existing) = st.table.find_kind(&served.group, &served.kind) {
@@ -1143,19 +1270,22 @@ fn register_crd(st: &mut State, crd: &mut Value) -> Result<ResourceType, ApiErro
                 "CustomResourceDefinition",
                 "apiextensions.k8s.io",
                 &name,
-                &[FieldError {
-                    field: "spec.names.kind".into(),
-                    reason: "FieldValueInvalid",
-                    detail: format!(
+                &[FieldError::invalid(
+                    "spec.names.kind",
+                    format!(
                         "\"{}\": kind is already served by {}",
                         served.kind,
                         existing.qualified_name()
                     ),
-                }],
+                )],
             ));
         }
     }
-    let time = now();
+    // Conditions keep their transition time while they hold (a re-apply stays a no-op).
+    let time = crd
+        .pointer("/status/conditions/0/lastTransitionTime")
+        .and_then(Value::as_str)
+        .map_or_else(now, str::to_string);
     crd["status"] = json!({
         "acceptedNames": crd["spec"]["names"].clone(),
         "storedVersions": [served.versions[0].clone()],

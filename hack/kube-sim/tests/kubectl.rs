@@ -1,0 +1,255 @@
+//! The real `kubectl` against the in-process API server, on the seed's manifests: `create -f`,
+//! `get`, `get -o yaml`, `apply --server-side`, `delete`; a CRD schema violation is a 422;
+//! a finalizer holds a deletion until it is removed. kubectl validates with the server
+//! (`--validate=strict`, the default), never with `--validate=false`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use kube_sim::ApiServer;
+
+const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds.yaml");
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed.yaml");
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    async fn setup(server: &ApiServer, dir: &Path) -> Self {
+        let kubeconfig = dir.join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("write kubeconfig");
+        Self {
+            kubeconfig,
+            cache: dir.join("cache"),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Outcome {
+        self.run_with_input(args, None).await
+    }
+
+    async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Outcome {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .expect("kubectl is installed (hack/test.sh installs it)");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).await.expect("write stdin");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().await.expect("kubectl runs");
+        Outcome {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn must(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            out.ok,
+            "kubectl {args:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        out.stdout
+    }
+
+    async fn yaml(&self, args: &[&str]) -> serde_yaml::Value {
+        let mut full = args.to_vec();
+        full.extend(["-o", "yaml"]);
+        serde_yaml::from_str(&self.must(&full).await).expect("kubectl prints YAML")
+    }
+}
+
+async fn start() -> (ApiServer, tempfile::TempDir) {
+    let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("server starts");
+    (server, tempfile::tempdir().expect("tempdir"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_manifests_go_through_kubectl() {
+    let (server, dir) = start().await;
+    let k = Kubectl::setup(&server, dir.path()).await;
+
+    let created = k.must(&["create", "-f", CRDS]).await;
+    assert!(
+        created
+            .contains("customresourcedefinition.apiextensions.k8s.io/subnets.kubeovn.io created"),
+        "{created}"
+    );
+    let created = k.must(&["create", "-f", SEED]).await;
+    for line in [
+        "networkattachmentdefinition.k8s.cni.cncf.io/kube-ovn-vpc-network created",
+        "vpc.kubeovn.io/vpc-secondary created",
+        "subnet.kubeovn.io/subnet-secondary created",
+        "pod/multi-network-pod created",
+    ] {
+        assert!(created.contains(line), "missing {line:?} in:\n{created}");
+    }
+    let again = k.run(&["create", "-f", SEED]).await;
+    assert!(
+        !again.ok && again.stderr.contains("AlreadyExists"),
+        "{}",
+        again.stderr
+    );
+
+    let listed = k.must(&["get", "network-attachment-definitions"]).await;
+    assert!(listed.contains("kube-ovn-vpc-network"), "{listed}");
+    let listed = k.must(&["get", "subnets"]).await;
+    let header = listed.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME") && header.contains("PROVIDER") && header.contains("GATEWAY"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("subnet-secondary") && listed.contains("10.100.0.1"),
+        "{listed}"
+    );
+    let pods = k.must(&["get", "pods"]).await;
+    assert!(
+        pods.contains("multi-network-pod") && pods.contains("Pending"),
+        "{pods}"
+    );
+
+    let subnet = k.yaml(&["get", "subnet", "subnet-secondary"]).await;
+    assert_eq!(subnet["spec"]["cidr"].as_str(), Some("10.100.0.0/16"));
+    assert_eq!(
+        subnet["spec"]["provider"].as_str(),
+        Some("kube-ovn-vpc-network.default.ovn")
+    );
+    let nad = k
+        .yaml(&[
+            "get",
+            "net-attach-def",
+            "kube-ovn-vpc-network",
+            "-n",
+            "default",
+        ])
+        .await;
+    let config: serde_json::Value =
+        serde_json::from_str(nad["spec"]["config"].as_str().expect("config is a string"))
+            .expect("config is JSON");
+    assert_eq!(
+        config["server_socket"],
+        "/run/openvswitch/kube-ovn-daemon.sock"
+    );
+    let pod = k.yaml(&["get", "pod", "multi-network-pod"]).await;
+    assert_eq!(
+        pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"].as_str(),
+        Some("default/kube-ovn-vpc-network")
+    );
+
+    let applied = k.must(&["apply", "--server-side", "-f", SEED]).await;
+    assert_eq!(
+        applied.matches("serverside-applied").count(),
+        4,
+        "{applied}"
+    );
+    let changed = std::fs::read_to_string(SEED)
+        .expect("seed")
+        .replace("10.100.0.1", "10.100.0.254");
+    let out = k
+        .run_with_input(&["apply", "--server-side", "-f", "-"], Some(&changed))
+        .await;
+    assert!(out.ok, "{}", out.stderr);
+    let subnet = k.yaml(&["get", "subnet", "subnet-secondary"]).await;
+    assert_eq!(subnet["spec"]["gateway"].as_str(), Some("10.100.0.254"));
+    assert_eq!(subnet["metadata"]["generation"].as_i64(), Some(2));
+
+    let deleted = k.must(&["delete", "-f", SEED]).await;
+    assert_eq!(deleted.matches("deleted").count(), 4, "{deleted}");
+    let out = k.run(&["get", "pods"]).await;
+    assert!(
+        out.stderr.contains("No resources found"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = k.run(&["get", "subnet", "subnet-secondary"]).await;
+    assert!(!out.ok && out.stderr.contains("NotFound"), "{}", out.stderr);
+
+    // Deleting a CRD takes its resource away.
+    k.must(&["delete", "crd", "subnets.kubeovn.io"]).await;
+    let out = k.run(&["get", "subnets"]).await;
+    assert!(!out.ok, "subnets are still served: {}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_for_a_string_field_is_422_and_unknown_fields_are_refused() {
+    let (server, dir) = start().await;
+    let k = Kubectl::setup(&server, dir.path()).await;
+    k.must(&["create", "-f", CRDS]).await;
+    let bad =
+        "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: bad\nspec:\n  cidrBlock: 10\n";
+    let out = k.run_with_input(&["create", "-f", "-"], Some(bad)).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("is invalid")
+            && out.stderr.contains("spec.cidrBlock")
+            && out.stderr.contains("must be of type string"),
+        "{}",
+        out.stderr
+    );
+    let unknown = "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: odd\nspec:\n  cidrBlok: 10.0.0.0/24\n";
+    let out = k
+        .run_with_input(&["create", "-f", "-"], Some(unknown))
+        .await;
+    assert!(
+        !out.ok && out.stderr.contains("unknown field \"spec.cidrBlok\""),
+        "{}",
+        out.stderr
+    );
+    let good = "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: good\nspec:\n  cidrBlock: 10.0.0.0/24\n";
+    let out = k.run_with_input(&["create", "-f", "-"], Some(good)).await;
+    assert!(out.ok, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalizer_holds_a_kubectl_delete() {
+    let (server, dir) = start().await;
+    let k = Kubectl::setup(&server, dir.path()).await;
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers:\n  - example.com/hold\ndata:\n  a: b\n";
+    let out = k.run_with_input(&["create", "-f", "-"], Some(held)).await;
+    assert!(out.ok, "{}", out.stderr);
+    k.must(&["delete", "configmap", "held", "--wait=false"])
+        .await;
+    let cm = k.yaml(&["get", "configmap", "held"]).await;
+    assert!(
+        cm["metadata"]["deletionTimestamp"].as_str().is_some(),
+        "{cm:?}"
+    );
+    k.must(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .await;
+    let out = k.run(&["get", "configmap", "held"]).await;
+    assert!(!out.ok && out.stderr.contains("NotFound"), "{}", out.stderr);
+}
