@@ -17,11 +17,12 @@ use support::OvnSandbox;
 
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
+/// Dropped in field order: the node roles stop (SIGTERM) before the sandbox goes.
 struct Bed {
-    sandbox: OvnSandbox,
-    kube: Kube,
-    dir: tempfile::TempDir,
     nodes: Vec<NodeDaemon>,
+    kube: Kube,
+    sandbox: OvnSandbox,
+    dir: tempfile::TempDir,
 }
 
 impl Bed {
@@ -39,10 +40,10 @@ impl Bed {
             })
             .collect();
         Bed {
-            sandbox,
-            kube,
-            dir,
             nodes: daemons,
+            kube,
+            sandbox,
+            dir,
         }
     }
 
