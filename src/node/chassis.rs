@@ -105,3 +105,27 @@ pub async fn configure(vswitch: &Vswitch, id: &ChassisIdentity) -> anyhow::Resul
         datapath = id.datapath.ovs_type(), "chassis configured");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chassis_is_named_after_the_node_and_tunnels_geneve_from_the_node_ip() {
+        let id = ChassisIdentity {
+            node_name: "node1".into(),
+            ovn_remote: "tcp:10.0.0.1:6642".into(),
+            encap_ip: "172.30.0.11".parse().expect("ip"),
+            datapath: Datapath::Netdev,
+            monitor_all: true,
+        };
+        let ids = id.external_ids();
+        assert_eq!(ids["system-id"], "node1");
+        assert_eq!(ids["hostname"], "node1");
+        assert_eq!(ids["ovn-remote"], "tcp:10.0.0.1:6642");
+        assert_eq!(ids["ovn-encap-type"], "geneve");
+        assert_eq!(ids["ovn-encap-ip"], "172.30.0.11");
+        assert_eq!(ids["ovn-bridge-datapath-type"], "netdev");
+        assert_eq!(ids["ovn-monitor-all"], "true");
+    }
+}
