@@ -28,7 +28,7 @@ enum Role {
     /// The cluster operator: OVN central, controllers, IPAM and the status API.
     Operator(operator::OperatorArgs),
     /// The per-node agent: OVS/OVN chassis, CNI server and QoS, run by a DaemonSet.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// A VPC NAT gateway pod: EIP, SNAT, DNAT and FIP rules in its own netns.
     NatGw(natgw::NatGwArgs),
     /// Print the CustomResourceDefinitions as YAML.
@@ -67,7 +67,7 @@ fn run(role: Role) -> anyhow::Result<()> {
     let runtime = || tokio::runtime::Runtime::new();
     match role {
         Role::Operator(args) => runtime()?.block_on(operator::run(args)),
-        Role::Node(args) => runtime()?.block_on(node::run(args)),
+        Role::Node(args) => runtime()?.block_on(node::run(*args)),
         Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
         Role::Crd => {
             print!("{}", kube_ovn::api::crds_yaml()?);
