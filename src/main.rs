@@ -69,7 +69,10 @@ fn run(role: Role) -> anyhow::Result<()> {
         Role::Operator(args) => runtime()?.block_on(operator::run(args)),
         Role::Node(args) => runtime()?.block_on(node::run(args)),
         Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
-        Role::Crd => anyhow::bail!("kube-ovn crd is not implemented yet"),
+        Role::Crd => {
+            print!("{}", kube_ovn::api::crds_yaml()?);
+            Ok(())
+        }
         Role::Version => {
             println!("kube-ovn {}", kube_ovn::VERSION);
             Ok(())

@@ -1,5 +1,7 @@
 //! The `operator` role: controllers, IPAM ownership, install/upgrade, status API.
 
+pub mod attachment;
+
 /// Flags of `kube-ovn operator`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OperatorArgs {

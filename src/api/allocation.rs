@@ -1,0 +1,372 @@
+//! The per-attachment pod annotations as a typed contract between the operator
+//! (which writes them once IPAM committed) and the node daemon (which waits for
+//! them before wiring the interface): `<key>.kubernetes.io/ip_address`,
+//! `mac_address`, `cidr`, `gateway`, `logical_switch`, `logical_router`,
+//! `allocated`; plus the user's per-interface knobs the daemon reads: QoS
+//! (`<key>.kubernetes.io/ingress_rate|egress_rate` over the pod-wide
+//! `ovn.kubernetes.io/…`), extra `routes` and `default_route`.
+//! `key` is an attachment key (`<nad>.<ns>.ovn` or `<nad>.<ns>.ovn.<ifname>`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::annotations::{provider_annotation, ProviderKey, POD_EGRESS_RATE, POD_INGRESS_RATE};
+use super::mac::MacAddress;
+
+/// What the controller allocated for one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocatedAttachment {
+    /// One per family (bare in the annotation).
+    pub ips: Vec<IpAddr>,
+    pub mac: MacAddress,
+    /// The subnet's CIDRs (its `cidrBlock`).
+    pub cidrs: Vec<IpNet>,
+    /// The subnet's gateways, one per family.
+    pub gateways: Vec<IpAddr>,
+    /// The subnet's name.
+    pub logical_switch: String,
+    /// The subnet's VPC.
+    pub logical_router: Option<String>,
+}
+
+/// Why the allocation annotations of an attachment cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationAnnotationError {
+    #[error("annotation {key} is missing although {allocated} is \"true\"")]
+    Missing { key: String, allocated: String },
+    #[error("annotation {key}: {value:?} {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl AllocatedAttachment {
+    /// The annotations to merge into the pod, `allocated: "true"` included.
+    pub fn to_annotations(&self, key: &str) -> BTreeMap<String, String> {
+        let join = |items: Vec<String>| items.join(",");
+        let mut out = BTreeMap::from([
+            (
+                provider_annotation(key, ProviderKey::IpAddress),
+                join(self.ips.iter().map(ToString::to_string).collect()),
+            ),
+            (
+                provider_annotation(key, ProviderKey::MacAddress),
+                self.mac.to_string(),
+            ),
+            (
+                provider_annotation(key, ProviderKey::Cidr),
+                join(self.cidrs.iter().map(ToString::to_string).collect()),
+            ),
+            (
+                provider_annotation(key, ProviderKey::Gateway),
+                join(self.gateways.iter().map(ToString::to_string).collect()),
+            ),
+            (
+                provider_annotation(key, ProviderKey::LogicalSwitch),
+                self.logical_switch.clone(),
+            ),
+            (
+                provider_annotation(key, ProviderKey::Allocated),
+                "true".into(),
+            ),
+        ]);
+        if let Some(router) = &self.logical_router {
+            out.insert(
+                provider_annotation(key, ProviderKey::LogicalRouter),
+                router.clone(),
+            );
+        }
+        out
+    }
+
+    /// Reads the allocation of attachment `key`; `Ok(None)` until `allocated` is `"true"`.
+    pub fn from_annotations(
+        annotations: &BTreeMap<String, String>,
+        key: &str,
+    ) -> Result<Option<Self>, AllocationAnnotationError> {
+        let allocated = provider_annotation(key, ProviderKey::Allocated);
+        if annotations.get(&allocated).map(|v| v.trim()) != Some("true") {
+            return Ok(None);
+        }
+        let get = |k: ProviderKey| {
+            let name = provider_annotation(key, k);
+            match annotations.get(&name).map(|v| v.trim()) {
+                Some(v) if !v.is_empty() => Ok((name, v)),
+                _ => Err(AllocationAnnotationError::Missing {
+                    key: name,
+                    allocated: allocated.clone(),
+                }),
+            }
+        };
+        let (name, value) = get(ProviderKey::IpAddress)?;
+        let ips = parse_list::<IpAddr>(&name, value, "is not a list of IP addresses")?;
+        let (name, value) = get(ProviderKey::MacAddress)?;
+        let mac = value
+            .parse()
+            .map_err(|_| invalid(&name, value, "is not a MAC address"))?;
+        let (name, value) = get(ProviderKey::Cidr)?;
+        let cidrs = parse_list::<IpNet>(&name, value, "is not a list of CIDRs")?;
+        let (name, value) = get(ProviderKey::Gateway)?;
+        let gateways = parse_list::<IpAddr>(&name, value, "is not a list of IP addresses")?;
+        let (_, logical_switch) = get(ProviderKey::LogicalSwitch)?;
+        let logical_router = annotations
+            .get(&provider_annotation(key, ProviderKey::LogicalRouter))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        Ok(Some(Self {
+            ips,
+            mac,
+            cidrs,
+            gateways,
+            logical_switch: logical_switch.to_owned(),
+            logical_router,
+        }))
+    }
+
+    /// Each address with its subnet's prefix length (`10.100.0.2/16`), as the
+    /// interface gets it.
+    pub fn addresses(&self) -> Vec<IpNet> {
+        self.ips
+            .iter()
+            .filter_map(|ip| {
+                let cidr = self.cidrs.iter().find(|c| c.contains(ip))?;
+                IpNet::new(*ip, cidr.prefix_len()).ok()
+            })
+            .collect()
+    }
+
+    /// The gateway of `ip`'s family.
+    pub fn gateway_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.gateways
+            .iter()
+            .copied()
+            .find(|g| g.is_ipv4() == ip.is_ipv4())
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> AllocationAnnotationError {
+    AllocationAnnotationError::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn parse_list<T: std::str::FromStr>(
+    key: &str,
+    value: &str,
+    reason: &str,
+) -> Result<Vec<T>, AllocationAnnotationError> {
+    value
+        .split(',')
+        .map(|part| part.trim().parse::<T>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| invalid(key, value, reason))
+}
+
+/// Rate limits of one attachment in Mbit/s (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachmentQos {
+    pub ingress_mbps: Option<u64>,
+    pub egress_mbps: Option<u64>,
+}
+
+/// QoS of attachment `key`: `<key>.kubernetes.io/ingress_rate|egress_rate`, else
+/// the pod-wide `ovn.kubernetes.io/ingress_rate|egress_rate`. `0` means unlimited.
+pub fn attachment_qos(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<AttachmentQos, AllocationAnnotationError> {
+    let rate = |own: ProviderKey, pod_wide: &str| {
+        let own = provider_annotation(key, own);
+        let Some((name, value)) = [own.as_str(), pod_wide].into_iter().find_map(|k| {
+            let v = annotations.get(k)?.trim();
+            (!v.is_empty()).then_some((k, v))
+        }) else {
+            return Ok(None);
+        };
+        let mbps: u64 = value
+            .parse()
+            .map_err(|_| invalid(name, value, "is not a whole number of Mbit/s"))?;
+        Ok((mbps > 0).then_some(mbps))
+    };
+    Ok(AttachmentQos {
+        ingress_mbps: rate(ProviderKey::IngressRate, POD_INGRESS_RATE)?,
+        egress_mbps: rate(ProviderKey::EgressRate, POD_EGRESS_RATE)?,
+    })
+}
+
+/// One extra route of `<key>.kubernetes.io/routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRoute {
+    /// Destination CIDR; absent means the default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+/// The extra routes of attachment `key` (empty when the annotation is absent).
+pub fn attachment_routes(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Vec<PodRoute>, AllocationAnnotationError> {
+    let name = provider_annotation(key, ProviderKey::Routes);
+    match annotations.get(&name).map(|v| v.trim()) {
+        None | Some("") => Ok(Vec::new()),
+        Some(value) => serde_json::from_str(value)
+            .map_err(|e| invalid(&name, value, &format!("is not a JSON route list: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "kube-ovn-vpc-network.default.ovn";
+
+    fn seed_allocation() -> AllocatedAttachment {
+        AllocatedAttachment {
+            ips: vec!["10.100.0.2".parse().unwrap()],
+            mac: "0a:58:0a:64:00:02".parse().unwrap(),
+            cidrs: vec!["10.100.0.0/16".parse().unwrap()],
+            gateways: vec!["10.100.0.1".parse().unwrap()],
+            logical_switch: "subnet-secondary".into(),
+            logical_router: Some("vpc-secondary".into()),
+        }
+    }
+
+    #[test]
+    fn written_annotations_read_back() {
+        let annotations = seed_allocation().to_annotations(KEY);
+        assert_eq!(
+            annotations[&format!("{KEY}.kubernetes.io/ip_address")],
+            "10.100.0.2"
+        );
+        assert_eq!(
+            annotations[&format!("{KEY}.kubernetes.io/cidr")],
+            "10.100.0.0/16"
+        );
+        assert_eq!(
+            annotations[&format!("{KEY}.kubernetes.io/gateway")],
+            "10.100.0.1"
+        );
+        assert_eq!(
+            annotations[&format!("{KEY}.kubernetes.io/logical_router")],
+            "vpc-secondary"
+        );
+        assert_eq!(
+            annotations[&format!("{KEY}.kubernetes.io/allocated")],
+            "true"
+        );
+        let back = AllocatedAttachment::from_annotations(&annotations, KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, seed_allocation());
+        assert_eq!(
+            back.addresses(),
+            ["10.100.0.2/16".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            back.gateway_for(back.ips[0]),
+            Some("10.100.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn dual_stack_round_trips() {
+        let mut allocation = seed_allocation();
+        allocation.ips.push("fd00::2".parse().unwrap());
+        allocation.cidrs.push("fd00::/64".parse().unwrap());
+        allocation.gateways.push("fd00::1".parse().unwrap());
+        let annotations = allocation.to_annotations(KEY);
+        assert_eq!(
+            annotations[&format!("{KEY}.kubernetes.io/ip_address")],
+            "10.100.0.2,fd00::2"
+        );
+        let back = AllocatedAttachment::from_annotations(&annotations, KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.addresses()[1].to_string(), "fd00::2/64");
+        assert_eq!(
+            back.gateway_for("fd00::2".parse().unwrap()),
+            Some("fd00::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn nothing_until_allocated_and_errors_name_the_key() {
+        let mut annotations = seed_allocation().to_annotations(KEY);
+        annotations.remove(&format!("{KEY}.kubernetes.io/allocated"));
+        assert_eq!(
+            AllocatedAttachment::from_annotations(&annotations, KEY),
+            Ok(None)
+        );
+
+        let mut annotations = seed_allocation().to_annotations(KEY);
+        annotations.remove(&format!("{KEY}.kubernetes.io/mac_address"));
+        let err = AllocatedAttachment::from_annotations(&annotations, KEY).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("annotation {KEY}.kubernetes.io/mac_address is missing although {KEY}.kubernetes.io/allocated is \"true\"")
+        );
+        let mut annotations = seed_allocation().to_annotations(KEY);
+        annotations.insert(format!("{KEY}.kubernetes.io/cidr"), "10.100.0.0".into());
+        let err = AllocatedAttachment::from_annotations(&annotations, KEY).unwrap_err();
+        assert!(err.to_string().contains("is not a list of CIDRs"), "{err}");
+    }
+
+    #[test]
+    fn seed_pod_wide_qos_applies_and_per_attachment_keys_override() {
+        let mut annotations = crate::api::seed::annotations(crate::api::seed::META_QOS);
+        let qos = attachment_qos(&annotations, KEY).unwrap();
+        assert_eq!(
+            qos,
+            AttachmentQos {
+                ingress_mbps: Some(1000),
+                egress_mbps: Some(1000)
+            }
+        );
+        annotations.insert(format!("{KEY}.kubernetes.io/egress_rate"), "50".into());
+        annotations.insert(format!("{KEY}.kubernetes.io/ingress_rate"), "0".into());
+        let qos = attachment_qos(&annotations, KEY).unwrap();
+        assert_eq!(
+            qos,
+            AttachmentQos {
+                ingress_mbps: None,
+                egress_mbps: Some(50)
+            }
+        );
+        annotations.insert(format!("{KEY}.kubernetes.io/egress_rate"), "fast".into());
+        let err = attachment_qos(&annotations, KEY).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("egress_rate: \"fast\" is not a whole number"),
+            "{err}"
+        );
+        assert_eq!(
+            attachment_qos(&BTreeMap::new(), KEY),
+            Ok(AttachmentQos::default())
+        );
+    }
+
+    #[test]
+    fn routes_parse() {
+        let mut annotations = BTreeMap::new();
+        assert_eq!(attachment_routes(&annotations, KEY), Ok(vec![]));
+        annotations.insert(
+            format!("{KEY}.kubernetes.io/routes"),
+            r#"[{"dst":"192.168.0.0/16","gw":"10.100.0.254"},{"gw":"10.100.0.1"}]"#.into(),
+        );
+        let routes = attachment_routes(&annotations, KEY).unwrap();
+        assert_eq!(routes[0].dst.as_deref(), Some("192.168.0.0/16"));
+        assert_eq!(routes[1].dst, None);
+        annotations.insert(format!("{KEY}.kubernetes.io/routes"), "[{".into());
+        assert!(attachment_routes(&annotations, KEY).is_err());
+    }
+}

@@ -1,0 +1,1211 @@
+//! Attachment planning for the pod controller (ARCHITECTURE.md "A secondary
+//! interface", steps 2–3 and the request half of step 4): from a pod's
+//! annotations, the NADs it names and the Subnets, decide for every kube-ovn
+//! network which provider, subnet, VPC, interface, static addresses, MAC and
+//! default route it gets — or why it cannot. Pure: no client, no IPAM; the
+//! controller feeds it reflector state and turns errors into pod Events.
+//!
+//! Decisions (also in the report to the lead):
+//! - The NAD config's `provider` must equal `<nad>.<nad-namespace>.ovn`.
+//! - Subnet: `<key>.kubernetes.io/logical_switch` (the attachment key, then the
+//!   base provider's key) names it; that subnet must exist and carry the
+//!   attachment's provider (a pin onto another provider's subnet is an error,
+//!   never a silent cross-wiring). Without the annotation, exactly one Subnet
+//!   with that provider must exist.
+//! - Static IPs, first found wins: the element's `ips`, the per-NIC
+//!   `<nad>.<ns>.kubernetes.io/ip_address.<iface>`, then
+//!   `<key>.kubernetes.io/ip_address` (which is also where the controller records
+//!   the allocation, so re-planning an allocated pod is stable). Each address must
+//!   lie in the subnet; a CIDR-form request's prefix must equal the subnet's; at
+//!   most one per family. Gateway, excluded and taken addresses are IPAM's checks.
+//! - MAC: element `mac`, per-NIC `mac_address.<iface>`, `<key>.kubernetes.io/mac_address`.
+//! - Default route: element `default-route` gateways, else
+//!   `<key>.kubernetes.io/default_route: "true"`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::api::annotations::{nic_annotation, NicKey, Provider, ProviderKey, NETWORKS};
+use crate::api::mac::MacAddress;
+use crate::api::nad::{parse_kube_ovn_config, NadConfigError};
+use crate::api::selection::{parse_networks, IpRequest, NetworkSelection, SelectionError};
+use crate::api::subnet::{Subnet, SubnetCidrError};
+
+/// The pod as the planner sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PodAttachmentInput<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+/// One subnet as the planner needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubnetEntry {
+    pub name: String,
+    /// `spec.provider`, `ovn` when unset.
+    pub provider: String,
+    pub vpc: Option<String>,
+    /// The CIDRs, or why the subnet has none usable.
+    pub cidrs: Result<Vec<IpNet>, SubnetCidrError>,
+}
+
+/// Subnets by name and by provider; build it once per batch of pods.
+#[derive(Debug, Clone, Default)]
+pub struct SubnetIndex {
+    by_name: HashMap<String, SubnetEntry>,
+    by_provider: HashMap<String, Vec<String>>,
+}
+
+impl SubnetIndex {
+    /// Indexes `subnets` (unnamed objects are ignored).
+    pub fn new<'a>(subnets: impl IntoIterator<Item = &'a Subnet>) -> Self {
+        let mut index = Self::default();
+        for subnet in subnets {
+            let Some(name) = subnet.metadata.name.clone() else {
+                continue;
+            };
+            let entry = SubnetEntry {
+                provider: subnet.provider().to_owned(),
+                vpc: subnet.spec.vpc.clone().filter(|v| !v.is_empty()),
+                cidrs: subnet.spec.cidrs(&name),
+                name: name.clone(),
+            };
+            index
+                .by_provider
+                .entry(entry.provider.clone())
+                .or_default()
+                .push(name.clone());
+            index.by_name.insert(name, entry);
+        }
+        for names in index.by_provider.values_mut() {
+            names.sort();
+        }
+        index
+    }
+
+    /// The subnet called `name`.
+    pub fn get(&self, name: &str) -> Option<&SubnetEntry> {
+        self.by_name.get(name)
+    }
+
+    /// Names of the subnets whose provider is `provider`, sorted.
+    pub fn for_provider(&self, provider: &str) -> &[String] {
+        self.by_provider.get(provider).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Where a static address or MAC request came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestSource {
+    /// The element's `ips` / `mac` in `k8s.v1.cni.cncf.io/networks`.
+    NetworkElement,
+    /// A pod annotation, by key.
+    Annotation(String),
+}
+
+impl fmt::Display for RequestSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NetworkElement => write!(f, "annotation {NETWORKS}"),
+            Self::Annotation(key) => write!(f, "annotation {key}"),
+        }
+    }
+}
+
+/// Everything the controller needs to allocate and wire one attachment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachmentPlan {
+    /// `ns/name` of the NAD.
+    pub network: String,
+    /// `<nad>.<ns>.ovn`: what the Subnet and the NAD config name.
+    pub provider: Provider,
+    /// The provider, or `<provider>.<ifname>` for the second and later
+    /// attachments of one NAD: prefix of this attachment's annotations.
+    pub key: Provider,
+    /// Logical_Switch_Port and IP CR name: `<pod>.<ns>.<key>`.
+    pub lsp_name: String,
+    pub subnet: String,
+    /// The subnet's VPC (Logical_Router), if it names one.
+    pub vpc: Option<String>,
+    /// The subnet's CIDRs (one per family).
+    pub cidrs: Vec<IpNet>,
+    /// Interface name in the pod.
+    pub interface: String,
+    /// Requested static addresses (empty: allocate dynamically).
+    pub ips: Vec<IpAddr>,
+    pub ips_source: Option<RequestSource>,
+    pub mac: Option<MacAddress>,
+    pub mac_source: Option<RequestSource>,
+    /// Whether this interface gets the pod's default route.
+    pub default_route: bool,
+    /// Gateways from the element's `default-route` (empty: the subnet gateway).
+    pub default_route_gateways: Vec<IpAddr>,
+}
+
+impl AttachmentPlan {
+    /// `<key>.kubernetes.io/<key>` for this attachment.
+    pub fn annotation(&self, key: ProviderKey) -> String {
+        self.key.annotation(key)
+    }
+}
+
+/// A network of the pod that belongs to another CNI plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedNetwork {
+    pub network: String,
+    pub interface: String,
+    /// The NAD's CNI `type` as found.
+    pub cni_type: String,
+}
+
+/// Why one network of a pod cannot be attached. Messages name the NAD, subnet
+/// and address so they can go straight into a pod Event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachmentError {
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
+    /// Retry when the NAD appears.
+    #[error("network {network}: NetworkAttachmentDefinition {network} not found")]
+    NadNotFound { network: String },
+    #[error("network {network}: {source}")]
+    NadConfig {
+        network: String,
+        source: NadConfigError,
+    },
+    #[error("network {network}: NAD provider {configured:?} must be {expected:?} (<nad>.<namespace>.ovn)")]
+    ProviderMismatch {
+        network: String,
+        configured: String,
+        expected: String,
+    },
+    #[error("network {network}: {reason}")]
+    InvalidProvider { network: String, reason: String },
+    #[error("network {network}: provider {provider} is not bound to any subnet")]
+    NoSubnet { network: String, provider: String },
+    #[error("network {network}: provider {provider} is bound to several subnets ({}); pick one with annotation {annotation}", subnets.join(", "))]
+    AmbiguousSubnet {
+        network: String,
+        provider: String,
+        subnets: Vec<String>,
+        annotation: String,
+    },
+    #[error(
+        "network {network}: subnet {subnet:?} named by annotation {annotation} does not exist"
+    )]
+    SubnetNotFound {
+        network: String,
+        subnet: String,
+        annotation: String,
+    },
+    #[error("network {network}: subnet {subnet:?} named by annotation {annotation} belongs to provider {subnet_provider}, not {provider}")]
+    SubnetProviderMismatch {
+        network: String,
+        subnet: String,
+        annotation: String,
+        subnet_provider: String,
+        provider: String,
+    },
+    #[error("network {network}: {source}")]
+    SubnetCidr {
+        network: String,
+        source: SubnetCidrError,
+    },
+    #[error("network {network}: {source_}: {value:?} is not an IP address list")]
+    InvalidStaticIp {
+        network: String,
+        source_: RequestSource,
+        value: String,
+    },
+    #[error(
+        "network {network}: static IP {ip} ({source_}) is outside subnet {subnet:?} ({cidrs})"
+    )]
+    StaticIpOutsideSubnet {
+        network: String,
+        subnet: String,
+        ip: String,
+        cidrs: String,
+        source_: RequestSource,
+    },
+    #[error("network {network}: static IP {ip} ({source_}) has prefix /{requested}, subnet {subnet:?} is {cidr}")]
+    StaticIpPrefixMismatch {
+        network: String,
+        subnet: String,
+        ip: String,
+        requested: u8,
+        cidr: IpNet,
+        source_: RequestSource,
+    },
+    #[error("network {network}: more than one static {family} address requested ({source_})")]
+    StaticIpSameFamily {
+        network: String,
+        family: &'static str,
+        source_: RequestSource,
+    },
+    #[error("network {network}: {source_}: {value:?} is not a usable MAC address")]
+    InvalidMac {
+        network: String,
+        source_: RequestSource,
+        value: String,
+    },
+}
+
+impl AttachmentError {
+    /// The Event reason (one CamelCase word) and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Selection(_) => "InvalidNetworksAnnotation",
+            Self::NadNotFound { .. } => "NetworkAttachmentDefinitionNotFound",
+            Self::NadConfig { .. } => "InvalidNetworkAttachmentDefinition",
+            Self::ProviderMismatch { .. } | Self::InvalidProvider { .. } => "ProviderMismatch",
+            Self::NoSubnet { .. } => "NoSubnetForProvider",
+            Self::AmbiguousSubnet { .. } => "AmbiguousSubnet",
+            Self::SubnetNotFound { .. } => "SubnetNotFound",
+            Self::SubnetProviderMismatch { .. } => "SubnetProviderMismatch",
+            Self::SubnetCidr { .. } => "InvalidSubnet",
+            Self::InvalidStaticIp { .. }
+            | Self::StaticIpOutsideSubnet { .. }
+            | Self::StaticIpPrefixMismatch { .. }
+            | Self::StaticIpSameFamily { .. } => "InvalidStaticIP",
+            Self::InvalidMac { .. } => "InvalidMAC",
+        }
+    }
+
+    /// The `ns/name` of the NAD the error is about (none for annotation errors).
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            Self::Selection(_) => None,
+            Self::NadNotFound { network }
+            | Self::NadConfig { network, .. }
+            | Self::ProviderMismatch { network, .. }
+            | Self::InvalidProvider { network, .. }
+            | Self::NoSubnet { network, .. }
+            | Self::AmbiguousSubnet { network, .. }
+            | Self::SubnetNotFound { network, .. }
+            | Self::SubnetProviderMismatch { network, .. }
+            | Self::SubnetCidr { network, .. }
+            | Self::InvalidStaticIp { network, .. }
+            | Self::StaticIpOutsideSubnet { network, .. }
+            | Self::StaticIpPrefixMismatch { network, .. }
+            | Self::StaticIpSameFamily { network, .. }
+            | Self::InvalidMac { network, .. } => Some(network),
+        }
+    }
+}
+
+/// The outcome for one pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodAttachments {
+    /// The kube-ovn attachments that can be allocated, in annotation order.
+    pub plans: Vec<AttachmentPlan>,
+    /// Networks of other plugins.
+    pub skipped: Vec<SkippedNetwork>,
+    /// Networks that cannot be attached.
+    pub errors: Vec<AttachmentError>,
+}
+
+impl PodAttachments {
+    /// All plans, or every error. Multus fails the pod's sandbox when any of its
+    /// networks fails, so allocating for the rest would only hold addresses.
+    pub fn into_result(self) -> Result<Vec<AttachmentPlan>, Vec<AttachmentError>> {
+        if self.errors.is_empty() {
+            Ok(self.plans)
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    /// Whether some error will go away by itself once a missing NAD appears.
+    pub fn waits_for_nad(&self) -> bool {
+        self.errors
+            .iter()
+            .any(|e| matches!(e, AttachmentError::NadNotFound { .. }))
+    }
+}
+
+/// Plans every kube-ovn attachment of `pod`. `nad_config(namespace, name)` returns
+/// the NAD's `spec.config`, or `None` when the NAD does not exist.
+pub fn plan_pod_attachments<F>(
+    pod: PodAttachmentInput<'_>,
+    nad_config: F,
+    subnets: &SubnetIndex,
+) -> PodAttachments
+where
+    F: Fn(&str, &str) -> Option<String>,
+{
+    let mut out = PodAttachments::default();
+    let Some(value) = pod.annotations.get(NETWORKS) else {
+        return out;
+    };
+    let selections = match parse_networks(value, pod.namespace) {
+        Ok(selections) => selections,
+        Err(e) => {
+            out.errors.push(e.into());
+            return out;
+        }
+    };
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for selection in &selections {
+        let network = selection.network_name();
+        let Some(config) = nad_config(&selection.namespace, &selection.name) else {
+            out.errors.push(AttachmentError::NadNotFound { network });
+            continue;
+        };
+        let conf = match parse_kube_ovn_config(&network, &config) {
+            Ok(conf) => conf,
+            Err(NadConfigError::NotKubeOvn { found, .. }) => {
+                out.skipped.push(SkippedNetwork {
+                    network,
+                    interface: selection.interface.clone(),
+                    cni_type: found,
+                });
+                continue;
+            }
+            Err(source) => {
+                out.errors
+                    .push(AttachmentError::NadConfig { network, source });
+                continue;
+            }
+        };
+        let occurrence = seen
+            .entry((selection.namespace.clone(), selection.name.clone()))
+            .or_insert(0);
+        *occurrence += 1;
+        match plan_one(pod, selection, &conf.provider, *occurrence > 1, subnets) {
+            Ok(plan) => out.plans.push(plan),
+            Err(e) => out.errors.push(e),
+        }
+    }
+    out
+}
+
+fn plan_one(
+    pod: PodAttachmentInput<'_>,
+    selection: &NetworkSelection,
+    configured_provider: &str,
+    repeated: bool,
+    subnets: &SubnetIndex,
+) -> Result<AttachmentPlan, AttachmentError> {
+    let network = selection.network_name();
+    let provider = Provider::for_nad(&selection.name, &selection.namespace).map_err(|e| {
+        AttachmentError::InvalidProvider {
+            network: network.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    if configured_provider != provider.as_str() {
+        return Err(AttachmentError::ProviderMismatch {
+            network,
+            configured: configured_provider.to_owned(),
+            expected: provider.to_string(),
+        });
+    }
+    let key = if repeated {
+        provider.with_interface(&selection.interface)
+    } else {
+        provider.clone()
+    };
+    let subnet = choose_subnet(pod, &network, &provider, &key, subnets)?;
+    let cidrs = subnet
+        .cidrs
+        .clone()
+        .map_err(|source| AttachmentError::SubnetCidr {
+            network: network.clone(),
+            source,
+        })?;
+
+    let (ips, ips_source) = match requested_ips(pod, selection, &network, &provider, &key)? {
+        Some((requests, source)) => {
+            let ips = check_static_ips(&network, &subnet.name, &cidrs, &requests, &source)?;
+            (ips, Some(source))
+        }
+        None => (Vec::new(), None),
+    };
+    let (mac, mac_source) = match requested_mac(pod, selection, &network, &provider, &key)? {
+        Some((mac, source)) => (Some(mac), Some(source)),
+        None => (None, None),
+    };
+    let default_route = !selection.default_route.is_empty()
+        || pod
+            .annotations
+            .get(&key.annotation(ProviderKey::DefaultRoute))
+            .is_some_and(|v| v.trim() == "true");
+
+    Ok(AttachmentPlan {
+        lsp_name: format!("{}.{}.{}", pod.name, pod.namespace, key),
+        network,
+        subnet: subnet.name.clone(),
+        vpc: subnet.vpc.clone(),
+        cidrs,
+        interface: selection.interface.clone(),
+        ips,
+        ips_source,
+        mac,
+        mac_source,
+        default_route,
+        default_route_gateways: selection.default_route.clone(),
+        provider,
+        key,
+    })
+}
+
+fn choose_subnet<'s>(
+    pod: PodAttachmentInput<'_>,
+    network: &str,
+    provider: &Provider,
+    key: &Provider,
+    subnets: &'s SubnetIndex,
+) -> Result<&'s SubnetEntry, AttachmentError> {
+    let pinned = [key, provider].into_iter().find_map(|p| {
+        let annotation = p.annotation(ProviderKey::LogicalSwitch);
+        let value = pod.annotations.get(&annotation)?.trim();
+        (!value.is_empty()).then(|| (annotation, value.to_owned()))
+    });
+    if let Some((annotation, name)) = pinned {
+        let subnet = subnets
+            .get(&name)
+            .ok_or_else(|| AttachmentError::SubnetNotFound {
+                network: network.to_owned(),
+                subnet: name.clone(),
+                annotation: annotation.clone(),
+            })?;
+        if subnet.provider != provider.as_str() {
+            return Err(AttachmentError::SubnetProviderMismatch {
+                network: network.to_owned(),
+                subnet: name,
+                annotation,
+                subnet_provider: subnet.provider.clone(),
+                provider: provider.to_string(),
+            });
+        }
+        return Ok(subnet);
+    }
+    match subnets.for_provider(provider.as_str()) {
+        [] => Err(AttachmentError::NoSubnet {
+            network: network.to_owned(),
+            provider: provider.to_string(),
+        }),
+        [only] => Ok(subnets
+            .get(only)
+            .expect("the provider index only names indexed subnets")),
+        several => Err(AttachmentError::AmbiguousSubnet {
+            network: network.to_owned(),
+            provider: provider.to_string(),
+            subnets: several.to_vec(),
+            annotation: key.annotation(ProviderKey::LogicalSwitch),
+        }),
+    }
+}
+
+/// The first non-empty annotation among `keys`, with its key.
+fn first_annotation<'p>(
+    pod: PodAttachmentInput<'p>,
+    keys: impl IntoIterator<Item = String>,
+) -> Option<(String, &'p str)> {
+    keys.into_iter().find_map(|k| {
+        let value = pod.annotations.get(&k)?.trim();
+        (!value.is_empty()).then_some((k, value))
+    })
+}
+
+type Requested<T> = Option<(T, RequestSource)>;
+
+fn requested_ips(
+    pod: PodAttachmentInput<'_>,
+    selection: &NetworkSelection,
+    network: &str,
+    provider: &Provider,
+    key: &Provider,
+) -> Result<Requested<Vec<IpRequest>>, AttachmentError> {
+    if !selection.ips.is_empty() {
+        return Ok(Some((selection.ips.clone(), RequestSource::NetworkElement)));
+    }
+    let keys = [
+        nic_annotation(
+            provider.nad(),
+            provider.namespace(),
+            NicKey::IpAddress,
+            &selection.interface,
+        ),
+        key.annotation(ProviderKey::IpAddress),
+    ];
+    let Some((annotation, value)) = first_annotation(pod, keys) else {
+        return Ok(None);
+    };
+    let source = RequestSource::Annotation(annotation);
+    let requests = value
+        .split(',')
+        .map(|part| part.parse::<IpRequest>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| AttachmentError::InvalidStaticIp {
+            network: network.to_owned(),
+            source_: source.clone(),
+            value: value.to_owned(),
+        })?;
+    Ok(Some((requests, source)))
+}
+
+fn check_static_ips(
+    network: &str,
+    subnet: &str,
+    cidrs: &[IpNet],
+    requests: &[IpRequest],
+    source: &RequestSource,
+) -> Result<Vec<IpAddr>, AttachmentError> {
+    let mut ips: Vec<IpAddr> = Vec::with_capacity(requests.len());
+    for request in requests {
+        let Some(cidr) = cidrs.iter().find(|c| c.contains(&request.address)) else {
+            return Err(AttachmentError::StaticIpOutsideSubnet {
+                network: network.to_owned(),
+                subnet: subnet.to_owned(),
+                ip: request.to_string(),
+                cidrs: cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                source_: source.clone(),
+            });
+        };
+        if let Some(requested) = request.prefix_len.filter(|p| *p != cidr.prefix_len()) {
+            return Err(AttachmentError::StaticIpPrefixMismatch {
+                network: network.to_owned(),
+                subnet: subnet.to_owned(),
+                ip: request.to_string(),
+                requested,
+                cidr: *cidr,
+                source_: source.clone(),
+            });
+        }
+        if ips
+            .iter()
+            .any(|ip| ip.is_ipv4() == request.address.is_ipv4())
+        {
+            return Err(AttachmentError::StaticIpSameFamily {
+                network: network.to_owned(),
+                family: if request.address.is_ipv4() {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                },
+                source_: source.clone(),
+            });
+        }
+        ips.push(request.address);
+    }
+    Ok(ips)
+}
+
+fn requested_mac(
+    pod: PodAttachmentInput<'_>,
+    selection: &NetworkSelection,
+    network: &str,
+    provider: &Provider,
+    key: &Provider,
+) -> Result<Requested<MacAddress>, AttachmentError> {
+    let (mac, source, text) = match selection.mac {
+        Some(mac) => (Ok(mac), RequestSource::NetworkElement, mac.to_string()),
+        None => {
+            let keys = [
+                nic_annotation(
+                    provider.nad(),
+                    provider.namespace(),
+                    NicKey::MacAddress,
+                    &selection.interface,
+                ),
+                key.annotation(ProviderKey::MacAddress),
+            ];
+            let Some((annotation, value)) = first_annotation(pod, keys) else {
+                return Ok(None);
+            };
+            (
+                value.parse::<MacAddress>(),
+                RequestSource::Annotation(annotation),
+                value.to_owned(),
+            )
+        }
+    };
+    match mac {
+        Ok(mac) if !mac.is_multicast() => Ok(Some((mac, source))),
+        _ => Err(AttachmentError::InvalidMac {
+            network: network.to_owned(),
+            source_: source,
+            value: text,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::annotations::NETWORKS;
+    use crate::api::nad::NetworkAttachmentDefinition;
+    use crate::api::seed;
+    use crate::api::subnet::SubnetSpec;
+
+    /// The seed's NAD plus kube-ovn NADs `<name>` in `default` with the right provider.
+    fn nads(extra: &[&str]) -> HashMap<(String, String), String> {
+        let seed_nad: NetworkAttachmentDefinition = seed::document(seed::NAD);
+        let mut nads = HashMap::from([(
+            ("default".to_owned(), "kube-ovn-vpc-network".to_owned()),
+            seed_nad.spec.config,
+        )]);
+        for name in extra {
+            nads.insert(
+                ("default".into(), (*name).into()),
+                kube_ovn_config(name, "default"),
+            );
+        }
+        nads
+    }
+
+    fn kube_ovn_config(name: &str, namespace: &str) -> String {
+        format!(
+            r#"{{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/run/openvswitch/kube-ovn-daemon.sock","provider":"{name}.{namespace}.ovn"}}"#
+        )
+    }
+
+    fn lookup(
+        nads: &HashMap<(String, String), String>,
+    ) -> impl Fn(&str, &str) -> Option<String> + '_ {
+        |ns, name| nads.get(&(ns.to_owned(), name.to_owned())).cloned()
+    }
+
+    fn seed_subnet() -> Subnet {
+        seed::documents::<serde_yaml::Value>(seed::VPC_SUBNET)
+            .into_iter()
+            .find(|d| d["kind"] == "Subnet")
+            .map(|d| serde_yaml::from_value(d).unwrap())
+            .unwrap()
+    }
+
+    fn subnet(name: &str, provider: &str, vpc: &str, cidr: &str) -> Subnet {
+        Subnet::new(
+            name,
+            SubnetSpec {
+                provider: Some(provider.into()),
+                vpc: Some(vpc.into()),
+                cidr_block: Some(cidr.into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn plan(
+        pod: &str,
+        annotations: &BTreeMap<String, String>,
+        nads: &HashMap<(String, String), String>,
+        subnets: &[Subnet],
+    ) -> PodAttachments {
+        let input = PodAttachmentInput {
+            name: pod,
+            namespace: "default",
+            annotations,
+        };
+        plan_pod_attachments(input, lookup(nads), &SubnetIndex::new(subnets))
+    }
+
+    fn networks(value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(NETWORKS.to_owned(), value.to_owned())])
+    }
+
+    fn only_error(out: PodAttachments) -> AttachmentError {
+        assert!(out.plans.is_empty(), "unexpected plans {:?}", out.plans);
+        let mut errors = out.errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors.remove(0)
+    }
+
+    #[test]
+    fn seed_pod_gets_net1_on_the_seed_subnet() {
+        let pod: k8s_openapi::api::core::v1::Pod = seed::document(seed::POD_MULTI_NETWORK);
+        let annotations = pod.metadata.annotations.unwrap();
+        let out = plan(
+            "multi-network-pod",
+            &annotations,
+            &nads(&[]),
+            &[seed_subnet()],
+        );
+        let plans = out.into_result().unwrap();
+        assert_eq!(plans.len(), 1);
+        let p = &plans[0];
+        assert_eq!(p.network, "default/kube-ovn-vpc-network");
+        assert_eq!(p.provider.as_str(), "kube-ovn-vpc-network.default.ovn");
+        assert_eq!(p.key, p.provider);
+        assert_eq!(
+            p.lsp_name,
+            "multi-network-pod.default.kube-ovn-vpc-network.default.ovn"
+        );
+        assert_eq!(p.subnet, "subnet-secondary");
+        assert_eq!(p.vpc.as_deref(), Some("vpc-secondary"));
+        assert_eq!(p.cidrs, ["10.100.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(p.interface, "net1");
+        assert!(p.ips.is_empty() && p.mac.is_none() && !p.default_route);
+        assert_eq!(
+            p.annotation(ProviderKey::IpAddress),
+            "kube-ovn-vpc-network.default.ovn.kubernetes.io/ip_address"
+        );
+    }
+
+    #[test]
+    fn seed_static_ip_in_cidr_form_is_requested_bare() {
+        // The seed's static-IP fragment names NAD default/kube-ovn-network.
+        let annotations = seed::annotations(seed::META_STATIC_IP);
+        let nads = nads(&["kube-ovn-network"]);
+        let subnets = [subnet(
+            "s",
+            "kube-ovn-network.default.ovn",
+            "vpc-secondary",
+            "10.100.0.0/16",
+        )];
+        let plans = plan("static", &annotations, &nads, &subnets)
+            .into_result()
+            .unwrap();
+        assert_eq!(plans[0].ips, ["10.100.0.100".parse::<IpAddr>().unwrap()]);
+        assert_eq!(plans[0].ips_source, Some(RequestSource::NetworkElement));
+    }
+
+    #[test]
+    fn seed_json_lists_give_net1_and_net2_on_different_subnets() {
+        let nads = nads(&[
+            "public-network",
+            "internal-network",
+            "kube-ovn-network-1",
+            "kube-ovn-network-2",
+        ]);
+        let subnets = [
+            subnet(
+                "public",
+                "public-network.default.ovn",
+                "vpc-a",
+                "10.1.0.0/24",
+            ),
+            subnet(
+                "internal",
+                "internal-network.default.ovn",
+                "vpc-a",
+                "10.2.0.0/24",
+            ),
+            subnet(
+                "one",
+                "kube-ovn-network-1.default.ovn",
+                "vpc-b",
+                "10.3.0.0/24",
+            ),
+            subnet(
+                "two",
+                "kube-ovn-network-2.default.ovn",
+                "vpc-b",
+                "10.4.0.0/24",
+            ),
+        ];
+        let frontend: k8s_openapi::api::core::v1::Pod = seed::document(seed::POD_FRONTEND);
+        for (annotations, want) in [
+            (
+                frontend.metadata.annotations.unwrap(),
+                [("net1", "public"), ("net2", "internal")],
+            ),
+            (
+                seed::annotations(seed::META_MULTIPLE_PROVIDERS),
+                [("net1", "one"), ("net2", "two")],
+            ),
+        ] {
+            let plans = plan("frontend", &annotations, &nads, &subnets)
+                .into_result()
+                .unwrap();
+            let got: Vec<_> = plans
+                .iter()
+                .map(|p| (p.interface.as_str(), p.subnet.as_str()))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn seed_tenants_land_in_their_own_vpcs() {
+        let nads = nads(&["tenant-a-network", "tenant-b-network"]);
+        let subnets = [
+            subnet(
+                "tenant-a",
+                "tenant-a-network.default.ovn",
+                "vpc-a",
+                "10.10.0.0/24",
+            ),
+            subnet(
+                "tenant-b",
+                "tenant-b-network.default.ovn",
+                "vpc-b",
+                "10.10.0.0/24",
+            ),
+        ];
+        let pods: Vec<k8s_openapi::api::core::v1::Pod> = seed::documents(seed::PODS_TENANTS);
+        let vpcs: Vec<_> = pods
+            .iter()
+            .map(|pod| {
+                let name = pod.metadata.name.as_deref().unwrap();
+                let annotations = pod.metadata.annotations.clone().unwrap();
+                let plans = plan(name, &annotations, &nads, &subnets)
+                    .into_result()
+                    .unwrap();
+                plans[0].vpc.clone().unwrap()
+            })
+            .collect();
+        assert_eq!(vpcs, ["vpc-a", "vpc-b"]);
+    }
+
+    #[test]
+    fn same_nad_twice_keys_later_attachments_on_the_interface() {
+        let annotations =
+            networks("default/kube-ovn-vpc-network,default/kube-ovn-vpc-network@extra");
+        let plans = plan("p", &annotations, &nads(&[]), &[seed_subnet()])
+            .into_result()
+            .unwrap();
+        assert_eq!(plans[0].key.as_str(), "kube-ovn-vpc-network.default.ovn");
+        assert_eq!(
+            plans[0].lsp_name,
+            "p.default.kube-ovn-vpc-network.default.ovn"
+        );
+        assert_eq!(
+            plans[1].key.as_str(),
+            "kube-ovn-vpc-network.default.ovn.extra"
+        );
+        assert_eq!(
+            plans[1].provider.as_str(),
+            "kube-ovn-vpc-network.default.ovn"
+        );
+        assert_eq!(
+            plans[1].lsp_name,
+            "p.default.kube-ovn-vpc-network.default.ovn.extra"
+        );
+        assert_eq!(plans[1].interface, "extra");
+        assert_eq!(plans[1].subnet, "subnet-secondary");
+    }
+
+    #[test]
+    fn annotations_request_ips_macs_and_default_route_per_attachment() {
+        let mut annotations = networks("kube-ovn-vpc-network,kube-ovn-vpc-network");
+        let p = "kube-ovn-vpc-network.default.ovn";
+        annotations.insert(format!("{p}.kubernetes.io/ip_address"), "10.100.0.7".into());
+        annotations.insert(
+            format!("{p}.kubernetes.io/mac_address"),
+            "0A:58:0A:64:00:07".into(),
+        );
+        annotations.insert(format!("{p}.kubernetes.io/default_route"), "true".into());
+        // Per-NIC keys (no `.ovn`) win over the provider keys for that interface.
+        annotations.insert(
+            "kube-ovn-vpc-network.default.kubernetes.io/ip_address.net2".into(),
+            "10.100.0.8/16".into(),
+        );
+        annotations.insert(
+            "kube-ovn-vpc-network.default.kubernetes.io/mac_address.net2".into(),
+            "0a:58:0a:64:00:08".into(),
+        );
+        let plans = plan("p", &annotations, &nads(&[]), &[seed_subnet()])
+            .into_result()
+            .unwrap();
+        assert_eq!(plans[0].ips, ["10.100.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            plans[0].ips_source,
+            Some(RequestSource::Annotation(format!(
+                "{p}.kubernetes.io/ip_address"
+            )))
+        );
+        assert_eq!(plans[0].mac.unwrap().to_string(), "0a:58:0a:64:00:07");
+        assert!(plans[0].default_route);
+        assert_eq!(plans[1].ips, ["10.100.0.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(plans[1].mac.unwrap().to_string(), "0a:58:0a:64:00:08");
+        // `default_route` was set for the first attachment's key only.
+        assert!(!plans[1].default_route);
+    }
+
+    #[test]
+    fn element_requests_win_over_annotations() {
+        let mut annotations = networks(
+            r#"[{"name":"kube-ovn-vpc-network","ips":["10.100.0.9"],"mac":"0a:58:0a:64:00:09","default-route":["10.100.0.1"]}]"#,
+        );
+        annotations.insert(
+            "kube-ovn-vpc-network.default.ovn.kubernetes.io/ip_address".into(),
+            "10.100.0.7".into(),
+        );
+        let plans = plan("p", &annotations, &nads(&[]), &[seed_subnet()])
+            .into_result()
+            .unwrap();
+        assert_eq!(plans[0].ips, ["10.100.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(plans[0].mac_source, Some(RequestSource::NetworkElement));
+        assert!(plans[0].default_route);
+        assert_eq!(
+            plans[0].default_route_gateways,
+            ["10.100.0.1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn dual_stack_static_ips() {
+        let nads = nads(&["ds"]);
+        let subnets = [subnet("ds", "ds.default.ovn", "v", "10.0.0.0/24,fd00::/64")];
+        let plans = plan(
+            "p",
+            &networks(r#"[{"name":"ds","ips":["10.0.0.5/24","fd00::5"]}]"#),
+            &nads,
+            &subnets,
+        )
+        .into_result()
+        .unwrap();
+        assert_eq!(plans[0].ips.len(), 2);
+        let err = only_error(plan(
+            "p",
+            &networks(r#"[{"name":"ds","ips":["10.0.0.5","10.0.0.6"]}]"#),
+            &nads,
+            &subnets,
+        ));
+        assert_eq!(err.reason(), "InvalidStaticIP");
+        assert!(
+            err.to_string().contains("more than one static IPv4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn logical_switch_annotation_picks_among_several_subnets() {
+        let subnets = [
+            seed_subnet(),
+            subnet(
+                "subnet-other",
+                "kube-ovn-vpc-network.default.ovn",
+                "vpc-secondary",
+                "10.101.0.0/16",
+            ),
+        ];
+        let mut annotations = networks("default/kube-ovn-vpc-network");
+        let err = only_error(plan("p", &annotations, &nads(&[]), &subnets));
+        assert_eq!(err.reason(), "AmbiguousSubnet");
+        assert_eq!(
+            err.to_string(),
+            "network default/kube-ovn-vpc-network: provider kube-ovn-vpc-network.default.ovn is bound to several subnets (subnet-other, subnet-secondary); pick one with annotation kube-ovn-vpc-network.default.ovn.kubernetes.io/logical_switch"
+        );
+        annotations.insert(
+            "kube-ovn-vpc-network.default.ovn.kubernetes.io/logical_switch".into(),
+            "subnet-other".into(),
+        );
+        let plans = plan("p", &annotations, &nads(&[]), &subnets)
+            .into_result()
+            .unwrap();
+        assert_eq!(plans[0].subnet, "subnet-other");
+    }
+
+    #[test]
+    fn missing_nad_is_a_distinct_retryable_error() {
+        let out = plan("p", &networks("default/nope"), &nads(&[]), &[seed_subnet()]);
+        assert!(out.waits_for_nad());
+        let err = only_error(out);
+        assert_eq!(
+            err,
+            AttachmentError::NadNotFound {
+                network: "default/nope".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "network default/nope: NetworkAttachmentDefinition default/nope not found"
+        );
+        assert_eq!(err.reason(), "NetworkAttachmentDefinitionNotFound");
+        assert_eq!(err.network(), Some("default/nope"));
+    }
+
+    #[test]
+    fn other_plugins_nads_are_skipped() {
+        let mut nads = nads(&[]);
+        nads.insert(
+            ("default".into(), "macvlan".into()),
+            r#"{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}"#.into(),
+        );
+        let out = plan(
+            "p",
+            &networks("macvlan,kube-ovn-vpc-network"),
+            &nads,
+            &[seed_subnet()],
+        );
+        assert_eq!(
+            out.skipped,
+            [SkippedNetwork {
+                network: "default/macvlan".into(),
+                interface: "net1".into(),
+                cni_type: "macvlan".into()
+            }]
+        );
+        let plans = out.into_result().unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].interface, "net2");
+    }
+
+    #[test]
+    fn malformed_nad_config_is_reported_on_the_pod() {
+        let mut nads = nads(&[]);
+        nads.insert(("default".into(), "broken".into()), "{ not json".into());
+        let err = only_error(plan("p", &networks("broken"), &nads, &[seed_subnet()]));
+        assert_eq!(err.reason(), "InvalidNetworkAttachmentDefinition");
+        assert!(
+            err.to_string().starts_with(
+                "network default/broken: NAD default/broken: spec.config is not valid JSON"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn provider_must_match_the_nad_identity() {
+        let mut nads = nads(&[]);
+        nads.insert(
+            ("default".into(), "renamed".into()),
+            kube_ovn_config("kube-ovn-vpc-network", "default"),
+        );
+        let err = only_error(plan("p", &networks("renamed"), &nads, &[seed_subnet()]));
+        assert_eq!(
+            err.to_string(),
+            "network default/renamed: NAD provider \"kube-ovn-vpc-network.default.ovn\" must be \"renamed.default.ovn\" (<nad>.<namespace>.ovn)"
+        );
+        assert_eq!(err.reason(), "ProviderMismatch");
+    }
+
+    #[test]
+    fn provider_without_subnet() {
+        let err = only_error(plan(
+            "p",
+            &networks("kube-ovn-vpc-network"),
+            &nads(&[]),
+            &[],
+        ));
+        assert_eq!(
+            err.to_string(),
+            "network default/kube-ovn-vpc-network: provider kube-ovn-vpc-network.default.ovn is not bound to any subnet"
+        );
+        assert_eq!(err.reason(), "NoSubnetForProvider");
+    }
+
+    #[test]
+    fn pinned_subnet_must_exist_and_carry_the_provider() {
+        let key = "kube-ovn-vpc-network.default.ovn.kubernetes.io/logical_switch";
+        let subnets = [
+            seed_subnet(),
+            subnet("foreign", "other.default.ovn", "v", "10.9.0.0/24"),
+        ];
+        let mut annotations = networks("kube-ovn-vpc-network");
+        annotations.insert(key.into(), "ghost".into());
+        let err = only_error(plan("p", &annotations, &nads(&[]), &subnets));
+        assert_eq!(
+            err.to_string(),
+            format!("network default/kube-ovn-vpc-network: subnet \"ghost\" named by annotation {key} does not exist")
+        );
+        annotations.insert(key.into(), "foreign".into());
+        let err = only_error(plan("p", &annotations, &nads(&[]), &subnets));
+        assert_eq!(err.reason(), "SubnetProviderMismatch");
+        assert!(
+            err.to_string().contains(
+                "belongs to provider other.default.ovn, not kube-ovn-vpc-network.default.ovn"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn static_ip_outside_the_subnet_or_with_another_prefix() {
+        let err = only_error(plan(
+            "p",
+            &networks(r#"[{"name":"kube-ovn-vpc-network","ips":["10.200.0.100"]}]"#),
+            &nads(&[]),
+            &[seed_subnet()],
+        ));
+        assert_eq!(
+            err.to_string(),
+            "network default/kube-ovn-vpc-network: static IP 10.200.0.100 (annotation k8s.v1.cni.cncf.io/networks) is outside subnet \"subnet-secondary\" (10.100.0.0/16)"
+        );
+        let err = only_error(plan(
+            "p",
+            &networks(r#"[{"name":"kube-ovn-vpc-network","ips":["10.100.0.100/24"]}]"#),
+            &nads(&[]),
+            &[seed_subnet()],
+        ));
+        assert_eq!(
+            err.to_string(),
+            "network default/kube-ovn-vpc-network: static IP 10.100.0.100/24 (annotation k8s.v1.cni.cncf.io/networks) has prefix /24, subnet \"subnet-secondary\" is 10.100.0.0/16"
+        );
+    }
+
+    #[test]
+    fn bad_annotation_addresses_and_macs() {
+        let p = "kube-ovn-vpc-network.default.ovn";
+        let mut annotations = networks("kube-ovn-vpc-network");
+        annotations.insert(format!("{p}.kubernetes.io/ip_address"), "10.100.0.x".into());
+        let err = only_error(plan("p", &annotations, &nads(&[]), &[seed_subnet()]));
+        assert_eq!(
+            err.to_string(),
+            format!("network default/kube-ovn-vpc-network: annotation {p}.kubernetes.io/ip_address: \"10.100.0.x\" is not an IP address list")
+        );
+        let mut annotations = networks("kube-ovn-vpc-network");
+        annotations.insert(
+            format!("{p}.kubernetes.io/mac_address"),
+            "01:00:5e:00:00:01".into(),
+        );
+        let err = only_error(plan("p", &annotations, &nads(&[]), &[seed_subnet()]));
+        assert_eq!(err.reason(), "InvalidMAC");
+        assert!(err.to_string().contains("01:00:5e:00:00:01"), "{err}");
+    }
+
+    #[test]
+    fn subnet_without_cidr_is_reported() {
+        let broken = Subnet::new(
+            "subnet-secondary",
+            SubnetSpec {
+                provider: Some("kube-ovn-vpc-network.default.ovn".into()),
+                ..Default::default()
+            },
+        );
+        let err = only_error(plan(
+            "p",
+            &networks("kube-ovn-vpc-network"),
+            &nads(&[]),
+            &[broken],
+        ));
+        assert_eq!(err.reason(), "InvalidSubnet");
+        assert!(
+            err.to_string()
+                .contains("subnet \"subnet-secondary\": spec.cidrBlock (or spec.cidr) is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_networks_annotation_is_one_error() {
+        let err = only_error(plan(
+            "p",
+            &networks(r#"[{"name": "#),
+            &nads(&[]),
+            &[seed_subnet()],
+        ));
+        assert_eq!(err.reason(), "InvalidNetworksAnnotation");
+        assert_eq!(err.network(), None);
+    }
+
+    #[test]
+    fn one_bad_network_does_not_hide_the_good_ones() {
+        let out = plan(
+            "p",
+            &networks("nope,kube-ovn-vpc-network"),
+            &nads(&[]),
+            &[seed_subnet()],
+        );
+        assert_eq!(out.plans.len(), 1);
+        assert_eq!(out.plans[0].interface, "net2");
+        assert_eq!(out.errors.len(), 1);
+        assert!(out.into_result().is_err());
+    }
+
+    #[test]
+    fn pods_without_networks_plan_nothing() {
+        let out = plan("p", &BTreeMap::new(), &nads(&[]), &[seed_subnet()]);
+        assert_eq!(out, PodAttachments::default());
+    }
+}
