@@ -1,1 +1,23 @@
 //! IP address management: the pure allocator and its sled store.
+//!
+//! - `addr`: address arithmetic, the interval set, `MacAddr`.
+//! - `subnet`: `SubnetSpec` (as the CRDs write it) and its parsed layout.
+//! - `allocator`: the pure allocator (no I/O).
+//! - `store`: `Ipam`, the allocator behind a lock, persisted in sled with
+//!   group commit; what the operator holds.
+//! - `error`: `IpamError`.
+
+mod addr;
+mod allocator;
+mod error;
+mod store;
+mod subnet;
+
+pub use addr::{Family, MacAddr};
+pub use allocator::{
+    Allocation, AllocationRequest, Allocator, Conflict, CursorRecord, FamilyUsage, ReconcileReport,
+    Release, Released, SubnetChange, SubnetView, Usage,
+};
+pub use error::IpamError;
+pub use store::{CommitMode, Ipam, OpenReport};
+pub use subnet::{gateway_mac, SubnetSpec};
