@@ -1,0 +1,743 @@
+//! OVN_Northbound in domain words, for the operator: routers, switches, the
+//! router-port pair between them, logical switch ports (one per pod
+//! attachment), port groups. `NbTxn` gathers any number of these into one
+//! transaction; the methods of `Northbound` are one-operation transactions.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tracing::debug;
+
+use super::{is_conflict, Error, Result};
+use crate::ovsdb::model::nb::{
+    LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
+};
+use crate::ovsdb::{
+    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Row, Table, TableSpec,
+    Uuid, Value,
+};
+
+pub const DATABASE: &str = "OVN_Northbound";
+/// The `external_ids` key naming a port's pod (`<ns>/<pod>`).
+pub const POD_KEY: &str = "pod";
+/// Attempts when a concurrent writer makes a planned transaction fail.
+const ATTEMPTS: usize = 3;
+
+type Map = BTreeMap<String, String>;
+
+/// A logical switch port for one pod attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LspSpec {
+    /// `<pod>.<ns>.<provider>`.
+    pub name: String,
+    /// The logical switch (subnet) it belongs to.
+    pub switch: String,
+    pub mac: String,
+    /// Bare addresses (no prefix length), one per family.
+    pub ips: Vec<String>,
+    /// Restrict traffic to `mac` and `ips`.
+    pub port_security: bool,
+    pub external_ids: Map,
+}
+
+impl LspSpec {
+    /// The `addresses` column: `["<mac> <ip> …"]`.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut a = self.mac.clone();
+        for ip in &self.ips {
+            a.push(' ');
+            a.push_str(ip);
+        }
+        vec![a]
+    }
+}
+
+/// Router port `<router>-<switch>` and switch port `<switch>-<router>`.
+pub fn router_port_names(router: &str, switch: &str) -> (String, String) {
+    (format!("{router}-{switch}"), format!("{switch}-{router}"))
+}
+
+/// The operator's connection to OVN_Northbound.
+#[derive(Clone)]
+pub struct Northbound {
+    client: Client,
+}
+
+impl Northbound {
+    /// The tables (and indexes) the operations need.
+    pub fn tables() -> Vec<TableSpec> {
+        vec![
+            TableSpec::of::<LogicalSwitch>().index(IndexSpec::column("name")),
+            TableSpec::of::<LogicalSwitchPort>().index(IndexSpec::map_key("external_ids", POD_KEY)),
+            TableSpec::of::<LogicalRouter>().index(IndexSpec::column("name")),
+            TableSpec::of::<LogicalRouterPort>(),
+            TableSpec::of::<PortGroup>(),
+        ]
+    }
+
+    pub async fn connect(endpoint: &str) -> Result<Northbound> {
+        Self::connect_with(endpoint, ClientOptions::new(Self::tables())).await
+    }
+
+    pub async fn connect_with(endpoint: &str, options: ClientOptions) -> Result<Northbound> {
+        Ok(Northbound {
+            client: Client::connect(endpoint, DATABASE, options).await?,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A transaction to fill with domain operations and `commit` once.
+    pub fn txn(&self) -> NbTxn<'_> {
+        NbTxn::new(self)
+    }
+
+    /// Plans with `plan` and commits; replans (up to 3 times) when a
+    /// concurrent writer got there first. Returns whether anything was written.
+    pub async fn apply(&self, plan: impl Fn(&mut NbTxn<'_>) -> Result<()>) -> Result<bool> {
+        let mut attempt = 1;
+        loop {
+            let mut txn = self.txn();
+            plan(&mut txn)?;
+            match txn.commit().await {
+                Err(e) if attempt < ATTEMPTS && is_conflict(&e) => {
+                    debug!(error = %e, attempt, "concurrent NB change, replanning");
+                    attempt += 1;
+                    self.client.sync().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn ensure_router(&self, name: &str, external_ids: &Map) -> Result<bool> {
+        self.apply(|t| t.ensure_router(name, external_ids)).await
+    }
+
+    pub async fn ensure_switch(&self, name: &str, external_ids: &Map) -> Result<bool> {
+        self.apply(|t| t.ensure_switch(name, external_ids)).await
+    }
+
+    pub async fn ensure_router_port_pair(
+        &self,
+        router: &str,
+        switch: &str,
+        gateway_cidr: &str,
+        mac: &str,
+    ) -> Result<bool> {
+        self.apply(|t| t.ensure_router_port_pair(router, switch, gateway_cidr, mac))
+            .await
+    }
+
+    pub async fn delete_switch(&self, name: &str) -> Result<bool> {
+        self.apply(|t| t.delete_switch(name)).await
+    }
+
+    pub async fn delete_router(&self, name: &str) -> Result<bool> {
+        self.apply(|t| t.delete_router(name)).await
+    }
+
+    pub async fn ensure_logical_switch_port(&self, spec: &LspSpec) -> Result<bool> {
+        self.apply(|t| t.ensure_logical_switch_port(spec)).await
+    }
+
+    pub async fn delete_logical_switch_port(&self, name: &str) -> Result<bool> {
+        self.apply(|t| t.delete_logical_switch_port(name)).await
+    }
+
+    pub async fn ensure_port_group(&self, name: &str, external_ids: &Map) -> Result<bool> {
+        self.apply(|t| t.ensure_port_group(name, external_ids))
+            .await
+    }
+
+    pub async fn delete_port_group(&self, name: &str) -> Result<bool> {
+        self.apply(|t| t.delete_port_group(name)).await
+    }
+
+    pub async fn add_ports_to_group(&self, group: &str, ports: &[&str]) -> Result<bool> {
+        self.apply(|t| t.add_ports_to_group(group, ports)).await
+    }
+
+    pub async fn remove_ports_from_group(&self, group: &str, ports: &[&str]) -> Result<bool> {
+        self.apply(|t| t.remove_ports_from_group(group, ports))
+            .await
+    }
+
+    /// The logical switch ports of a pod (`<ns>/<pod>`), from the cache.
+    pub fn ports_by_pod(&self, pod: &str) -> Result<Vec<LogicalSwitchPort>> {
+        Ok(self
+            .client
+            .find(&IndexSpec::map_key("external_ids", POD_KEY), pod)?)
+    }
+
+    pub fn switch(&self, name: &str) -> Result<Option<LogicalSwitch>> {
+        one(&self.client, "logical switch", name)
+    }
+
+    pub fn router(&self, name: &str) -> Result<Option<LogicalRouter>> {
+        one(&self.client, "logical router", name)
+    }
+
+    pub fn port(&self, name: &str) -> Result<Option<LogicalSwitchPort>> {
+        one(&self.client, "logical switch port", name)
+    }
+}
+
+/// The row of `T` named `name`; more than one is an error (names of switches
+/// and routers are not unique in the schema, but ours must be).
+fn one<T: Table>(client: &Client, kind: &'static str, name: &str) -> Result<Option<T>> {
+    let mut rows: Vec<T> = client.find(&IndexSpec::column("name"), name)?;
+    match rows.len() {
+        0 | 1 => Ok(rows.pop()),
+        n => Err(Error::Invalid {
+            kind,
+            name: name.to_string(),
+            reason: format!("{n} rows carry this name"),
+        }),
+    }
+}
+
+fn name_is(name: &str) -> Vec<Condition> {
+    vec![Condition::eq("name", Value::atom(name))]
+}
+
+fn strings(v: &[String]) -> Value {
+    Value::set(v.iter().map(|s| Atom::from(s.as_str())))
+}
+
+/// A reference to a row that exists or is inserted by this transaction.
+type RowRef = Atom;
+
+/// One NB transaction being planned. Domain operations add operations
+/// (nothing when the cache already shows the wanted state); additions to
+/// and removals from a set column of one row are merged into one `mutate`.
+pub struct NbTxn<'a> {
+    nb: &'a Northbound,
+    ops: Vec<Op>,
+    next_name: usize,
+    /// (table, row, column) → atoms to insert / delete, emitted at commit.
+    set_inserts: BTreeMap<(&'static str, RowRef, &'static str), Vec<Atom>>,
+    set_deletes: BTreeMap<(&'static str, RowRef, &'static str), Vec<Atom>>,
+    /// Named rows this transaction creates, by (table, name).
+    created: HashMap<(&'static str, String), RowRef>,
+    /// Names of rows this transaction already planned (touched or deleted).
+    touched: HashSet<(&'static str, String)>,
+}
+
+impl<'a> NbTxn<'a> {
+    fn new(nb: &'a Northbound) -> Self {
+        NbTxn {
+            nb,
+            ops: Vec::new(),
+            next_name: 0,
+            set_inserts: BTreeMap::new(),
+            set_deletes: BTreeMap::new(),
+            created: HashMap::new(),
+            touched: HashSet::new(),
+        }
+    }
+
+    /// Number of operations planned so far.
+    pub fn len(&self) -> usize {
+        self.ops.len() + self.set_inserts.len() + self.set_deletes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commits everything planned as one transaction (nothing if nothing is
+    /// to change). Returns whether anything was written.
+    pub async fn commit(mut self) -> Result<bool> {
+        for ((table, target, column), atoms) in std::mem::take(&mut self.set_deletes) {
+            self.ops.push(Op::mutate(
+                table,
+                vec![Condition::eq("_uuid", Value::Set(vec![target]))],
+                vec![Mutation::delete(column, Value::set(atoms))],
+            ));
+        }
+        for ((table, target, column), atoms) in std::mem::take(&mut self.set_inserts) {
+            self.ops.push(Op::mutate(
+                table,
+                vec![Condition::eq("_uuid", Value::Set(vec![target]))],
+                vec![Mutation::insert(column, Value::set(atoms))],
+            ));
+        }
+        if self.ops.is_empty() {
+            return Ok(false);
+        }
+        self.nb.client.transact(self.ops).await?;
+        Ok(true)
+    }
+
+    fn insert(&mut self, table: &'static str, name: &str, row: Row) -> RowRef {
+        let uuid_name = format!("row{}", self.next_name);
+        self.next_name += 1;
+        self.ops.push(Op::insert(table, row, Some(&uuid_name)));
+        let r = Atom::NamedUuid(uuid_name);
+        self.created.insert((table, name.to_string()), r.clone());
+        r
+    }
+
+    fn update(&mut self, table: &'static str, uuid: Uuid, row: Row) {
+        if !row.is_empty() {
+            self.ops
+                .push(Op::update(table, vec![Condition::uuid(uuid)], row));
+        }
+    }
+
+    fn add_to_set(&mut self, table: &'static str, target: RowRef, column: &'static str, a: Atom) {
+        self.set_inserts
+            .entry((table, target, column))
+            .or_default()
+            .push(a);
+    }
+
+    fn remove_from_set(
+        &mut self,
+        table: &'static str,
+        target: RowRef,
+        column: &'static str,
+        a: Atom,
+    ) {
+        self.set_deletes
+            .entry((table, target, column))
+            .or_default()
+            .push(a);
+    }
+
+    /// The switch `name`: created by this transaction, or in the cache.
+    fn switch_ref(&self, name: &str) -> Result<(RowRef, Option<LogicalSwitch>)> {
+        if let Some(r) = self.created.get(&(LogicalSwitch::NAME, name.to_string())) {
+            return Ok((r.clone(), None));
+        }
+        let ls = self.nb.switch(name)?.ok_or_else(|| Error::NotFound {
+            kind: "logical switch",
+            name: name.to_string(),
+        })?;
+        Ok((Atom::Uuid(ls.uuid), Some(ls)))
+    }
+
+    fn router_ref(&self, name: &str) -> Result<(RowRef, Option<LogicalRouter>)> {
+        if let Some(r) = self.created.get(&(LogicalRouter::NAME, name.to_string())) {
+            return Ok((r.clone(), None));
+        }
+        let lr = self.nb.router(name)?.ok_or_else(|| Error::NotFound {
+            kind: "logical router",
+            name: name.to_string(),
+        })?;
+        Ok((Atom::Uuid(lr.uuid), Some(lr)))
+    }
+
+    /// Guards against planning the same named object twice in one transaction.
+    fn first_touch(&mut self, table: &'static str, name: &str) -> bool {
+        self.touched.insert((table, name.to_string()))
+    }
+
+    /// A root row with a `name` and `external_ids`: inserted if absent
+    /// (guarded by `wait` when the schema has no unique index on the name),
+    /// its `external_ids` corrected if they differ.
+    fn ensure_named(
+        &mut self,
+        table: &'static str,
+        name: &str,
+        external_ids: &Map,
+        guard: bool,
+    ) -> Result<()> {
+        if !self.first_touch(table, name) {
+            return Ok(());
+        }
+        let want = row([
+            ("name", Value::atom(name)),
+            ("external_ids", Value::string_map(external_ids)),
+        ]);
+        match self.row_by_name(table, name)? {
+            None => {
+                if guard {
+                    self.ops.push(Op::wait_absent(table, name_is(name)));
+                }
+                self.insert(table, name, want);
+            }
+            Some((uuid, have)) => {
+                let diff = changed_columns(&have, want);
+                self.update(table, uuid, diff);
+            }
+        }
+        Ok(())
+    }
+
+    fn row_by_name(&self, table: &'static str, name: &str) -> Result<Option<(Uuid, Row)>> {
+        let cache = self.nb.client.cache();
+        let Some(t) = cache.table(table) else {
+            return Err(crate::ovsdb::Error::NotSupported(format!(
+                "table {table} is not monitored"
+            ))
+            .into());
+        };
+        let uuids = t.lookup(&IndexSpec::column("name"), &Atom::from(name))?;
+        match uuids.as_slice() {
+            [] => Ok(None),
+            [u] => Ok(t.get(u).map(|r| (*u, r.clone()))),
+            more => Err(Error::Invalid {
+                kind: "row",
+                name: format!("{table} {name}"),
+                reason: format!("{} rows carry this name", more.len()),
+            }),
+        }
+    }
+
+    pub fn ensure_router(&mut self, name: &str, external_ids: &Map) -> Result<()> {
+        self.ensure_named(LogicalRouter::NAME, name, external_ids, true)
+    }
+
+    pub fn ensure_switch(&mut self, name: &str, external_ids: &Map) -> Result<()> {
+        self.ensure_named(LogicalSwitch::NAME, name, external_ids, true)
+    }
+
+    /// Router port `<router>-<switch>` with the gateway address and MAC, and
+    /// its peer switch port `<switch>-<router>` of type `router`.
+    pub fn ensure_router_port_pair(
+        &mut self,
+        router: &str,
+        switch: &str,
+        gateway_cidr: &str,
+        mac: &str,
+    ) -> Result<()> {
+        let (lrp_name, lsp_name) = router_port_names(router, switch);
+        if gateway_cidr.parse::<ipnet::IpNet>().is_err() {
+            return Err(Error::Invalid {
+                kind: "logical router port",
+                name: lrp_name,
+                reason: format!("gateway {gateway_cidr:?} is not an address with prefix length"),
+            });
+        }
+        let (router_ref, _) = self.router_ref(router)?;
+        let want_lrp = row([
+            ("name", Value::atom(lrp_name.as_str())),
+            ("mac", Value::atom(mac)),
+            ("networks", Value::atom(gateway_cidr)),
+        ]);
+        let lrp: Option<LogicalRouterPort> = self.cached(&lrp_name)?;
+        match lrp {
+            None if self.first_touch(LogicalRouterPort::NAME, &lrp_name) => {
+                let r = self.insert(LogicalRouterPort::NAME, &lrp_name, want_lrp);
+                self.add_to_set(LogicalRouter::NAME, router_ref.clone(), "ports", r);
+            }
+            None => {}
+            Some(lrp) => {
+                let diff = changed_columns(&lrp.to_row(), want_lrp);
+                self.update(LogicalRouterPort::NAME, lrp.uuid, diff);
+                self.move_into(LogicalRouter::NAME, &router_ref, lrp.uuid, |c| {
+                    c.list::<LogicalRouter>().map(|v| {
+                        v.into_iter()
+                            .filter(|r| r.ports.contains(&lrp.uuid))
+                            .map(|r| r.uuid)
+                            .collect()
+                    })
+                })?;
+            }
+        }
+        let options = Map::from([("router-port".to_string(), lrp_name.clone())]);
+        let want_lsp = row([
+            ("name", Value::atom(lsp_name.as_str())),
+            ("type", Value::atom("router")),
+            ("addresses", Value::atom("router")),
+            ("options", Value::string_map(&options)),
+        ]);
+        self.ensure_lsp_row(&lsp_name, switch, want_lsp)
+    }
+
+    fn cached<T: Table>(&self, name: &str) -> Result<Option<T>> {
+        one(&self.nb.client, "row", name)
+    }
+
+    /// Makes sure the row `uuid` sits in `target`'s `ports` and in no other
+    /// row of `table` (found by `holders`).
+    fn move_into(
+        &mut self,
+        table: &'static str,
+        target: &RowRef,
+        uuid: Uuid,
+        holders: impl Fn(&Client) -> crate::ovsdb::Result<Vec<Uuid>>,
+    ) -> Result<()> {
+        let holders = holders(&self.nb.client)?;
+        let mut inside = false;
+        for h in holders {
+            if Atom::Uuid(h) == *target {
+                inside = true;
+            } else {
+                self.remove_from_set(table, Atom::Uuid(h), "ports", Atom::Uuid(uuid));
+            }
+        }
+        if !inside {
+            self.add_to_set(table, target.clone(), "ports", Atom::Uuid(uuid));
+        }
+        Ok(())
+    }
+
+    /// Inserts or corrects the switch port `name` in `switch` to hold `want`.
+    fn ensure_lsp_row(&mut self, name: &str, switch: &str, want: Row) -> Result<()> {
+        if !self.first_touch(LogicalSwitchPort::NAME, name) {
+            return Ok(());
+        }
+        let (switch_ref, _) = self.switch_ref(switch)?;
+        match self.nb.port(name)? {
+            None => {
+                // The schema's unique index on `name` refuses a concurrent duplicate.
+                let r = self.insert(LogicalSwitchPort::NAME, name, want);
+                self.add_to_set(LogicalSwitch::NAME, switch_ref, "ports", r);
+            }
+            Some(lsp) => {
+                let diff = changed_columns(&lsp.to_row(), want);
+                self.update(LogicalSwitchPort::NAME, lsp.uuid, diff);
+                self.move_into(LogicalSwitch::NAME, &switch_ref, lsp.uuid, |c| {
+                    c.list::<LogicalSwitch>().map(|v| {
+                        v.into_iter()
+                            .filter(|s| s.ports.contains(&lsp.uuid))
+                            .map(|s| s.uuid)
+                            .collect()
+                    })
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pod's switch port with addresses, port security and external_ids.
+    pub fn ensure_logical_switch_port(&mut self, spec: &LspSpec) -> Result<()> {
+        let addresses = spec.addresses();
+        let security = if spec.port_security {
+            addresses.clone()
+        } else {
+            Vec::new()
+        };
+        let want = row([
+            ("name", Value::atom(spec.name.as_str())),
+            ("addresses", strings(&addresses)),
+            ("port_security", strings(&security)),
+            ("external_ids", Value::string_map(&spec.external_ids)),
+        ]);
+        self.ensure_lsp_row(&spec.name, &spec.switch, want)
+    }
+
+    /// Removes the switch port `name` from its switch and port groups
+    /// (absent is fine).
+    pub fn delete_logical_switch_port(&mut self, name: &str) -> Result<()> {
+        if !self.first_touch(LogicalSwitchPort::NAME, name) {
+            return Ok(());
+        }
+        let Some(lsp) = self.nb.port(name)? else {
+            return Ok(());
+        };
+        let u = Atom::Uuid(lsp.uuid);
+        let client = &self.nb.client;
+        let switches: Vec<Uuid> = client
+            .list::<LogicalSwitch>()?
+            .into_iter()
+            .filter(|s| s.ports.contains(&lsp.uuid))
+            .map(|s| s.uuid)
+            .collect();
+        let groups: Vec<Uuid> = client
+            .list::<PortGroup>()?
+            .into_iter()
+            .filter(|g| g.ports.contains(&lsp.uuid))
+            .map(|g| g.uuid)
+            .collect();
+        for s in switches {
+            self.remove_from_set(LogicalSwitch::NAME, Atom::Uuid(s), "ports", u.clone());
+        }
+        for g in groups {
+            self.remove_from_set(PortGroup::NAME, Atom::Uuid(g), "ports", u.clone());
+        }
+        Ok(())
+    }
+
+    /// Deletes the switch (its ports go with it) and the router ports its
+    /// router-type ports point at. Absent is fine.
+    pub fn delete_switch(&mut self, name: &str) -> Result<()> {
+        if !self.first_touch(LogicalSwitch::NAME, name) {
+            return Ok(());
+        }
+        let Some(ls) = self.nb.switch(name)? else {
+            return Ok(());
+        };
+        let client = &self.nb.client;
+        let mut peers = Vec::new();
+        for p in &ls.ports {
+            if let Some(lsp) = client.get::<LogicalSwitchPort>(*p)? {
+                if let Some(rp) = lsp.options.get("router-port") {
+                    if let Some(lrp) = self.cached::<LogicalRouterPort>(rp)? {
+                        peers.push(lrp.uuid);
+                    }
+                }
+            }
+        }
+        for lr in client.list::<LogicalRouter>()? {
+            for p in peers.iter().filter(|p| lr.ports.contains(p)) {
+                self.remove_from_set(
+                    LogicalRouter::NAME,
+                    Atom::Uuid(lr.uuid),
+                    "ports",
+                    Atom::Uuid(*p),
+                );
+            }
+        }
+        self.ops.push(Op::delete(
+            LogicalSwitch::NAME,
+            vec![Condition::uuid(ls.uuid)],
+        ));
+        Ok(())
+    }
+
+    /// Deletes the router (its ports, routes and NAT rules go with it).
+    /// Absent is fine.
+    pub fn delete_router(&mut self, name: &str) -> Result<()> {
+        if !self.first_touch(LogicalRouter::NAME, name) {
+            return Ok(());
+        }
+        if let Some(lr) = self.nb.router(name)? {
+            self.ops.push(Op::delete(
+                LogicalRouter::NAME,
+                vec![Condition::uuid(lr.uuid)],
+            ));
+        }
+        Ok(())
+    }
+
+    /// A port group (its name is unique in the schema).
+    pub fn ensure_port_group(&mut self, name: &str, external_ids: &Map) -> Result<()> {
+        self.ensure_named(PortGroup::NAME, name, external_ids, false)
+    }
+
+    pub fn delete_port_group(&mut self, name: &str) -> Result<()> {
+        if !self.first_touch(PortGroup::NAME, name) {
+            return Ok(());
+        }
+        if let Some(pg) = self.cached::<PortGroup>(name)? {
+            self.ops
+                .push(Op::delete(PortGroup::NAME, vec![Condition::uuid(pg.uuid)]));
+        }
+        Ok(())
+    }
+
+    fn group_and_ports(
+        &self,
+        group: &str,
+        ports: &[&str],
+    ) -> Result<(RowRef, Vec<Uuid>, Vec<Uuid>)> {
+        let (gref, members) = match self.created.get(&(PortGroup::NAME, group.to_string())) {
+            Some(r) => (r.clone(), Vec::new()),
+            None => {
+                let pg = self
+                    .cached::<PortGroup>(group)?
+                    .ok_or_else(|| Error::NotFound {
+                        kind: "port group",
+                        name: group.to_string(),
+                    })?;
+                (Atom::Uuid(pg.uuid), pg.ports)
+            }
+        };
+        let mut uuids = Vec::new();
+        for p in ports {
+            let lsp = self.nb.port(p)?.ok_or_else(|| Error::NotFound {
+                kind: "logical switch port",
+                name: p.to_string(),
+            })?;
+            uuids.push(lsp.uuid);
+        }
+        Ok((gref, members, uuids))
+    }
+
+    /// Adds switch ports (by name) to a port group; members stay members.
+    pub fn add_ports_to_group(&mut self, group: &str, ports: &[&str]) -> Result<()> {
+        let (gref, members, uuids) = self.group_and_ports(group, ports)?;
+        for u in uuids.into_iter().filter(|u| !members.contains(u)) {
+            self.add_to_set(PortGroup::NAME, gref.clone(), "ports", Atom::Uuid(u));
+        }
+        Ok(())
+    }
+
+    /// Removes switch ports (by name) from a port group; absent ports are fine.
+    pub fn remove_ports_from_group(&mut self, group: &str, ports: &[&str]) -> Result<()> {
+        let Some(pg) = self.cached::<PortGroup>(group)? else {
+            return Ok(());
+        };
+        for p in ports {
+            if let Some(lsp) = self.nb.port(p)? {
+                if pg.ports.contains(&lsp.uuid) {
+                    self.remove_from_set(
+                        PortGroup::NAME,
+                        Atom::Uuid(pg.uuid),
+                        "ports",
+                        Atom::Uuid(lsp.uuid),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The columns of `want` whose value differs from `have`.
+pub(crate) fn changed_columns(have: &Row, want: Row) -> Row {
+    want.into_iter()
+        .filter(|(k, v)| !same_value(have.get(k), v))
+        .collect()
+}
+
+/// Equal, counting a missing column as the empty value.
+fn same_value(have: Option<&Value>, want: &Value) -> bool {
+    match (have, want) {
+        (Some(h), w) => h == w || (is_empty(h) && is_empty(w)),
+        (None, w) => is_empty(w),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Set(s) => s.is_empty(),
+        Value::Map(m) => m.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_put_the_mac_first() {
+        let spec = LspSpec {
+            name: "p.ns.prov".into(),
+            switch: "s".into(),
+            mac: "00:00:00:aa:bb:cc".into(),
+            ips: vec!["10.0.0.2".into(), "fd00::2".into()],
+            port_security: true,
+            external_ids: Map::new(),
+        };
+        assert_eq!(spec.addresses(), vec!["00:00:00:aa:bb:cc 10.0.0.2 fd00::2"]);
+    }
+
+    #[test]
+    fn only_changed_columns_are_written() {
+        let have = row([
+            ("name", Value::atom("a")),
+            ("external_ids", Value::map([("k", "v")])),
+        ]);
+        let want = row([
+            ("name", Value::atom("a")),
+            ("external_ids", Value::map([("k", "w")])),
+            ("port_security", Value::empty_set()),
+        ]);
+        let diff = changed_columns(&have, want);
+        assert_eq!(diff.keys().collect::<Vec<_>>(), vec!["external_ids"]);
+    }
+
+    #[test]
+    fn router_port_pair_names_follow_kube_ovn() {
+        assert_eq!(
+            router_port_names("vpc1", "net1"),
+            ("vpc1-net1".to_string(), "net1-vpc1".to_string())
+        );
+    }
+}
