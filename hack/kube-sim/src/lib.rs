@@ -1,6 +1,7 @@
 //! kube-sim: the Kubernetes test bed. `apiserver` emulates kube-apiserver for the real `kube`
-//! client and `kubectl`; the node simulator (kubelet + Multus on N nodes) builds on it.
+//! client and `kubectl`; `nodes` simulates kubelet + Multus on N nodes. Not product code.
 
 pub mod apiserver;
+pub mod nodes;
 
 pub use apiserver::{ApiServer, ServerOptions};

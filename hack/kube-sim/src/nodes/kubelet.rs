@@ -1,0 +1,601 @@
+//! The kubelet (+ Multus + scheduler) loop of all simulated nodes: one kube-runtime
+//! `Controller` over pods, each pod reconciled on its own (a slow or failing pod never holds up
+//! another). For a pod it binds a node if none is set, creates the sandbox (cluster default
+//! network on eth0, then the `k8s.v1.cni.cncf.io/networks` delegates), writes
+//! `k8s.v1.cni.cncf.io/network-status`, marks the pod Running; on failure it records an Event
+//! and retries with exponential backoff. On deletion it tears the sandbox down and removes its
+//! finalizer. Pods bound to nodes it does not simulate are left alone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+
+use super::delegate::{apply_gateway_requests, Delegate, PodIdentity};
+use super::fabric::Fabric;
+use super::nad;
+use super::node::Node;
+use super::result::{
+    network_statuses, render_network_status, CniResult, NETWORK_STATUS_ANNOTATION,
+};
+use super::sandbox::Sandbox;
+use super::scheduler::{pick_node, Candidate};
+use super::selection::{parse_networks, NETWORKS_ANNOTATION};
+use super::workloads::ContainerRuntime;
+
+/// Finalizer holding a pod until its sandbox is torn down (kubelet's confirmation of the
+/// deletion, which a real cluster does with a grace-0 delete).
+pub const SANDBOX_FINALIZER: &str = "kube-sim.dev/sandbox";
+/// Annotation naming the pod's network namespace (`/run/netns/<value>`), for tests and demos.
+pub const NETNS_ANNOTATION: &str = "kube-sim.dev/netns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("pod {pod}: {action}: {source}")]
+    Api {
+        pod: String,
+        action: String,
+        source: kube::Error,
+    },
+    /// Sandbox creation failed (already rolled back and reported as an Event).
+    #[error("pod {pod}: {reason}")]
+    Sandbox { pod: String, reason: String },
+}
+
+/// Retry timing for failed pods.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    fn after(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What a pod has on its node.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub node: String,
+    /// `None` for hostNetwork pods.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Shared by every reconcile.
+pub(crate) struct Context {
+    pub client: Client,
+    pub fabric: Arc<Fabric>,
+    pub runtime: ContainerRuntime,
+    pub backoff: Backoff,
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub running: Mutex<HashMap<String, Running>>,
+    pub failures: Mutex<HashMap<String, u32>>,
+    pub cursor: AtomicUsize,
+}
+
+fn pod_ref(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn api_error(pod: &Pod, action: &str) -> impl FnOnce(kube::Error) -> KubeletError {
+    let pod = pod_ref(pod);
+    let action = action.to_string();
+    move |source| KubeletError::Api {
+        pod,
+        action,
+        source,
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, KubeletError> {
+    let uid = pod.uid().unwrap_or_default();
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let Some(node_name) = node_name.filter(|n| !n.is_empty()) else {
+        if !deleting {
+            return schedule(&pod, &ctx).await;
+        }
+        return Ok(Action::await_change());
+    };
+    let Some(node) = ctx.fabric.node(&node_name).cloned() else {
+        return Ok(Action::await_change());
+    };
+    if deleting {
+        tear_down(&ctx, &node, &pod, &uid).await?;
+        finish_deletion(&ctx, &pod).await?;
+        ctx.failures.lock().expect("lock").remove(&uid);
+        return Ok(Action::await_change());
+    }
+    if matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    ) {
+        return Ok(Action::await_change());
+    }
+    let known = ctx.running.lock().expect("lock").get(&uid).cloned();
+    let running = match known {
+        Some(running) => running,
+        None => start(&ctx, &node, &pod, &uid).await?,
+    };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if phase != Some("Running") {
+        mark_running(&ctx, &node, &pod, &running).await?;
+    }
+    ctx.failures.lock().expect("lock").remove(&uid);
+    Ok(Action::await_change())
+}
+
+pub(crate) fn error_policy(pod: Arc<Pod>, error: &KubeletError, ctx: Arc<Context>) -> Action {
+    let uid = pod.uid().unwrap_or_default();
+    let mut failures = ctx.failures.lock().expect("lock");
+    let count = failures.entry(uid).or_insert(0);
+    *count += 1;
+    let delay = ctx.backoff.after(*count);
+    tracing::warn!(pod = %pod_ref(&pod), attempt = *count, retry_in = ?delay, error = %error, "pod not ready");
+    Action::requeue(delay)
+}
+
+async fn schedule(pod: &Pod, ctx: &Context) -> Result<Action, KubeletError> {
+    let candidates: Vec<Candidate> = ctx
+        .fabric
+        .nodes
+        .iter()
+        .map(|n| Candidate {
+            name: n.name.clone(),
+            labels: ctx.node_labels.get(&n.name).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let selector = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref());
+    let mut cursor = ctx.cursor.load(Ordering::Relaxed);
+    let picked = pick_node(&candidates, selector, &mut cursor).map(|c| c.name.clone());
+    ctx.cursor.store(cursor, Ordering::Relaxed);
+    let Some(node) = picked else {
+        let message = format!(
+            "0/{} nodes are available: none matches the pod's node selector",
+            candidates.len()
+        );
+        record_event(ctx, pod, None, "Warning", "FailedScheduling", &message).await;
+        return Ok(Action::requeue(ctx.backoff.max));
+    };
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"resourceVersion": pod.resource_version()}, "spec": {"nodeName": node}});
+    api.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(api_error(pod, "bind to a node"))?;
+    let message = format!("Successfully assigned {} to {node}", pod_ref(pod));
+    record_event(ctx, pod, None, "Normal", "Scheduled", &message).await;
+    Ok(Action::await_change())
+}
+
+/// Creates what the pod needs on `node`; on failure reports it as an Event and returns an
+/// error (the controller retries with backoff).
+async fn start(ctx: &Context, node: &Node, pod: &Pod, uid: &str) -> Result<Running, KubeletError> {
+    add_finalizer(ctx, pod).await?;
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let outcome = if host_network {
+        Ok(Running {
+            node: node.name.clone(),
+            sandbox: None,
+        })
+    } else {
+        create_sandbox(ctx, node, pod, uid).await
+    };
+    let running = match outcome {
+        Ok(running) => running,
+        Err(reason) => {
+            let message = format!("Failed to create pod sandbox: {reason}");
+            record_event(
+                ctx,
+                pod,
+                Some(node),
+                "Warning",
+                "FailedCreatePodSandBox",
+                &message,
+            )
+            .await;
+            return Err(KubeletError::Sandbox {
+                pod: pod_ref(pod),
+                reason,
+            });
+        }
+    };
+    if let Err(e) = ctx.runtime.start(node, pod, running.sandbox.as_ref()).await {
+        record_event(ctx, pod, Some(node), "Warning", "Failed", &e.to_string()).await;
+        if let Some(sandbox) = &running.sandbox {
+            let _ = sandbox.delete(node, &ctx.fabric.plugins).await;
+        }
+        return Err(KubeletError::Sandbox {
+            pod: pod_ref(pod),
+            reason: e.to_string(),
+        });
+    }
+    ctx.running
+        .lock()
+        .expect("lock")
+        .insert(uid.to_string(), running.clone());
+    Ok(running)
+}
+
+/// Sandbox + network-status. Errors are the message for the pod's Event.
+async fn create_sandbox(
+    ctx: &Context,
+    node: &Node,
+    pod: &Pod,
+    uid: &str,
+) -> Result<Running, String> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let mut delegates = vec![ctx.fabric.primary_delegate(node)];
+    let annotation = pod
+        .annotations()
+        .get(NETWORKS_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let selections = parse_networks(&annotation, &namespace).map_err(|e| {
+        format!("error loading k8s delegates: pod annotation {NETWORKS_ANNOTATION}: {e}")
+    })?;
+    for (i, selection) in selections.iter().enumerate() {
+        let config = nad::config(&ctx.client, &selection.namespace, &selection.name).await?;
+        let delegate = Delegate::for_nad(selection, &config, i + 1).map_err(|e| e.to_string())?;
+        delegates.push(delegate);
+    }
+    apply_gateway_requests(&mut delegates).map_err(|e| e.to_string())?;
+    let identity = PodIdentity {
+        namespace: namespace.clone(),
+        name: pod.name_any(),
+        uid: uid.to_string(),
+    };
+    let plugins = &ctx.fabric.plugins;
+    let (sandbox, results) = Sandbox::create(
+        node,
+        identity,
+        delegates,
+        &ctx.fabric.pod_netns_prefix(),
+        plugins,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match publish_network_status(ctx, node, pod, &sandbox, &results).await {
+        Ok(()) => Ok(Running {
+            node: node.name.clone(),
+            sandbox: Some(sandbox),
+        }),
+        Err(reason) => {
+            let _ = sandbox.delete(node, plugins).await;
+            Err(reason)
+        }
+    }
+}
+
+/// Writes network-status (as Multus does, before the pod is Running) and emits Multus's
+/// `AddedInterface` Events.
+async fn publish_network_status(
+    ctx: &Context,
+    node: &Node,
+    pod: &Pod,
+    sandbox: &Sandbox,
+    results: &[Value],
+) -> Result<(), String> {
+    let mut statuses = Vec::new();
+    let mut added = Vec::new();
+    for (delegate, raw) in sandbox.delegates.iter().zip(results) {
+        let result =
+            CniResult::parse(raw).map_err(|e| format!("network {}: {e}", delegate.network_name))?;
+        let ips: Vec<&str> = result.ips.iter().map(|ip| ip.address.as_str()).collect();
+        added.push(format!(
+            "Add {} [{}] from {}",
+            delegate.ifname,
+            ips.join(" "),
+            delegate.network_name
+        ));
+        statuses.extend(network_statuses(
+            &result,
+            &delegate.network_name,
+            delegate.master,
+        ));
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"annotations": {
+        NETWORK_STATUS_ANNOTATION: render_network_status(&statuses),
+        NETNS_ANNOTATION: sandbox.netns,
+    }}});
+    api.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| format!("error setting the networks status: {e}"))?;
+    for message in added {
+        record_event(ctx, pod, Some(node), "Normal", "AddedInterface", &message).await;
+    }
+    Ok(())
+}
+
+async fn mark_running(
+    ctx: &Context,
+    node: &Node,
+    pod: &Pod,
+    running: &Running,
+) -> Result<(), KubeletError> {
+    let host_ip = node.underlay_ip.to_string();
+    let pod_ips: Vec<String> = match &running.sandbox {
+        None => vec![host_ip.clone()],
+        Some(sandbox) => sandbox
+            .results
+            .first()
+            .and_then(Option::as_ref)
+            .and_then(|raw| CniResult::parse(raw).ok())
+            .map(|r| {
+                r.sandbox_addresses("eth0")
+                    .iter()
+                    .map(|ip| ip.bare().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let now = serde_json::to_value(Time(Timestamp::now())).expect("a Time serializes");
+    let container_id = running
+        .sandbox
+        .as_ref()
+        .map(|s| format!("kube-sim://{}", s.container_id))
+        .unwrap_or_default();
+    let containers: Vec<Value> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| {
+            json!({"name": c.name, "image": c.image, "imageID": "", "containerID": container_id,
+                   "ready": true, "started": true, "restartCount": 0,
+                   "state": {"running": {"startedAt": now}}})
+        })
+        .collect();
+    let conditions: Vec<Value> = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ]
+    .iter()
+    .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": now}))
+    .collect();
+    let patch = json!({"status": {
+        "phase": "Running",
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
+        "podIP": pod_ips.first(),
+        "podIPs": pod_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+        "startTime": now,
+        "conditions": conditions,
+        "containerStatuses": containers,
+    }});
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    api.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(api_error(pod, "set status Running"))?;
+    Ok(())
+}
+
+async fn add_finalizer(ctx: &Context, pod: &Pod) -> Result<(), KubeletError> {
+    if pod.finalizers().iter().any(|f| f == SANDBOX_FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = pod.finalizers().to_vec();
+    finalizers.push(SANDBOX_FINALIZER.to_string());
+    set_finalizers(ctx, pod, finalizers).await
+}
+
+async fn set_finalizers(
+    ctx: &Context,
+    pod: &Pod,
+    finalizers: Vec<String>,
+) -> Result<(), KubeletError> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch =
+        json!({"metadata": {"resourceVersion": pod.resource_version(), "finalizers": finalizers}});
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Err(e) if !is_not_found(&e) => Err(api_error(pod, "update finalizers")(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Stops the pod's containers and deletes its sandbox, whether or not the pod still exists.
+pub(crate) async fn tear_down(
+    ctx: &Context,
+    node: &Node,
+    pod: &Pod,
+    uid: &str,
+) -> Result<(), KubeletError> {
+    let running = ctx.running.lock().expect("lock").get(uid).cloned();
+    let Some(running) = running else {
+        return Ok(());
+    };
+    let failed = |reason: String| KubeletError::Sandbox {
+        pod: pod_ref(pod),
+        reason,
+    };
+    if let Err(e) = ctx.runtime.stop(node, uid).await {
+        record_event(
+            ctx,
+            pod,
+            Some(node),
+            "Warning",
+            "FailedKillPod",
+            &e.to_string(),
+        )
+        .await;
+        return Err(failed(e.to_string()));
+    }
+    if let Some(sandbox) = &running.sandbox {
+        if let Err(e) = sandbox.delete(node, &ctx.fabric.plugins).await {
+            let message = format!("error killing pod: failed to \"KillPodSandbox\": {e}");
+            record_event(ctx, pod, Some(node), "Warning", "FailedKillPod", &message).await;
+            return Err(failed(e.to_string()));
+        }
+    }
+    ctx.running.lock().expect("lock").remove(uid);
+    Ok(())
+}
+
+/// Drops our finalizer, then confirms the deletion with grace period 0 (as kubelet does).
+async fn finish_deletion(ctx: &Context, pod: &Pod) -> Result<(), KubeletError> {
+    if pod.finalizers().iter().any(|f| f == SANDBOX_FINALIZER) {
+        let rest: Vec<String> = pod
+            .finalizers()
+            .iter()
+            .filter(|f| *f != SANDBOX_FINALIZER)
+            .cloned()
+            .collect();
+        set_finalizers(ctx, pod, rest).await?;
+    }
+    if !pod.finalizers().iter().all(|f| f == SANDBOX_FINALIZER) {
+        return Ok(());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: None,
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Err(e) if !is_not_found(&e) => Err(api_error(pod, "confirm deletion")(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Tears down the sandboxes of `uids`, pods that no longer exist (deleted without waiting for
+/// us).
+pub(crate) async fn tear_down_vanished(ctx: &Context, uids: &HashSet<String>) {
+    let vanished: Vec<(String, Running)> = ctx
+        .running
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(uid, _)| uids.contains(*uid))
+        .map(|(uid, r)| (uid.clone(), r.clone()))
+        .collect();
+    for (uid, running) in vanished {
+        let Some(node) = ctx.fabric.node(&running.node).cloned() else {
+            continue;
+        };
+        let pod = Pod {
+            metadata: ObjectMeta {
+                uid: Some(uid.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        if let Err(e) = tear_down(ctx, &node, &pod, &uid).await {
+            tracing::warn!(uid = %uid, error = %e, "tearing down the sandbox of a vanished pod");
+        }
+    }
+}
+
+/// A core/v1 Event about `pod`, as kubelet records them. Failing to record is only logged.
+async fn record_event(
+    ctx: &Context,
+    pod: &Pod,
+    node: Option<&Node>,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
+    let namespace = pod.namespace().unwrap_or_default();
+    if namespace.is_empty() {
+        return;
+    }
+    let now = Time(Timestamp::now());
+    let suffix: u64 = rand::random();
+    let component = if reason == "Scheduled" {
+        "default-scheduler"
+    } else {
+        "kubelet"
+    };
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{suffix:016x}", pod.name_any())),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name_any()),
+            namespace: Some(namespace.clone()),
+            uid: pod.uid(),
+            resource_version: pod.resource_version(),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: node.map(|n| n.name.clone()),
+        }),
+        reporting_component: Some(component.into()),
+        reporting_instance: node.map(|n| n.name.clone()),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::warn!(pod = %pod_ref(pod), reason, error = %e, "recording an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(4),
+        };
+        let delays: Vec<Duration> = (1..=6).map(|n| b.after(n)).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 4000, 4000]
+                .map(Duration::from_millis)
+                .to_vec()
+        );
+    }
+}
