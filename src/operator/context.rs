@@ -182,11 +182,38 @@ impl Context {
         {
             return Some(reason.clone());
         }
-        self.ipam
-            .subnet(subnet)
-            .is_none()
+        let in_nb = matches!(self.nb.switch(subnet), Ok(Some(_)));
+        (self.ipam.subnet(subnet).is_none() || !in_nb)
             .then(|| format!("subnet {subnet:?} is not set up yet"))
     }
+}
+
+/// Adds `finalizer` to `obj` with one merge patch guarded by its
+/// resourceVersion; `Ok(true)` when it had to be added (the change comes
+/// back through the watch). kube-runtime's `finalizer` adds it with a JSON
+/// patch whose `test` of a missing list not every API server accepts
+/// (kube-sim refuses it), so the controllers add it themselves first.
+pub async fn ensure_finalizer<K>(api: &kube::Api<K>, obj: &K, finalizer: &str) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let meta = obj.meta();
+    if meta.deletion_timestamp.is_some() || meta.finalizers.iter().flatten().any(|f| f == finalizer)
+    {
+        return Ok(false);
+    }
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    finalizers.push(finalizer.to_owned());
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
+    });
+    api.patch(
+        meta.name.as_deref().unwrap_or_default(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -128,11 +128,9 @@ pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
     (removed_ports, removed_ips, removed_addresses)
 }
 
-/// Runs GC when `trigger` fires (each complete pod list) and every `interval`.
+/// Runs GC when `trigger` fires (each complete pod list) and every
+/// `interval`. Start it once the pod store is ready.
 pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration) {
-    if ctx.pods.wait_until_ready().await.is_err() {
-        return;
-    }
     loop {
         tokio::select! {
             _ = trigger.notified() => {}

@@ -201,16 +201,19 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tasks.spawn(mirror(Api::<Vpc>::all(client.clone()), vpc_writer, "vpcs"));
     tasks.spawn(mirror(Api::<IP>::all(client.clone()), ip_writer, "ips"));
     tasks.spawn(nad::watch(ctx.clone(), nad_writer));
-    // Stores the pod side reads must be complete before pods are planned.
+    // Stores the pod side reads must be complete before pods are planned,
+    // and a pod missing from an incomplete pod store would count as deleted.
+    // (One waiter per store: kube-runtime's readiness wakes only the last.)
+    let gc_trigger = Arc::new(Notify::new());
+    tasks.spawn(pod::watch_pods(ctx.clone(), pod_writer, gc_trigger.clone()));
     for ready in [
         ctx.subnets.wait_until_ready().await.is_ok(),
         ctx.nads.wait_until_ready().await.is_ok(),
         ctx.ips.wait_until_ready().await.is_ok(),
+        ctx.pods.wait_until_ready().await.is_ok(),
     ] {
         anyhow::ensure!(ready, "a watch stopped before its first list");
     }
-    let gc_trigger = Arc::new(Notify::new());
-    tasks.spawn(pod::watch_pods(ctx.clone(), pod_writer, gc_trigger.clone()));
     tasks.spawn(pod::run_workers(ctx.clone(), args.pod_workers));
     tasks.spawn(gc::run(
         ctx.clone(),

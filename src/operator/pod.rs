@@ -158,6 +158,7 @@ pub async fn statefulset_keeps(ctx: &Context, namespace: &str, sts: &str, pod: &
 
 /// One reconcile of `key`; `Ok(Some(d))` asks to be queued again after `d`.
 pub async fn reconcile(ctx: &Arc<Context>, key: &PodKey) -> Result<Option<Duration>, PodError> {
+    debug!("reconciling pod");
     let pod = ctx
         .pods
         .get(&ObjectRef::new(&key.name).within(&key.namespace));
@@ -473,10 +474,19 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
     if had_waited {
         ctx.events.forget(&pod.object_ref(&()));
     }
-    if !fresh.is_empty() {
+    let newly_wired = plans
+        .iter()
+        .filter(|p| {
+            annotations
+                .get(&p.annotation(ProviderKey::Allocated))
+                .map(String::as_str)
+                != Some("true")
+        })
+        .count();
+    if newly_wired > 0 {
         ctx.metrics
             .pods_attached
-            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+            .fetch_add(newly_wired as u64, Ordering::Relaxed);
         info!(pod = %key, attachments = plans.len(), ips = ?allocations.iter().map(Allocation::ip_annotation).collect::<Vec<_>>(), "pod attached");
     } else if wrote_ports || !patch.is_empty() || !stale.is_empty() {
         debug!(pod = %key, stale = stale.len(), "pod attachments repaired");
@@ -606,11 +616,10 @@ pub async fn release_pod(
     Ok(true)
 }
 
-/// Runs `concurrency` workers on the pod queue (after the pod store is ready).
+/// Runs `concurrency` workers on the pod queue. Start them once the pod
+/// store is ready: a pod missing from the store counts as deleted.
 pub async fn run_workers(ctx: Arc<Context>, concurrency: usize) {
-    if ctx.pods.wait_until_ready().await.is_err() {
-        return;
-    }
+    debug!(workers = concurrency, "pod workers starting");
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
         let ctx = ctx.clone();

@@ -27,7 +27,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::context::Context;
+use super::context::{ensure_finalizer, Context};
 use crate::api::annotations::Provider;
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
 use crate::api::subnet::{Subnet, SubnetStatus};
@@ -177,6 +177,12 @@ pub enum Error {
 
 async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Subnet> = Api::all(ctx.client.clone());
+    if ensure_finalizer(&api, &*subnet, FINALIZER)
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?
+    {
+        return Ok(Action::await_change());
+    }
     finalizer(&api, FINALIZER, subnet, |event| async {
         match event {
             Finalizer::Apply(s) => apply(&s, &ctx).await,

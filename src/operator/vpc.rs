@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::context::Context;
+use super::context::{ensure_finalizer, Context};
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY};
 use crate::api::subnet::Subnet;
 use crate::api::vpc::{Vpc, VpcStatus};
@@ -62,6 +62,12 @@ pub fn desired_status(vpc: &Vpc, subnets: Vec<String>) -> VpcStatus {
 
 async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Vpc> = Api::all(ctx.client.clone());
+    if ensure_finalizer(&api, &*vpc, FINALIZER)
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?
+    {
+        return Ok(Action::await_change());
+    }
     finalizer(&api, FINALIZER, vpc, |event| async {
         match event {
             Finalizer::Apply(v) => apply(&v, &ctx).await,
