@@ -231,3 +231,382 @@ async fn seed_manifests_get_addresses_ports_and_ip_crs_and_deleting_frees_them()
         "10.100.0.100"
     );
 }
+
+fn subnet_with(name: &str, vpc: &str, cidr: &str, provider: &str, extra: &str) -> String {
+    format!("{}{extra}", subnet_yaml(name, vpc, cidr, provider))
+}
+
+/// Every pod's kube-ovn address on `provider`, by pod name.
+async fn addresses(c: &Cluster, provider: &str) -> Vec<(String, String)> {
+    let key = format!("{provider}.kubernetes.io/ip_address");
+    c.pods()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let ip = p.metadata.annotations.as_ref()?.get(&key)?.clone();
+            Some((p.metadata.name.unwrap(), ip))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gives_events_or_conditions_allocates_nothing_and_spares_other_pods() {
+    let mut c = Cluster::up(0).await;
+    c.start_operator();
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+    c.apply(&pod_yaml("good-1", "default/kube-ovn-vpc-network"))
+        .await;
+    c.allocated("good-1", SEED_PROVIDER).await;
+
+    // A missing NAD: an Event naming it; once the NAD and a subnet appear, the pod proceeds.
+    c.apply(&pod_yaml("waits-for-nad", "default/late-net"))
+        .await;
+    let m = c
+        .event("waits-for-nad", "NetworkAttachmentDefinitionNotFound")
+        .await;
+    assert!(m.contains("default/late-net"), "{m}");
+
+    // A provider with no subnet (the NAD exists now, its subnet not yet).
+    c.apply(&nad_yaml("late-net")).await;
+    let m = c.event("waits-for-nad", "NoSubnetForProvider").await;
+    assert!(m.contains("late-net.default.ovn"), "{m}");
+    c.apply(&subnet_yaml(
+        "late",
+        "vpc-secondary",
+        "10.110.0.0/24",
+        "late-net.default.ovn",
+    ))
+    .await;
+    let a = c.allocated("waits-for-nad", "late-net.default.ovn").await;
+    assert!(in_cidr(
+        &a["late-net.default.ovn.kubernetes.io/ip_address"],
+        "10.110.0.0/24"
+    ));
+
+    // A NAD of another plugin is not ours: skipped without a word.
+    c.apply("apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: macvlan-net\n  namespace: default\nspec:\n  config: '{\"cniVersion\": \"0.3.1\", \"type\": \"macvlan\", \"master\": \"eth0\"}'\n").await;
+    c.apply(&pod_yaml(
+        "mixed",
+        "default/macvlan-net,default/kube-ovn-vpc-network",
+    ))
+    .await;
+    let mixed = c.allocated("mixed", SEED_PROVIDER).await;
+    assert!(
+        !mixed.keys().any(|k| k.starts_with("macvlan-net.")),
+        "{mixed:?}"
+    );
+
+    // Two subnets on one provider: ambiguous until the pod names one.
+    c.apply(&nad_yaml("dup-net")).await;
+    c.apply(&subnet_yaml(
+        "dup-a",
+        "vpc-secondary",
+        "10.120.0.0/24",
+        "dup-net.default.ovn",
+    ))
+    .await;
+    c.apply(&subnet_yaml(
+        "dup-b",
+        "vpc-secondary",
+        "10.121.0.0/24",
+        "dup-net.default.ovn",
+    ))
+    .await;
+    c.apply(&pod_yaml("ambiguous", "default/dup-net")).await;
+    let m = c.event("ambiguous", "AmbiguousSubnet").await;
+    assert!(
+        m.contains("dup-a") && m.contains("dup-b") && m.contains("logical_switch"),
+        "{m}"
+    );
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: pinned\n  annotations:\n    k8s.v1.cni.cncf.io/networks: default/dup-net\n    dup-net.default.ovn.kubernetes.io/logical_switch: dup-b\nspec:\n  containers:\n  - name: app\n    image: nginx\n").await;
+    let a = c.allocated("pinned", "dup-net.default.ovn").await;
+    assert!(in_cidr(
+        &a["dup-net.default.ovn.kubernetes.io/ip_address"],
+        "10.121.0.0/24"
+    ));
+
+    // Static IPs: outside the CIDR, excluded, the gateway, taken.
+    c.apply(&nad_yaml("excl-net")).await;
+    c.apply(&subnet_with(
+        "excl",
+        "vpc-secondary",
+        "10.130.0.0/24",
+        "excl-net.default.ovn",
+        "  gateway: 10.130.0.1\n  excludeIps:\n  - 10.130.0.10..10.130.0.20\n",
+    ))
+    .await;
+    let static_pod = |name: &str, ip: &str| {
+        pod_yaml(
+            name,
+            &format!(r#"[{{"name": "default/excl-net", "ips": ["{ip}"]}}]"#),
+        )
+    };
+    c.apply(&static_pod("outside", "10.99.0.5")).await;
+    c.apply(&static_pod("excluded", "10.130.0.15")).await;
+    c.apply(&static_pod("gateway", "10.130.0.1")).await;
+    c.apply(&static_pod("taker", "10.130.0.100/24")).await;
+    let a = c.allocated("taker", "excl-net.default.ovn").await;
+    assert_eq!(
+        a["excl-net.default.ovn.kubernetes.io/ip_address"],
+        "10.130.0.100"
+    );
+    c.apply(&static_pod("taken", "10.130.0.100")).await;
+    let m = c.event("outside", "InvalidStaticIP").await;
+    assert!(m.contains("10.99.0.5") && m.contains("excl"), "{m}");
+    let m = c.event("excluded", "StaticIPExcluded").await;
+    assert!(m.contains("10.130.0.15") && m.contains("excludeIps"), "{m}");
+    let m = c.event("gateway", "StaticIPIsGateway").await;
+    assert!(m.contains("10.130.0.1") && m.contains("gateway"), "{m}");
+    let m = c.event("taken", "StaticIPTaken").await;
+    assert!(m.contains("10.130.0.100") && m.contains("taker"), "{m}");
+
+    // Malformed annotation JSON.
+    c.apply(&pod_yaml(
+        "malformed",
+        r#"[{"name": "default/kube-ovn-vpc-network""#,
+    ))
+    .await;
+    let m = c.event("malformed", "InvalidNetworksAnnotation").await;
+    assert!(m.contains("malformed"), "{m}");
+
+    // Subnet validation: overlap in one VPC, no VPC, gateway outside the CIDR.
+    c.apply(&nad_yaml("ovl-net")).await;
+    c.apply(&subnet_yaml(
+        "overlapping",
+        "vpc-secondary",
+        "10.100.7.0/24",
+        "ovl-net.default.ovn",
+    ))
+    .await;
+    c.apply("apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: no-vpc\nspec:\n  cidr: 10.140.0.0/24\n  provider: ovl-net.default.ovn\n").await;
+    c.apply(&subnet_with(
+        "bad-gw",
+        "vpc-secondary",
+        "10.150.0.0/24",
+        "ovl-net.default.ovn",
+        "  gateway: 10.151.0.1\n",
+    ))
+    .await;
+    for (subnet, reason, words) in [
+        (
+            "overlapping",
+            "CidrOverlap",
+            ["subnet-secondary", "10.100.7.0/24"],
+        ),
+        ("no-vpc", "VpcRequired", ["spec.vpc", "no default VPC"]),
+        ("bad-gw", "InvalidSubnet", ["10.151.0.1", "gateway"]),
+    ] {
+        let cond = c
+            .eventually(&format!("condition {reason} on {subnet}"), || async {
+                let s = c.subnet(subnet).await?;
+                s.status?
+                    .conditions
+                    .into_iter()
+                    .find(|x| x.type_ == "Validated" && x.reason == reason)
+            })
+            .await;
+        for w in words {
+            assert!(
+                cond.message.contains(w),
+                "{subnet}: {w} in {}",
+                cond.message
+            );
+        }
+        assert!(!c.event(subnet, reason).await.is_empty());
+    }
+    // Nothing of the invalid subnets reached OVN.
+    let switches = c
+        .ovn
+        .nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"]);
+    for s in ["overlapping", "no-vpc", "bad-gw"] {
+        assert!(
+            !switches.lines().any(|l| l.trim() == s),
+            "{s} in {switches}"
+        );
+    }
+
+    // Nothing was allocated for any bad pod; the good ones kept working.
+    let good = ["good-1", "mixed"];
+    let seed = addresses(&c, SEED_PROVIDER).await;
+    let mut names: Vec<&str> = seed.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(names, good);
+    c.wait_used("subnet-secondary", 2).await;
+    c.wait_used("excl", 1).await;
+    c.wait_used("dup-a", 0).await;
+    c.wait_used("dup-b", 1).await;
+    let mut expected: Vec<String> = vec![
+        format!("good-1.default.{SEED_PROVIDER}"),
+        format!("mixed.default.{SEED_PROVIDER}"),
+        "waits-for-nad.default.late-net.default.ovn".into(),
+        "pinned.default.dup-net.default.ovn".into(),
+        "taker.default.excl-net.default.ovn".into(),
+    ];
+    expected.sort();
+    assert_eq!(c.nb_pod_ports(), expected);
+    assert_eq!(c.ip_crs().await.len(), expected.len());
+    c.apply(&pod_yaml("good-2", "default/kube-ovn-vpc-network"))
+        .await;
+    c.allocated("good-2", SEED_PROVIDER).await;
+}
+
+async fn create_pods(c: &Cluster, names: Vec<String>, networks: &str) {
+    let mut set = tokio::task::JoinSet::new();
+    let chunks: Vec<Vec<String>> = names
+        .chunks(names.len().div_ceil(16).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    for chunk in chunks {
+        let pods = c.pods();
+        let networks = networks.to_owned();
+        set.spawn(async move {
+            for name in chunk {
+                let pod: k8s_openapi::api::core::v1::Pod =
+                    serde_yaml::from_str(&pod_yaml(&name, &networks)).unwrap();
+                pods.create(&Default::default(), &pod).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_a_200_pod_burst_loses_and_leaks_nothing() {
+    let mut c = Cluster::up(0).await;
+    c.start_operator();
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+    c.wait_used("subnet-secondary", 0).await;
+
+    let names: Vec<String> = (0..200).map(|i| format!("burst-{i}")).collect();
+    let c_ref = &c;
+    let create = create_pods(c_ref, names.clone(), "default/kube-ovn-vpc-network");
+    let watch_kill = async {
+        c_ref
+            .eventually("some pods annotated", || async {
+                (addresses(c_ref, SEED_PROVIDER).await.len() >= 40).then_some(())
+            })
+            .await;
+    };
+    tokio::join!(create, watch_kill);
+    c.kill_operator();
+    let before = addresses(&c, SEED_PROVIDER).await.len();
+    assert!(
+        before < 200,
+        "the kill came after the burst ({before} annotated)"
+    );
+
+    c.start_operator();
+    c.eventually("all 200 pods annotated", || async {
+        (addresses(&c, SEED_PROVIDER).await.len() == 200).then_some(())
+    })
+    .await;
+    let ips: Vec<String> = addresses(&c, SEED_PROVIDER)
+        .await
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
+    let unique: std::collections::HashSet<&String> = ips.iter().collect();
+    assert_eq!(unique.len(), 200, "duplicate addresses");
+    let mut expected: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n}.default.{SEED_PROVIDER}"))
+        .collect();
+    expected.sort();
+    c.eventually("exactly the 200 pods' ports in NB", || async {
+        (c.nb_pod_ports() == expected).then_some(())
+    })
+    .await;
+    // Each port carries the address its pod was annotated with.
+    for (name, ip) in addresses(&c, SEED_PROVIDER).await.iter().take(20) {
+        let lsp = format!("{name}.default.{SEED_PROVIDER}");
+        assert!(c.lsp_addresses(&lsp).ends_with(&format!(" {ip}")), "{lsp}");
+    }
+    c.wait_used("subnet-secondary", 200).await;
+    c.eventually("200 IP CRs", || async {
+        (c.ip_crs().await.len() == 200).then_some(())
+    })
+    .await;
+
+    // Pods deleted while the operator is down: garbage-collected at start.
+    c.kill_operator();
+    for name in &names[..100] {
+        c.delete_pod(name).await;
+    }
+    c.start_operator();
+    let mut kept: Vec<String> = names[100..]
+        .iter()
+        .map(|n| format!("{n}.default.{SEED_PROVIDER}"))
+        .collect();
+    kept.sort();
+    c.eventually("ports of deleted pods collected", || async {
+        (c.nb_pod_ports() == kept).then_some(())
+    })
+    .await;
+    c.wait_used("subnet-secondary", 100).await;
+    c.eventually("IP CRs of deleted pods collected", || async {
+        (c.ip_crs().await.len() == 100).then_some(())
+    })
+    .await;
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("kube_ovn_gc_removed_total{kind=\"lsp\"} 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kube_ovn_gc_removed_total{kind=\"address\"} 100"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_mode_and_missing_crds_are_refused_plainly() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-ovn"))
+        .args([
+            "operator",
+            "--non-primary-cni-mode=false",
+            "--ovn-nb",
+            "unix:/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("primary mode is not supported"), "{err}");
+
+    let api = kube_sim::ApiServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&dir.path().join("kubeconfig"))
+        .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kube-ovn"))
+                .env("KUBECONFIG", dir.join("kubeconfig"))
+                .args(["operator", "--ovn-nb", "unix:/nonexistent", "--ipam-db"])
+                .arg(dir.join("ipam"))
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for crd in [
+        "vpcs.kubeovn.io",
+        "subnets.kubeovn.io",
+        "ips.kubeovn.io",
+        "network-attachment-definitions.k8s.cni.cncf.io",
+    ] {
+        assert!(err.contains(crd), "{crd} in {err}");
+    }
+}
