@@ -72,6 +72,8 @@ pub struct Cluster {
     pub operator: Option<Child>,
     pub status_addr: SocketAddr,
     pub restarts: usize,
+    /// `--log-level` of the operator.
+    pub log_level: String,
 }
 
 fn free_port() -> u16 {
@@ -103,6 +105,7 @@ impl Cluster {
             operator: None,
             status_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             restarts: 0,
+            log_level: "info,kube_ovn=debug".into(),
         };
         cluster.install_crds().await;
         cluster
@@ -139,7 +142,7 @@ impl Cluster {
                 "--log-format",
                 "json",
                 "--log-level",
-                "info,kube_ovn=debug",
+                &self.log_level,
                 "operator",
                 "--ovn-nb",
             ])
@@ -348,17 +351,27 @@ impl Cluster {
 
     /// The status endpoint's `/metrics` text.
     pub async fn metrics(&self) -> String {
+        self.status_get("/metrics")
+            .await
+            .expect("status endpoint answers")
+    }
+
+    /// GET `path` on the status endpoint: the whole response, or `None` if it does not answer.
+    pub async fn status_get(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(self.status_addr)
             .await
-            .unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
         let mut out = String::new();
-        stream.read_to_string(&mut out).await.unwrap();
-        out
+        stream.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    }
+
+    /// The operator's process id.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.operator.as_ref().map(Child::id)
     }
 
     /// Merges `annotations` into pod `name`.
