@@ -143,3 +143,44 @@ async fn a_taken_ifname_in_the_pod_fails_and_leaves_no_host_end() {
     assert!(err.to_string().contains("net1"), "{err}");
     assert!(!host_link_exists(&plan.host_name));
 }
+
+#[tokio::test]
+async fn pod_egress_shaping_is_a_tbf_on_the_pod_end_set_changed_and_removed() {
+    use kube_ovn::node::netlink::{pod_egress_limit, set_pod_egress_limit};
+    let ns = Netns::new("tbf");
+    ns.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "net1p",
+    ]);
+    ns.ip(&["link", "set", "net1", "up"]);
+
+    set_pod_egress_limit(&ns.path(), "net1", Some(10))
+        .await
+        .expect("shape");
+    let shown = run("tc", &["-n", &ns.name, "qdisc", "show", "dev", "net1"]);
+    assert!(
+        shown.contains("tbf") && shown.contains("rate 10Mbit"),
+        "{shown}"
+    );
+    assert_eq!(
+        pod_egress_limit(&ns.path(), "net1").await.expect("read"),
+        Some(10)
+    );
+
+    set_pod_egress_limit(&ns.path(), "net1", Some(250))
+        .await
+        .expect("reshape");
+    let shown = run("tc", &["-n", &ns.name, "qdisc", "show", "dev", "net1"]);
+    assert!(shown.contains("rate 250Mbit"), "{shown}");
+
+    for _ in 0..2 {
+        set_pod_egress_limit(&ns.path(), "net1", None)
+            .await
+            .expect("lift, twice");
+    }
+    let shown = run("tc", &["-n", &ns.name, "qdisc", "show", "dev", "net1"]);
+    assert!(!shown.contains("tbf"), "{shown}");
+    assert_eq!(
+        pod_egress_limit(&ns.path(), "net1").await.expect("read"),
+        None
+    );
+}

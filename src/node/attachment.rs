@@ -1,0 +1,439 @@
+//! What ADD wires for one pod interface, as pure functions of the CNI request and the pod's
+//! annotations: which attachment key the controller used (`<provider>` or, for the second and
+//! later attachments of one NAD, `<provider>.<ifname>`), the logical switch port it names, the
+//! interface's MAC, MTU, addresses and routes, the OVS `external_ids` of the host end, and the
+//! answer to the shim. No I/O: the handler (`handler.rs`) waits, wires and undoes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::api::allocation::{
+    attachment_qos, attachment_routes, AllocatedAttachment, AttachmentQos,
+};
+use crate::api::annotations::{provider_annotation, Provider, ProviderKey, NETWORKS};
+use crate::api::selection::parse_networks;
+use crate::cni::protocol::{CniRequest, CniResponse, IpConfig, MacAddr, PodInterface, RouteConfig};
+use crate::cni::{CniError, ErrorCode};
+
+use super::netlink::{host_veth_name, VethPlan};
+use super::pod_index::PodView;
+
+/// `Interface.external_ids` keys the node role writes (Kube-OVN's names).
+pub const POD_NAME_ID: &str = "pod_name";
+pub const POD_NAMESPACE_ID: &str = "pod_namespace";
+pub const POD_NETNS_ID: &str = "pod_netns";
+pub const IP_ID: &str = "ip";
+/// Ours, not Kube-OVN's: the pod end's name, for live QoS on the pod side.
+pub const POD_IFNAME_ID: &str = "pod_ifname";
+pub const VENDOR_ID: &str = "vendor";
+pub const VENDOR: &str = "kube-ovn";
+
+/// The per-attachment MTU annotation (`<key>.kubernetes.io/mtu`), which wins over `--mtu`.
+/// Not yet in `ProviderKey`: the controller does not write it, a user may.
+const MTU_KEY: &str = "mtu";
+
+/// The attachment key of this interface: `<provider>.<ifname>` when the pod's networks
+/// annotation lists the provider's NAD more than once and this interface is not the first of
+/// them (the controller's rule), else the provider itself.
+pub fn attachment_key(
+    annotations: &BTreeMap<String, String>,
+    pod_namespace: &str,
+    provider: &str,
+    ifname: &str,
+) -> String {
+    let repeated = annotations
+        .get(NETWORKS)
+        .and_then(|v| parse_networks(v, pod_namespace).ok())
+        .is_some_and(|selections| {
+            let mine: Vec<_> = selections
+                .iter()
+                .filter(|s| {
+                    Provider::for_nad(&s.name, &s.namespace).is_ok_and(|p| p.as_str() == provider)
+                })
+                .collect();
+            mine.iter().position(|s| s.interface == ifname).unwrap_or(0) > 0
+        });
+    if repeated {
+        format!("{provider}.{ifname}")
+    } else {
+        provider.to_string()
+    }
+}
+
+/// Logical_Switch_Port name and `iface-id` of an attachment: `<pod>.<ns>.<key>`.
+pub fn lsp_name(pod: &str, namespace: &str, key: &str) -> String {
+    format!("{pod}.{namespace}.{key}")
+}
+
+/// The attachment key of a plugged interface, from its `iface-id` and pod.
+pub fn key_of_iface_id<'a>(iface_id: &'a str, pod: &str, namespace: &str) -> Option<&'a str> {
+    iface_id
+        .strip_prefix(pod)?
+        .strip_prefix('.')?
+        .strip_prefix(namespace)?
+        .strip_prefix('.')
+}
+
+/// Everything ADD needs about one interface once the controller annotated the pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wiring {
+    pub key: String,
+    pub iface_id: String,
+    pub veth: VethPlan,
+    /// Each address with its subnet's gateway, for the answer.
+    pub ips: Vec<IpConfig>,
+    pub qos: AttachmentQos,
+}
+
+/// Node settings that the annotations can override.
+#[derive(Clone, Copy, Debug)]
+pub struct WiringDefaults {
+    pub mtu: u32,
+    pub tx_checksum_off: bool,
+}
+
+/// Reads the wiring of `req` from the pod. `Err(reason)` while the controller has not
+/// annotated the pod yet (keep waiting); `Ok(Err(e))` when the annotations are there but
+/// unusable (answer at once).
+pub fn wiring(
+    pod: &PodView,
+    req: &CniRequest,
+    defaults: WiringDefaults,
+) -> Result<Result<Wiring, CniError>, String> {
+    let key = attachment_key(&pod.annotations, &pod.namespace, &req.provider, &req.ifname);
+    let allocation = match AllocatedAttachment::from_annotations(&pod.annotations, &key) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return Err(format!(
+                "annotation {} is not \"true\" yet",
+                provider_annotation(&key, ProviderKey::Allocated)
+            ))
+        }
+        Err(e) => return Ok(Err(invalid(pod, e.to_string()))),
+    };
+    Ok(build(pod, req, defaults, key, &allocation))
+}
+
+fn invalid(pod: &PodView, reason: String) -> CniError {
+    CniError::new(
+        ErrorCode::InvalidNetworkConfig,
+        format!("pod {}/{}: {reason}", pod.namespace, pod.name),
+    )
+}
+
+fn build(
+    pod: &PodView,
+    req: &CniRequest,
+    defaults: WiringDefaults,
+    key: String,
+    allocation: &AllocatedAttachment,
+) -> Result<Wiring, CniError> {
+    let addresses = allocation.addresses();
+    if addresses.len() != allocation.ips.len() {
+        return Err(invalid(
+            pod,
+            format!(
+                "addresses {:?} do not all lie in the subnet CIDRs {:?} of {}",
+                allocation.ips,
+                allocation.cidrs,
+                provider_annotation(&key, ProviderKey::Cidr)
+            ),
+        ));
+    }
+    let mtu_annotation = format!("{key}.kubernetes.io/{MTU_KEY}");
+    let mtu = match pod.annotation(&mtu_annotation).map(str::trim) {
+        None | Some("") => defaults.mtu,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (576..=65535).contains(m))
+            .ok_or_else(|| {
+                invalid(
+                    pod,
+                    format!("annotation {mtu_annotation}: {v:?} is not an MTU (576..65535)"),
+                )
+            })?,
+    };
+    let routes = routes(pod, &key, allocation)?;
+    let qos = attachment_qos(&pod.annotations, &key).map_err(|e| invalid(pod, e.to_string()))?;
+    let ips = addresses
+        .iter()
+        .map(|a| IpConfig {
+            address: *a,
+            gateway: allocation.gateway_for(a.addr()),
+        })
+        .collect();
+    Ok(Wiring {
+        iface_id: lsp_name(&pod.name, &pod.namespace, &key),
+        key,
+        veth: VethPlan {
+            host_name: host_veth_name(&req.container_id, &req.ifname),
+            pod_netns: PathBuf::from(&req.netns),
+            pod_ifname: req.ifname.clone(),
+            mac: MacAddr(allocation.mac.octets()),
+            mtu,
+            addresses,
+            routes,
+            tx_checksum_off: defaults.tx_checksum_off,
+        },
+        ips,
+        qos,
+    })
+}
+
+/// No routes unless asked: a default route per family through the subnet gateway when
+/// `<key>.kubernetes.io/default_route` is `"true"`, plus `<key>.kubernetes.io/routes`
+/// (a route without `gw` goes through the subnet gateway of its family).
+fn routes(
+    pod: &PodView,
+    key: &str,
+    allocation: &AllocatedAttachment,
+) -> Result<Vec<RouteConfig>, CniError> {
+    let mut out = Vec::new();
+    let default_route = provider_annotation(key, ProviderKey::DefaultRoute);
+    if pod.annotation(&default_route).map(str::trim) == Some("true") {
+        for gw in &allocation.gateways {
+            out.push(RouteConfig {
+                dst: any_of_family(*gw),
+                gw: Some(*gw),
+            });
+        }
+    }
+    let extra =
+        attachment_routes(&pod.annotations, key).map_err(|e| invalid(pod, e.to_string()))?;
+    let name = provider_annotation(key, ProviderKey::Routes);
+    for r in extra {
+        let gw: Option<IpAddr> = match r.gw.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(g) => Some(g.parse().map_err(|_| {
+                invalid(
+                    pod,
+                    format!("annotation {name}: gateway {g:?} is not an IP"),
+                )
+            })?),
+        };
+        let dst: IpNet = match r.dst.as_deref().map(str::trim) {
+            None | Some("") => match gw.or_else(|| allocation.gateways.first().copied()) {
+                Some(ip) => any_of_family(ip),
+                None => {
+                    return Err(invalid(
+                        pod,
+                        format!("annotation {name}: a default route needs a gateway"),
+                    ))
+                }
+            },
+            Some(d) => d.parse().map_err(|_| {
+                invalid(
+                    pod,
+                    format!("annotation {name}: destination {d:?} is not a CIDR"),
+                )
+            })?,
+        };
+        let gw = gw.or_else(|| {
+            allocation
+                .gateways
+                .iter()
+                .copied()
+                .find(|g| g.is_ipv4() == dst.addr().is_ipv4())
+        });
+        let route = RouteConfig { dst, gw };
+        if !out.contains(&route) {
+            out.push(route);
+        }
+    }
+    Ok(out)
+}
+
+fn any_of_family(ip: IpAddr) -> IpNet {
+    match ip {
+        IpAddr::V4(_) => IpNet::new(IpAddr::from([0u8; 4]), 0),
+        IpAddr::V6(_) => IpNet::new(IpAddr::from([0u16; 8]), 0),
+    }
+    .expect("prefix 0 is valid for every family")
+}
+
+/// `Interface.external_ids` of the host end.
+pub fn external_ids(pod_name: &str, pod_namespace: &str, w: &Wiring) -> BTreeMap<String, String> {
+    let ips: Vec<String> = w.ips.iter().map(|i| i.address.addr().to_string()).collect();
+    BTreeMap::from([
+        (
+            crate::ovn::vswitch::IFACE_ID.to_string(),
+            w.iface_id.clone(),
+        ),
+        (POD_NAME_ID.to_string(), pod_name.to_string()),
+        (POD_NAMESPACE_ID.to_string(), pod_namespace.to_string()),
+        (
+            POD_NETNS_ID.to_string(),
+            w.veth.pod_netns.display().to_string(),
+        ),
+        (POD_IFNAME_ID.to_string(), w.veth.pod_ifname.clone()),
+        (VENDOR_ID.to_string(), VENDOR.to_string()),
+        (IP_ID.to_string(), ips.join(",")),
+    ])
+}
+
+/// The answer to the shim.
+pub fn response(w: &Wiring) -> CniResponse {
+    CniResponse {
+        interface: PodInterface {
+            name: w.veth.pod_ifname.clone(),
+            mac: w.veth.mac,
+            mtu: Some(w.veth.mtu),
+            sandbox: w.veth.pod_netns.display().to_string(),
+        },
+        ips: w.ips.clone(),
+        routes: w.veth.routes.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "attachnet.default.ovn";
+
+    fn pod(annotations: &[(&str, &str)]) -> PodView {
+        PodView {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            terminating: false,
+        }
+    }
+
+    fn allocated(key: &str) -> Vec<(String, String)> {
+        vec![
+            (format!("{key}.kubernetes.io/allocated"), "true".into()),
+            (format!("{key}.kubernetes.io/ip_address"), "10.1.0.5".into()),
+            (
+                format!("{key}.kubernetes.io/mac_address"),
+                "0a:58:0a:01:00:05".into(),
+            ),
+            (format!("{key}.kubernetes.io/cidr"), "10.1.0.0/24".into()),
+            (format!("{key}.kubernetes.io/gateway"), "10.1.0.1".into()),
+            (format!("{key}.kubernetes.io/logical_switch"), "s1".into()),
+        ]
+    }
+
+    fn with(base: Vec<(String, String)>, extra: &[(&str, &str)]) -> PodView {
+        let mut all: Vec<(&str, &str)> =
+            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(extra);
+        pod(&all)
+    }
+
+    fn req(ifname: &str) -> CniRequest {
+        CniRequest {
+            container_id: "0123456789abcdef".into(),
+            netns: "/var/run/netns/p1".into(),
+            ifname: ifname.into(),
+            pod_namespace: "default".into(),
+            pod_name: "web".into(),
+            pod_uid: "u1".into(),
+            provider: P.into(),
+            cni_version: "1.0.0".into(),
+            ips: vec![],
+            mac: None,
+            config: serde_json::Value::Null,
+            prev_result: None,
+        }
+    }
+
+    const D: WiringDefaults = WiringDefaults {
+        mtu: 1400,
+        tx_checksum_off: true,
+    };
+
+    #[test]
+    fn an_unannotated_pod_keeps_waiting_and_names_the_missing_annotation() {
+        let reason = wiring(&pod(&[]), &req("net1"), D).expect_err("not ready");
+        assert!(
+            reason.contains("attachnet.default.ovn.kubernetes.io/allocated"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_allocated_pod_gives_addresses_with_the_subnet_prefix_and_no_routes() {
+        let w = wiring(&with(allocated(P), &[]), &req("net1"), D)
+            .expect("ready")
+            .expect("valid");
+        assert_eq!(w.iface_id, "web.default.attachnet.default.ovn");
+        assert_eq!(
+            w.veth.addresses,
+            vec!["10.1.0.5/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(w.veth.mtu, 1400);
+        assert!(w.veth.routes.is_empty());
+        assert_eq!(w.veth.mac.to_string(), "0a:58:0a:01:00:05");
+        assert_eq!(w.ips[0].gateway, Some("10.1.0.1".parse().unwrap()));
+        let r = response(&w);
+        assert_eq!(r.interface.sandbox, "/var/run/netns/p1");
+    }
+
+    #[test]
+    fn default_route_mtu_and_extra_routes_come_from_annotations() {
+        let p = with(
+            allocated(P),
+            &[
+                ("attachnet.default.ovn.kubernetes.io/default_route", "true"),
+                ("attachnet.default.ovn.kubernetes.io/mtu", "1300"),
+                (
+                    "attachnet.default.ovn.kubernetes.io/routes",
+                    r#"[{"dst":"192.168.0.0/16"},{"dst":"172.16.0.0/12","gw":"10.1.0.254"}]"#,
+                ),
+            ],
+        );
+        let w = wiring(&p, &req("net1"), D).unwrap().unwrap();
+        assert_eq!(w.veth.mtu, 1300);
+        let routes: Vec<String> = w
+            .veth
+            .routes
+            .iter()
+            .map(|r| format!("{} {:?}", r.dst, r.gw))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "0.0.0.0/0 Some(10.1.0.1)",
+                "192.168.0.0/16 Some(10.1.0.1)",
+                "172.16.0.0/12 Some(10.1.0.254)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_nad_keys_its_second_interface_on_the_ifname() {
+        let nets =
+            r#"[{"name":"attachnet","interface":"net1"},{"name":"attachnet","interface":"net2"}]"#;
+        let a = pod(&[(NETWORKS, nets)]).annotations;
+        assert_eq!(attachment_key(&a, "default", P, "net1"), P);
+        assert_eq!(
+            attachment_key(&a, "default", P, "net2"),
+            format!("{P}.net2")
+        );
+        assert_eq!(attachment_key(&BTreeMap::new(), "default", P, "net2"), P);
+        assert_eq!(
+            key_of_iface_id("web.default.attachnet.default.ovn.net2", "web", "default"),
+            Some("attachnet.default.ovn.net2")
+        );
+    }
+
+    #[test]
+    fn broken_annotations_fail_at_once_with_code_7() {
+        let p = with(
+            allocated(P),
+            &[("attachnet.default.ovn.kubernetes.io/mtu", "9")],
+        );
+        let e = wiring(&p, &req("net1"), D).unwrap().expect_err("bad mtu");
+        assert_eq!(e.code, ErrorCode::InvalidNetworkConfig as u32);
+        assert!(e.msg.contains("kubernetes.io/mtu"), "{}", e.msg);
+    }
+}

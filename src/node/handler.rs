@@ -1,0 +1,349 @@
+//! The node role's [`CniHandler`]: ADD waits (on the pod index, not a poll) for the
+//! controller's annotations, builds the veth in the pod netns, plugs the host end into
+//! `br-int`, applies QoS and waits for `ovn-installed` through the OVSDB monitor; any failure
+//! after the veth exists undoes everything. DEL unplugs and deletes by the host end's name
+//! (derived from container id and ifname), so it needs no pod, annotation or netns. CHECK
+//! reads the interface and the OVS port back. Health: OVS database connected, `br-int`
+//! present, ovn-controller connected to the SB.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::api::allocation::AttachmentQos;
+use crate::cni::protocol::{CniRequest, CniResponse};
+use crate::cni::{CniError, ErrorCode};
+use crate::ovn::vswitch::{QosKind, Vswitch, IFACE_ID};
+
+use super::attachment::{self, Wiring, WiringDefaults};
+use super::netlink::{self, host_veth_name, Netlink};
+use super::pod_index::PodIndex;
+use super::server::CniHandler;
+use super::unixctl;
+
+/// The OVS datapath of the node's bridges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Datapath {
+    /// Userspace (`datapath_type=netdev`): veth ends need tx checksum offload off.
+    Netdev,
+    /// The kernel module (`datapath_type=system`).
+    System,
+}
+
+impl Datapath {
+    /// `Bridge.datapath_type` (the kernel datapath is the empty string).
+    pub fn ovs_type(self) -> &'static str {
+        match self {
+            Datapath::Netdev => "netdev",
+            Datapath::System => "system",
+        }
+    }
+
+    /// How the pod's ingress limit is enforced. `linux-htb` (a kernel HTB qdisc on the host
+    /// end) for both: OVS transmits to a veth through its qdisc on the userspace datapath too,
+    /// while `egress-policer` exists only for DPDK ports.
+    pub fn qos_kind(self) -> QosKind {
+        QosKind::LinuxHtb
+    }
+}
+
+/// What the handler needs to know about the node.
+#[derive(Clone, Debug)]
+pub struct HandlerConfig {
+    pub bridge: String,
+    pub datapath: Datapath,
+    /// Pod MTU when the annotations do not say.
+    pub mtu: u32,
+    /// How long ADD waits for the controller's annotations.
+    pub annotation_timeout: Duration,
+    /// How long ADD waits for ovn-controller to mark the port installed.
+    pub ovn_installed_timeout: Duration,
+    /// Where ovn-controller keeps its pidfile and control socket (for health).
+    pub ovn_run_dir: PathBuf,
+}
+
+/// The node's CNI handler.
+pub struct NodeHandler {
+    pods: Arc<PodIndex>,
+    vswitch: Vswitch,
+    netlink: Netlink,
+    config: HandlerConfig,
+}
+
+fn ovs_error(op: &str, object: &str) -> impl FnOnce(crate::ovn::Error) -> CniError {
+    let msg = format!("{op} {object}");
+    move |e| CniError::new(ErrorCode::TryAgainLater, format!("{msg}: {e}"))
+}
+
+impl NodeHandler {
+    /// Must be called inside a tokio runtime (it opens the node's rtnetlink socket).
+    pub fn new(
+        pods: Arc<PodIndex>,
+        vswitch: Vswitch,
+        config: HandlerConfig,
+    ) -> Result<NodeHandler, netlink::NetlinkError> {
+        Ok(NodeHandler {
+            pods,
+            vswitch,
+            netlink: Netlink::new()?,
+            config,
+        })
+    }
+
+    fn defaults(&self) -> WiringDefaults {
+        WiringDefaults {
+            mtu: self.config.mtu,
+            tx_checksum_off: self.config.datapath == Datapath::Netdev,
+        }
+    }
+
+    async fn wait_wiring(&self, req: &CniRequest) -> Result<Wiring, CniError> {
+        let defaults = self.defaults();
+        self.pods
+            .wait_for(
+                &req.pod_namespace,
+                &req.pod_name,
+                self.config.annotation_timeout,
+                |pod| attachment::wiring(pod, req, defaults),
+            )
+            .await
+            .map_err(|e| CniError::new(ErrorCode::TryAgainLater, e.to_string()))?
+    }
+
+    /// Plugs, limits and waits; the caller undoes on error.
+    async fn plug(&self, wiring: &Wiring, ids: &BTreeMap<String, String>) -> Result<(), CniError> {
+        let host = wiring.veth.host_name.as_str();
+        let started = Instant::now();
+        self.vswitch
+            .plug_interface(&self.config.bridge, host, ids)
+            .await
+            .map_err(ovs_error("plugging interface", host))?;
+        apply_qos(
+            &self.vswitch,
+            self.config.datapath,
+            host,
+            &wiring.veth.pod_netns,
+            &wiring.veth.pod_ifname,
+            wiring.qos,
+        )
+        .await?;
+        let plugged = Instant::now();
+        self.vswitch
+            .wait_ovn_installed(host, plugged + self.config.ovn_installed_timeout)
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "interface {host} (iface-id {}) was not ovn-installed within {:?}: \
+                         is the logical switch port created and ovn-controller connected? ({e})",
+                        ids.get(IFACE_ID).map(String::as_str).unwrap_or(""),
+                        self.config.ovn_installed_timeout
+                    ),
+                )
+            })?;
+        info!(
+            iface = host,
+            plug_ms = (plugged - started).as_secs_f64() * 1e3,
+            ovn_installed_wait_ms = plugged.elapsed().as_secs_f64() * 1e3,
+            "interface plugged and ovn-installed"
+        );
+        Ok(())
+    }
+
+    /// Removes the port (with its QoS rows) and the veth of `host`; nothing there is fine.
+    async fn remove(&self, host: &str) -> Result<(), CniError> {
+        self.vswitch
+            .unplug_interface(host)
+            .await
+            .map_err(ovs_error("unplugging interface", host))?;
+        self.netlink
+            .delete_link(host)
+            .await
+            .map_err(|e| e.to_cni())?;
+        Ok(())
+    }
+}
+
+/// Sets the limits of one plugged interface whose pod end is `pod_ifname` in `pod_netns`;
+/// returns whether anything changed (the live QoS task shares this). The OVS rows (ingress
+/// policing for the pod's egress, a `linux-htb` queue for its ingress) are the record on both
+/// datapaths; on netdev the pod's egress is also shaped by a TBF on the pod end, because the
+/// userspace datapath reads the host end before the kernel's ingress policer would drop.
+pub async fn apply_qos(
+    vswitch: &Vswitch,
+    datapath: Datapath,
+    iface: &str,
+    pod_netns: &Path,
+    pod_ifname: &str,
+    qos: AttachmentQos,
+) -> Result<bool, CniError> {
+    let changed = vswitch
+        .set_interface_qos_as(
+            iface,
+            datapath.qos_kind(),
+            qos.ingress_mbps,
+            qos.egress_mbps,
+        )
+        .await
+        .map_err(ovs_error("limiting interface", iface))?;
+    if changed && datapath == Datapath::Netdev {
+        netlink::set_pod_egress_limit(pod_netns, pod_ifname, qos.egress_mbps)
+            .await
+            .map_err(|e| e.to_cni())?;
+    }
+    Ok(changed)
+}
+
+impl CniHandler for NodeHandler {
+    async fn add(&self, req: CniRequest) -> Result<CniResponse, CniError> {
+        if req.netns.is_empty() || !Path::new(&req.netns).exists() {
+            return Err(CniError::new(
+                ErrorCode::UnknownContainer,
+                format!(
+                    "netns {:?} of container {} does not exist",
+                    req.netns, req.container_id
+                ),
+            ));
+        }
+        let wiring = self.wait_wiring(&req).await?;
+        let ids = attachment::external_ids(&req.pod_name, &req.pod_namespace, &wiring);
+        self.netlink
+            .create_veth_in_netns(&wiring.veth)
+            .await
+            .map_err(|e| e.to_cni())?;
+        let host = wiring.veth.host_name.as_str();
+        if let Err(e) = self.plug(&wiring, &ids).await {
+            if let Err(undo) = self.remove(host).await {
+                warn!(iface = host, error = %undo.msg, "undoing a failed ADD");
+            }
+            return Err(e);
+        }
+        Ok(attachment::response(&wiring))
+    }
+
+    async fn del(&self, req: CniRequest) -> Result<(), CniError> {
+        self.remove(&host_veth_name(&req.container_id, &req.ifname))
+            .await
+    }
+
+    async fn check(&self, req: CniRequest) -> Result<(), CniError> {
+        let fail = |msg: String| CniError::new(ErrorCode::Io, msg);
+        let pod = self
+            .pods
+            .get(&req.pod_namespace, &req.pod_name)
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::UnknownContainer,
+                    format!(
+                        "pod {}/{} is not on this node",
+                        req.pod_namespace, req.pod_name
+                    ),
+                )
+            })?;
+        let want = match attachment::wiring(&pod, &req, self.defaults()) {
+            Ok(w) => w?,
+            Err(reason) => {
+                return Err(fail(format!(
+                    "pod {}/{}: {reason}",
+                    pod.namespace, pod.name
+                )))
+            }
+        };
+        let got = netlink::inspect(Path::new(&req.netns), &req.ifname)
+            .await
+            .map_err(|e| e.to_cni())?
+            .ok_or_else(|| {
+                fail(format!(
+                    "interface {} is missing in {}",
+                    req.ifname, req.netns
+                ))
+            })?;
+        if got.mac != want.veth.mac {
+            return Err(fail(format!(
+                "interface {} has MAC {}, want {}",
+                req.ifname, got.mac, want.veth.mac
+            )));
+        }
+        if got.mtu != want.veth.mtu || !got.up {
+            return Err(fail(format!(
+                "interface {} has MTU {} (up: {}), want MTU {} and up",
+                req.ifname, got.mtu, got.up, want.veth.mtu
+            )));
+        }
+        if let Some(missing) = want
+            .veth
+            .addresses
+            .iter()
+            .find(|a| !got.addresses.contains(a))
+        {
+            return Err(fail(format!(
+                "interface {} lacks address {missing}",
+                req.ifname
+            )));
+        }
+        if let Some(missing) = want.veth.routes.iter().find(|r| !got.routes.contains(r)) {
+            return Err(fail(format!(
+                "interface {} lacks route {} via {:?}",
+                req.ifname, missing.dst, missing.gw
+            )));
+        }
+        let host = &want.veth.host_name;
+        let iface = self
+            .vswitch
+            .interface(host)
+            .map_err(ovs_error("reading interface", host))?
+            .ok_or_else(|| fail(format!("OVS interface {host} is missing")))?;
+        if iface.external_ids.get(IFACE_ID) != Some(&want.iface_id) {
+            return Err(fail(format!(
+                "OVS interface {host} has iface-id {:?}, want {}",
+                iface.external_ids.get(IFACE_ID),
+                want.iface_id
+            )));
+        }
+        let on_bridge = self
+            .vswitch
+            .port(host)
+            .ok()
+            .flatten()
+            .zip(self.vswitch.bridge(&self.config.bridge).ok().flatten())
+            .is_some_and(|(port, br)| br.ports.contains(&port.uuid));
+        if !on_bridge {
+            return Err(fail(format!(
+                "OVS interface {host} is not a port of {}",
+                self.config.bridge
+            )));
+        }
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), CniError> {
+        let down = |msg: String| CniError::new(ErrorCode::PluginNotAvailable, msg);
+        if !self.vswitch.client().is_connected() {
+            return Err(down("the Open_vSwitch database is not connected".into()));
+        }
+        match self.vswitch.bridge(&self.config.bridge) {
+            Ok(Some(_)) => {}
+            _ => {
+                return Err(down(format!(
+                    "bridge {} does not exist",
+                    self.config.bridge
+                )))
+            }
+        }
+        let status = unixctl::ovn_controller_call(&self.config.ovn_run_dir, "connection-status")
+            .await
+            .map_err(|e| down(format!("ovn-controller: {e}")))?;
+        if status.trim() != "connected" {
+            return Err(down(format!(
+                "ovn-controller is not connected to the southbound database ({})",
+                status.trim()
+            )));
+        }
+        Ok(())
+    }
+}

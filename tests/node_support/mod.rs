@@ -1,0 +1,510 @@
+//! Test bed for the node role: kube-sim's API server in-process, reachable from a sandbox
+//! node's netns through a forwarder; `kube-ovn node --ovs external` run inside that netns
+//! against the node's OVS; pods as network namespaces with eth0 from Debian's `bridge` +
+//! `host-local` plugins; the `kube-ovn` plugin exec'd Multus-style (config on stdin, CNI_*
+//! env).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube_sim::ApiServer;
+use serde_json::{json, Value};
+
+use crate::support::OvnSandbox;
+
+pub const PROVIDER: &str = "attachnet.default.ovn";
+pub const SUBNET: &str = "s1";
+pub const CIDR: &str = "10.66.0.0/24";
+pub const GATEWAY: &str = "10.66.0.1";
+
+/// kube-sim's API server on its own runtime, with a forwarder into each sandbox node's netns.
+/// Tests stay synchronous; every API call runs on the server's runtime.
+pub struct Kube {
+    pub server: ApiServer,
+    pub client: kube::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Kube {
+    pub fn start() -> Kube {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (server, client) = rt.block_on(async {
+            let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .expect("kube-sim API server starts");
+            let client = server.client().expect("kube client");
+            (server, client)
+        });
+        Kube { server, client, rt }
+    }
+
+    /// A kubeconfig file reachable from inside `netns` (a forwarder on its 127.0.0.1).
+    pub fn kubeconfig_in(&self, netns: &str, dir: &Path) -> PathBuf {
+        let listener = listener_in_netns(netns);
+        let port = listener.local_addr().expect("addr").port();
+        let target = self.server.addr();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let _entered = self.rt.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).expect("register listener");
+        self.rt.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        let path = dir.join(format!("kubeconfig-{netns}"));
+        let yaml = self
+            .server
+            .kubeconfig_yaml()
+            .replace(&self.server.url(), &format!("http://127.0.0.1:{port}"));
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Creates pod `name` on `node` with `annotations`.
+    pub fn create_pod(&self, name: &str, node: &str, annotations: &BTreeMap<String, String>) {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .expect("pod");
+        self.rt
+            .block_on(self.pods().create(&PostParams::default(), &pod))
+            .expect("create pod");
+    }
+
+    /// Merges `annotations` into pod `name` (a `null` value removes a key).
+    pub fn annotate(&self, name: &str, annotations: Value) {
+        self.rt
+            .block_on(self.pods().patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+            ))
+            .expect("annotate pod");
+    }
+}
+
+/// A TCP listener on 127.0.0.1 inside `netns` (a socket keeps the netns it was made in).
+fn listener_in_netns(netns: &str) -> std::net::TcpListener {
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("open node netns");
+        // SAFETY: setns on this short-lived thread only; the fd is valid for the call.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns into {path}");
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind in node netns")
+    })
+    .join()
+    .expect("listener thread")
+}
+
+/// The allocation annotations the controller writes for attachment `key`.
+pub fn allocation(key: &str, ip: &str, mac: &str) -> BTreeMap<String, String> {
+    [
+        ("allocated", "true"),
+        ("ip_address", ip),
+        ("mac_address", mac),
+        ("cidr", CIDR),
+        ("gateway", GATEWAY),
+        ("logical_switch", SUBNET),
+        ("logical_router", "vpc1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{key}.kubernetes.io/{k}"), v.to_string()))
+    .collect()
+}
+
+/// What the operator would put in NB for a pod attachment (the test stands in for it).
+pub fn create_lsp(sandbox: &OvnSandbox, pod: &str, ip: &str, mac: &str) {
+    let lsp = format!("{pod}.default.{PROVIDER}");
+    sandbox.nbctl(&[
+        "--may-exist",
+        "ls-add",
+        SUBNET,
+        "--",
+        "lsp-add",
+        SUBNET,
+        &lsp,
+        "--",
+        "lsp-set-addresses",
+        &lsp,
+        &format!("{mac} {ip}"),
+    ]);
+}
+
+/// `kube-ovn node --ovs external` running in a sandbox node's netns.
+pub struct NodeDaemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+impl NodeDaemon {
+    pub fn start(
+        sandbox: &OvnSandbox,
+        n: usize,
+        kubeconfig: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> NodeDaemon {
+        Self::start_logged(sandbox, n, kubeconfig, dir, extra, "kube_ovn=debug,info")
+    }
+
+    /// `start` with this `--log-level`.
+    pub fn start_logged(
+        sandbox: &OvnSandbox,
+        n: usize,
+        kubeconfig: &Path,
+        dir: &Path,
+        extra: &[&str],
+        log_level: &str,
+    ) -> NodeDaemon {
+        let socket = dir.join(format!("n{n}-cni.sock"));
+        let log = dir.join(format!("n{n}-node.log"));
+        let bin_dir = dir.join(format!("n{n}-bin"));
+        let node_dir = sandbox.dir().join(format!("n{n}"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &sandbox.node_netns(n)])
+            .arg(env!("CARGO_BIN_EXE_kube-ovn"))
+            .arg(format!("--log-level={log_level}"))
+            .arg(format!("--log-file={}", log.display()))
+            .arg("node")
+            .arg(format!("--node-name=node{n}"))
+            .arg(format!("--cni-socket={}", socket.display()))
+            .arg(format!("--cni-bin-dir={}", bin_dir.display()))
+            .arg("--ovs=external")
+            .arg(format!("--ovs-db={}", sandbox.node_db_endpoint(n)))
+            .arg(format!("--ovn-run-dir={}", node_dir.display()))
+            .arg("--datapath=netdev")
+            .arg(format!("--ovn-sb={}", sandbox.sb_endpoint()))
+            .arg(format!("--encap-ip=172.30.0.{}", 10 + n))
+            .arg("--mtu=1400")
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn kube-ovn node");
+        let mut d = NodeDaemon {
+            child: Some(child),
+            socket,
+            log,
+            bin_dir,
+        };
+        d.wait_healthy(Duration::from_secs(60));
+        d
+    }
+
+    /// Waits until `/healthz` on the CNI socket answers 200.
+    pub fn wait_healthy(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("kube-ovn node exited with {status}:\n{}", self.log_text());
+                }
+            }
+            let (status, body) = health(&self.socket);
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node not healthy: {status} {body}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // `ip netns exec` execs the daemon, so the child pid is the daemon's.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NodeDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `GET /healthz` over the CNI socket: (status, body); (0, reason) when unreachable.
+pub fn health(socket: &Path) -> (u16, String) {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return (0, "not listening".into());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: kube-ovn\r\n\r\n")
+        .is_err()
+    {
+        return (0, "write failed".into());
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// A pod: a netns with eth0 from the primary `bridge` plugin run in the node's netns.
+pub struct PodNetns {
+    pub name: String,
+    pub pod: String,
+    pub container_id: String,
+    pub eth0_ip: String,
+}
+
+impl PodNetns {
+    pub fn new(sandbox: &OvnSandbox, n: usize, pod: &str, dir: &Path) -> PodNetns {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-p{seq}", sandbox.prefix());
+        tool("ip", &["netns", "add", &name]);
+        tool("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        let container_id = uuid::Uuid::new_v4().simple().to_string();
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "primary", "type": "bridge", "bridge": "cni0",
+            "isGateway": true, "ipMasq": false,
+            "ipam": {"type": "host-local", "subnet": format!("10.244.{n}.0/24"),
+                     "dataDir": dir.join(format!("host-local-n{n}"))},
+        });
+        let out = primary_cni(sandbox, n, "ADD", &conf, &container_id, &name);
+        let result: Value = serde_json::from_str(&out).expect("bridge result");
+        let eth0_ip = result["ips"][0]["address"]
+            .as_str()
+            .expect("eth0 address")
+            .split('/')
+            .next()
+            .expect("ip")
+            .to_string();
+        PodNetns {
+            name,
+            pod: pod.to_string(),
+            container_id,
+            eth0_ip,
+        }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        tool("ip", &all)
+    }
+
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ip(&all)).expect("ip -j output")
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name, "link", "show", name])
+            .output()
+            .expect("ip")
+            .status
+            .success()
+    }
+
+    /// CNI_* env of this pod as Multus passes it to a delegate.
+    pub fn env(&self, ifname: &str) -> Vec<(String, String)> {
+        vec![
+            ("CNI_CONTAINERID".into(), self.container_id.clone()),
+            ("CNI_NETNS".into(), self.path()),
+            ("CNI_IFNAME".into(), ifname.into()),
+            (
+                "CNI_ARGS".into(),
+                format!(
+                    "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
+                    self.pod, self.container_id, self.pod
+                ),
+            ),
+        ]
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs Debian's `bridge` plugin in node `n`'s netns; its stdout.
+fn primary_cni(
+    sandbox: &OvnSandbox,
+    n: usize,
+    command: &str,
+    conf: &Value,
+    container_id: &str,
+    netns: &str,
+) -> String {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &sandbox.node_netns(n),
+            "/usr/lib/cni/bridge",
+        ])
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bridge plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.to_string().as_bytes())
+        .expect("write conf");
+    let out = child.wait_with_output().expect("bridge plugin ran");
+    assert!(
+        out.status.success(),
+        "bridge {command}: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Result of one plugin exec.
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    pub fn assert_ok(&self, what: &str) {
+        assert_eq!(self.code, 0, "{what}: {} {}", self.stdout, self.stderr);
+    }
+
+    /// A CNI error with `code` whose message names `needle`.
+    pub fn assert_error(&self, code: u32, needle: &str) {
+        assert_eq!(self.code, 1, "exit status; {} {}", self.stdout, self.stderr);
+        let j = self.json();
+        assert_eq!(j["code"], code, "{j}");
+        let msg = j["msg"].as_str().expect("msg");
+        assert!(msg.contains(needle), "msg lacks {needle:?}: {j}");
+    }
+}
+
+/// The NAD config Multus hands the plugin.
+pub fn nad_config(version: &str, socket: &Path) -> Value {
+    json!({"cniVersion": version, "name": "attachnet", "type": "kube-ovn",
+           "server_socket": socket, "provider": PROVIDER})
+}
+
+/// Execs the installed `kube-ovn` plugin as libcni does.
+pub fn plugin(bin_dir: &Path, command: &str, config: &Value, env: &[(String, String)]) -> Outcome {
+    let mut child = Command::new(bin_dir.join("kube-ovn"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", bin_dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(config.to_string().as_bytes())
+        .expect("write config");
+    let out = child.wait_with_output().expect("plugin ran");
+    Outcome {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a tool that must succeed; its stdout.
+pub fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect("spawn tool");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether link `name` exists in netns `netns`.
+pub fn link_in(netns: &str, name: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", netns, "link", "show", name])
+        .output()
+        .expect("ip")
+        .status
+        .success()
+}
