@@ -610,3 +610,94 @@ async fn primary_mode_and_missing_crds_are_refused_plainly() {
         assert!(err.contains(crd), "{crd} in {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statefulset_pods_keep_their_address_until_scaled_down() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let mut c = Cluster::up(0).await;
+    c.start_operator();
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+    c.wait_used("subnet-secondary", 0).await;
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 2, "serviceName": "web",
+                 "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}
+    }))
+    .unwrap();
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.client.clone(), "default");
+    let sts = sts_api.create(&Default::default(), &sts).await.unwrap();
+    let uid = sts.metadata.uid.clone().unwrap();
+    let sts_pod = |name: &str| {
+        let mut pod: k8s_openapi::api::core::v1::Pod =
+            serde_yaml::from_str(&pod_yaml(name, "default/kube-ovn-vpc-network")).unwrap();
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "StatefulSet".into(),
+                name: "web".into(),
+                uid: uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        ]);
+        pod
+    };
+    let ip_of = |a: &std::collections::BTreeMap<String, String>| {
+        a[&format!("{SEED_PROVIDER}.kubernetes.io/ip_address")].clone()
+    };
+    for name in ["web-0", "web-1"] {
+        c.pods()
+            .create(&Default::default(), &sts_pod(name))
+            .await
+            .unwrap();
+    }
+    let ip0 = ip_of(&c.allocated("web-0", SEED_PROVIDER).await);
+    let ip1 = ip_of(&c.allocated("web-1", SEED_PROVIDER).await);
+
+    // web-0 goes away while the StatefulSet still wants it: everything stays.
+    c.delete_pod("web-0").await;
+    c.apply(&pod_yaml("ordinary", "default/kube-ovn-vpc-network"))
+        .await;
+    c.allocated("ordinary", SEED_PROVIDER).await; // the operator has moved on
+    let lsp0 = format!("web-0.default.{SEED_PROVIDER}");
+    assert!(c.nb_pod_ports().contains(&lsp0));
+    c.wait_used("subnet-secondary", 3).await;
+    c.pods()
+        .create(&Default::default(), &sts_pod("web-0"))
+        .await
+        .unwrap();
+    c.eventually("web-0 back with its address", || async {
+        let p = c.pods().get_opt("web-0").await.ok()??;
+        let a = p.metadata.annotations.unwrap_or_default();
+        (a.get(&format!("{SEED_PROVIDER}.kubernetes.io/allocated"))
+            .map(String::as_str)
+            == Some("true"))
+        .then(|| ip_of(&a))
+    })
+    .await
+    .eq(&ip0)
+    .then_some(())
+    .expect("web-0 came back with another address");
+
+    // Scaled down to 1: web-1 leaving releases its address and port.
+    sts_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    c.delete_pod("web-1").await;
+    let lsp1 = format!("web-1.default.{SEED_PROVIDER}");
+    c.eventually("web-1's port released", || async {
+        (!c.nb_pod_ports().contains(&lsp1)).then_some(())
+    })
+    .await;
+    c.wait_used("subnet-secondary", 2).await;
+    let _ = ip1;
+}
