@@ -4,7 +4,7 @@
 //! a NAD or subnet, subnets found invalid, subnets whose usage changed).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -112,11 +112,14 @@ pub struct Context {
     /// Pods of the first list not yet reconciled (`None` until it arrived).
     pub initial: Mutex<Option<HashSet<PodKey>>>,
     pub started: Instant,
+    /// Bumped on every NAD or Subnet change that may unblock waiting pods.
+    pub changes: AtomicU64,
 }
 
 impl Context {
     /// Queues every pod that waits for a NAD or a subnet.
     pub fn requeue_waiting(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         let waiting: Vec<PodKey> = self
             .waiting
             .lock()
@@ -125,6 +128,19 @@ impl Context {
             .collect();
         for key in waiting {
             self.pod_queue.add(key);
+        }
+    }
+
+    /// Parks `key` until a NAD or Subnet changes. `seen` is `changes` as read
+    /// before the pod was planned: a change since then requeues it at once,
+    /// so a NAD that appeared mid-reconcile is never missed.
+    pub fn wait_for_change(&self, key: &PodKey, seen: u64) {
+        self.waiting
+            .lock()
+            .expect("waiting lock poisoned")
+            .insert(key.clone());
+        if self.changes.load(Ordering::SeqCst) != seen {
+            self.requeue_waiting();
         }
     }
 

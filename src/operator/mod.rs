@@ -101,9 +101,15 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mirrors `K` into `writer` until the process stops.
-async fn mirror<K>(api: Api<K>, mut writer: Writer<K>, what: &'static str)
-where
+/// Mirrors `K` into `writer` until the process stops; with `wake`, every
+/// change requeues the pods waiting for a NAD or subnet (the planner reads
+/// this store, so they must be retried after it changed, not before).
+async fn mirror<K>(
+    api: Api<K>,
+    mut writer: Writer<K>,
+    what: &'static str,
+    wake: Option<Arc<Context>>,
+) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
@@ -112,7 +118,14 @@ where
         .boxed();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(e) => writer.apply_watcher_event(&e),
+            Ok(e) => {
+                writer.apply_watcher_event(&e);
+                if let Some(ctx) = &wake {
+                    if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                        ctx.requeue_waiting();
+                    }
+                }
+            }
             Err(e) => warn!(error = %e, what, "watch failed; retrying"),
         }
     }
@@ -182,6 +195,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         usage_changed: Notify::new(),
         initial: Mutex::new(None),
         started,
+        changes: Default::default(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -197,9 +211,20 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
         "subnets",
+        Some(ctx.clone()),
     ));
-    tasks.spawn(mirror(Api::<Vpc>::all(client.clone()), vpc_writer, "vpcs"));
-    tasks.spawn(mirror(Api::<IP>::all(client.clone()), ip_writer, "ips"));
+    tasks.spawn(mirror(
+        Api::<Vpc>::all(client.clone()),
+        vpc_writer,
+        "vpcs",
+        None,
+    ));
+    tasks.spawn(mirror(
+        Api::<IP>::all(client.clone()),
+        ip_writer,
+        "ips",
+        None,
+    ));
     tasks.spawn(nad::watch(ctx.clone(), nad_writer));
     // Stores the pod side reads must be complete before pods are planned,
     // and a pod missing from an incomplete pod store would count as deleted.

@@ -225,6 +225,7 @@ fn reuse(held: Option<Allocation>, plan: &AttachmentPlan) -> Result<Option<Alloc
 }
 
 async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Duration>, PodError> {
+    let changes_seen = ctx.changes.load(Ordering::SeqCst);
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let subnets = ctx.subnets.state();
@@ -257,14 +258,11 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                         | AttachmentError::SubnetProviderMismatch { .. }
                 )
             });
+            if retry_on_change {
+                ctx.wait_for_change(key, changes_seen);
+            }
             for e in &errors {
                 report(ctx, pod, e.reason(), &format!("pod {key}: {e}")).await;
-            }
-            if retry_on_change {
-                ctx.waiting
-                    .lock()
-                    .expect("waiting lock poisoned")
-                    .insert(key.clone());
             }
             return Ok(None);
         }
@@ -275,11 +273,8 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                 "pod {key}: network {}: subnet {:?} cannot take attachments: {problem}",
                 plan.network, plan.subnet
             );
+            ctx.wait_for_change(key, changes_seen);
             report(ctx, pod, "SubnetNotReady", &message).await;
-            ctx.waiting
-                .lock()
-                .expect("waiting lock poisoned")
-                .insert(key.clone());
             return Ok(None);
         }
     }
