@@ -146,7 +146,7 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut c = Cluster::up(0).await;
-    c.log_level = "warn".into();
+    c.log_level = "info".into();
     c.start_operator();
     c.apply(SEED_NAD).await;
     c.apply(SEED_VPC_SUBNET).await;
@@ -197,6 +197,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let restart_ms = t.elapsed().as_millis();
+    let _ = std::fs::copy(c.log_path(), "/tmp/kube-ovn-bench-controller-restart.log");
     let metrics = c.metrics().await;
     let own_ready_ms = metrics
         .lines()

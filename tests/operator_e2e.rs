@@ -190,8 +190,26 @@ async fn seed_manifests_get_addresses_ports_and_ip_crs_and_deleting_frees_them()
     );
     assert_eq!(ports.len(), 4);
 
+    // The same NAD twice (comma form with @ifname): the second attachment keys on <provider>.<ifname>.
+    c.apply(&pod_yaml(
+        "twice",
+        "default/kube-ovn-vpc-network@net1,default/kube-ovn-vpc-network@net2",
+    ))
+    .await;
+    let first = c.allocated("twice", SEED_PROVIDER).await;
+    let second_key = format!("{SEED_PROVIDER}.net2");
+    let second = c.allocated("twice", &second_key).await;
+    let ip_a = &first[&format!("{SEED_PROVIDER}.kubernetes.io/ip_address")];
+    let ip_b = &second[&format!("{second_key}.kubernetes.io/ip_address")];
+    assert_ne!(ip_a, ip_b);
+    let ports = c.nb_pod_ports();
+    assert!(
+        ports.contains(&format!("twice.default.{second_key}")),
+        "{ports:?}"
+    );
+
     // Deleting the pods frees ports, IP CRs and addresses.
-    for pod in ["multi-network-pod", "static-ip-pod", "two-nets"] {
+    for pod in ["multi-network-pod", "static-ip-pod", "two-nets", "twice"] {
         c.delete_pod(pod).await;
     }
     c.eventually("every pod port gone from NB", || async {
@@ -212,11 +230,11 @@ async fn seed_manifests_get_addresses_ports_and_ip_crs_and_deleting_frees_them()
     }
     let metrics = c.metrics().await;
     assert!(
-        metrics.contains("kube_ovn_pod_attachments_total 4"),
+        metrics.contains("kube_ovn_pod_attachments_total 6"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("kube_ovn_pod_attachments_released_total 4"),
+        metrics.contains("kube_ovn_pod_attachments_released_total 6"),
         "{metrics}"
     );
 
@@ -363,6 +381,14 @@ async fn bad_input_gives_events_or_conditions_allocates_nothing_and_spares_other
     assert!(m.contains("10.130.0.1") && m.contains("gateway"), "{m}");
     let m = c.event("taken", "StaticIPTaken").await;
     assert!(m.contains("10.130.0.100") && m.contains("taker"), "{m}");
+
+    // A kube-ovn NAD whose provider is not <nad>.<ns>.ovn: an Event on the NAD.
+    c.apply("apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: broken-net\n  namespace: default\nspec:\n  config: '{\"cniVersion\": \"0.3.1\", \"type\": \"kube-ovn\", \"server_socket\": \"/run/openvswitch/kube-ovn-daemon.sock\", \"provider\": \"other.default.ovn\"}'\n").await;
+    let m = c.event("broken-net", "ProviderMismatch").await;
+    assert!(
+        m.contains("broken-net.default.ovn") && m.contains("other.default.ovn"),
+        "{m}"
+    );
 
     // Malformed annotation JSON.
     c.apply(&pod_yaml(

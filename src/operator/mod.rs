@@ -148,9 +148,20 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
+    // Listing every pod is the longest part of a restart: start it now.
+    let (pods, pod_writer) = reflector::store();
+    let (pod_notes, pod_feed) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(pod::watch_pods(client.clone(), pod_writer, pod_notes));
 
+    // IPAM's reload and NB's initial monitor are independent: overlap them.
     let ipam_db = args.ipam_db.clone();
-    let ipam = tokio::task::spawn_blocking(move || Ipam::open(&ipam_db))
+    let opening = tokio::task::spawn_blocking(move || Ipam::open(&ipam_db));
+    let nb = Northbound::connect(&nb_endpoint)
+        .await
+        .with_context(|| format!("connecting to OVN NB at {nb_endpoint}"))?;
+    info!(endpoint = %nb_endpoint, "connected to OVN NB");
+    let ipam = opening
         .await
         .context("opening IPAM")?
         .with_context(|| format!("opening the IPAM store {}", args.ipam_db.display()))?;
@@ -162,15 +173,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         path = %args.ipam_db.display(),
         "IPAM store opened"
     );
-    let nb = Northbound::connect(&nb_endpoint)
-        .await
-        .with_context(|| format!("connecting to OVN NB at {nb_endpoint}"))?;
-    info!(endpoint = %nb_endpoint, "connected to OVN NB");
     let ports = ports::PortBatcher::start(nb.clone());
     let metrics = Arc::new(status::Metrics::default());
     *metrics.ports.lock().expect("metrics lock poisoned") = Some(ports.stats.clone());
 
-    let (pods, pod_writer) = reflector::store();
     let (subnets, subnet_writer) = reflector::store();
     let (vpcs, vpc_writer) = reflector::store();
     let (nads, nad_writer) = reflector::store();
@@ -198,7 +204,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         changes: Default::default(),
     });
 
-    let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = args.status_addr {
         let m = metrics.clone();
         tasks.spawn(async move {
@@ -230,7 +235,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     // and a pod missing from an incomplete pod store would count as deleted.
     // (One waiter per store: kube-runtime's readiness wakes only the last.)
     let gc_trigger = Arc::new(Notify::new());
-    tasks.spawn(pod::watch_pods(ctx.clone(), pod_writer, gc_trigger.clone()));
+    tasks.spawn(pod::feed(ctx.clone(), pod_feed, gc_trigger.clone()));
     for ready in [
         ctx.subnets.wait_until_ready().await.is_ok(),
         ctx.nads.wait_until_ready().await.is_ok(),

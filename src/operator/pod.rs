@@ -641,11 +641,29 @@ pub async fn run_workers(ctx: Arc<Context>, concurrency: usize) {
     }
 }
 
-/// Feeds the pod store and the queue from one pod watch. Pods listed while
-/// a (re)list is under way are queued once it is complete, so no worker
-/// mistakes a listed pod for a deleted one; each complete list triggers a GC.
-pub async fn watch_pods(ctx: Arc<Context>, mut writer: Writer<Pod>, gc: Arc<tokio::sync::Notify>) {
-    let api: Api<Pod> = Api::all(ctx.client.clone());
+/// What the pod watch tells the controller.
+#[derive(Debug)]
+pub enum PodFeed {
+    Changed(PodKey),
+    Deleted(PodKey, Arc<Pod>),
+    /// A (re)list completed with these relevant pods; `first` for the first one.
+    Listed {
+        keys: Vec<PodKey>,
+        first: bool,
+    },
+}
+
+/// Feeds the pod store from one pod watch and tells `feed` what changed.
+/// Pods listed while a (re)list is under way are reported once it is
+/// complete, so no worker mistakes a listed pod for a deleted one. Needs
+/// only the client: it starts before IPAM and NB are open, overlapping the
+/// longest part of a restart (listing every pod).
+pub async fn watch_pods(
+    client: kube::Client,
+    mut writer: Writer<Pod>,
+    feed: tokio::sync::mpsc::UnboundedSender<PodFeed>,
+) {
+    let api: Api<Pod> = Api::all(client);
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -660,30 +678,54 @@ pub async fn watch_pods(ctx: Arc<Context>, mut writer: Writer<Pod>, gc: Arc<toki
             }
         };
         writer.apply_watcher_event(&event);
-        match event {
+        let note = match event {
             watcher::Event::Apply(pod) => {
-                if relevant(&pod) {
-                    ctx.pod_queue.add(PodKey::of(&pod));
-                }
+                relevant(&pod).then(|| PodFeed::Changed(PodKey::of(&pod)))
             }
-            watcher::Event::Delete(pod) => {
-                let key = PodKey::of(&pod);
-                ctx.tombstones
-                    .lock()
-                    .expect("tombstones lock poisoned")
-                    .insert(key.clone(), Arc::new(pod));
-                ctx.pod_queue.add(key);
+            watcher::Event::Delete(pod) => Some(PodFeed::Deleted(PodKey::of(&pod), Arc::new(pod))),
+            watcher::Event::Init => {
+                listing.clear();
+                None
             }
-            watcher::Event::Init => listing.clear(),
             watcher::Event::InitApply(pod) => {
                 if relevant(&pod) {
                     listing.insert(PodKey::of(&pod));
                 }
+                None
             }
             watcher::Event::InitDone => {
-                let keys: Vec<PodKey> = listing.drain().collect();
+                let keys = listing.drain().collect();
+                let note = PodFeed::Listed { keys, first };
+                first = false;
+                Some(note)
+            }
+        };
+        if let Some(note) = note {
+            if feed.send(note).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Applies what the pod watch reports to the queue; each complete list triggers a GC.
+pub async fn feed(
+    ctx: Arc<Context>,
+    mut notes: tokio::sync::mpsc::UnboundedReceiver<PodFeed>,
+    gc: Arc<tokio::sync::Notify>,
+) {
+    while let Some(note) = notes.recv().await {
+        match note {
+            PodFeed::Changed(key) => ctx.pod_queue.add(key),
+            PodFeed::Deleted(key, pod) => {
+                ctx.tombstones
+                    .lock()
+                    .expect("tombstones lock poisoned")
+                    .insert(key.clone(), pod);
+                ctx.pod_queue.add(key);
+            }
+            PodFeed::Listed { keys, first } => {
                 if first {
-                    first = false;
                     info!(pods = keys.len(), "initial pod list complete");
                     ctx.set_initial(keys.iter().cloned().collect());
                 }
