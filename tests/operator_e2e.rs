@@ -238,6 +238,33 @@ async fn seed_manifests_get_addresses_ports_and_ip_crs_and_deleting_frees_them()
         "{metrics}"
     );
 
+    // Deleting Subnets and a Vpc removes their switches, router ports and router.
+    let subnets: Api<kube_ovn::api::subnet::Subnet> = Api::all(c.client.clone());
+    let vpcs: Api<kube_ovn::api::vpc::Vpc> = Api::all(c.client.clone());
+    for s in ["subnet-n1", "subnet-n2"] {
+        subnets.delete(s, &Default::default()).await.unwrap();
+    }
+    vpcs.delete("vpc-multi", &Default::default()).await.unwrap();
+    c.eventually("switches and router of vpc-multi gone", || async {
+        let switches = c
+            .ovn
+            .nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"]);
+        let routers = c
+            .ovn
+            .nbctl(&["--bare", "--columns=name", "list", "Logical_Router"]);
+        let gone = !switches.contains("subnet-n1")
+            && !switches.contains("subnet-n2")
+            && !routers.lines().any(|l| l.trim() == "vpc-multi");
+        let deleted = subnets.get_opt("subnet-n1").await.ok()?.is_none()
+            && vpcs.get_opt("vpc-multi").await.ok()?.is_none();
+        (gone && deleted).then_some(())
+    })
+    .await;
+    let routers = c
+        .ovn
+        .nbctl(&["--bare", "--columns=name", "list", "Logical_Router"]);
+    assert!(routers.contains("vpc-secondary"), "{routers}");
+
     // The freed static address can be taken again.
     c.apply(&pod_from_fragment("static-again", SEED_STATIC_IP))
         .await;

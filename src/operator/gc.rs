@@ -131,11 +131,20 @@ pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
 /// Runs GC when `trigger` fires (each complete pod list) and every
 /// `interval`. Start it once the pod store is ready.
 pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration) {
+    // The first pass waits for the initial reconcile of every listed pod, so
+    // a restart reaches ready first; leaks of pods gone meanwhile go right after.
+    while !ctx.metrics.ready.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = trigger.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
+        if !first {
+            tokio::select! {
+                _ = trigger.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
         }
+        first = false;
         let (ports, ips, addresses) = collect(&ctx).await;
         ctx.metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
         ctx.metrics.count_gc("lsp", ports);
