@@ -1,6 +1,50 @@
-//! The `operator` role: controllers, IPAM ownership, install/upgrade, status API.
+//! The `operator` role: the secondary-network controllers (Vpc, Subnet, pod
+//! attachments, NAD watch), garbage collection, IPAM ownership and the status
+//! endpoint. `run` wires them; each controller lives in its own room:
+//!
+//! - `attachment`: pure planning of a pod's attachments.
+//! - `pod`: the pod controller (IPAM → NB → annotations → IP CR, and release).
+//! - `ports`: NB port changes of many pods batched into few transactions.
+//! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status).
+//! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
+//! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
+//! - `queue`: the pod work queue; `events`: Events; `status`: `/metrics`, `/readyz`.
+//! - `context`: the state the controllers share.
 
 pub mod attachment;
+pub mod context;
+pub mod events;
+pub mod gc;
+pub mod nad;
+pub mod pod;
+pub mod ports;
+pub mod queue;
+pub mod status;
+pub mod subnet;
+pub mod vpc;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Resource;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::api::ip::IP;
+use crate::api::subnet::Subnet;
+use crate::api::vpc::Vpc;
+use crate::ipam::Ipam;
+use crate::ovn::Northbound;
+use context::Context;
 
 /// Flags of `kube-ovn operator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -9,6 +53,82 @@ pub struct OperatorArgs {
     /// not supported: `false` makes the operator exit with an error.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub non_primary_cni_mode: bool,
+    /// The OVN Northbound database (`unix:/path/ovnnb_db.sock` or `tcp:host:6641`).
+    #[arg(long, env = "OVN_NB")]
+    pub ovn_nb: Option<String>,
+    /// Directory of the IPAM store (sled).
+    #[arg(long, default_value = "/var/lib/kube-ovn/ipam")]
+    pub ipam_db: PathBuf,
+    /// Serve `/metrics` and `/readyz` here (e.g. `127.0.0.1:10660`).
+    #[arg(long)]
+    pub status_addr: Option<SocketAddr>,
+    /// Pods reconciled at the same time.
+    #[arg(long, default_value_t = 64)]
+    pub pod_workers: usize,
+    /// Seconds between garbage-collection passes (one also runs at start).
+    #[arg(long, default_value_t = 300)]
+    pub gc_interval: u64,
+}
+
+/// The CRDs the operator cannot work without, and how to get each.
+const REQUIRED_CRDS: [(&str, &str); 4] = [
+    ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    (
+        "network-attachment-definitions.k8s.cni.cncf.io",
+        "install Multus (it installs the NetworkAttachmentDefinition CRD)",
+    ),
+];
+
+/// Fails with one message naming every missing CRD.
+async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (name, how) in REQUIRED_CRDS {
+        match api.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => missing.push(format!("{name} (fix: {how})")),
+            Err(e) => anyhow::bail!("checking CRD {name}: {e}"),
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "required CustomResourceDefinitions are not installed: {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Mirrors `K` into `writer` until the process stops; with `wake`, every
+/// change requeues the pods waiting for a NAD or subnet (the planner reads
+/// this store, so they must be retried after it changed, not before).
+async fn mirror<K>(
+    api: Api<K>,
+    mut writer: Writer<K>,
+    what: &'static str,
+    wake: Option<Arc<Context>>,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(e) => {
+                writer.apply_watcher_event(&e);
+                if let Some(ctx) = &wake {
+                    if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                        ctx.requeue_waiting();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, what, "watch failed; retrying"),
+        }
+    }
 }
 
 /// Runs the operator role until it is stopped.
@@ -19,5 +139,126 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
              (--non-primary-cni-mode=true)"
         );
     }
-    anyhow::bail!("the operator role is not implemented yet")
+    let started = Instant::now();
+    let nb_endpoint = args.ovn_nb.clone().context(
+        "--ovn-nb is required (the OVN Northbound database, e.g. unix:/run/ovn/ovnnb_db.sock); \
+         embedding OVN central is not supported yet",
+    )?;
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
+    check_crds(&client).await?;
+    // Listing every pod is the longest part of a restart: start it now.
+    let (pods, pod_writer) = reflector::store();
+    let (pod_notes, pod_feed) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(pod::watch_pods(client.clone(), pod_writer, pod_notes));
+
+    // IPAM's reload and NB's initial monitor are independent: overlap them.
+    let ipam_db = args.ipam_db.clone();
+    let opening = tokio::task::spawn_blocking(move || Ipam::open(&ipam_db));
+    let nb = Northbound::connect(&nb_endpoint)
+        .await
+        .with_context(|| format!("connecting to OVN NB at {nb_endpoint}"))?;
+    info!(endpoint = %nb_endpoint, "connected to OVN NB");
+    let ipam = opening
+        .await
+        .context("opening IPAM")?
+        .with_context(|| format!("opening the IPAM store {}", args.ipam_db.display()))?;
+    let report = ipam.open_report().clone();
+    info!(
+        subnets = report.subnets,
+        allocations = report.allocations,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        path = %args.ipam_db.display(),
+        "IPAM store opened"
+    );
+    let ports = ports::PortBatcher::start(nb.clone());
+    let metrics = Arc::new(status::Metrics::default());
+    *metrics.ports.lock().expect("metrics lock poisoned") = Some(ports.stats.clone());
+
+    let (subnets, subnet_writer) = reflector::store();
+    let (vpcs, vpc_writer) = reflector::store();
+    let (nads, nad_writer) = reflector::store();
+    let (ips, ip_writer) = reflector::store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        nb,
+        ports,
+        ipam: Arc::new(ipam),
+        pods,
+        subnets,
+        vpcs,
+        nads,
+        ips,
+        events: events::Notifier::new(client.clone()),
+        metrics: metrics.clone(),
+        pod_queue: queue::WorkQueue::new(),
+        waiting: Mutex::new(HashSet::new()),
+        tombstones: Mutex::new(HashMap::new()),
+        invalid_subnets: Mutex::new(HashMap::new()),
+        dirty_usage: Mutex::new(HashSet::new()),
+        usage_changed: Notify::new(),
+        initial: Mutex::new(None),
+        started,
+        changes: Default::default(),
+    });
+
+    if let Some(addr) = args.status_addr {
+        let m = metrics.clone();
+        tasks.spawn(async move {
+            if let Err(e) = status::serve(addr, m).await {
+                warn!("{e:#}");
+            }
+        });
+    }
+    tasks.spawn(mirror(
+        Api::<Subnet>::all(client.clone()),
+        subnet_writer,
+        "subnets",
+        Some(ctx.clone()),
+    ));
+    tasks.spawn(mirror(
+        Api::<Vpc>::all(client.clone()),
+        vpc_writer,
+        "vpcs",
+        None,
+    ));
+    tasks.spawn(mirror(
+        Api::<IP>::all(client.clone()),
+        ip_writer,
+        "ips",
+        None,
+    ));
+    tasks.spawn(nad::watch(ctx.clone(), nad_writer));
+    // Stores the pod side reads must be complete before pods are planned,
+    // and a pod missing from an incomplete pod store would count as deleted.
+    // (One waiter per store: kube-runtime's readiness wakes only the last.)
+    let gc_trigger = Arc::new(Notify::new());
+    tasks.spawn(pod::feed(ctx.clone(), pod_feed, gc_trigger.clone()));
+    for ready in [
+        ctx.subnets.wait_until_ready().await.is_ok(),
+        ctx.nads.wait_until_ready().await.is_ok(),
+        ctx.ips.wait_until_ready().await.is_ok(),
+        ctx.pods.wait_until_ready().await.is_ok(),
+    ] {
+        anyhow::ensure!(ready, "a watch stopped before its first list");
+    }
+    tasks.spawn(pod::run_workers(ctx.clone(), args.pod_workers));
+    tasks.spawn(gc::run(
+        ctx.clone(),
+        gc_trigger,
+        Duration::from_secs(args.gc_interval.max(1)),
+    ));
+    tasks.spawn(subnet::refresh_usage(ctx.clone()));
+    tasks.spawn(subnet::run(ctx.clone()));
+    tasks.spawn(vpc::run(ctx.clone()));
+    info!("operator running (secondary-network mode)");
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+        _ = tasks.join_next() => warn!("a controller task ended; stopping"),
+    }
+    tasks.abort_all();
+    Ok(())
 }

@@ -1,0 +1,269 @@
+//! What every controller of the operator shares: the API client, the
+//! reflector stores, the NB connection and port batcher, IPAM, Events,
+//! metrics, and the small amount of cross-controller state (pods waiting for
+//! a NAD or subnet, subnets found invalid, subnets whose usage changed).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
+use tokio::sync::Notify;
+
+use super::events::Notifier;
+use super::ports::PortBatcher;
+use super::queue::WorkQueue;
+use super::status::Metrics;
+use crate::api::ip::IP;
+use crate::api::nad::NetworkAttachmentDefinition;
+use crate::api::subnet::Subnet;
+use crate::api::vpc::Vpc;
+use crate::ipam::Ipam;
+use crate::ovn::Northbound;
+
+/// A pod by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn of(pod: &Pod) -> Self {
+        Self::new(
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// `<ns>/<pod>`: the LSP `external_ids:pod` value.
+    pub fn ns_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The IPAM key of this pod's attachment `key`: `<ns>/<pod>/<key>`.
+    pub fn ipam_key(&self, attachment: &str) -> String {
+        format!("{}/{}/{}", self.namespace, self.name, attachment)
+    }
+
+    /// `<pod>.<ns>.<key>`: LSP and IP CR name of attachment `key`.
+    pub fn port_name(&self, attachment: &str) -> String {
+        format!("{}.{}.{}", self.name, self.namespace, attachment)
+    }
+
+    /// The attachment key of `port_name` if it is one of this pod's.
+    pub fn attachment_of_port<'a>(&self, port_name: &'a str) -> Option<&'a str> {
+        port_name
+            .strip_prefix(&self.name)?
+            .strip_prefix('.')?
+            .strip_prefix(&self.namespace)?
+            .strip_prefix('.')
+            .filter(|k| !k.is_empty())
+    }
+
+    /// The pod (`<ns>/<pod>`) an IPAM key `<ns>/<pod>/<key>` belongs to.
+    pub fn of_ipam_key(key: &str) -> Option<(PodKey, &str)> {
+        let mut parts = key.splitn(3, '/');
+        let ns = parts.next()?;
+        let name = parts.next()?;
+        let attachment = parts.next()?;
+        Some((PodKey::new(ns, name), attachment))
+    }
+}
+
+impl std::fmt::Display for PodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Shared state of the operator's controllers.
+pub struct Context {
+    pub client: kube::Client,
+    pub nb: Northbound,
+    pub ports: PortBatcher,
+    pub ipam: Arc<Ipam>,
+    pub pods: Store<Pod>,
+    pub subnets: Store<Subnet>,
+    pub vpcs: Store<Vpc>,
+    pub nads: Store<NetworkAttachmentDefinition>,
+    pub ips: Store<IP>,
+    pub events: Notifier,
+    pub metrics: Arc<Metrics>,
+    pub pod_queue: Arc<WorkQueue<PodKey>>,
+    /// Pods whose attachments failed for a reason a NAD or Subnet change may fix.
+    pub waiting: Mutex<HashSet<PodKey>>,
+    /// The last state of deleted pods, until their cleanup ran.
+    pub tombstones: Mutex<HashMap<PodKey, Arc<Pod>>>,
+    /// Subnets whose spec is invalid: name → the condition message.
+    pub invalid_subnets: Mutex<HashMap<String, String>>,
+    /// Subnets whose usage counters must be written again.
+    pub dirty_usage: Mutex<HashSet<String>>,
+    pub usage_changed: Notify,
+    /// Pods of the first list not yet reconciled (`None` until it arrived).
+    pub initial: Mutex<Option<HashSet<PodKey>>>,
+    pub started: Instant,
+    /// Bumped on every NAD or Subnet change that may unblock waiting pods.
+    pub changes: AtomicU64,
+}
+
+impl Context {
+    /// Queues every pod that waits for a NAD or a subnet.
+    pub fn requeue_waiting(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        let waiting: Vec<PodKey> = self
+            .waiting
+            .lock()
+            .expect("waiting lock poisoned")
+            .drain()
+            .collect();
+        for key in waiting {
+            self.pod_queue.add(key);
+        }
+    }
+
+    /// Parks `key` until a NAD or Subnet changes. `seen` is `changes` as read
+    /// before the pod was planned: a change since then requeues it at once,
+    /// so a NAD that appeared mid-reconcile is never missed.
+    pub fn wait_for_change(&self, key: &PodKey, seen: u64) {
+        self.waiting
+            .lock()
+            .expect("waiting lock poisoned")
+            .insert(key.clone());
+        if self.changes.load(Ordering::SeqCst) != seen {
+            self.requeue_waiting();
+        }
+    }
+
+    /// Notes that `subnet`'s usage changed.
+    pub fn usage_changed(&self, subnet: &str) {
+        self.dirty_usage
+            .lock()
+            .expect("usage lock poisoned")
+            .insert(subnet.to_owned());
+        self.usage_changed.notify_one();
+    }
+
+    /// Records the pods of the first list; ready once each was reconciled.
+    pub fn set_initial(&self, keys: HashSet<PodKey>) {
+        *self.initial.lock().expect("initial lock poisoned") = Some(keys);
+        self.check_ready();
+    }
+
+    /// Notes that `key` was reconciled once.
+    pub fn initial_done(&self, key: &PodKey) {
+        if let Some(set) = self.initial.lock().expect("initial lock poisoned").as_mut() {
+            set.remove(key);
+        }
+        self.check_ready();
+    }
+
+    fn check_ready(&self) {
+        if self.metrics.ready.load(Ordering::Relaxed) {
+            return;
+        }
+        let empty = self
+            .initial
+            .lock()
+            .expect("initial lock poisoned")
+            .as_ref()
+            .is_some_and(HashSet::is_empty);
+        if empty && !self.metrics.ready.swap(true, Ordering::Relaxed) {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.metrics.ready_ms.store(ms, Ordering::Relaxed);
+            tracing::info!(
+                ready_ms = ms,
+                allocations = self.ipam.read(|a| a.len()),
+                "operator ready: every pod present at start reconciled"
+            );
+        }
+    }
+
+    /// Whether NB has the logical switch `name` (an index lookup: no row is copied,
+    /// which matters with thousands of ports on the switch).
+    pub fn switch_exists(&self, name: &str) -> bool {
+        use crate::ovsdb::model::nb::LogicalSwitch;
+        use crate::ovsdb::{Atom, IndexSpec, Table};
+        let cache = self.nb.client().cache();
+        cache
+            .table(LogicalSwitch::NAME)
+            .and_then(|t| t.lookup(&IndexSpec::column("name"), &Atom::from(name)).ok())
+            .is_some_and(|uuids| !uuids.is_empty())
+    }
+
+    /// Why `subnet` cannot take attachments, if it cannot.
+    pub fn subnet_problem(&self, subnet: &str) -> Option<String> {
+        if let Some(reason) = self
+            .invalid_subnets
+            .lock()
+            .expect("invalid subnets lock poisoned")
+            .get(subnet)
+        {
+            return Some(reason.clone());
+        }
+        let in_nb = self.switch_exists(subnet);
+        (self.ipam.subnet(subnet).is_none() || !in_nb)
+            .then(|| format!("subnet {subnet:?} is not set up yet"))
+    }
+}
+
+/// Adds `finalizer` to `obj` with one merge patch guarded by its
+/// resourceVersion; `Ok(true)` when it had to be added (the change comes
+/// back through the watch). kube-runtime's `finalizer` adds it with a JSON
+/// patch whose `test` of a missing list not every API server accepts
+/// (kube-sim refuses it), so the controllers add it themselves first.
+pub async fn ensure_finalizer<K>(api: &kube::Api<K>, obj: &K, finalizer: &str) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let meta = obj.meta();
+    if meta.deletion_timestamp.is_some() || meta.finalizers.iter().flatten().any(|f| f == finalizer)
+    {
+        return Ok(false);
+    }
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    finalizers.push(finalizer.to_owned());
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
+    });
+    api.patch(
+        meta.name.as_deref().unwrap_or_default(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let pod = PodKey::new("default", "web");
+        assert_eq!(
+            pod.port_name("n1.default.ovn"),
+            "web.default.n1.default.ovn"
+        );
+        assert_eq!(
+            pod.attachment_of_port("web.default.n1.default.ovn"),
+            Some("n1.default.ovn")
+        );
+        assert_eq!(pod.attachment_of_port("webx.default.n1.default.ovn"), None);
+        assert_eq!(pod.ipam_key("n1.default.ovn"), "default/web/n1.default.ovn");
+        assert_eq!(
+            PodKey::of_ipam_key("default/web/n1.default.ovn"),
+            Some((pod, "n1.default.ovn"))
+        );
+    }
+}

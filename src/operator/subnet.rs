@@ -1,0 +1,548 @@
+//! The Subnet controller: Subnet → Logical_Switch `<subnet>`, the router
+//! port pair `<vpc>-<subnet>` / `<subnet>-<vpc>` on its VPC's router, and the
+//! IPAM subnet; status conditions and usage counters.
+//!
+//! Pipeline: validate (pure, against the other Subnets and the Vpcs) → apply
+//! (IPAM first, durably; then one NB transaction) → status. An invalid spec
+//! gets `Validated=False` with a reason, an Event, and waits for a change;
+//! nothing of it is applied (a previously applied spec stays as it was).
+//!
+//! Decision: a Subnet without `spec.vpc` is invalid (`VpcRequired`): in
+//! secondary-network mode there is no default VPC to put it in. A Subnet
+//! without a `<nad>.<ns>.ovn` provider is invalid too: the `ovn` provider is
+//! the primary network, which this operator does not run. Of two overlapping
+//! subnets of one VPC the older one (creation time, then name) stays valid.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::context::{ensure_finalizer, Context};
+use crate::api::annotations::Provider;
+use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
+use crate::api::subnet::{Subnet, SubnetStatus};
+use crate::api::vpc::Vpc;
+use crate::ipam::{self, Allocator, Family};
+
+pub const FINALIZER: &str = "kubeovn.io/subnet-controller";
+const VENDOR: &str = "kube-ovn";
+
+/// A subnet that passed validation, ready to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSubnet {
+    pub name: String,
+    pub vpc: String,
+    pub provider: String,
+    pub cidrs: Vec<IpNet>,
+    pub ipam: ipam::SubnetSpec,
+}
+
+/// What is wrong with a subnet: a condition reason and a message saying what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn problem(reason: &'static str, message: String) -> SubnetProblem {
+    SubnetProblem { reason, message }
+}
+
+fn older(a: &Subnet, b: &Subnet) -> bool {
+    let ts = |s: &Subnet| s.metadata.creation_timestamp.clone().map(|t| t.0);
+    (ts(a), a.name_any()) < (ts(b), b.name_any())
+}
+
+/// Validates `subnet` against `all` Subnets (it may be among them) and the
+/// VPC names that exist. Pure.
+pub fn validate(
+    subnet: &Subnet,
+    all: &[Arc<Subnet>],
+    vpc_exists: impl Fn(&str) -> bool,
+) -> Result<ValidSubnet, SubnetProblem> {
+    let name = subnet.name_any();
+    let cidrs = subnet
+        .spec
+        .cidrs(&name)
+        .map_err(|e| problem("InvalidCidr", e.to_string()))?;
+    let vpc = subnet
+        .spec
+        .vpc
+        .clone()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            problem(
+                "VpcRequired",
+                format!(
+                    "subnet {name:?}: spec.vpc is required: in secondary-network mode there is no default VPC"
+                ),
+            )
+        })?;
+    let provider = subnet.spec.provider.clone().unwrap_or_default();
+    match Provider::parse(&provider) {
+        Ok(p) if p.interface().is_none() => {}
+        _ => {
+            return Err(problem(
+                "InvalidProvider",
+                format!(
+                "subnet {name:?}: provider {provider:?} is not of the form <nad>.<namespace>.ovn \
+                     (the primary provider \"ovn\" is not supported in secondary-network mode)"
+            ),
+            ))
+        }
+    }
+    let ipam = ipam::SubnetSpec {
+        name: name.clone(),
+        cidr_block: cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        gateway: subnet.spec.gateway.clone().filter(|g| !g.trim().is_empty()),
+        exclude_ips: subnet.spec.exclude_ips.clone(),
+        pools: Default::default(),
+    };
+    Allocator::new()
+        .add_subnet(ipam.clone())
+        .map_err(|e| problem("InvalidSubnet", e.to_string()))?;
+    for other in all {
+        let other_name = other.name_any();
+        if other_name == name
+            || other.spec.vpc.as_deref() != Some(vpc.as_str())
+            || other.metadata.deletion_timestamp.is_some()
+            || !older(other, subnet)
+        {
+            continue;
+        }
+        let Ok(theirs) = other.spec.cidrs(&other_name) else {
+            continue;
+        };
+        for mine in &cidrs {
+            if let Some(t) = theirs
+                .iter()
+                .find(|t| t.contains(&mine.network()) || mine.contains(&t.network()))
+            {
+                return Err(problem(
+                    "CidrOverlap",
+                    format!(
+                        "subnet {name:?}: CIDR {mine} overlaps subnet {other_name:?} ({t}) in VPC {vpc:?}"
+                    ),
+                ));
+            }
+        }
+    }
+    if !vpc_exists(&vpc) {
+        return Err(problem(
+            "VpcNotFound",
+            format!("subnet {name:?}: VPC {vpc:?} does not exist; create the Vpc first"),
+        ));
+    }
+    Ok(ValidSubnet {
+        name,
+        vpc,
+        provider,
+        cidrs,
+        ipam,
+    })
+}
+
+/// Errors of the Subnet controller (the variant names are metric labels).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("subnet {subnet:?}: IPAM: {source}")]
+    Ipam {
+        subnet: String,
+        source: ipam::IpamError,
+    },
+    #[error("subnet {subnet:?}: OVN NB: {source}")]
+    Nb {
+        subnet: String,
+        source: crate::ovn::Error,
+    },
+    #[error("subnet {subnet:?}: writing status: {source}")]
+    Status { subnet: String, source: kube::Error },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Subnet> = Api::all(ctx.client.clone());
+    if ensure_finalizer(&api, &*subnet, FINALIZER)
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?
+    {
+        return Ok(Action::await_change());
+    }
+    finalizer(&api, FINALIZER, subnet, |event| async {
+        match event {
+            Finalizer::Apply(s) => apply(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
+    let name = subnet.name_any();
+    let all = ctx.subnets.state();
+    let valid = match validate(subnet, &all, |v| {
+        ctx.vpcs.get(&ObjectRef::<Vpc>::new(v)).is_some()
+    }) {
+        Ok(v) => v,
+        Err(p) => {
+            warn!(subnet = %name, reason = p.reason, "{}", p.message);
+            ctx.invalid_subnets
+                .lock()
+                .expect("invalid subnets lock poisoned")
+                .insert(name.clone(), p.message.clone());
+            ctx.events
+                .warn(&subnet.object_ref(&()), p.reason, "Validate", &p.message)
+                .await;
+            write_status(ctx, subnet, Err(&p)).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let change = ctx
+        .ipam
+        .apply_subnet(valid.ipam.clone())
+        .await
+        .map_err(|source| Error::Ipam {
+            subnet: name.clone(),
+            source,
+        })?;
+    for c in &change.conflicts {
+        warn!(subnet = %name, key = %c.key, ip = %c.ip, reason = c.reason, "allocation now conflicts with the subnet spec; kept");
+    }
+    let view = ctx.ipam.subnet(&name).ok_or_else(|| Error::Ipam {
+        subnet: name.clone(),
+        source: ipam::IpamError::UnknownSubnet {
+            subnet: name.clone(),
+        },
+    })?;
+    let gateway = view
+        .gateways
+        .iter()
+        .zip(&view.cidrs)
+        .find_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())));
+    let ids = |extra: &[(&str, &str)]| {
+        let mut m = std::collections::BTreeMap::from([("vendor".to_owned(), VENDOR.to_owned())]);
+        for (k, v) in extra {
+            m.insert((*k).to_owned(), (*v).to_owned());
+        }
+        m
+    };
+    let router_ids = ids(&[("vpc", &valid.vpc)]);
+    let switch_ids = ids(&[("vpc", &valid.vpc), ("provider", &valid.provider)]);
+    let mac = view.gateway_mac.to_string();
+    ctx.nb
+        .apply(|t| {
+            t.ensure_router(&valid.vpc, &router_ids)?;
+            t.ensure_switch(&name, &switch_ids)?;
+            if let Some(gw) = &gateway {
+                t.ensure_router_port_pair(&valid.vpc, &name, gw, &mac)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|source| Error::Nb {
+            subnet: name.clone(),
+            source,
+        })?;
+    let was_invalid = ctx
+        .invalid_subnets
+        .lock()
+        .expect("invalid subnets lock poisoned")
+        .remove(&name)
+        .is_some();
+    if was_invalid {
+        ctx.events.forget(&subnet.object_ref(&()));
+    }
+    info!(subnet = %name, vpc = %valid.vpc, cidr = %valid.ipam.cidr_block, "subnet ready");
+    write_status(ctx, subnet, Ok(&valid)).await?;
+    ctx.requeue_waiting();
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+async fn cleanup(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
+    let name = subnet.name_any();
+    ctx.nb
+        .delete_switch(&name)
+        .await
+        .map_err(|source| Error::Nb {
+            subnet: name.clone(),
+            source,
+        })?;
+    let freed = ctx
+        .ipam
+        .delete_subnet(&name, true)
+        .await
+        .map_err(|source| Error::Ipam {
+            subnet: name.clone(),
+            source,
+        })?;
+    ctx.invalid_subnets
+        .lock()
+        .expect("invalid subnets lock poisoned")
+        .remove(&name);
+    info!(subnet = %name, freed = freed.len(), "subnet deleted: logical switch and IPAM range removed");
+    Ok(Action::await_change())
+}
+
+/// The status for `subnet`: conditions from the validation outcome and the
+/// usage counters from IPAM. Pure apart from reading IPAM.
+fn desired_status(
+    ctx: &Context,
+    subnet: &Subnet,
+    outcome: Result<&ValidSubnet, &SubnetProblem>,
+) -> SubnetStatus {
+    let mut status = subnet.status.clone().unwrap_or_default();
+    let generation = subnet.metadata.generation;
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    match outcome {
+        Ok(valid) => {
+            set_condition(
+                &mut status.conditions,
+                Condition::new(
+                    VALIDATED,
+                    ConditionStatus::True,
+                    "Valid",
+                    "",
+                    generation,
+                    now.clone(),
+                ),
+            );
+            set_condition(
+                &mut status.conditions,
+                Condition::new(
+                    READY,
+                    ConditionStatus::True,
+                    "Ready",
+                    format!("logical switch {} on router {}", valid.name, valid.vpc),
+                    generation,
+                    now,
+                ),
+            );
+            status.cidr_block = Some(valid.ipam.cidr_block.clone());
+        }
+        Err(p) => {
+            for type_ in [VALIDATED, READY] {
+                set_condition(
+                    &mut status.conditions,
+                    Condition::new(
+                        type_,
+                        ConditionStatus::False,
+                        p.reason,
+                        p.message.clone(),
+                        generation,
+                        now.clone(),
+                    ),
+                );
+            }
+        }
+    }
+    fill_usage(ctx, &subnet.name_any(), &mut status);
+    status.observed_generation = generation;
+    status
+}
+
+fn fill_usage(ctx: &Context, name: &str, status: &mut SubnetStatus) {
+    let Ok(usage) = ctx.ipam.usage(name) else {
+        return;
+    };
+    let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+    for f in &usage.families {
+        match f.family {
+            Family::V4 => {
+                status.v4_using_ips = clamp(f.used);
+                status.v4_available_ips = clamp(f.available);
+            }
+            Family::V6 => {
+                status.v6_using_ips = clamp(f.used);
+                status.v6_available_ips = clamp(f.available);
+            }
+        }
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    subnet: &Subnet,
+    outcome: Result<&ValidSubnet, &SubnetProblem>,
+) -> Result<(), Error> {
+    let status = desired_status(ctx, subnet, outcome);
+    if subnet.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    patch_status(ctx, &subnet.name_any(), &status).await
+}
+
+async fn patch_status(ctx: &Context, name: &str, status: &SubnetStatus) -> Result<(), Error> {
+    let api: Api<Subnet> = Api::all(ctx.client.clone());
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        subnet: name.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Keeps the usage counters of subnets current: writes the status of every
+/// subnet marked by `Context::usage_changed`, at most about twice a second.
+pub async fn refresh_usage(ctx: Arc<Context>) {
+    loop {
+        ctx.usage_changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let names: Vec<String> = ctx
+            .dirty_usage
+            .lock()
+            .expect("usage lock poisoned")
+            .drain()
+            .collect();
+        for name in names {
+            let Some(subnet) = ctx.subnets.get(&ObjectRef::new(&name)) else {
+                continue;
+            };
+            let mut status = subnet.status.clone().unwrap_or_default();
+            fill_usage(&ctx, &name, &mut status);
+            if subnet.status.as_ref() != Some(&status) {
+                if let Err(e) = patch_status(&ctx, &name, &status).await {
+                    warn!(error = %e, "updating subnet usage");
+                }
+            }
+        }
+    }
+}
+
+fn error_policy(subnet: Arc<Subnet>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(subnet = %subnet.name_any(), error = %error, "subnet reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the Subnet controller until the process stops.
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<Subnet> = Api::all(ctx.client.clone());
+    let vpcs: Api<Vpc> = Api::all(ctx.client.clone());
+    let by_vpc = ctx.subnets.clone();
+    let siblings = ctx.subnets.clone();
+    Controller::new(api.clone(), watcher::Config::default())
+        .watches(vpcs, watcher::Config::default(), move |vpc: Vpc| {
+            let name = vpc.name_any();
+            by_vpc
+                .state()
+                .into_iter()
+                .filter(|s| s.spec.vpc.as_deref() == Some(name.as_str()))
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        .watches(api, watcher::Config::default(), move |changed: Subnet| {
+            let vpc = changed.spec.vpc.clone();
+            siblings
+                .state()
+                .into_iter()
+                .filter(|s| s.spec.vpc == vpc && s.name_any() != changed.name_any())
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::subnet::SubnetSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn subnet(name: &str, vpc: Option<&str>, cidr: &str, age: i64) -> Arc<Subnet> {
+        let mut s = Subnet::new(
+            name,
+            SubnetSpec {
+                vpc: vpc.map(Into::into),
+                cidr: Some(cidr.into()),
+                provider: Some("n1.default.ovn".into()),
+                ..Default::default()
+            },
+        );
+        s.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_000_000 + age).unwrap(),
+        ));
+        Arc::new(s)
+    }
+
+    fn check(s: &Subnet, all: &[Arc<Subnet>]) -> Result<ValidSubnet, SubnetProblem> {
+        validate(s, all, |v| v == "vpc-a" || v == "vpc-b")
+    }
+
+    #[test]
+    fn the_seed_subnet_is_valid_and_reads_cidr() {
+        let s = subnet("subnet-secondary", Some("vpc-a"), "10.100.0.0/16", 0);
+        let v = check(&s, std::slice::from_ref(&s)).unwrap();
+        assert_eq!(v.ipam.cidr_block, "10.100.0.0/16");
+        assert_eq!(v.vpc, "vpc-a");
+    }
+
+    #[test]
+    fn the_newer_of_two_overlapping_subnets_in_one_vpc_is_refused() {
+        let a = subnet("a", Some("vpc-a"), "10.1.0.0/16", 0);
+        let b = subnet("b", Some("vpc-a"), "10.1.2.0/24", 5);
+        let other_vpc = subnet("c", Some("vpc-b"), "10.1.0.0/16", 1);
+        let all = vec![a.clone(), b.clone(), other_vpc.clone()];
+        assert!(check(&a, &all).is_ok());
+        assert!(check(&other_vpc, &all).is_ok());
+        let p = check(&b, &all).unwrap_err();
+        assert_eq!(p.reason, "CidrOverlap");
+        assert!(
+            p.message.contains("\"a\"") && p.message.contains("10.1.2.0/24"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn bad_specs_name_what_to_fix() {
+        let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
+        s.spec.gateway = Some("10.2.0.1".into());
+        let p = check(&s, &[]).unwrap_err();
+        assert_eq!(p.reason, "InvalidSubnet");
+        assert!(p.message.contains("10.2.0.1"), "{}", p.message);
+
+        let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
+        s.spec.exclude_ips = vec!["10.1.0.x".into()];
+        assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidSubnet");
+
+        let s = subnet("s", None, "10.1.0.0/24", 0);
+        assert_eq!(check(&s, &[]).unwrap_err().reason, "VpcRequired");
+
+        let s = subnet("s", Some("nope"), "10.1.0.0/24", 0);
+        let p = check(&s, &[]).unwrap_err();
+        assert_eq!(p.reason, "VpcNotFound");
+        assert!(p.message.contains("\"nope\""));
+
+        let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
+        s.spec.provider = Some("ovn".into());
+        assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidProvider");
+        s.spec.provider = Some("n1.default".into());
+        assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidProvider");
+
+        let s = subnet("s", Some("vpc-a"), "10.1.0.0/33", 0);
+        assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidCidr");
+    }
+}

@@ -1,0 +1,247 @@
+//! The whole path on the real test bed, two nodes: the seed's NAD, Vpc and
+//! Subnet and its tenants' networks applied to kube-sim; `kube-ovn operator`
+//! allocates and writes annotations and ports; `kube-ovn node` runs in each
+//! sandbox node; the installed `kube-ovn` plugin is exec'd Multus-style for
+//! net1; OVN forwards. Pods of one VPC reach each other across nodes,
+//! tenants in different VPCs do not.
+//!
+//! The Multus step is node_support's exec of the plugin (the same one the
+//! node-role tests use), not kube-sim's kubelet emulation.
+
+mod node_support;
+mod operator_support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use node_support::*;
+use operator_support::{nad_yaml, subnet_yaml, vpc_yaml, SEED_NAD, SEED_VPC_SUBNET};
+use serde_json::{json, Value};
+use support::OvnSandbox;
+
+struct Bed {
+    sandbox: OvnSandbox,
+    kube: Kube,
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    dir: tempfile::TempDir,
+    nodes: Vec<NodeDaemon>,
+    operator: Child,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = self.operator.kill();
+        let _ = self.operator.wait();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- operator log (last 40 lines, newest first)\n{}",
+                tail.join("\n")
+            );
+            for (i, n) in self.nodes.iter().enumerate() {
+                let log = n.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!(
+                    "--- node {} log (last 20 lines, newest first)\n{}",
+                    i + 1,
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+}
+
+impl Bed {
+    fn up() -> Bed {
+        let sandbox = OvnSandbox::up(2);
+        let kube = Kube::start();
+        let dir = tempfile::Builder::new()
+            .prefix("kovn-e2e")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async { kube.server.client() }).unwrap();
+        rt.block_on(async {
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            let mut all = kube_ovn::api::crds();
+            all.push(kube_sim::nodes::nad::crd());
+            for crd in all {
+                crds.create(&PostParams::default(), &crd).await.unwrap();
+            }
+        });
+        let kubeconfig = dir.path().join("kubeconfig");
+        kube.server.write_kubeconfig(&kubeconfig).unwrap();
+        let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
+        let operator = Command::new(env!("CARGO_BIN_EXE_kube-ovn"))
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["--log-level", "info,kube_ovn=debug", "operator", "--ovn-nb"])
+            .arg(sandbox.nb_endpoint())
+            .arg("--ipam-db")
+            .arg(dir.path().join("ipam"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let nodes = (1..=2)
+            .map(|n| {
+                let kc = kube.kubeconfig_in(&sandbox.node_netns(n), dir.path());
+                NodeDaemon::start(&sandbox, n, &kc, dir.path(), &[])
+            })
+            .collect();
+        Bed {
+            sandbox,
+            kube,
+            rt,
+            client,
+            dir,
+            nodes,
+            operator,
+        }
+    }
+
+    fn apply(&self, yaml: &str) {
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            let obj: DynamicObject = serde_json::from_value(value).unwrap();
+            let gvk = GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+            let plural = match gvk.kind.as_str() {
+                "NetworkAttachmentDefinition" => "network-attachment-definitions".to_owned(),
+                k => format!("{}s", k.to_lowercase()),
+            };
+            let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+            let api: Api<DynamicObject> = if gvk.group == "kubeovn.io" {
+                Api::all_with(self.client.clone(), &ar)
+            } else {
+                Api::namespaced_with(self.client.clone(), "default", &ar)
+            };
+            self.rt
+                .block_on(api.create(&PostParams::default(), &obj))
+                .unwrap();
+        }
+    }
+
+    /// Creates pod `name` on node `n` with the networks annotation `networks`,
+    /// waits for the operator's allocation on `provider`, then runs the
+    /// plugin's ADD for net1 as Multus would. Returns the pod and its net1 address.
+    fn pod(&self, n: usize, name: &str, networks: &str, provider: &str) -> (PodNetns, String) {
+        let annotations = BTreeMap::from([(
+            "k8s.v1.cni.cncf.io/networks".to_owned(),
+            networks.to_owned(),
+        )]);
+        self.kube
+            .create_pod(name, &format!("node{n}"), &annotations);
+        let key = format!("{provider}.kubernetes.io/ip_address");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ip = loop {
+            let pod = self.rt.block_on(self.kube.pods().get(name)).unwrap();
+            let allocated = pod.metadata.annotations.unwrap_or_default();
+            if allocated
+                .get(&format!("{provider}.kubernetes.io/allocated"))
+                .map(String::as_str)
+                == Some("true")
+            {
+                break allocated[&key].clone();
+            }
+            assert!(Instant::now() < deadline, "pod {name} never allocated");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let netns = PodNetns::new(&self.sandbox, n, name, self.dir.path());
+        let nad = provider.split('.').next().unwrap();
+        let config = json!({"cniVersion": "0.3.1", "name": nad, "type": "kube-ovn",
+            "server_socket": self.nodes[n - 1].socket, "provider": provider});
+        let out = plugin(
+            &self.nodes[n - 1].bin_dir,
+            "ADD",
+            &config,
+            &netns.env("net1"),
+        );
+        out.assert_ok(&format!("ADD {name}"));
+        let result = out.json();
+        let got = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(got, ip, "the CNI result carries the operator's address");
+        (netns, ip)
+    }
+}
+
+#[test]
+fn seed_pods_get_net1_and_ping_within_a_vpc_across_nodes_but_not_across_tenants() {
+    let bed = Bed::up();
+    bed.apply(SEED_NAD);
+    bed.apply(SEED_VPC_SUBNET);
+    for t in ["a", "b"] {
+        bed.apply(&nad_yaml(&format!("tenant-{t}-network")));
+        bed.apply(&vpc_yaml(&format!("vpc-tenant-{t}")));
+    }
+    bed.apply(&subnet_yaml(
+        "tenant-a",
+        "vpc-tenant-a",
+        "10.10.0.0/24",
+        "tenant-a-network.default.ovn",
+    ));
+    bed.apply(&subnet_yaml(
+        "tenant-b",
+        "vpc-tenant-b",
+        "10.20.0.0/24",
+        "tenant-b-network.default.ovn",
+    ));
+
+    let seed = "kube-ovn-vpc-network.default.ovn";
+    let (p1, ip1) = bed.pod(1, "multi-network-pod", "default/kube-ovn-vpc-network", seed);
+    assert!(ip1.starts_with("10.100."), "{ip1}");
+    let net1 = p1.ip(&["addr", "show", "net1"]);
+    assert!(net1.contains(&format!("{ip1}/16")), "{net1}");
+    let (_p2, ip2) = bed.pod(2, "peer-pod", "default/kube-ovn-vpc-network", seed);
+    assert!(
+        bed.sandbox.ping(&p1.name, &ip2),
+        "seed pods across nodes cannot ping"
+    );
+
+    let (a1, _) = bed.pod(
+        1,
+        "tenant-a-app",
+        "default/tenant-a-network",
+        "tenant-a-network.default.ovn",
+    );
+    let (_a2, a2_ip) = bed.pod(
+        2,
+        "tenant-a-2",
+        "default/tenant-a-network",
+        "tenant-a-network.default.ovn",
+    );
+    let (_b1, b1_ip) = bed.pod(
+        2,
+        "tenant-b-app",
+        "default/tenant-b-network",
+        "tenant-b-network.default.ovn",
+    );
+    assert!(
+        bed.sandbox.ping(&a1.name, &a2_ip),
+        "tenant A pods cannot reach each other"
+    );
+    assert!(
+        !bed.sandbox.ping(&a1.name, &b1_ip),
+        "tenant A reached tenant B"
+    );
+    assert!(
+        !bed.sandbox.ping(&a1.name, &ip2),
+        "tenant A reached the seed VPC"
+    );
+}
