@@ -3,6 +3,7 @@
 //! Logs always go to stderr (or a file): in CNI mode stdout carries the CNI result.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -25,7 +26,10 @@ pub fn init(format: LogFormat, level: Option<&str>, file: Option<&Path>) -> anyh
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match (format, file) {
-        (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Text, None) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
         (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
         (format, Some(path)) => {
             let f = OpenOptions::new().create(true).append(true).open(path)?;

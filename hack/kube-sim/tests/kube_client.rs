@@ -484,19 +484,28 @@ async fn crd_schemas_are_enforced_for_the_kube_client() {
 }
 
 #[tokio::test]
-async fn a_pod_without_containers_is_invalid() {
+async fn the_guides_spec_less_pod_is_accepted_but_nameless_containers_are_not() {
     let server = server().await;
     let pods: Api<Pod> = Api::namespaced(server.client().expect("client"), "default");
+    // The user guide's `frontend` pod has no spec; it must work verbatim.
     let pod: Pod =
         serde_json::from_value(json!({ "metadata": { "name": "frontend" } })).expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("a spec-less pod is accepted");
+    let pod: Pod = serde_json::from_value(
+        json!({ "metadata": { "name": "noimage" }, "spec": { "containers": [{ "name": "app" }] } }),
+    )
+    .expect("pod");
     let err = api_error(
         pods.create(&PostParams::default(), &pod)
             .await
-            .expect_err("no containers"),
+            .expect_err("no image"),
     );
     assert_eq!(err.code, 422);
     assert!(
-        err.message.contains("spec.containers: Required value"),
+        err.message
+            .contains("spec.containers[0].image: Required value"),
         "{}",
         err.message
     );
