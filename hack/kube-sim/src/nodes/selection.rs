@@ -69,6 +69,15 @@ pub fn parse_networks(
         if network.name.is_empty() {
             return Err(SelectionError::NoName);
         }
+        // The user guide's JSON examples write `"name": "default/public-network"`; like
+        // kube-ovn's own parser, take `ns/name` apart when no `namespace` key is given.
+        if network.namespace.is_empty() {
+            if let Some((namespace, name)) = network.name.split_once('/') {
+                let (namespace, name) = (namespace.to_string(), name.to_string());
+                network.namespace = namespace;
+                network.name = name;
+            }
+        }
         if network.namespace.is_empty() {
             network.namespace = pod_namespace.to_string();
         }
@@ -132,6 +141,24 @@ mod tests {
         list.iter()
             .map(|n| (n.namespace.clone(), n.name.clone(), n.interface.clone()))
             .collect()
+    }
+
+    #[test]
+    fn json_name_with_a_namespace_is_split_as_the_guide_writes_it() {
+        let parsed = parse_networks(
+            r#"[{"name": "default/public-network"}, {"name": "x/y", "namespace": "n"}]"#,
+            "pods",
+        )
+        .expect("parses");
+        assert_eq!(
+            (parsed[0].namespace.as_str(), parsed[0].name.as_str()),
+            ("default", "public-network")
+        );
+        // An explicit namespace wins; the name is then taken as written.
+        assert_eq!(
+            (parsed[1].namespace.as_str(), parsed[1].name.as_str()),
+            ("n", "x/y")
+        );
     }
 
     #[test]
