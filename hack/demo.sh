@@ -122,7 +122,10 @@ done
 wait_running tenant-a-app-2 tenant-b-app-2
 kubectl get pods -o wide
 
-netns_of() { kubectl get pod "$1" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}'; }
+netns_of() { # the pod's network namespace (kube-sim records its name)
+  local n; n=$(kubectl get pod "$1" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}')
+  case $n in /*) echo "$n" ;; *) echo "/run/netns/$n" ;; esac
+}
 in_pod() { local p=$1; shift; nsenter --net="$(netns_of "$p")" "$@"; }
 ip_of() { # pod provider
   kubectl get pod "$1" -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['metadata']['annotations']['$2.kubernetes.io/ip_address'])"
@@ -141,6 +144,7 @@ done
 
 say "checks"
 check() { if "$@"; then echo "ok: ${desc}"; else fail "$desc"; fi; }
+quiet() { "$@" >/dev/null 2>&1; }
 addr=$(ip_of multi-network-pod kube-ovn-vpc-network.default.ovn)
 desc="multi-network-pod's net1 is in 10.100.0.0/16 ($addr)"; check python3 -c "import ipaddress,sys; sys.exit(ipaddress.ip_address('$addr') not in ipaddress.ip_network('10.100.0.0/16'))"
 desc="static-ip-pod has exactly 10.100.0.100"; check [ "$(ip_of static-ip-pod kube-ovn-network.default.ovn)" = 10.100.0.100 ]
@@ -148,12 +152,12 @@ desc="frontend has net1 and net2"; check in_pod frontend ip link show net2
 desc="eth0 of every pod is untouched (default route via eth0)"; check sh -c "nsenter --net=$(netns_of frontend) ip route show default | grep -q 'dev eth0'"
 a1=$(ip_of tenant-a-app tenant-a-network.default.ovn); a2=$(ip_of tenant-a-app-2 tenant-a-network.default.ovn)
 b1=$(ip_of tenant-b-app tenant-b-network.default.ovn)
-desc="tenant A pods ping each other across nodes ($a1 -> $a2)"; check in_pod tenant-a-app ping -c 3 -i 0.2 -W 2 "$a2" >/dev/null
+desc="tenant A pods ping each other across nodes ($a1 -> $a2)"; check quiet in_pod tenant-a-app ping -c 3 -i 0.2 -W 2 "$a2"
 b2=$(ip_of tenant-b-app-2 tenant-b-network.default.ovn)
-desc="tenant B pods ping each other across nodes ($b1 -> $b2)"; check in_pod tenant-b-app ping -c 3 -i 0.2 -W 2 "$b2" >/dev/null
+desc="tenant B pods ping each other across nodes ($b1 -> $b2)"; check quiet in_pod tenant-b-app ping -c 3 -i 0.2 -W 2 "$b2"
 # Give tenant A a route to tenant B through its own VPC router: the router has none onward.
 in_pod tenant-a-app ip route add 10.220.0.0/24 via 10.210.0.1 dev net1
-desc="tenant A reaches its VPC gateway 10.210.0.1"; check in_pod tenant-a-app ping -c 2 -i 0.2 -W 2 10.210.0.1 >/dev/null
+desc="tenant A reaches its VPC gateway 10.210.0.1"; check quiet in_pod tenant-a-app ping -c 2 -i 0.2 -W 2 10.210.0.1
 desc="tenant A cannot reach tenant B ($a1 -> $b1)"; check sh -c "! nsenter --net=$(netns_of tenant-a-app) ping -c 3 -i 0.2 -W 1 $b1 >/dev/null"
 qos_node=$(node_of qos-pod)
 rate=$(ovs-vsctl --db="unix:$work/nodes/$qos_node/run-openvswitch/db.sock" --bare --columns=ingress_policing_rate find interface external_ids:pod_name=qos-pod)
