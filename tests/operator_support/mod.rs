@@ -22,14 +22,14 @@ use kube_sim::ApiServer;
 
 use crate::support::OvnSandbox;
 
-pub const SEED_NAD: &str = include_str!("../../src/api/testdata/seed-nad.yaml");
-pub const SEED_VPC_SUBNET: &str = include_str!("../../src/api/testdata/seed-vpc-subnet.yaml");
-pub const SEED_POD: &str = include_str!("../../src/api/testdata/seed-pod-multi-network.yaml");
-pub const SEED_FRONTEND: &str = include_str!("../../src/api/testdata/seed-pod-frontend.yaml");
-pub const SEED_TENANTS: &str = include_str!("../../src/api/testdata/seed-pods-tenants.yaml");
+pub const SEED_NAD: &str = include_str!("../../hack/demo/seed/01-nad.yaml");
+pub const SEED_VPC_SUBNET: &str = include_str!("../../hack/demo/seed/02-vpc-subnet.yaml");
+pub const SEED_POD: &str = include_str!("../../hack/demo/seed/03-multi-network-pod.yaml");
+pub const SEED_FRONTEND: &str = include_str!("../../hack/demo/seed/04-frontend.yaml");
+pub const SEED_TENANTS: &str = include_str!("../../hack/demo/seed/05-tenants.yaml");
 pub const SEED_MULTI_PROVIDERS: &str =
-    include_str!("../../src/api/testdata/seed-meta-multiple-providers.yaml");
-pub const SEED_STATIC_IP: &str = include_str!("../../src/api/testdata/seed-meta-static-ip.yaml");
+    include_str!("../../hack/demo/seed/fragment-multi-provider.yaml");
+pub const SEED_STATIC_IP: &str = include_str!("../../hack/demo/seed/fragment-static-ip.yaml");
 
 pub const WAIT: Duration = Duration::from_secs(90);
 
