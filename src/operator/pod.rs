@@ -180,6 +180,9 @@ pub async fn reconcile(ctx: &Arc<Context>, key: &PodKey) -> Result<Option<Durati
                 .lock()
                 .expect("tombstones lock poisoned")
                 .remove(key);
+            if let Some(pod) = &last {
+                ctx.events.forget(&pod.object_ref(&()));
+            }
             release_pod(ctx, key, last.as_deref()).await.map(|_| None)
         }
     }
