@@ -507,14 +507,18 @@ async fn bad_input_gives_events_or_conditions_allocates_nothing_and_spares_other
     c.allocated("good-2", SEED_PROVIDER).await;
 }
 
-async fn create_pods(c: &Cluster, names: Vec<String>, networks: &str) {
+async fn create_pods(
+    pods: Api<k8s_openapi::api::core::v1::Pod>,
+    names: Vec<String>,
+    networks: &str,
+) {
     let mut set = tokio::task::JoinSet::new();
     let chunks: Vec<Vec<String>> = names
         .chunks(names.len().div_ceil(16).max(1))
         .map(|c| c.to_vec())
         .collect();
     for chunk in chunks {
-        let pods = c.pods();
+        let pods = pods.clone();
         let networks = networks.to_owned();
         set.spawn(async move {
             for name in chunk {
@@ -538,17 +542,18 @@ async fn sigkill_during_a_200_pod_burst_loses_and_leaks_nothing() {
     c.wait_used("subnet-secondary", 0).await;
 
     let names: Vec<String> = (0..200).map(|i| format!("burst-{i}")).collect();
-    let c_ref = &c;
-    let create = create_pods(c_ref, names.clone(), "default/kube-ovn-vpc-network");
-    let watch_kill = async {
-        c_ref
-            .eventually("some pods annotated", || async {
-                (addresses(c_ref, SEED_PROVIDER).await.len() >= 40).then_some(())
-            })
-            .await;
-    };
-    tokio::join!(create, watch_kill);
+    // Kill while the burst is still being created and wired.
+    let creating = tokio::spawn(create_pods(
+        c.pods(),
+        names.clone(),
+        "default/kube-ovn-vpc-network",
+    ));
+    c.eventually("some pods annotated", || async {
+        (addresses(&c, SEED_PROVIDER).await.len() >= 20).then_some(())
+    })
+    .await;
     c.kill_operator();
+    creating.await.unwrap();
     let before = addresses(&c, SEED_PROVIDER).await.len();
     assert!(
         before < 200,

@@ -180,6 +180,9 @@ pub async fn reconcile(ctx: &Arc<Context>, key: &PodKey) -> Result<Option<Durati
                 .lock()
                 .expect("tombstones lock poisoned")
                 .remove(key);
+            if let Some(pod) = &last {
+                ctx.events.forget(&pod.object_ref(&()));
+            }
             release_pod(ctx, key, last.as_deref()).await.map(|_| None)
         }
     }
@@ -210,17 +213,26 @@ pub fn ipam_reason(e: &IpamError) -> &'static str {
     }
 }
 
-fn reuse(held: Option<Allocation>, plan: &AttachmentPlan) -> Result<Option<Allocation>, bool> {
-    let Some(a) = held else {
-        return Err(false);
-    };
-    let same = a.subnet == plan.subnet
-        && plan.ips.iter().all(|ip| a.ips.contains(ip))
-        && plan.mac.is_none_or(|m| m.to_string() == a.mac.to_string());
-    if same {
-        Ok(Some(a))
-    } else {
-        Err(true)
+/// What IPAM already holds for an attachment, measured against its plan.
+enum Held {
+    /// The allocation satisfies the plan: use it as is.
+    Fits(Allocation),
+    /// The plan changed (subnet, static IP or MAC): give it back first.
+    Stale,
+    Nothing,
+}
+
+fn held(current: Option<Allocation>, plan: &AttachmentPlan) -> Held {
+    match current {
+        None => Held::Nothing,
+        Some(a)
+            if a.subnet == plan.subnet
+                && plan.ips.iter().all(|ip| a.ips.contains(ip))
+                && plan.mac.is_none_or(|m| m.to_string() == a.mac.to_string()) =>
+        {
+            Held::Fits(a)
+        }
+        Some(_) => Held::Stale,
     }
 }
 
@@ -290,14 +302,12 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
     let mut fresh: Vec<String> = Vec::new();
     for plan in &plans {
         let ipam_key = key.ipam_key(plan.key.as_str());
-        match reuse(ctx.ipam.get(&ipam_key), plan) {
-            Ok(Some(a)) => {
+        match held(ctx.ipam.get(&ipam_key), plan) {
+            Held::Fits(a) => {
                 allocations.push(a);
                 continue;
             }
-            Ok(None) => unreachable!("reuse answers Ok only with an allocation"),
-            Err(true) => {
-                // The request changed (subnet, static IP or MAC): give the old one back.
+            Held::Stale => {
                 ctx.ipam
                     .release(&ipam_key, Release::Claim)
                     .await
@@ -307,7 +317,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                     })?;
                 ctx.usage_changed(&plan.subnet);
             }
-            Err(false) => {}
+            Held::Nothing => {}
         }
         let mut request = AllocationRequest::new(ipam_key.clone(), plan.subnet.clone())
             .with_ips(plan.ips.iter().map(ToString::to_string))
@@ -735,5 +745,111 @@ pub async fn feed(
                 gc.notify_one();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::annotations::Provider;
+
+    fn plan(subnet: &str, ips: &[&str]) -> AttachmentPlan {
+        let provider = Provider::for_nad("n1", "default").unwrap();
+        AttachmentPlan {
+            network: "default/n1".into(),
+            key: provider.clone(),
+            provider,
+            lsp_name: "p.default.n1.default.ovn".into(),
+            subnet: subnet.into(),
+            vpc: Some("v".into()),
+            cidrs: vec!["10.0.0.0/24".parse().unwrap()],
+            interface: "net1".into(),
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            ips_source: None,
+            mac: None,
+            mac_source: None,
+            default_route: false,
+            default_route_gateways: vec![],
+        }
+    }
+
+    fn allocation(subnet: &str, ip: &str) -> Allocation {
+        Allocation {
+            key: "default/p/n1.default.ovn".into(),
+            subnet: subnet.into(),
+            ips: vec![ip.parse().unwrap()],
+            mac: "0a:00:00:00:00:01".parse().unwrap(),
+            pool: None,
+            sticky: false,
+        }
+    }
+
+    #[test]
+    fn a_held_allocation_is_reused_only_while_it_fits_the_plan() {
+        assert!(matches!(held(None, &plan("s", &[])), Held::Nothing));
+        let a = allocation("s", "10.0.0.5");
+        assert!(matches!(
+            held(Some(a.clone()), &plan("s", &[])),
+            Held::Fits(_)
+        ));
+        assert!(matches!(
+            held(Some(a.clone()), &plan("s", &["10.0.0.5"])),
+            Held::Fits(_)
+        ));
+        assert!(matches!(
+            held(Some(a.clone()), &plan("s", &["10.0.0.6"])),
+            Held::Stale
+        ));
+        assert!(matches!(held(Some(a), &plan("other", &[])), Held::Stale));
+    }
+
+    #[test]
+    fn pods_matter_when_they_name_networks_or_carry_our_annotations() {
+        let pod = |annotations: &[(&str, &str)]| {
+            let mut p = Pod::default();
+            p.metadata.annotations = Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
+            p
+        };
+        assert!(!relevant(&pod(&[("app", "x")])));
+        assert!(relevant(&pod(&[(NETWORKS, "default/n1")])));
+        let leftover = pod(&[("n1.default.ovn.kubernetes.io/allocated", "true")]);
+        assert!(relevant(&leftover));
+        assert_eq!(
+            annotated_keys(&leftover),
+            BTreeSet::from(["n1.default.ovn".to_owned()])
+        );
+    }
+
+    #[test]
+    fn ipam_refusals_map_to_event_reasons() {
+        let ip = "10.0.0.1".parse().unwrap();
+        let subnet = "s".to_owned();
+        assert_eq!(
+            ipam_reason(&IpamError::IsGateway {
+                subnet: subnet.clone(),
+                ip
+            }),
+            "StaticIPIsGateway"
+        );
+        assert_eq!(
+            ipam_reason(&IpamError::Excluded {
+                subnet: subnet.clone(),
+                ip
+            }),
+            "StaticIPExcluded"
+        );
+        assert_eq!(
+            ipam_reason(&IpamError::HeldBy {
+                subnet,
+                ip,
+                holder: "default/q/n1.default.ovn".into()
+            }),
+            "StaticIPTaken"
+        );
     }
 }

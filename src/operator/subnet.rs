@@ -25,7 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::context::{ensure_finalizer, Context};
 use crate::api::annotations::Provider;
@@ -245,7 +245,8 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
     let router_ids = ids(&[("vpc", &valid.vpc)]);
     let switch_ids = ids(&[("vpc", &valid.vpc), ("provider", &valid.provider)]);
     let mac = view.gateway_mac.to_string();
-    ctx.nb
+    let wrote = ctx
+        .nb
         .apply(|t| {
             t.ensure_router(&valid.vpc, &router_ids)?;
             t.ensure_switch(&name, &switch_ids)?;
@@ -268,7 +269,11 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
     if was_invalid {
         ctx.events.forget(&subnet.object_ref(&()));
     }
-    info!(subnet = %name, vpc = %valid.vpc, cidr = %valid.ipam.cidr_block, "subnet ready");
+    if wrote || change.created {
+        info!(subnet = %name, vpc = %valid.vpc, cidr = %valid.ipam.cidr_block, "subnet ready");
+    } else {
+        debug!(subnet = %name, "subnet unchanged");
+    }
     write_status(ctx, subnet, Ok(&valid)).await?;
     ctx.requeue_waiting();
     Ok(Action::requeue(Duration::from_secs(600)))
