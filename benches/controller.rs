@@ -12,8 +12,14 @@
 //!    Kube-OVN's published figures (about 19 pods/s, 29 s restart) are quoted
 //!    as a reference only, not measured here.
 //!
-//! Not measured here: pods Running through the CNI (kube-sim's kubelet with
-//! the node role), which needs the node role's full path on the simulator.
+//! 4. Pods Running (CNI done): a second cluster with kube-sim's two simulated
+//!    nodes (its kubelet and Multus emulation), `kube-ovn node` on each
+//!    (embedded OVS + ovn-controller, netdev datapath) as in `hack/demo.sh`:
+//!    RUNNING_PODS pods on the seed's network created at once, time until every
+//!    one is Running; then the same number on a NAD of Debian's `bridge` +
+//!    `host-local` (baseline, same cluster, same kubelet, eth0 alike); then
+//!    both deleted, time until every pod is gone. Set `KOVN_BENCH_RUNNING_PODS`
+//!    to change RUNNING_PODS, `KOVN_BENCH_ONLY=running` to stop after it.
 
 #[path = "../tests/operator_support/mod.rs"]
 mod operator_support;
@@ -21,12 +27,14 @@ mod operator_support;
 mod support;
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use operator_support::*;
 
@@ -34,14 +42,41 @@ const PROVIDER: &str = "kube-ovn-vpc-network.default.ovn";
 const BURST: usize = 1000;
 const TOTAL: usize = 10_000;
 const BASELINE_PODS: usize = 300;
+const RUNNING_PODS: usize = 1000;
+const BRIDGE_NAD: &str = r#"apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: bench-bridge
+  namespace: default
+spec:
+  config: '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br-bench", "ipam": {"type": "host-local", "subnet": "10.200.0.0/16"}}'
+"#;
 
 /// When each pod was first seen annotated.
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 fn watch_annotated(c: &Cluster) -> Seen {
+    let key = format!("{PROVIDER}.kubernetes.io/allocated");
+    watch_pods(c, move |pod| {
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&key))
+            .is_some_and(|v| v == "true")
+    })
+}
+
+/// Pods in `default` Running (the kubelet's status after every CNI ADD).
+fn watch_running(c: &Cluster) -> Seen {
+    watch_pods(c, |pod| {
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+}
+
+/// Records when each pod in `default` first satisfies `done`.
+fn watch_pods(c: &Cluster, done: impl Fn(&Pod) -> bool + Send + 'static) -> Seen {
     let seen: Seen = Arc::default();
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
-    let key = format!("{PROVIDER}.kubernetes.io/allocated");
     let out = seen.clone();
     tokio::spawn(async move {
         let mut stream = watcher(pods, watcher::Config::default())
@@ -49,13 +84,7 @@ fn watch_annotated(c: &Cluster) -> Seen {
             .applied_objects()
             .boxed();
         while let Some(Ok(pod)) = stream.next().await {
-            let done = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(&key))
-                .is_some_and(|v| v == "true");
-            if done {
+            if done(&pod) {
                 let name = pod.metadata.name.unwrap_or_default();
                 out.lock().unwrap().entry(name).or_insert_with(Instant::now);
             }
@@ -66,6 +95,11 @@ fn watch_annotated(c: &Cluster) -> Seen {
 
 /// Creates `names` with 32 concurrent creators; returns each pod's creation time.
 async fn create(c: &Cluster, names: Vec<String>) -> HashMap<String, Instant> {
+    create_on(c, names, "default/kube-ovn-vpc-network").await
+}
+
+/// Creates `names` (on the network `networks`) with 32 concurrent creators.
+async fn create_on(c: &Cluster, names: Vec<String>, networks: &str) -> HashMap<String, Instant> {
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut set = tokio::task::JoinSet::new();
     let per = names.len().div_ceil(32).max(1);
@@ -73,10 +107,10 @@ async fn create(c: &Cluster, names: Vec<String>) -> HashMap<String, Instant> {
         let pods = c.pods();
         let chunk = chunk.to_vec();
         let created = created.clone();
+        let networks = networks.to_owned();
         set.spawn(async move {
             for name in chunk {
-                let pod: Pod =
-                    serde_yaml::from_str(&pod_yaml(&name, "default/kube-ovn-vpc-network")).unwrap();
+                let pod: Pod = serde_yaml::from_str(&pod_yaml(&name, &networks)).unwrap();
                 let t = Instant::now();
                 pods.create(&Default::default(), &pod).await.unwrap();
                 created.lock().unwrap().insert(name, t);
@@ -87,6 +121,39 @@ async fn create(c: &Cluster, names: Vec<String>) -> HashMap<String, Instant> {
         r.unwrap();
     }
     Arc::try_unwrap(created).unwrap().into_inner().unwrap()
+}
+
+/// Deletes `names` with 32 concurrent deleters; returns when the last is gone.
+async fn delete_all(c: &Cluster, names: &[String], limit: Duration) -> Duration {
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in names.chunks(names.len().div_ceil(32).max(1)) {
+        let pods = c.pods();
+        let chunk = chunk.to_vec();
+        set.spawn(async move {
+            for name in chunk {
+                pods.delete(&name, &DeleteParams::default()).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = c
+            .pods()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        if left == 0 {
+            return t.elapsed();
+        }
+        assert!(Instant::now() < deadline, "{left} pods still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_seen(seen: &Seen, n: usize, limit: Duration) {
@@ -138,13 +205,249 @@ fn baseline_nbctl(c: &Cluster) -> f64 {
     rate
 }
 
-fn p99(mut v: Vec<Duration>) -> Duration {
+fn p99(v: Vec<Duration>) -> Duration {
+    percentile(v, 99)
+}
+
+fn percentile(mut v: Vec<Duration>, pct: usize) -> Duration {
     v.sort();
-    v[(v.len() * 99 / 100).min(v.len() - 1)]
+    v[(v.len() * pct / 100).min(v.len() - 1)]
+}
+
+/// Time from the first create until the last of `names` is Running, and the
+/// p50 create→Running.
+async fn burst_until_running(
+    c: &Cluster,
+    seen: &Seen,
+    prefix: &str,
+    networks: &str,
+    n: usize,
+) -> (Duration, Duration) {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let start = Instant::now();
+    let created = create_on(c, names.clone(), networks).await;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let done = {
+            let seen = seen.lock().unwrap();
+            names.iter().filter(|n| seen.contains_key(*n)).count()
+        };
+        if done == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {n} {prefix} pods Running"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = seen.lock().unwrap();
+    let last = names.iter().map(|n| seen[n]).max().unwrap();
+    let latencies = created
+        .iter()
+        .map(|(n, t)| seen[n].saturating_duration_since(*t))
+        .collect();
+    (last - start, percentile(latencies, 50))
+}
+
+/// Starts `kube-ovn node` in every simulated node, as `hack/demo.sh` does.
+fn spawn_node_roles(c: &Cluster, sim: &kube_sim::nodes::Simulator) -> Vec<tokio::process::Child> {
+    let bin = env!("CARGO_BIN_EXE_kube-ovn");
+    let sb = c.ovn.sb_endpoint();
+    sim.nodes()
+        .iter()
+        .map(|node| {
+            let log = std::fs::File::create(node.state_dir.join("node-role.log")).unwrap();
+            let tunnel = node.tunnel_ip.to_string();
+            node.command(bin)
+                .unwrap()
+                .env("KUBECONFIG", c.kubeconfig())
+                .args(["--log-level", "info", "node", "--node-name", &node.name])
+                .args([
+                    "--ovs",
+                    "embedded",
+                    "--datapath",
+                    "netdev",
+                    "--ovs-run-dir",
+                    "/run/openvswitch",
+                ])
+                .args(["--ovn-sb", &sb, "--encap-ip", &tunnel])
+                .args(["--tunnel-nic", kube_sim::nodes::TUNNEL_NIC])
+                .args([
+                    "--tunnel-address",
+                    &format!("{tunnel}/24"),
+                    "--cni-bin-dir",
+                    "/opt/cni/bin",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawning kube-ovn node")
+        })
+        .collect()
+}
+
+/// Waits until every node's CNI socket is there and every chassis is in the SB.
+async fn wait_node_roles(c: &Cluster, sim: &kube_sim::nodes::Simulator) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let sb = c.ovn.sb_endpoint();
+    loop {
+        let sockets = sim.nodes().iter().all(|n| {
+            n.host_path(Path::new("/run/openvswitch/kube-ovn-daemon.sock"))
+                .exists()
+        });
+        let out = std::process::Command::new("ovn-sbctl")
+            .args(["--db", &sb, "--bare", "--columns=name", "list", "Chassis"])
+            .output()
+            .unwrap();
+        let chassis = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count();
+        if sockets && chassis == sim.nodes().len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node roles not ready (sockets {sockets}, chassis {chassis})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct RunningFigures {
+    pods: usize,
+    ours_all_ms: u128,
+    ours_p50_ms: u128,
+    bridge_all_ms: u128,
+    bridge_p50_ms: u128,
+    ours_delete_all_ms: u128,
+    bridge_delete_all_ms: u128,
+    /// Failed sandbox creations (kubelet retried them with backoff).
+    ours_failures: usize,
+    bridge_failures: usize,
+}
+
+/// Number of kubelet `FailedCreatePodSandBox` Events so far; the first few
+/// messages go to stderr.
+async fn sandbox_failures(c: &Cluster) -> usize {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let failed: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreatePodSandBox"))
+        .map(|e| e.message.unwrap_or_default())
+        .collect();
+    for m in failed.iter().take(3) {
+        eprintln!(
+            "sandbox failure: {}",
+            m.chars().take(400).collect::<String>()
+        );
+    }
+    failed.len()
+}
+
+/// Phase 4: pods Running through the CNI on two simulated nodes, ours vs
+/// Debian's bridge + host-local.
+async fn running_phase(pods: usize) -> RunningFigures {
+    let mut c = Cluster::up(0).await;
+    c.log_level = "info".into();
+    c.start_operator();
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+    c.apply(BRIDGE_NAD).await;
+    c.wait_used("subnet-secondary", 0).await;
+    let mut config = kube_sim::nodes::SimulatorConfig::new(2, c.dir.path().join("nodes"));
+    config.api_server = Some(c.api.addr());
+    let sim = kube_sim::nodes::Simulator::start(c.client.clone(), config)
+        .await
+        .expect("kube-sim nodes");
+    let mut roles = spawn_node_roles(&c, &sim);
+    wait_node_roles(&c, &sim).await;
+    let seen = watch_running(&c);
+
+    let (ours_all, ours_p50) =
+        burst_until_running(&c, &seen, "r", "default/kube-ovn-vpc-network", pods).await;
+    let ours_failures = sandbox_failures(&c).await;
+    let ours: Vec<String> = (0..pods).map(|i| format!("r-{i}")).collect();
+    let ours_delete = delete_all(&c, &ours, Duration::from_secs(900)).await;
+    c.wait_used("subnet-secondary", 0).await;
+    assert!(
+        c.nb_pod_ports().is_empty(),
+        "every LSP is gone after the pods"
+    );
+
+    let (bridge_all, bridge_p50) =
+        burst_until_running(&c, &seen, "b", "default/bench-bridge", pods).await;
+    let bridge_failures = sandbox_failures(&c).await - ours_failures;
+    let bridge: Vec<String> = (0..pods).map(|i| format!("b-{i}")).collect();
+    let bridge_delete = delete_all(&c, &bridge, Duration::from_secs(900)).await;
+
+    for node in sim.nodes() {
+        let _ = std::fs::copy(
+            node.state_dir.join("node-role.log"),
+            format!("/tmp/kube-ovn-bench-{}.log", node.name),
+        );
+    }
+    sim.shutdown().await;
+    for role in &mut roles {
+        if let Some(pid) = role.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), role.wait()).await;
+    }
+    RunningFigures {
+        pods,
+        ours_all_ms: ours_all.as_millis(),
+        ours_p50_ms: ours_p50.as_millis(),
+        bridge_all_ms: bridge_all.as_millis(),
+        bridge_p50_ms: bridge_p50.as_millis(),
+        ours_delete_all_ms: ours_delete.as_millis(),
+        ours_failures,
+        bridge_failures,
+        bridge_delete_all_ms: bridge_delete.as_millis(),
+    }
+}
+
+fn print_running(r: &RunningFigures) {
+    println!(
+        "BENCH controller_running pods={} cni_running_all_ms={} bridge_running_all_ms={} ratio_running_all={:.2} \
+         cni_running_p50_ms={} bridge_running_p50_ms={} cni_delete_all_ms={} bridge_delete_all_ms={} ratio_delete_all={:.2} \
+         cni_sandbox_failures={} bridge_sandbox_failures={}",
+        r.pods,
+        r.ours_all_ms,
+        r.bridge_all_ms,
+        r.ours_all_ms as f64 / r.bridge_all_ms.max(1) as f64,
+        r.ours_p50_ms,
+        r.bridge_p50_ms,
+        r.ours_delete_all_ms,
+        r.bridge_delete_all_ms,
+        r.ours_delete_all_ms as f64 / r.bridge_delete_all_ms.max(1) as f64,
+        r.ours_failures,
+        r.bridge_failures,
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let running_pods = std::env::var("KOVN_BENCH_RUNNING_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNNING_PODS);
+    let r = running_phase(running_pods).await;
+    if std::env::var("KOVN_BENCH_ONLY").as_deref() == Ok("running") {
+        print_running(&r);
+        return;
+    }
+    print_running(&r);
+
     let mut c = Cluster::up(0).await;
     c.log_level = "info".into();
     c.start_operator();
@@ -210,8 +513,9 @@ async fn main() {
         "BENCH controller pods_per_s={pods_per_s:.0} p99_pod_ready_ms={p99_ms} rss_mib={rss:.1} restart_ready_ms={restart_ms} \
          pods={BURST} allocations_at_restart={TOTAL} rss_mib_at_10k={rss_10k:.1} pods_per_s_growing_to_10k={grow_rate:.0} \
          operator_reported_ready_ms={own_ready_ms} baseline_nbctl_per_pod_pods_per_s={baseline:.0} ratio_vs_nbctl={:.1} \
-         reference_kube_ovn_published_pods_per_s=19 ratio_vs_published={:.1} reference_kube_ovn_restart_ms=29000 cni_running=not_measured",
+         reference_kube_ovn_published_pods_per_s=19 ratio_vs_published={:.1} reference_kube_ovn_restart_ms=29000 cni_running_all_ms={}",
         pods_per_s / baseline,
-        pods_per_s / 19.0
+        pods_per_s / 19.0,
+        r.ours_all_ms
     );
 }
