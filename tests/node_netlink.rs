@@ -87,6 +87,16 @@ async fn veth_is_built_in_the_pod_netns_read_back_and_deleted_idempotently() {
     let host_k = run("ethtool", &["-k", &plan.host_name]);
     assert!(host_k.contains("tx-checksumming: off"), "{host_k}");
 
+    // The host end (a switch port) has no IPv6: no link-local address, nothing it would send.
+    let host_v6 = run("ip", &["-6", "addr", "show", "dev", &plan.host_name]);
+    assert!(host_v6.trim().is_empty(), "IPv6 on the host end: {host_v6}");
+    let disabled = std::fs::read_to_string(format!(
+        "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+        plan.host_name
+    ))
+    .expect("the host end's IPv6 sysctl");
+    assert_eq!(disabled.trim(), "1");
+
     // ADD again (a runtime retry) rebuilds the same thing.
     nl.create_veth_in_netns(&plan).await.expect("create again");
     assert_eq!(

@@ -243,6 +243,10 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl_err("create", object))?;
+        // The host end is a switch port: no IPv6 stack on it, so it never sends DAD, router
+        // solicitations or MLD reports into br-int (its carrier is still down here: the pod
+        // end is not up yet, so nothing was sent before this).
+        silence_ipv6(&plan.host_name)?;
 
         Ok(pod)
     }
@@ -263,6 +267,21 @@ impl Netlink {
     /// The index of the link `name` in this netns, if it exists.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         link_index(&self.handle, name).await
+    }
+}
+
+/// Turns IPv6 off on the link `name` of this process's netns (through procfs: rtnetlink has no
+/// per-link switch for it that a new link accepts). A kernel without IPv6 has nothing to turn off.
+fn silence_ipv6(name: &str) -> Result<(), NetlinkError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(&path, b"1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetlinkError::Io {
+            op: "disable IPv6 on",
+            object: name.to_string(),
+            source,
+        }),
     }
 }
 
