@@ -1,19 +1,19 @@
 //! `Ipam`: the allocator behind a lock, persisted in sled 0.34. This is the
 //! type the operator holds (share it in an `Arc`).
 //!
-//! Durable before success: every change is written to sled while the
+//! Durable before success: every change's writes are handed over while the
 //! allocator lock is held (so sled sees changes in the allocator's order), and
-//! the caller is answered only after a flush that covers the write. Group
-//! commit: one committer thread flushes whatever has been written since its
-//! last flush and wakes every caller it covered, so N concurrent callers share
-//! one fsync. A repeated request (same key) also waits for the flush that
-//! covers what it returns.
+//! the caller is answered only after a flush that covers them. Group commit:
+//! one committer thread applies everything handed over since its last flush
+//! as one sled batch, flushes, and wakes every caller it covered, so N
+//! concurrent callers share one log write and one fsync. A repeated request
+//! (same key) also waits for the flush that covers what it returns.
 //!
 //! Layout in the default tree: `s/<subnet>` → JSON `SubnetSpec` (subnet
 //! definitions persist, so allocations never outlive the knowledge of their
 //! subnet; the operator re-applies specs at start, a no-op when unchanged),
-//! `a/<key>` → JSON `{seq, alloc}`, `c/<subnet>` → JSON cursors. Each change
-//! is one atomic sled batch. Reload rebuilds the allocator from these with
+//! `a/<key>` → JSON `{seq, alloc}`, `c/<subnet>` → JSON cursors. A change is
+//! never split: its writes land in one atomic sled batch (with others'). Reload rebuilds the allocator from these with
 //! `Allocator::restore`, which resolves any double claim in favour of the
 //! later write.
 //!
@@ -108,22 +108,27 @@ fn to_json<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, IpamError> {
     serde_json::to_vec(v).map_err(|e| IpamError::store(&format!("encode {what}"), e))
 }
 
-/// The writes of one change, applied as one atomic sled batch.
+/// One record written (`Some`) or removed (`None`).
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// The writes of one change, in order; they reach sled in one atomic batch
+/// (with other changes' writes, in group commit).
 #[derive(Default)]
 struct Changes {
-    batch: sled::Batch,
-    any: bool,
+    writes: Vec<Write>,
 }
 
 impl Changes {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key, value);
-        self.any = true;
+        self.writes.push((key, Some(value)));
     }
 
     fn del(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
-        self.any = true;
+        self.writes.push((key, None));
+    }
+
+    fn any(&self) -> bool {
+        !self.writes.is_empty()
     }
 
     fn put_alloc(&mut self, a: &Allocator, alloc: &Allocation) -> Result<(), IpamError> {
@@ -153,6 +158,19 @@ impl Changes {
         self.put(key_of(SUBNET_PREFIX, subnet), to_json("subnet", spec)?);
         self.put_cursors(a, subnet)
     }
+}
+
+/// `writes` in order as one sled batch (a later write of a key wins, as it
+/// would applied one by one).
+fn to_batch(writes: impl IntoIterator<Item = Write>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+    }
+    batch
 }
 
 /// How long `open` waits for a previous holder of the store's file lock.
@@ -227,7 +245,7 @@ impl Ipam {
             for name in names {
                 changes.put_cursors(&alloc, &name)?;
             }
-            db.apply_batch(changes.batch)
+            db.apply_batch(to_batch(changes.writes))
                 .and_then(|_| db.flush())
                 .map_err(|e| IpamError::store("remove stale allocations", e))?;
         }
@@ -274,8 +292,9 @@ impl Ipam {
             .expect("IPAM lock poisoned: a panic while allocating")
     }
 
-    /// Runs `f` on the allocator and writes the changes it returns, all
-    /// under the lock; then waits until they are durable.
+    /// Runs `f` on the allocator and hands the changes it returns to the
+    /// committer, both under the lock (so sled sees changes in the order the
+    /// allocator made them); then waits until they are durable.
     async fn change<R>(
         &self,
         f: impl FnOnce(&mut Allocator, &mut Changes) -> Result<R, IpamError>,
@@ -289,12 +308,14 @@ impl Ipam {
             }
             let mut changes = Changes::default();
             let out = f(&mut g.alloc, &mut changes)?;
-            if changes.any {
-                if let Err(e) = self.db.apply_batch(changes.batch) {
-                    g.poisoned = Some(e.to_string());
-                    return Err(IpamError::store("write", e));
+            if changes.any() {
+                match self.committer.write(&self.db, changes.writes) {
+                    Ok(ticket) => (out, ticket),
+                    Err(e) => {
+                        g.poisoned = Some(e.to_string());
+                        return Err(e);
+                    }
                 }
-                (out, self.committer.note_write())
             } else {
                 (out, self.committer.last_written())
             }
@@ -438,6 +459,8 @@ struct Durable {
 
 struct CommitState {
     written: u64,
+    /// Writes not yet applied to sled (group commit), oldest first.
+    pending: Vec<Write>,
     flushes: u64,
     stop: bool,
 }
@@ -459,6 +482,7 @@ impl Committer {
         let shared = Arc::new(CommitShared {
             state: Mutex::new(CommitState {
                 written: 0,
+                pending: Vec::new(),
                 flushes: 0,
                 stop: false,
             }),
@@ -491,12 +515,21 @@ impl Committer {
             .expect("commit state lock poisoned")
     }
 
-    /// Registers a write made just now; returns its ticket.
-    fn note_write(&self) -> u64 {
+    /// Takes one change's writes; returns its ticket. Group commit queues
+    /// them for the committer, which applies everything pending as one sled
+    /// batch right before its flush (one log write per flush, not one per
+    /// change); the baseline applies them at once.
+    fn write(&self, db: &sled::Db, writes: Vec<Write>) -> Result<u64, IpamError> {
         let mut st = self.state();
+        match self.mode {
+            CommitMode::FlushEach => db
+                .apply_batch(to_batch(writes))
+                .map_err(|e| IpamError::store("write", e))?,
+            CommitMode::Group => st.pending.extend(writes),
+        }
         st.written += 1;
         self.shared.wake.notify_one();
-        st.written
+        Ok(st.written)
     }
 
     fn last_written(&self) -> u64 {
@@ -530,7 +563,8 @@ impl Committer {
 /// Longest a pending change waits for company before its flush starts.
 const MAX_LINGER: Duration = Duration::from_millis(1);
 
-/// The committer thread: flush everything written so far, publish, repeat.
+/// The committer thread: apply everything written so far as one batch,
+/// flush, publish, repeat.
 ///
 /// Adaptive linger: a flush that starts with the first pending write leaves
 /// the callers woken by the previous flush to the next one, so batches stay
@@ -565,15 +599,16 @@ fn group_commit(s: &CommitShared, db: &sled::Db) {
             }
             st.flushes += 1;
             last_batch = st.written - flushed;
-            st.written
+            (st.written, std::mem::take(&mut st.pending))
         };
-        match db.flush() {
+        let (target, writes) = target;
+        match db.apply_batch(to_batch(writes)).and_then(|_| db.flush()) {
             Ok(_) => {
                 flushed = target;
                 s.durable.send_modify(|d| d.flushed = target);
             }
             Err(e) => {
-                tracing::error!(error = %e, "IPAM flush failed; the store is poisoned");
+                tracing::error!(error = %e, "IPAM write or flush failed; the store is poisoned");
                 s.durable.send_modify(|d| d.error = Some(e.to_string()));
                 flushed = target;
             }
