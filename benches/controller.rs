@@ -15,9 +15,9 @@
 //! 4. (Run first.) Pods Running, CNI done: a second cluster with kube-sim's two
 //!    simulated nodes (its kubelet and Multus emulation) and `kube-ovn node` on
 //!    each (embedded OVS + ovn-controller, netdev datapath), as `hack/demo.sh`
-//!    runs them. RUNNING_PODS pods on the seed's network created at once (both
-//!    nodes full at kubelet's default maxPods: phase 1's 1,000 pods would not
-//!    fit on two nodes), time until every one is Running; then as many on a
+//!    runs them. RUNNING_PODS pods on the seed's network created at once
+//!    (500 a node: more than a kubelet's default maxPods of 110, which kube-sim
+//!    does not enforce), time until every one is Running; then as many on a
 //!    NAD of Debian's `bridge` + `host-local` (the baseline: same cluster, same
 //!    kubelet, eth0 alike); each set then deleted, time until every pod is gone.
 //!    `KOVN_BENCH_RUNNING_PODS` changes RUNNING_PODS; `KOVN_BENCH_ONLY=running`
@@ -44,10 +44,8 @@ const PROVIDER: &str = "kube-ovn-vpc-network.default.ovn";
 const BURST: usize = 1000;
 const TOTAL: usize = 10_000;
 const BASELINE_PODS: usize = 300;
-/// Two nodes at the kubelet's default `maxPods` (110) each: a node's pod CIDR
-/// (a /24 in kube-sim, as with kube-controller-manager's default) could hold
-/// no more than about 250 either.
-const RUNNING_PODS: usize = 220;
+/// As many as phase 1: 500 pods a node, on /22 pod CIDRs (a /24 holds ~250).
+const RUNNING_PODS: usize = 1000;
 const BRIDGE_NAD: &str = r#"apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
 metadata:
@@ -368,6 +366,7 @@ async fn running_phase(pods: usize) -> RunningFigures {
     c.wait_used("subnet-secondary", 0).await;
     let mut config = kube_sim::nodes::SimulatorConfig::new(2, c.dir.path().join("nodes"));
     config.api_server = Some(c.api.addr());
+    config.fabric.pod_prefix_len = 22;
     let sim = kube_sim::nodes::Simulator::start(c.client.clone(), config)
         .await
         .expect("kube-sim nodes");

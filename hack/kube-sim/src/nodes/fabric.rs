@@ -28,8 +28,11 @@ pub struct FabricConfig {
     /// Directories searched (in order, as the node sees them) for delegate plugins; the
     /// node's `/opt/cni/bin` and Debian's `/usr/lib/cni` are appended.
     pub cni_bin_dirs: Vec<PathBuf>,
-    /// Node `i` gets pod CIDR `<first two octets>.i.0/24`.
+    /// Node `i` (from 0) gets pod CIDR `<first two octets>.(i * 2^(24 - len)).0/len`, `len`
+    /// being `pod_prefix_len`: `<a>.<b>.i.0/24` by default.
     pub cluster_cidr: Ipv4Addr,
+    /// Prefix length of each node's pod CIDR, 16..=24 (default 24, about 250 pods a node).
+    pub pod_prefix_len: u8,
     /// Node `i` gets underlay address `<first three octets>.(10 + i)/24`, and tunnel address
     /// `<first two octets>.<third + 1>.(10 + i)/24` (see `node::TUNNEL_NIC`).
     pub underlay_net: Ipv4Addr,
@@ -44,6 +47,7 @@ impl FabricConfig {
             state_dir: state_dir.into(),
             cni_bin_dirs: Vec::new(),
             cluster_cidr: Ipv4Addr::new(10, 244, 0, 0),
+            pod_prefix_len: 24,
             // Away from hack/ovn-sandbox.sh's 172.30.0.0/24.
             underlay_net: Ipv4Addr::new(172, 31, 0, 0),
             plugin_timeout: Duration::from_secs(120),
@@ -63,7 +67,6 @@ pub struct Fabric {
 impl Fabric {
     pub async fn up(config: &FabricConfig) -> Result<Fabric, NodeError> {
         let prefix = namespace_prefix(&config.state_dir);
-        let [a, b, _, _] = config.cluster_cidr.octets();
         let [u1, u2, u3, _] = config.underlay_net.octets();
         let nodes: Vec<Node> = config
             .node_names
@@ -75,7 +78,7 @@ impl Fabric {
                 netns: format!("{prefix}-{name}"),
                 state_dir: config.state_dir.join(name),
                 underlay_ip: Ipv4Addr::new(u1, u2, u3, 10 + i as u8),
-                pod_cidr: (Ipv4Addr::new(a, b, i as u8, 0), 24),
+                pod_cidr: pod_cidr(config.cluster_cidr, config.pod_prefix_len, i),
                 tunnel_ip: Ipv4Addr::new(u1, u2, u3.wrapping_add(1), 10 + i as u8),
             })
             .collect();
@@ -184,6 +187,13 @@ fn kill_processes_in(ns: &str) {
     }
 }
 
+/// Pod CIDR of node `i` (from 0): see [`FabricConfig::cluster_cidr`]; `len` is held to 16..=24.
+fn pod_cidr(cluster: Ipv4Addr, len: u8, i: usize) -> (Ipv4Addr, u8) {
+    let [a, b, _, _] = cluster.octets();
+    let len = len.clamp(16, 24);
+    (Ipv4Addr::new(a, b, (i << (24 - len)) as u8, 0), len)
+}
+
 /// The node's cluster default network: Debian's `bridge` with `host-local` on the node's pod
 /// CIDR, the bridge being the pods' default gateway.
 fn primary_conflist(node: &Node) -> Value {
@@ -210,4 +220,19 @@ fn namespace_prefix(state_dir: &Path) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     state_dir.hash(&mut hasher);
     format!("ksim{:08x}", hasher.finish() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidrs_are_consecutive_blocks_of_the_asked_size() {
+        let cluster = Ipv4Addr::new(10, 244, 0, 0);
+        assert_eq!(pod_cidr(cluster, 24, 0), (Ipv4Addr::new(10, 244, 0, 0), 24));
+        assert_eq!(pod_cidr(cluster, 24, 1), (Ipv4Addr::new(10, 244, 1, 0), 24));
+        assert_eq!(pod_cidr(cluster, 22, 1), (Ipv4Addr::new(10, 244, 4, 0), 22));
+        assert_eq!(pod_cidr(cluster, 22, 2), (Ipv4Addr::new(10, 244, 8, 0), 22));
+        assert_eq!(pod_cidr(cluster, 8, 0), (Ipv4Addr::new(10, 244, 0, 0), 16));
+    }
 }
