@@ -41,6 +41,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use operator_support::*;
 
 const PROVIDER: &str = "kube-ovn-vpc-network.default.ovn";
+/// The seed's NAD, as a networks annotation.
+const NETWORK: &str = "default/kube-ovn-vpc-network";
 const BURST: usize = 1000;
 const TOTAL: usize = 10_000;
 const BASELINE_PODS: usize = 300;
@@ -69,10 +71,16 @@ fn watch_annotated(c: &Cluster) -> Seen {
     })
 }
 
-/// Pods in `default` Running (the kubelet's status after every CNI ADD).
-fn watch_running(c: &Cluster) -> Seen {
-    watch_pods(c, |pod| {
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+/// Pods in `default` named `<prefix>-…` Running (the kubelet's status after
+/// every CNI ADD).
+fn watch_running(c: &Cluster, prefix: &str) -> Seen {
+    let prefix = format!("{prefix}-");
+    watch_pods(c, move |pod| {
+        pod.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(&prefix))
+            && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
     })
 }
 
@@ -96,13 +104,9 @@ fn watch_pods(c: &Cluster, done: impl Fn(&Pod) -> bool + Send + 'static) -> Seen
     seen
 }
 
-/// Creates `names` with 32 concurrent creators; returns each pod's creation time.
-async fn create(c: &Cluster, names: Vec<String>) -> HashMap<String, Instant> {
-    create_on(c, names, "default/kube-ovn-vpc-network").await
-}
-
-/// Creates `names` (on the network `networks`) with 32 concurrent creators.
-async fn create_on(c: &Cluster, names: Vec<String>, networks: &str) -> HashMap<String, Instant> {
+/// Creates `names` (on the network `networks`) with 32 concurrent creators;
+/// returns each pod's creation time.
+async fn create(c: &Cluster, names: Vec<String>, networks: &str) -> HashMap<String, Instant> {
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut set = tokio::task::JoinSet::new();
     let per = names.len().div_ceil(32).max(1);
@@ -164,11 +168,38 @@ async fn wait_seen(seen: &Seen, n: usize, limit: Duration) {
     while seen.lock().unwrap().len() < n {
         assert!(
             Instant::now() < deadline,
-            "only {} of {n} pods annotated",
+            "only {} of {n} pods done",
             seen.lock().unwrap().len()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// `<prefix>-0` … `<prefix>-<n-1>`.
+fn pod_names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Creates `names` on `networks` at once and waits until `seen` (watching
+/// exactly these pods) holds them all; returns the time from the first
+/// create to the last pod seen, and each pod's create→seen latency.
+async fn burst(
+    c: &Cluster,
+    seen: &Seen,
+    names: &[String],
+    networks: &str,
+    limit: Duration,
+) -> (Duration, Vec<Duration>) {
+    let start = Instant::now();
+    let created = create(c, names.to_vec(), networks).await;
+    wait_seen(seen, names.len(), limit).await;
+    let seen = seen.lock().unwrap();
+    let last = *seen.values().max().unwrap();
+    let latencies = created
+        .iter()
+        .map(|(n, t)| seen[n].saturating_duration_since(*t))
+        .collect();
+    (last - start, latencies)
 }
 
 fn vm_hwm_mib(pid: u32) -> f64 {
@@ -215,42 +246,6 @@ fn p99(v: Vec<Duration>) -> Duration {
 fn percentile(mut v: Vec<Duration>, pct: usize) -> Duration {
     v.sort();
     v[(v.len() * pct / 100).min(v.len() - 1)]
-}
-
-/// Time from the first create until the last of `names` is Running, and the
-/// p50 create→Running.
-async fn burst_until_running(
-    c: &Cluster,
-    seen: &Seen,
-    prefix: &str,
-    networks: &str,
-    n: usize,
-) -> (Duration, Duration) {
-    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-    let start = Instant::now();
-    let created = create_on(c, names.clone(), networks).await;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let done = {
-            let seen = seen.lock().unwrap();
-            names.iter().filter(|n| seen.contains_key(*n)).count()
-        };
-        if done == n {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of {n} {prefix} pods Running"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let seen = seen.lock().unwrap();
-    let last = names.iter().map(|n| seen[n]).max().unwrap();
-    let latencies = created
-        .iter()
-        .map(|(n, t)| seen[n].saturating_duration_since(*t))
-        .collect();
-    (last - start, percentile(latencies, 50))
 }
 
 /// Starts `kube-ovn node` in every simulated node, as `hack/demo.sh` does.
@@ -372,24 +367,30 @@ async fn running_phase(pods: usize) -> RunningFigures {
         .expect("kube-sim nodes");
     let mut roles = spawn_node_roles(&c, &sim);
     wait_node_roles(&c, &sim).await;
-    let seen = watch_running(&c);
+    let limit = Duration::from_secs(900);
 
-    let (ours_all, ours_p50) =
-        burst_until_running(&c, &seen, "r", "default/kube-ovn-vpc-network", pods).await;
+    let ours = pod_names("r", pods);
+    let (ours_all, ours_latencies) =
+        burst(&c, &watch_running(&c, "r"), &ours, NETWORK, limit).await;
     let ours_failures = sandbox_failures(&c).await;
-    let ours: Vec<String> = (0..pods).map(|i| format!("r-{i}")).collect();
-    let ours_delete = delete_all(&c, &ours, Duration::from_secs(900)).await;
+    let ours_delete = delete_all(&c, &ours, limit).await;
     c.wait_used("subnet-secondary", 0).await;
     assert!(
         c.nb_pod_ports().is_empty(),
         "every LSP is gone after the pods"
     );
 
-    let (bridge_all, bridge_p50) =
-        burst_until_running(&c, &seen, "b", "default/bench-bridge", pods).await;
+    let bridge = pod_names("b", pods);
+    let (bridge_all, bridge_latencies) = burst(
+        &c,
+        &watch_running(&c, "b"),
+        &bridge,
+        "default/bench-bridge",
+        limit,
+    )
+    .await;
     let bridge_failures = sandbox_failures(&c).await - ours_failures;
-    let bridge: Vec<String> = (0..pods).map(|i| format!("b-{i}")).collect();
-    let bridge_delete = delete_all(&c, &bridge, Duration::from_secs(900)).await;
+    let bridge_delete = delete_all(&c, &bridge, limit).await;
 
     for node in sim.nodes() {
         let _ = std::fs::copy(
@@ -410,9 +411,9 @@ async fn running_phase(pods: usize) -> RunningFigures {
     RunningFigures {
         pods,
         ours_all_ms: ours_all.as_millis(),
-        ours_p50_ms: ours_p50.as_millis(),
+        ours_p50_ms: percentile(ours_latencies, 50).as_millis(),
         bridge_all_ms: bridge_all.as_millis(),
-        bridge_p50_ms: bridge_p50.as_millis(),
+        bridge_p50_ms: percentile(bridge_latencies, 50).as_millis(),
         ours_delete_all_ms: ours_delete.as_millis(),
         ours_failures,
         bridge_failures,
@@ -462,20 +463,9 @@ async fn main() {
 
     // 1. A burst of 1,000 pods.
     let seen = watch_annotated(&c);
-    let names: Vec<String> = (0..BURST).map(|i| format!("p-{i}")).collect();
-    let start = Instant::now();
-    let created = create(&c, names.clone()).await;
-    wait_seen(&seen, BURST, Duration::from_secs(600)).await;
-    let last = *seen.lock().unwrap().values().max().unwrap();
-    let elapsed = last - start;
+    let names = pod_names("p", BURST);
+    let (elapsed, latencies) = burst(&c, &seen, &names, NETWORK, Duration::from_secs(600)).await;
     let pods_per_s = BURST as f64 / elapsed.as_secs_f64();
-    let latencies: Vec<Duration> = {
-        let seen = seen.lock().unwrap();
-        created
-            .iter()
-            .map(|(n, t)| seen[n].saturating_duration_since(*t))
-            .collect()
-    };
     let p99_ms = p99(latencies).as_millis();
     let ports = c.nb_pod_ports().len();
     assert_eq!(ports, BURST, "every annotated pod has its LSP in NB");
@@ -484,7 +474,7 @@ async fn main() {
     // 2. Grow to 10,000 allocations, then SIGKILL and restart.
     let more: Vec<String> = (BURST..TOTAL).map(|i| format!("p-{i}")).collect();
     let t = Instant::now();
-    create(&c, more).await;
+    create(&c, more, NETWORK).await;
     wait_seen(&seen, TOTAL, Duration::from_secs(1200)).await;
     let grow_rate = (TOTAL - BURST) as f64 / t.elapsed().as_secs_f64();
     let rss_10k = vm_hwm_mib(c.operator_pid().unwrap());
