@@ -14,11 +14,10 @@ mod node_support;
 mod support;
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -44,10 +43,7 @@ fn exec_cni(
     cmd.env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_PATH", cni_path)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     // SAFETY: setns(2) is async-signal-safe; only the child calls it, before exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -57,22 +53,9 @@ fn exec_cni(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("write config");
-    let out = child.wait_with_output().expect("plugin ran");
+    let out = support::run_with_stdin(&mut cmd, config);
     let took = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{} {command}: {} {}",
-        program.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert_ok(&format!("{} {command}", program.display()));
     took
 }
 

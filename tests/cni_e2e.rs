@@ -3,11 +3,11 @@
 //! netlink layer in a real netns (no OVS here: the port plumbing belongs to the node role).
 
 mod cni_support;
+mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,6 +21,7 @@ use kube_ovn::node::server::{self, CniHandler};
 use serde_json::{json, Value};
 
 use cni_support::{host_link_exists, Netns};
+use support::{run_with_stdin, Outcome};
 
 const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 const MTU: u32 = 1400;
@@ -279,57 +280,16 @@ fn multus_args(ns: &str, pod: &str) -> String {
     format!("IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u-1")
 }
 
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {:?}", self.stdout))
-    }
-    /// Asserts a CNI error with `code` whose message names `needle`.
-    fn assert_error(&self, code: ErrorCode, needle: &str) {
-        assert_eq!(
-            self.code, 1,
-            "exit status; stdout {} stderr {}",
-            self.stdout, self.stderr
-        );
-        let j = self.json();
-        assert_eq!(j["code"], code as u32, "{j}");
-        assert!(
-            j["msg"].as_str().expect("msg").contains(needle),
-            "msg lacks {needle:?}: {j}"
-        );
-    }
-}
-
 /// Execs the plugin as libcni does.
 fn exec(command: &str, config: &Value, env: &[(&str, &str)]) -> Outcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-ovn"))
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_PATH", "/opt/cni/bin")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("write config");
-    let out = child.wait_with_output().expect("plugin ran");
-    Outcome {
-        code: out.status.code().expect("exit code"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_kube-ovn"))
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_PATH", "/opt/cni/bin")
+            .envs(env.iter().copied()),
+        config,
+    )
 }
 
 fn conf(version: &str, socket: &Path) -> Value {
@@ -437,7 +397,7 @@ fn every_spec_version_adds_checks_and_deletes_through_the_real_binary() {
         with_prev["prevResult"] = result.clone();
         let check = exec("CHECK", &with_prev, &as_refs(&env));
         if version.starts_with("0.3") {
-            check.assert_error(ErrorCode::IncompatibleVersion, "CHECK");
+            check.assert_error(ErrorCode::IncompatibleVersion as u32, "CHECK");
         } else {
             assert_eq!(
                 check.code, 0,
@@ -506,11 +466,12 @@ fn bad_input_gives_the_right_code_names_the_problem_and_creates_nothing() {
         .as_object_mut()
         .expect("object")
         .remove("server_socket");
-    exec("ADD", &no_socket, &env).assert_error(ErrorCode::InvalidNetworkConfig, "server_socket");
+    exec("ADD", &no_socket, &env)
+        .assert_error(ErrorCode::InvalidNetworkConfig as u32, "server_socket");
     nothing_created("no server_socket");
 
     exec("ADD", &conf("0.2.0", &daemon.socket), &env)
-        .assert_error(ErrorCode::IncompatibleVersion, "0.2.0");
+        .assert_error(ErrorCode::IncompatibleVersion as u32, "0.2.0");
     nothing_created("unknown cniVersion");
 
     let no_pod: Vec<_> = env
@@ -520,7 +481,7 @@ fn bad_input_gives_the_right_code_names_the_problem_and_creates_nothing() {
         .chain([("CNI_ARGS", "IgnoreUnknown=1")])
         .collect();
     let out = exec("ADD", &conf("1.0.0", &daemon.socket), &no_pod);
-    out.assert_error(ErrorCode::InvalidEnvironment, "K8S_POD_NAMESPACE");
+    out.assert_error(ErrorCode::InvalidEnvironment as u32, "K8S_POD_NAMESPACE");
     assert!(out.json()["msg"]
         .as_str()
         .expect("msg")
@@ -539,7 +500,7 @@ fn bad_input_gives_the_right_code_names_the_problem_and_creates_nothing() {
         })
         .collect();
     exec("ADD", &conf("1.0.0", &daemon.socket), &gone).assert_error(
-        ErrorCode::UnknownContainer,
+        ErrorCode::UnknownContainer as u32,
         "/var/run/netns/kube-ovn-gone-netns",
     );
     nothing_created("netns gone");
@@ -575,7 +536,7 @@ fn bad_input_gives_the_right_code_names_the_problem_and_creates_nothing() {
         .collect();
     let out = exec("ADD", &conf("0.4.0", &daemon.socket), &refused);
     out.assert_error(
-        ErrorCode::TryAgainLater,
+        ErrorCode::TryAgainLater as u32,
         "pod default/refused: no annotations after 3s",
     );
     assert_eq!(
@@ -599,20 +560,29 @@ fn a_dead_daemon_is_try_again_later_naming_the_socket() {
     // No socket file at all.
     let missing = dir.path().join("missing.sock");
     let out = exec("ADD", &conf("1.1.0", &missing), &as_refs(&env));
-    out.assert_error(ErrorCode::TryAgainLater, &missing.display().to_string());
+    out.assert_error(
+        ErrorCode::TryAgainLater as u32,
+        &missing.display().to_string(),
+    );
     assert_eq!(out.json()["cniVersion"], "1.1.0");
 
     // A stale socket file whose daemon is gone.
     let stale = dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
-    exec("ADD", &conf("0.3.1", &stale), &as_refs(&env))
-        .assert_error(ErrorCode::TryAgainLater, &stale.display().to_string());
-    exec("DEL", &conf("0.3.1", &stale), &as_refs(&env))
-        .assert_error(ErrorCode::TryAgainLater, &stale.display().to_string());
+    exec("ADD", &conf("0.3.1", &stale), &as_refs(&env)).assert_error(
+        ErrorCode::TryAgainLater as u32,
+        &stale.display().to_string(),
+    );
+    exec("DEL", &conf("0.3.1", &stale), &as_refs(&env)).assert_error(
+        ErrorCode::TryAgainLater as u32,
+        &stale.display().to_string(),
+    );
 
     // STATUS says not available; GC does not need the daemon.
-    exec("STATUS", &conf("1.1.0", &stale), &[])
-        .assert_error(ErrorCode::PluginNotAvailable, &stale.display().to_string());
+    exec("STATUS", &conf("1.1.0", &stale), &[]).assert_error(
+        ErrorCode::PluginNotAvailable as u32,
+        &stale.display().to_string(),
+    );
     assert!(!host_link_exists(&pod.host_veth("net1")));
     assert!(!pod.has_link("net1"));
 }
@@ -628,14 +598,14 @@ fn status_and_gc_follow_the_version_gates() {
         status.stderr
     );
     exec("STATUS", &conf("1.0.0", &daemon.socket), &[])
-        .assert_error(ErrorCode::IncompatibleVersion, "STATUS");
+        .assert_error(ErrorCode::IncompatibleVersion as u32, "STATUS");
 
     let mut gc = conf("1.1.0", &daemon.socket);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "abc", "ifname": "net1"}]);
     let out = exec("GC", &gc, &[]);
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
     exec("GC", &conf("0.4.0", &daemon.socket), &[])
-        .assert_error(ErrorCode::IncompatibleVersion, "GC");
+        .assert_error(ErrorCode::IncompatibleVersion as u32, "GC");
 }
 
 #[test]

@@ -576,7 +576,7 @@ fn group_commit(s: &CommitShared, db: &sled::Db) {
     let mut flushed = 0u64;
     let mut last_batch = 1u64;
     loop {
-        let target = {
+        let (target, writes) = {
             let mut st = s.state.lock().expect("commit state lock poisoned");
             while st.written == flushed && !st.stop {
                 st = s.wake.wait(st).expect("commit state lock poisoned");
@@ -601,7 +601,6 @@ fn group_commit(s: &CommitShared, db: &sled::Db) {
             last_batch = st.written - flushed;
             (st.written, std::mem::take(&mut st.pending))
         };
-        let (target, writes) = target;
         match db.apply_batch(to_batch(writes)).and_then(|_| db.flush()) {
             Ok(_) => {
                 flushed = target;

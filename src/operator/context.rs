@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer;
 use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
@@ -216,12 +218,36 @@ impl Context {
     }
 }
 
+/// kube-runtime's `finalizer` around `reconcile`, with our finalizer added
+/// first by [`ensure_finalizer`]; when that had to add it, the reconcile waits
+/// for the change to come back through the watch.
+pub async fn with_finalizer<K, Fut>(
+    api: &kube::Api<K>,
+    name: &str,
+    obj: Arc<K>,
+    reconcile: impl FnOnce(finalizer::Event<K>) -> Fut,
+) -> Result<Action, finalizer::Error<Fut::Error>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+    Fut: futures::TryFuture<Ok = Action>,
+    Fut::Error: std::error::Error + 'static,
+{
+    if ensure_finalizer(api, &*obj, name)
+        .await
+        .map_err(finalizer::Error::AddFinalizer)?
+    {
+        return Ok(Action::await_change());
+    }
+    finalizer::finalizer(api, name, obj, reconcile).await
+}
+
 /// Adds `finalizer` to `obj` with one merge patch guarded by its
 /// resourceVersion; `Ok(true)` when it had to be added (the change comes
 /// back through the watch). kube-runtime's `finalizer` adds it with a JSON
 /// patch whose `test` of a missing list not every API server accepts
 /// (kube-sim refuses it), so the controllers add it themselves first.
-pub async fn ensure_finalizer<K>(api: &kube::Api<K>, obj: &K, finalizer: &str) -> kube::Result<bool>
+async fn ensure_finalizer<K>(api: &kube::Api<K>, obj: &K, finalizer: &str) -> kube::Result<bool>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

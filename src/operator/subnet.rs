@@ -20,14 +20,14 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{ensure_finalizer, Context};
+use super::context::{with_finalizer, Context};
 use crate::api::annotations::Provider;
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
 use crate::api::subnet::{Subnet, SubnetStatus};
@@ -177,13 +177,7 @@ pub enum Error {
 
 async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Subnet> = Api::all(ctx.client.clone());
-    if ensure_finalizer(&api, &*subnet, FINALIZER)
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?
-    {
-        return Ok(Action::await_change());
-    }
-    finalizer(&api, FINALIZER, subnet, |event| async {
+    with_finalizer(&api, FINALIZER, subnet, |event| async {
         match event {
             Finalizer::Apply(s) => apply(&s, &ctx).await,
             Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,

@@ -9,14 +9,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::context::{ensure_finalizer, Context};
+use super::context::{with_finalizer, Context};
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY};
 use crate::api::subnet::Subnet;
 use crate::api::vpc::{Vpc, VpcStatus};
@@ -62,13 +62,7 @@ pub fn desired_status(vpc: &Vpc, subnets: Vec<String>) -> VpcStatus {
 
 async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Vpc> = Api::all(ctx.client.clone());
-    if ensure_finalizer(&api, &*vpc, FINALIZER)
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?
-    {
-        return Ok(Action::await_change());
-    }
-    finalizer(&api, FINALIZER, vpc, |event| async {
+    with_finalizer(&api, FINALIZER, vpc, |event| async {
         match event {
             Finalizer::Apply(v) => apply(&v, &ctx).await,
             Finalizer::Cleanup(v) => cleanup(&v, &ctx).await,

@@ -20,7 +20,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_sim::ApiServer;
 use serde_json::{json, Value};
 
-use crate::support::OvnSandbox;
+pub use crate::support::Outcome;
+use crate::support::{run_with_stdin, OvnSandbox};
 
 pub const PROVIDER: &str = "attachnet.default.ovn";
 pub const SUBNET: &str = "s1";
@@ -416,68 +417,23 @@ fn primary_cni(
     container_id: &str,
     netns: &str,
 ) -> String {
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &sandbox.node_netns(n),
-            "/usr/lib/cni/bridge",
-        ])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container_id)
-        .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bridge plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.to_string().as_bytes())
-        .expect("write conf");
-    let out = child.wait_with_output().expect("bridge plugin ran");
-    assert!(
-        out.status.success(),
-        "bridge {command}: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_with_stdin(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &sandbox.node_netns(n),
+                "/usr/lib/cni/bridge",
+            ])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", format!("/var/run/netns/{netns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni"),
+        conf,
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Result of one plugin exec.
-pub struct Outcome {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {:?} {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    pub fn assert_ok(&self, what: &str) {
-        assert_eq!(self.code, 0, "{what}: {} {}", self.stdout, self.stderr);
-    }
-
-    /// A CNI error with `code` whose message names `needle`.
-    pub fn assert_error(&self, code: u32, needle: &str) {
-        assert_eq!(self.code, 1, "exit status; {} {}", self.stdout, self.stderr);
-        let j = self.json();
-        assert_eq!(j["code"], code, "{j}");
-        let msg = j["msg"].as_str().expect("msg");
-        assert!(msg.contains(needle), "msg lacks {needle:?}: {j}");
-    }
+    out.assert_ok(&format!("bridge {command}"));
+    out.stdout
 }
 
 /// The NAD config Multus hands the plugin.
@@ -488,28 +444,14 @@ pub fn nad_config(version: &str, socket: &Path) -> Value {
 
 /// Execs the installed `kube-ovn` plugin as libcni does.
 pub fn plugin(bin_dir: &Path, command: &str, config: &Value, env: &[(String, String)]) -> Outcome {
-    let mut child = Command::new(bin_dir.join("kube-ovn"))
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_PATH", bin_dir)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("write config");
-    let out = child.wait_with_output().expect("plugin ran");
-    Outcome {
-        code: out.status.code().expect("exit code"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_with_stdin(
+        Command::new(bin_dir.join("kube-ovn"))
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_PATH", bin_dir)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        config,
+    )
 }
 
 /// Runs a tool that must succeed; its stdout.

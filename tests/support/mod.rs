@@ -5,8 +5,63 @@
 //! panicked. Names derive from the directory, so tests run in parallel.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+/// What one exec of a CNI plugin (ours or Debian's) gave back.
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    pub fn assert_ok(&self, what: &str) {
+        assert_eq!(self.code, 0, "{what}: {} {}", self.stdout, self.stderr);
+    }
+
+    /// A CNI error with `code` whose message names `needle`.
+    pub fn assert_error(&self, code: u32, needle: &str) {
+        assert_eq!(self.code, 1, "exit status; {} {}", self.stdout, self.stderr);
+        let j = self.json();
+        assert_eq!(j["code"], code, "{j}");
+        let msg = j["msg"].as_str().expect("msg");
+        assert!(msg.contains(needle), "msg lacks {needle:?}: {j}");
+    }
+}
+
+/// Runs `cmd` as libcni runs a plugin: `stdin` (the network config) on its
+/// standard input, standard output and error captured.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &serde_json::Value) -> Outcome {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.to_string().as_bytes())
+        .expect("write the config");
+    let out = child.wait_with_output().expect("plugin ran");
+    Outcome {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
 
 /// The repository root (where `hack/` lives).
 pub fn repo_root() -> PathBuf {
