@@ -121,6 +121,47 @@ async fn veth_is_built_in_the_pod_netns_read_back_and_deleted_idempotently() {
 }
 
 #[tokio::test]
+async fn an_ipv4_only_pod_interface_has_no_ipv6_and_a_dual_stack_one_keeps_it() {
+    let nl = Netlink::new().expect("netlink");
+
+    // IPv4 only: no link-local address, so nothing IPv6 is ever sent from it.
+    let ns4 = Netns::new("v4only");
+    let mut v4 = plan(&ns4, &format!("b{:07x}feedbeef", std::process::id()));
+    v4.addresses.retain(|a| a.addr().is_ipv4());
+    v4.routes.retain(|r| r.dst.addr().is_ipv4());
+    nl.create_veth_in_netns(&v4)
+        .await
+        .expect("create v4-only veth");
+    let v6 = ns4.ip(&["-6", "addr", "show", "dev", "net1"]);
+    assert!(v6.trim().is_empty(), "IPv6 on an IPv4-only net1: {v6}");
+    let detail = ns4.ip(&["-d", "link", "show", "net1"]);
+    assert!(detail.contains("addrgenmode none"), "{detail}");
+    let state = inspect(&ns4.path(), "net1")
+        .await
+        .expect("inspect")
+        .expect("net1");
+    assert!(state.up);
+    assert_eq!(state.addresses, v4.addresses);
+
+    // Dual stack: IPv6 as the kernel makes it (a link-local address beside ours).
+    let ns6 = Netns::new("dual");
+    let dual = plan(&ns6, &format!("c{:07x}feedbeef", std::process::id()));
+    nl.create_veth_in_netns(&dual)
+        .await
+        .expect("create dual-stack veth");
+    let v6 = ns6.ip(&["-6", "addr", "show", "dev", "net1"]);
+    assert!(
+        v6.contains("fe80::"),
+        "no link-local on a dual-stack net1: {v6}"
+    );
+    assert!(v6.contains("fd00:77::5/64"), "{v6}");
+
+    for p in [&v4, &dual] {
+        assert!(nl.delete_link(&p.host_name).await.expect("delete"));
+    }
+}
+
+#[tokio::test]
 async fn a_gone_netns_is_reported_as_such_and_nothing_is_created() {
     let ns = Netns::new("gone");
     let mut plan = plan(&ns, "0123456789abcdef");
