@@ -337,6 +337,29 @@ fn macs_are_generated_unique_and_validated() {
 }
 
 #[test]
+fn a_generated_mac_follows_the_address_unless_that_mac_is_taken() {
+    let mut a = with_subnet(SubnetSpec::new("s", "10.0.0.0/24,fd00::/120"));
+    // Dual stack: 0a:58 and the IPv4 address.
+    let (first, _) = a.allocate(&Req::new("k1", "s")).expect("alloc");
+    assert_eq!(first.ips, vec![ip("10.0.0.2"), ip("fd00::2")]);
+    assert_eq!(first.mac.to_string(), "0a:58:0a:00:00:02");
+    // A requested MAC that is the next address's: the next one gets a hashed MAC instead.
+    let (_, _) = a
+        .allocate(&Req::new("fixed", "s").with_mac("0a:58:0a:00:00:04"))
+        .expect("requested MAC");
+    let (third, _) = a.allocate(&Req::new("k3", "s")).expect("alloc");
+    assert_eq!(third.ips[0], ip("10.0.0.4"));
+    assert_ne!(third.mac.to_string(), "0a:58:0a:00:00:04");
+    assert!(third.mac.is_locally_administered() && !third.mac.is_multicast());
+    // IPv6 only: the low 32 bits of the address.
+    let mut b = with_subnet(SubnetSpec::new("v6", "fd00::1:0/112"));
+    let (v6, _) = b.allocate(&Req::new("k", "v6")).expect("alloc");
+    assert_eq!(v6.ips, vec![ip("fd00::1:2")]);
+    assert_eq!(v6.mac.to_string(), "0a:58:00:01:00:02");
+    a.check_consistency().expect("consistent");
+}
+
+#[test]
 fn pools_serve_only_their_requests() {
     let mut a =
         with_subnet(SubnetSpec::new("s", "10.0.0.0/24").with_pool("sts", ["10.0.0.2..10.0.0.3"]));

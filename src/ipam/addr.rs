@@ -337,6 +337,65 @@ pub(crate) fn mix_hash(parts: &[&[u8]], salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The MAC a dynamic allocation gets first: `0a:58:` and the last four bytes
+/// of its address (its IPv4 address, or the low 32 bits of an IPv6 one), the
+/// convention of ovn-kubernetes. A reused address comes back with the same MAC,
+/// so neighbours' ARP/ND caches stay right, and consecutive addresses get
+/// consecutive MACs, which keeps the MAC index cache-local (see [`LocalHash`]).
+pub(crate) fn address_mac(n: u128) -> MacAddr {
+    let b = (n as u32).to_be_bytes();
+    MacAddr([0x0a, 0x58, b[0], b[1], b[2], b[3]])
+}
+
+/// Hashing for the indexes keyed by address or MAC. The low 57 bits of the
+/// hash are the value's own low bits, so the addresses a cursor hands out one
+/// after another land in neighbouring buckets (one cache line serves many
+/// allocations, where a mixing hash costs a cache miss each); the top 7 bits,
+/// which hashbrown compares first, are mixed so that neighbours still differ
+/// there. The values are addresses inside one subnet, chosen by the allocator
+/// or by an authorised static request, so hash flooding is not a concern.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LocalHash;
+
+/// How many consecutive values share a run of neighbouring buckets.
+const LOCAL_RUN: u64 = 8;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LocalHasher(u64);
+
+impl std::hash::BuildHasher for LocalHash {
+    type Hasher = LocalHasher;
+    fn build_hasher(&self) -> LocalHasher {
+        LocalHasher(0)
+    }
+}
+
+impl std::hash::Hasher for LocalHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        let run = x & (LOCAL_RUN - 1);
+        let mut z = (x / LOCAL_RUN).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z ^= z >> 29;
+        (z & !(LOCAL_RUN - 1)) | run
+    }
+
+    /// Bytes (a MAC) as a big-endian number: the last byte lowest.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        // The high half (an IPv6 prefix) is constant within a subnet.
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64).rotate_left(29);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = self.0.rotate_left(8) ^ n as u64;
+    }
+}
+
 /// A locally administered unicast MAC (`0a:…`) derived from `parts` and `attempt`.
 pub(crate) fn generated_mac(parts: &[&[u8]], attempt: u64) -> MacAddr {
     let h = mix_hash(parts, attempt).to_be_bytes();

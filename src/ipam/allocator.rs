@@ -21,7 +21,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::addr::{generated_mac, ip_to_u128, Family, IntervalSet, MacAddr};
+use super::addr::{
+    address_mac, generated_mac, ip_to_u128, Family, IntervalSet, LocalHash, MacAddr,
+};
 use super::error::IpamError;
 use super::subnet::{layout, FamilyLayout, PoolId, SubnetLayout, SubnetSpec};
 
@@ -181,8 +183,19 @@ pub struct SubnetView {
 /// cannot be chosen to collide).
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-/// A key shared by the reverse indexes (one allocation per attachment).
+/// The indexes by address and by MAC: neighbours in neighbouring buckets.
+type LocalMap<K, V> = HashMap<K, V, LocalHash>;
+
+/// An attachment key, allocated once and shared by `held` and the reverse
+/// indexes (which compare it by pointer first).
 type Key = Arc<str>;
+
+/// A subnet has one family, or two (dual stack).
+const MAX_FAMILIES: usize = 2;
+
+fn same_key(holder: &Key, key: &Key) -> bool {
+    Arc::ptr_eq(holder, key) || **holder == **key
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FreeList {
@@ -197,7 +210,7 @@ struct FreeList {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FamilyState {
     layout: FamilyLayout,
-    holders: Map<u128, Key>,
+    holders: LocalMap<u128, Key>,
     free: BTreeMap<PoolId, FreeList>,
 }
 
@@ -206,7 +219,7 @@ struct SubnetState {
     spec: SubnetSpec,
     gateway_mac: MacAddr,
     families: Vec<FamilyState>,
-    macs: Map<MacAddr, Key>,
+    macs: LocalMap<MacAddr, Key>,
     /// Number of allocations in this subnet.
     count: usize,
 }
@@ -233,7 +246,7 @@ pub struct CursorRecord {
 #[derive(Clone, Debug, Default)]
 pub struct Allocator {
     subnets: BTreeMap<String, SubnetState>,
-    held: Map<String, Held>,
+    held: Map<Key, Held>,
     /// Allocations read back for a subnet that is not (yet) defined.
     parked: BTreeMap<String, Held>,
     next_seq: u64,
@@ -262,7 +275,7 @@ impl FamilyState {
             .collect();
         FamilyState {
             layout,
-            holders: Map::default(),
+            holders: LocalMap::default(),
             free,
         }
     }
@@ -290,7 +303,7 @@ impl SubnetState {
             spec,
             gateway_mac: layout.gateway_mac,
             families: layout.families.into_iter().map(FamilyState::new).collect(),
-            macs: Map::default(),
+            macs: LocalMap::default(),
             count: 0,
         }
     }
@@ -366,11 +379,18 @@ impl SubnetState {
         }
     }
 
-    fn generate_mac(&self, key: &str) -> Result<MacAddr, IpamError> {
-        // 40 random bits per attempt: a collision is rare, many in a row impossible.
+    /// A MAC for `key`, whose first address is `first`: [`address_mac`] of
+    /// it when free, else 40 hashed bits per attempt (a collision is rare,
+    /// many in a row impossible).
+    fn generate_mac(&self, key: &str, first: u128) -> Result<MacAddr, IpamError> {
+        let free = |mac: &MacAddr| *mac != self.gateway_mac && !self.macs.contains_key(mac);
+        let mac = address_mac(first);
+        if free(&mac) {
+            return Ok(mac);
+        }
         for attempt in 0..64 {
             let mac = generated_mac(&[self.name().as_bytes(), key.as_bytes()], attempt);
-            if mac != self.gateway_mac && !self.macs.contains_key(&mac) {
+            if free(&mac) {
                 return Ok(mac);
             }
         }
@@ -382,8 +402,7 @@ impl SubnetState {
     }
 
     /// Records `alloc` as held (addresses already validated as free for it).
-    fn hold(&mut self, alloc: &Allocation) {
-        let key: Key = Arc::from(alloc.key.as_str());
+    fn hold(&mut self, alloc: &Allocation, key: &Key) {
         for ip in &alloc.ips {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
@@ -392,22 +411,22 @@ impl SubnetState {
                 fam.holders.insert(n, key.clone());
             }
         }
-        self.macs.insert(alloc.mac, key);
+        self.macs.insert(alloc.mac, key.clone());
         self.count += 1;
     }
 
-    fn unhold(&mut self, alloc: &Allocation) {
+    fn unhold(&mut self, alloc: &Allocation, key: &Key) {
         for ip in &alloc.ips {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
-                if fam.holders.get(&n).is_some_and(|h| **h == *alloc.key) {
+                if fam.holders.get(&n).is_some_and(|h| same_key(h, key)) {
                     fam.holders.remove(&n);
                     fam.give_back(n);
                 }
             }
         }
-        if self.macs.get(&alloc.mac).is_some_and(|h| **h == *alloc.key) {
+        if self.macs.get(&alloc.mac).is_some_and(|h| same_key(h, key)) {
             self.macs.remove(&alloc.mac);
         }
         self.count -= 1;
@@ -535,8 +554,9 @@ impl Allocator {
                 .get_mut(&spec.name)
                 .expect("subnet inserted above");
             if state.can_restore(&held.alloc) {
-                state.hold(&held.alloc);
-                self.held.insert(held.alloc.key.clone(), held);
+                let key: Key = Arc::from(held.alloc.key.as_str());
+                state.hold(&held.alloc, &key);
+                self.held.insert(key, held);
             } else {
                 change.dropped.push(held.alloc);
             }
@@ -637,7 +657,7 @@ impl Allocator {
         self.subnets.remove(name);
         Ok(keys
             .into_iter()
-            .filter_map(|k| self.held.remove(&k).map(|h| h.alloc))
+            .filter_map(|k| self.held.remove(k.as_str()).map(|h| h.alloc))
             .collect())
     }
 
@@ -652,7 +672,8 @@ impl Allocator {
             })?;
 
         // Static addresses, one per family at most.
-        let mut wanted: Vec<Option<u128>> = vec![None; subnet.families.len()];
+        let mut wanted_all = [None; MAX_FAMILIES];
+        let wanted = &mut wanted_all[..subnet.families.len()];
         for input in &req.ips {
             let (i, n) = parse_static(subnet, input)?;
             if wanted[i].is_some_and(|m| m != n) {
@@ -669,10 +690,10 @@ impl Allocator {
 
         if let Some(existing) = self
             .held
-            .get(&req.key)
+            .get(req.key.as_str())
             .or_else(|| self.parked.get(&req.key))
         {
-            return Self::repeat(&existing.alloc, subnet, req, &wanted).map(|a| (a, false));
+            return Self::repeat(&existing.alloc, subnet, req, wanted).map(|a| (a, false));
         }
 
         if let Some(pool) = &req.pool {
@@ -684,8 +705,14 @@ impl Allocator {
             }
         }
 
-        let mut chosen: Vec<(u128, Option<PoolId>)> = Vec::with_capacity(wanted.len());
-        for (fam, want) in subnet.families.iter().zip(&wanted) {
+        let mut chosen: [(u128, Option<PoolId>); MAX_FAMILIES] = Default::default();
+        let chosen = &mut chosen[..wanted.len()];
+        for ((fam, want), slot) in subnet
+            .families
+            .iter()
+            .zip(wanted.iter())
+            .zip(chosen.iter_mut())
+        {
             match want {
                 Some(n) => {
                     if let Some(err) = subnet.static_refusal(fam, *n, &req.key) {
@@ -701,7 +728,7 @@ impl Allocator {
                             });
                         }
                     }
-                    chosen.push((*n, None));
+                    *slot = (*n, None);
                 }
                 None => {
                     // A pool without addresses of this family leaves that
@@ -722,14 +749,14 @@ impl Allocator {
                                 None => fam.layout.net.to_string(),
                             },
                         })?;
-                    chosen.push((n, Some(pool_id)));
+                    *slot = (n, Some(pool_id));
                 }
             }
         }
 
         let mac = match &req.mac {
             Some(mac) => subnet.check_mac(mac, &req.key)?,
-            None => subnet.generate_mac(&req.key)?,
+            None => subnet.generate_mac(&req.key, chosen[0].0)?,
         };
 
         let alloc = Allocation {
@@ -738,7 +765,7 @@ impl Allocator {
             ips: subnet
                 .families
                 .iter()
-                .zip(&chosen)
+                .zip(chosen.iter())
                 .map(|(f, (n, _))| f.layout.ip(*n))
                 .collect(),
             mac,
@@ -751,7 +778,7 @@ impl Allocator {
             .expect("subnet looked up above");
         let seq = self.next_seq.max(1);
         self.next_seq = seq + 1;
-        for (fam, (n, dynamic)) in subnet.families.iter_mut().zip(&chosen) {
+        for (fam, (n, dynamic)) in subnet.families.iter_mut().zip(chosen.iter()) {
             if let Some(pool_id) = dynamic {
                 if let Some(list) = fam.free.get_mut(pool_id) {
                     list.cursor = n.wrapping_add(1);
@@ -759,9 +786,10 @@ impl Allocator {
                 }
             }
         }
-        subnet.hold(&alloc);
+        let key: Key = Arc::from(req.key.as_str());
+        subnet.hold(&alloc, &key);
         self.held.insert(
-            req.key.clone(),
+            key,
             Held {
                 alloc: alloc.clone(),
                 seq,
@@ -815,9 +843,9 @@ impl Allocator {
         if let Some(held) = self.parked.remove(key) {
             return Released::Freed(held.alloc);
         }
-        let held = self.held.remove(key).expect("looked up above");
+        let (key, held) = self.held.remove_entry(key).expect("looked up above");
         if let Some(subnet) = self.subnets.get_mut(&held.alloc.subnet) {
-            subnet.unhold(&held.alloc);
+            subnet.unhold(&held.alloc, &key);
         }
         Released::Freed(held.alloc)
     }
@@ -829,9 +857,10 @@ impl Allocator {
         let mut stale: Vec<String> = self
             .held
             .keys()
-            .chain(self.parked.keys())
+            .map(|k| &**k)
+            .chain(self.parked.keys().map(String::as_str))
             .filter(|k| !live.contains(*k))
-            .cloned()
+            .map(str::to_string)
             .collect();
         stale.sort();
         for key in stale {
@@ -843,7 +872,7 @@ impl Allocator {
         }
         report.missing = live
             .iter()
-            .filter(|k| !self.held.contains_key(*k) && !self.parked.contains_key(*k))
+            .filter(|k| !self.held.contains_key(k.as_str()) && !self.parked.contains_key(*k))
             .cloned()
             .collect();
         report.missing.sort();
@@ -992,7 +1021,7 @@ impl Allocator {
         let mut dropped = Vec::new();
         // Holders first, free lists once at the end: one pass per address.
         for (seq, alloc) in allocations {
-            if me.held.contains_key(&alloc.key) || me.parked.contains_key(&alloc.key) {
+            if me.held.contains_key(alloc.key.as_str()) || me.parked.contains_key(&alloc.key) {
                 dropped.push(alloc);
                 continue;
             }
@@ -1013,9 +1042,9 @@ impl Allocator {
                         .insert(ip_to_u128(ip), key.clone());
                 }
             }
-            state.macs.insert(alloc.mac, key);
+            state.macs.insert(alloc.mac, key.clone());
             state.count += 1;
-            me.held.insert(alloc.key.clone(), Held { alloc, seq });
+            me.held.insert(key, Held { alloc, seq });
         }
         for state in me.subnets.values_mut() {
             for fam in &mut state.families {
@@ -1046,7 +1075,7 @@ impl Allocator {
     pub fn check_consistency(&self) -> Result<(), String> {
         for (key, held) in &self.held {
             let a = &held.alloc;
-            if &a.key != key {
+            if *a.key != **key {
                 return Err(format!("forward entry {key:?} carries key {:?}", a.key));
             }
             let state = self
