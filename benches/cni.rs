@@ -228,7 +228,9 @@ fn main() {
         .tempdir_in("/tmp")
         .expect("tmp");
     let kubeconfig = kube.kubeconfig_in(&sandbox.node_netns(1), dir.path());
-    let node = NodeDaemon::start_logged(&sandbox, 1, &kubeconfig, dir.path(), &[], "info");
+    // KOVN_BENCH_LOG=info,kube_ovn=debug adds the per-step timings of each ADD to the log.
+    let level = std::env::var("KOVN_BENCH_LOG").unwrap_or_else(|_| "info".into());
+    let node = NodeDaemon::start_logged(&sandbox, 1, &kubeconfig, dir.path(), &[], &level);
 
     // The controller's part, done up front: LSPs in NB and allocation annotations.
     let mut nbctl: Vec<String> = vec!["--may-exist".into(), "ls-add".into(), SUBNET.into()];
@@ -318,6 +320,11 @@ fn main() {
         ms(bc_wall),
         cadd50 / bcadd50
     );
+    let _ = std::fs::write(NODE_LOG, node.log_text());
+    eprintln!("node log: {NODE_LOG}");
     drop(pods);
     drop(node);
 }
+
+/// Where the node role's log is copied at the end of a run.
+const NODE_LOG: &str = "/tmp/kube-ovn-bench-cni-node.log";

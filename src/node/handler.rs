@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::allocation::AttachmentQos;
 use crate::cni::protocol::{CniRequest, CniResponse};
@@ -257,7 +257,12 @@ impl CniHandler for NodeHandler {
                 ),
             ));
         }
+        let started = Instant::now();
         let wiring = self.wait_wiring(&req).await?;
+        debug!(
+            wiring_ms = started.elapsed().as_secs_f64() * 1e3,
+            "annotations read"
+        );
         let ids = attachment::external_ids(&req.pod_name, &req.pod_namespace, &wiring);
         // The host end is plugged while the pod end is configured: ovn-controller's work
         // (claim, flows, ovn-installed) overlaps ours.

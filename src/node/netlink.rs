@@ -190,10 +190,12 @@ impl Netlink {
         plan: &VethPlan,
         alongside: impl std::future::Future<Output = T>,
     ) -> (Result<(), NetlinkError>, Option<T>) {
+        let started = std::time::Instant::now();
         let pod = match self.create_veth(plan).await {
             Ok(pod) => pod,
             Err(e) => return (Err(e), None),
         };
+        let created = started.elapsed();
         let configure = configure_pod_end(&pod, plan);
         tokio::pin!(configure, alongside);
         let mut configured = None;
@@ -207,6 +209,11 @@ impl Netlink {
                         return (r, None);
                     }
                     configured = Some(r);
+                    tracing::debug!(
+                        veth_ms = created.as_secs_f64() * 1e3,
+                        pod_end_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "pod end configured"
+                    );
                 }
                 t = &mut alongside, if other.is_none() => other = Some(t),
             }

@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -154,9 +155,19 @@ where
     };
     let version = req.cni_version.clone();
     let span = request_span(command, &req);
-    match call(req).instrument(span).await {
-        Ok(value) => ok(value),
-        Err(e) => error_response(e.in_version(&version)),
+    let started = Instant::now();
+    let result = call(req).instrument(span.clone()).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let _entered = span.enter();
+    match result {
+        Ok(value) => {
+            tracing::info!(ms, "{command} done");
+            ok(value)
+        }
+        Err(e) => {
+            tracing::warn!(ms, code = e.code, msg = %e.msg, "{command} failed");
+            error_response(e.in_version(&version))
+        }
     }
 }
 
