@@ -11,8 +11,9 @@
 //! - Debian's `host-local` IPAM plugin (exec'd with CNI_COMMAND=ADD, files in
 //!   a temp dataDir) allocations per second, as the external baseline.
 //!
-//! `IPAM_BENCH_ONLY=memory|durable|reload|host_local` runs one part (for
-//! profiling); the full run is what `hack/bench.sh ipam` reports.
+//! `IPAM_BENCH_ONLY=memory|durable|reload|host_local` runs one part, and
+//! `IPAM_BENCH_CASE=v4_16_fill99` one in-memory case (for profiling); the full
+//! run is what `hack/bench.sh ipam` reports.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -201,9 +202,16 @@ fn main() {
     if !run("memory") {
         return main_rest(run);
     }
+    // IPAM_BENCH_CASE=v4_16_fill99 (for example) runs one in-memory case.
+    let case_filter = std::env::var("IPAM_BENCH_CASE").ok();
     for (case, cidr) in [("v4_16", "10.0.0.0/16"), ("v6_64", "fd00:1::/64")] {
         for fill in [0, 50, 90, 99] {
-            in_memory(case, cidr, fill);
+            if case_filter
+                .as_deref()
+                .is_none_or(|c| c == format!("{case}_fill{fill}"))
+            {
+                in_memory(case, cidr, fill);
+            }
         }
     }
 

@@ -51,13 +51,20 @@ pub(crate) fn ip_to_u128(ip: &IpAddr) -> u128 {
     }
 }
 
-/// A set of `u128` values stored as disjoint, non-adjacent inclusive intervals
-/// (`start → end`), so a /64 with a handful of holes costs a handful of nodes.
+/// A set of `u128` values stored as disjoint, non-adjacent inclusive intervals,
+/// so a /64 with a handful of holes costs a handful of nodes.
+///
+/// The map is keyed by each interval's END, with its start as the value: the
+/// interval holding or following `n` is one `range(n..)` away, and taking the
+/// lowest member of an interval (what a dynamic allocation does) changes the
+/// value in place instead of re-keying the node: one B-tree descent per
+/// allocation where a start-keyed map needs several.
 ///
 /// The representation is canonical (intervals are maximal), so two sets with
 /// the same members compare equal however they were built.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct IntervalSet {
+    /// end → start
     spans: BTreeMap<u128, u128>,
     len: u128,
 }
@@ -77,82 +84,109 @@ impl IntervalSet {
         self.spans.is_empty()
     }
 
+    /// The first interval that holds `n` or lies above it.
+    fn at_or_above(&self, n: u128) -> Option<(u128, u128)> {
+        self.spans.range(n..).next().map(|(&e, &s)| (s, e))
+    }
+
     /// The interval containing `n`, if any.
     fn span_of(&self, n: u128) -> Option<(u128, u128)> {
-        self.spans
-            .range(..=n)
-            .next_back()
-            .filter(|(_, &end)| end >= n)
-            .map(|(&s, &e)| (s, e))
+        self.at_or_above(n).filter(|&(s, _)| s <= n)
     }
 
     pub fn contains(&self, n: u128) -> bool {
         self.span_of(n).is_some()
     }
 
+    /// The intervals that share a member with `[lo, hi]`.
+    fn overlapping(&self, lo: u128, hi: u128) -> Vec<(u128, u128)> {
+        self.spans
+            .range(lo..)
+            .map(|(&e, &s)| (s, e))
+            .take_while(|&(s, _)| s <= hi)
+            .collect()
+    }
+
+    /// Adds the interval `[s, e]`, known to be disjoint from and not adjacent to the others.
+    fn put(&mut self, s: u128, e: u128) {
+        self.spans.insert(e, s);
+        self.len = self.len.saturating_add(e - s).saturating_add(1);
+    }
+
+    /// Removes the interval ending at `e` (which must exist); returns its start.
+    fn take_span(&mut self, e: u128) -> u128 {
+        let s = self.spans.remove(&e).expect("interval present");
+        self.len -= e - s + 1;
+        s
+    }
+
     /// Adds `[start, end]`, merging with overlapping or adjacent intervals.
     pub fn insert_range(&mut self, start: u128, end: u128) {
         debug_assert!(start <= end);
-        let mut new_start = start;
-        let mut new_end = end;
-        // Every interval that overlaps or touches [start, end] is merged in.
         let lo = start.saturating_sub(1);
-        let touching: Vec<(u128, u128)> = {
-            let mut v: Vec<(u128, u128)> = Vec::new();
-            if let Some((&s, &e)) = self.spans.range(..lo).next_back() {
-                if e >= lo {
-                    v.push((s, e));
-                }
-            }
-            let hi = end.saturating_add(1);
-            v.extend(self.spans.range(lo..=hi).map(|(&s, &e)| (s, e)));
-            v
-        };
+        let hi = end.saturating_add(1);
+        // Every interval that overlaps or touches [start, end] is merged in.
+        let touching = self.overlapping(lo, hi);
+        let (mut new_start, mut new_end) = (start, end);
         for (s, e) in touching {
-            self.spans.remove(&s);
-            self.len -= e - s + 1;
+            self.take_span(e);
             new_start = new_start.min(s);
             new_end = new_end.max(e);
         }
-        self.spans.insert(new_start, new_end);
-        self.len = self
-            .len
-            .saturating_add(new_end - new_start)
-            .saturating_add(1);
+        self.put(new_start, new_end);
     }
+
     /// Adds one member; the release hot path, so no temporary vector.
     pub fn insert(&mut self, n: u128) {
-        if self.contains(n) {
-            return;
+        let mut right = None;
+        if let Some((e, s)) = self.spans.range_mut(n..).next() {
+            if *s <= n {
+                return; // already a member
+            }
+            if Some(*s) == n.checked_add(1) {
+                right = Some(*e);
+            }
         }
         let left = n
             .checked_sub(1)
-            .and_then(|m| self.span_of(m))
-            .map(|(s, _)| s);
-        let right = n.checked_add(1).and_then(|m| self.spans.get(&m).copied());
-        let start = left.unwrap_or(n);
-        let end = match right {
-            Some(e) => {
-                self.spans.remove(&(n + 1));
-                e
+            .and_then(|m| self.spans.get(&m).map(|&s| (s, m)));
+        match (left, right) {
+            (Some((ls, le)), Some(re)) => {
+                self.spans.remove(&le);
+                *self.spans.get_mut(&re).expect("right interval") = ls;
             }
-            None => n,
-        };
-        self.spans.insert(start, end);
+            (Some((ls, le)), None) => {
+                self.spans.remove(&le);
+                self.spans.insert(n, ls);
+            }
+            (None, Some(re)) => *self.spans.get_mut(&re).expect("right interval") = n,
+            (None, None) => {
+                self.spans.insert(n, n);
+            }
+        }
         self.len += 1;
     }
 
     /// Removes `n`; returns whether it was a member.
     pub fn remove(&mut self, n: u128) -> bool {
-        let Some((s, e)) = self.span_of(n) else {
+        let Some((&e, s)) = self.spans.range_mut(n..).next() else {
             return false;
         };
-        self.spans.remove(&s);
-        if s < n {
-            self.spans.insert(s, n - 1);
+        let start = *s;
+        if start > n {
+            return false;
         }
-        if n < e {
-            self.spans.insert(n + 1, e);
+        if start < n && n < e {
+            // Split: [start, n-1] and [n+1, e].
+            *s = n + 1;
+            self.spans.insert(n - 1, start);
+        } else if start == n && n < e {
+            *s = n + 1; // the lowest member: the allocation case, no re-keying
+        } else {
+            self.spans.remove(&e);
+            if start < n {
+                self.spans.insert(n - 1, start);
+            }
         }
         self.len -= 1;
         true
@@ -160,21 +194,13 @@ impl IntervalSet {
 
     /// Removes every member of `[start, end]`.
     pub fn remove_range(&mut self, start: u128, end: u128) {
-        let overlapping: Vec<(u128, u128)> = self
-            .span_of(start)
-            .into_iter()
-            .chain(self.spans_starting_in(start, end))
-            .collect();
-        for (s, e) in overlapping {
-            self.spans.remove(&s);
-            self.len -= e - s + 1;
+        for (s, e) in self.overlapping(start, end) {
+            self.take_span(e);
             if s < start {
-                self.spans.insert(s, start - 1);
-                self.len += start - s;
+                self.put(s, start - 1);
             }
             if e > end {
-                self.spans.insert(end + 1, e);
-                self.len += e - end;
+                self.put(end + 1, e);
             }
         }
     }
@@ -199,8 +225,7 @@ impl IntervalSet {
                     break;
                 }
                 if p > start {
-                    out.spans.insert(start, p - 1);
-                    out.len += p - start;
+                    out.put(start, p - 1);
                 }
                 points.next();
                 if p == e {
@@ -210,8 +235,7 @@ impl IntervalSet {
                 start = p + 1;
             }
             if !(start == e && sorted.binary_search(&e).is_ok()) && start <= e {
-                out.spans.insert(start, e);
-                out.len += e - start + 1;
+                out.put(start, e);
             }
         }
         *self = out;
@@ -219,25 +243,26 @@ impl IntervalSet {
 
     /// The first member `>= from`, wrapping around to the smallest member.
     pub fn first_from(&self, from: u128) -> Option<u128> {
-        if let Some((_, e)) = self.span_of(from) {
-            debug_assert!(e >= from);
-            return Some(from);
+        match self.at_or_above(from) {
+            Some((s, _)) => Some(s.max(from)),
+            None => self.spans.values().next().copied(),
         }
-        self.spans
-            .range(from..)
-            .next()
-            .or_else(|| self.spans.iter().next())
-            .map(|(&s, _)| s)
     }
 
     /// Intervals starting in `(after, end]`.
     fn spans_starting_in(&self, after: u128, end: u128) -> impl Iterator<Item = (u128, u128)> + '_ {
-        let range = (after < end).then(|| self.spans.range(after + 1..=end));
-        range.into_iter().flatten().map(|(&s, &e)| (s, e))
+        let range = (after < end).then(|| self.spans.range(after + 1..));
+        range
+            .into_iter()
+            .flatten()
+            .map(|(&e, &s)| (s, e))
+            .filter(move |&(s, _)| s > after)
+            .take_while(move |&(s, _)| s <= end)
     }
 
+    /// The intervals `(start, end)`, ascending.
     pub fn spans(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
-        self.spans.iter().map(|(&s, &e)| (s, e))
+        self.spans.iter().map(|(&e, &s)| (s, e))
     }
 
     /// Members of `self` that are also in `other`, as intervals.
@@ -427,6 +452,53 @@ mod tests {
         s.insert_range(0, 100);
         assert_eq!(members(&s), vec![(0, 100)]);
         assert_eq!(s.len(), 101);
+    }
+
+    /// Random inserts and removes (single and ranges) against a `BTreeSet`: same members, same
+    /// length, intervals maximal (never adjacent) and well-formed after every step.
+    #[test]
+    fn interval_set_matches_a_plain_set_under_random_edits() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut set = IntervalSet::new();
+        let mut model = std::collections::BTreeSet::new();
+        for step in 0..20_000 {
+            let n: u128 = rng.gen_range(0..200);
+            match rng.gen_range(0..5) {
+                0 | 1 => {
+                    set.insert(n);
+                    model.insert(n);
+                }
+                2 => assert_eq!(set.remove(n), model.remove(&n), "step {step}"),
+                3 => {
+                    let e = n + rng.gen_range(0..8);
+                    set.insert_range(n, e);
+                    model.extend(n..=e);
+                }
+                _ => {
+                    let e = n + rng.gen_range(0..8);
+                    set.remove_range(n, e);
+                    model.retain(|m| !(n..=e).contains(m));
+                }
+            }
+            let members: Vec<u128> = set.spans().flat_map(|(s, e)| s..=e).collect();
+            assert_eq!(
+                members,
+                model.iter().copied().collect::<Vec<_>>(),
+                "step {step}"
+            );
+            assert_eq!(set.len(), model.len() as u128);
+            let spans: Vec<(u128, u128)> = set.spans().collect();
+            assert!(spans.iter().all(|(s, e)| s <= e));
+            assert!(
+                spans.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+                "not maximal: {spans:?}"
+            );
+            let probe: u128 = rng.gen_range(0..210);
+            assert_eq!(set.contains(probe), model.contains(&probe));
+            let want = model.range(probe..).next().or(model.iter().next()).copied();
+            assert_eq!(set.first_from(probe), want, "first_from({probe})");
+        }
     }
 
     #[test]
