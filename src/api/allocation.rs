@@ -14,14 +14,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::annotations::{provider_annotation, ProviderKey, POD_EGRESS_RATE, POD_INGRESS_RATE};
-use super::mac::MacAddress;
+use super::mac::MacAddr;
 
 /// What the controller allocated for one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocatedAttachment {
     /// One per family (bare in the annotation).
     pub ips: Vec<IpAddr>,
-    pub mac: MacAddress,
+    pub mac: MacAddr,
     /// The subnet's CIDRs (its `cidrBlock`).
     pub cidrs: Vec<IpNet>,
     /// The subnet's gateways, one per family.

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::annotations::NETWORKS;
-use super::mac::MacAddress;
+use super::mac::MacAddr;
 use super::names::{check_dns1123_label, check_ifname};
 
 /// One element of the JSON form, as written by the user (multi-net-spec v1.3
@@ -151,7 +151,7 @@ pub struct NetworkSelection {
     /// Whether `interface` (or `@ifname`) was given explicitly.
     pub interface_requested: bool,
     pub ips: Vec<IpRequest>,
-    pub mac: Option<MacAddress>,
+    pub mac: Option<MacAddr>,
     /// Gateways for the default route; non-empty means this interface wants it.
     pub default_route: Vec<IpAddr>,
     pub cni_args: Option<serde_json::Map<String, serde_json::Value>>,
@@ -306,7 +306,7 @@ fn resolve(
     let mac = element
         .mac
         .filter(|m| !m.is_empty())
-        .map(|m| m.parse::<MacAddress>())
+        .map(|m| m.parse::<MacAddr>())
         .transpose()
         .map_err(|e| e.to_string())?;
     let default_route = element

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::error::{CniError, ErrorCode};
 use super::protocol::{CniRequest, MacAddr};
 use super::version;
+use crate::api::mac::MacParseError;
 
 /// The provider a NAD config without `provider` gets (Kube-OVN's default).
 pub const DEFAULT_PROVIDER: &str = "ovn";
@@ -348,8 +349,9 @@ pub fn build_request(
         (args.ips, args.mac)
     } else {
         let mac = match &conf.runtime_config.mac {
-            Some(m) => Some(m.parse().map_err(|e: String| {
-                CniError::new(ErrorCode::InvalidNetworkConfig, e).in_version(&conf.cni_version)
+            Some(m) => Some(m.parse().map_err(|e: MacParseError| {
+                CniError::new(ErrorCode::InvalidNetworkConfig, e.to_string())
+                    .in_version(&conf.cni_version)
             })?),
             None => args.mac,
         };

@@ -26,9 +26,7 @@
 //!
 //! `GET` [`HEALTH_PATH`] answers `200` when the daemon can serve ADD, else a CNI error (code 50).
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -104,50 +102,7 @@ pub struct RouteConfig {
     pub gw: Option<IpAddr>,
 }
 
-/// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff` (lower case).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl FromStr for MacAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in bytes.iter_mut() {
-            let part = parts
-                .next()
-                .filter(|p| p.len() == 2)
-                .ok_or_else(|| format!("MAC {s:?} is not six hex pairs"))?;
-            *byte = u8::from_str_radix(part, 16)
-                .map_err(|_| format!("MAC {s:?} has a non-hex pair {part:?}"))?;
-        }
-        if parts.next().is_some() {
-            return Err(format!("MAC {s:?} is not six hex pairs"));
-        }
-        Ok(MacAddr(bytes))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::api::mac::MacAddr;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -280,68 +279,7 @@ impl IntervalSet {
     }
 }
 
-/// A MAC address. Parsed from `aa:bb:cc:dd:ee:ff` (or `-` separated),
-/// printed lower-case with colons as OVN and the CNI result expect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// Multicast (group) bit: such a MAC cannot be an interface address.
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 0x01 != 0
-    }
-
-    pub fn is_locally_administered(&self) -> bool {
-        self.0[0] & 0x02 != 0
-    }
-
-    pub fn is_zero(&self) -> bool {
-        self.0 == [0; 6]
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err("expected six octets separated by ':'");
-        }
-        let mut out = [0u8; 6];
-        for (slot, part) in out.iter_mut().zip(parts) {
-            if part.len() != 2 {
-                return Err("each octet must be two hex digits");
-            }
-            *slot = u8::from_str_radix(part, 16).map_err(|_| "octet is not hexadecimal")?;
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::api::mac::MacAddr;
 
 /// A small, fixed, well-mixed hash (splitmix64 over FNV-1a) so generated MACs
 /// are a pure function of their inputs: the same subnet and key get the same

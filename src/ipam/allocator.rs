@@ -357,7 +357,9 @@ impl SubnetState {
             mac: mac.to_string(),
             reason: reason.to_string(),
         };
-        let parsed: MacAddr = mac.parse().map_err(bad)?;
+        let parsed: MacAddr = mac
+            .parse()
+            .map_err(|_| bad("want six hex octets separated by ':' or '-'"))?;
         if parsed.is_multicast() {
             return Err(bad(
                 "multicast/broadcast MAC cannot be an interface address",

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::api::annotations::{nic_annotation, NicKey, Provider, ProviderKey, NETWORKS};
-use crate::api::mac::MacAddress;
+use crate::api::mac::MacAddr;
 use crate::api::nad::{parse_kube_ovn_config, NadConfigError};
 use crate::api::selection::{parse_networks, IpRequest, NetworkSelection, SelectionError};
 use crate::api::subnet::{Subnet, SubnetCidrError};
@@ -138,7 +138,7 @@ pub struct AttachmentPlan {
     /// Requested static addresses (empty: allocate dynamically).
     pub ips: Vec<IpAddr>,
     pub ips_source: Option<RequestSource>,
-    pub mac: Option<MacAddress>,
+    pub mac: Option<MacAddr>,
     pub mac_source: Option<RequestSource>,
     /// Whether this interface gets the pod's default route.
     pub default_route: bool,
@@ -603,7 +603,7 @@ fn requested_mac(
     network: &str,
     provider: &Provider,
     key: &Provider,
-) -> Result<Requested<MacAddress>, AttachmentError> {
+) -> Result<Requested<MacAddr>, AttachmentError> {
     let (mac, source, text) = match selection.mac {
         Some(mac) => (Ok(mac), RequestSource::NetworkElement, mac.to_string()),
         None => {
@@ -620,7 +620,7 @@ fn requested_mac(
                 return Ok(None);
             };
             (
-                value.parse::<MacAddress>(),
+                value.parse::<MacAddr>(),
                 RequestSource::Annotation(annotation),
                 value.to_owned(),
             )

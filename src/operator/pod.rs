@@ -38,7 +38,7 @@ use crate::api::annotations::{
     parse_provider_annotation, provider_annotation, ProviderKey, NETWORKS,
 };
 use crate::api::ip::{IpSpec, IP};
-use crate::api::mac::MacAddress;
+use crate::api::mac::MacAddr;
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
 use crate::ovn::LspSpec;
 
@@ -397,7 +397,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .subnet(&plan.subnet)
             .map(|v| v.gateways.into_iter().flatten().collect())
             .unwrap_or_default();
-        let mac: MacAddress = alloc
+        let mac: MacAddr = alloc
             .mac
             .to_string()
             .parse()
