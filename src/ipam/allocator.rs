@@ -224,6 +224,8 @@ struct SubnetState {
     count: usize,
 }
 
+/// What a key holds. Boxed in the maps: a `held` bucket is then the 16-byte key
+/// and a pointer (one cache line per probe) instead of the whole allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Held {
     alloc: Allocation,
@@ -246,9 +248,9 @@ pub struct CursorRecord {
 #[derive(Clone, Debug, Default)]
 pub struct Allocator {
     subnets: BTreeMap<String, SubnetState>,
-    held: Map<Key, Held>,
+    held: Map<Key, Box<Held>>,
     /// Allocations read back for a subnet that is not (yet) defined.
-    parked: BTreeMap<String, Held>,
+    parked: BTreeMap<String, Box<Held>>,
     next_seq: u64,
 }
 
@@ -545,7 +547,7 @@ impl Allocator {
             .filter(|(_, h)| h.alloc.subnet == spec.name)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut parked: Vec<Held> = parked
+        let mut parked: Vec<Box<Held>> = parked
             .into_iter()
             .filter_map(|k| self.parked.remove(&k))
             .collect();
@@ -792,10 +794,10 @@ impl Allocator {
         subnet.hold(&alloc, &key);
         self.held.insert(
             key,
-            Held {
+            Box::new(Held {
                 alloc: alloc.clone(),
                 seq,
-            },
+            }),
         );
         Ok((alloc, true))
     }
@@ -1028,7 +1030,8 @@ impl Allocator {
                 continue;
             }
             let Some(state) = me.subnets.get_mut(&alloc.subnet) else {
-                me.parked.insert(alloc.key.clone(), Held { alloc, seq });
+                me.parked
+                    .insert(alloc.key.clone(), Box::new(Held { alloc, seq }));
                 continue;
             };
             if !state.can_restore(&alloc) {
@@ -1046,7 +1049,7 @@ impl Allocator {
             }
             state.macs.insert(alloc.mac, key.clone());
             state.count += 1;
-            me.held.insert(key, Held { alloc, seq });
+            me.held.insert(key, Box::new(Held { alloc, seq }));
         }
         for state in me.subnets.values_mut() {
             for fam in &mut state.families {
