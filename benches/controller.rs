@@ -447,11 +447,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(RUNNING_PODS);
     let r = running_phase(running_pods).await;
+    print_running(&r);
     if std::env::var("KOVN_BENCH_ONLY").as_deref() == Ok("running") {
-        print_running(&r);
         return;
     }
-    print_running(&r);
 
     let mut c = Cluster::up(0).await;
     c.log_level = "info".into();

@@ -282,8 +282,8 @@ impl IntervalSet {
 pub use crate::api::mac::MacAddr;
 
 /// A small, fixed, well-mixed hash (splitmix64 over FNV-1a) so generated MACs
-/// are a pure function of their inputs: the same subnet and key get the same
-/// MAC after a release, and tests are reproducible.
+/// (the gateway's, and a dynamic MAC when [`address_mac`] is taken) are a pure
+/// function of their inputs, and tests are reproducible.
 pub(crate) fn mix_hash(parts: &[&[u8]], salt: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
     for part in parts {

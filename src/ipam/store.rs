@@ -13,9 +13,9 @@
 //! definitions persist, so allocations never outlive the knowledge of their
 //! subnet; the operator re-applies specs at start, a no-op when unchanged),
 //! `a/<key>` → JSON `{seq, alloc}`, `c/<subnet>` → JSON cursors. A change is
-//! never split: its writes land in one atomic sled batch (with others'). Reload rebuilds the allocator from these with
-//! `Allocator::restore`, which resolves any double claim in favour of the
-//! later write.
+//! never split: its writes land in one atomic sled batch (with others').
+//! Reload rebuilds the allocator from these with `Allocator::restore`, which
+//! resolves any double claim in favour of the later write.
 //!
 //! A failed sled write or flush poisons the store: later calls fail until
 //! the process reopens it (after an fsync error nothing on disk can be

@@ -15,7 +15,7 @@ use crate::api::allocation::{
 };
 use crate::api::annotations::{provider_annotation, Provider, ProviderKey, NETWORKS};
 use crate::api::selection::parse_networks;
-use crate::cni::protocol::{CniRequest, CniResponse, IpConfig, MacAddr, PodInterface, RouteConfig};
+use crate::cni::protocol::{CniRequest, CniResponse, IpConfig, PodInterface, RouteConfig};
 use crate::cni::{CniError, ErrorCode};
 
 use super::netlink::{host_veth_name, VethPlan};
@@ -173,7 +173,7 @@ fn build(
             host_name: host_veth_name(&req.container_id, &req.ifname),
             pod_netns: PathBuf::from(&req.netns),
             pod_ifname: req.ifname.clone(),
-            mac: MacAddr(allocation.mac.octets()),
+            mac: allocation.mac,
             mtu,
             addresses,
             routes,

@@ -300,7 +300,7 @@ fn silence_ipv6(name: &str) -> Result<(), NetlinkError> {
 /// datapath stalls ovs-vswitchd as ports accumulate (measured: with 100 ports on br-int, the
 /// time from a port's insertion to ovn-installed was 40 ms with link-local IPv6 on the pods
 /// and 13 ms without). An attachment without addresses (pure L2) is left as the kernel makes it.
-pub(crate) fn ipv4_only(addresses: &[IpNet]) -> bool {
+fn ipv4_only(addresses: &[IpNet]) -> bool {
     !addresses.is_empty() && addresses.iter().all(|a| a.addr().is_ipv4())
 }
 

@@ -38,7 +38,6 @@ use crate::api::annotations::{
     parse_provider_annotation, provider_annotation, ProviderKey, NETWORKS,
 };
 use crate::api::ip::{IpSpec, IP};
-use crate::api::mac::MacAddr;
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
 use crate::ovn::LspSpec;
 
@@ -397,14 +396,9 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .subnet(&plan.subnet)
             .map(|v| v.gateways.into_iter().flatten().collect())
             .unwrap_or_default();
-        let mac: MacAddr = alloc
-            .mac
-            .to_string()
-            .parse()
-            .expect("IPAM hands out well-formed MACs");
         let allocated = AllocatedAttachment {
             ips: alloc.ips.clone(),
-            mac,
+            mac: alloc.mac,
             cidrs: plan.cidrs.clone(),
             gateways,
             logical_switch: plan.subnet.clone(),
