@@ -235,3 +235,40 @@ async fn pod_egress_shaping_is_a_tbf_on_the_pod_end_set_changed_and_removed() {
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_each_remove_their_veth_and_repeat_as_absent() {
+    let nl = std::sync::Arc::new(Netlink::new().expect("netlink"));
+    let pods: Vec<Netns> = (0..8).map(|i| Netns::new(&format!("del{i}"))).collect();
+    let mut plans = Vec::new();
+    for (i, ns) in pods.iter().enumerate() {
+        let p = plan(ns, &format!("d{i}{:07x}deadbeef", std::process::id()));
+        nl.create_veth_in_netns(&p).await.expect("create veth");
+        plans.push(p);
+    }
+    let delete_all = |expect: bool| {
+        let handles: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                let nl = nl.clone();
+                let host = p.host_name.clone();
+                tokio::spawn(async move { (nl.delete_link(&host).await.expect("delete"), host) })
+            })
+            .collect();
+        async move {
+            for h in handles {
+                let (deleted, host) = h.await.expect("join");
+                assert_eq!(deleted, expect, "delete {host}");
+                assert!(!host_link_exists(&host), "{host} gone");
+            }
+        }
+    };
+    delete_all(true).await;
+    delete_all(false).await;
+    for ns in &pods {
+        assert!(
+            !ns.ip(&["-o", "link"]).contains("net1"),
+            "the pod end went too"
+        );
+    }
+}
