@@ -2,8 +2,9 @@
 //! lists. No I/O; `store.rs` persists what it decides.
 //!
 //! Indexes: forward `key → Allocation`; reverse per subnet family
-//! `address → key` and per subnet `MAC → key`; per family and pool a free set
-//! of intervals. All lookups are hash or B-tree operations, so allocation is
+//! `address → key` and per subnet `MAC → key` (`index.rs`: dense tables for
+//! small ranges, hashed above); per family and pool a free set of intervals.
+//! Every lookup is a table, hash or B-tree operation, so allocation is
 //! O(log fragments) whatever the fill, and an IPv6 /64 costs memory in
 //! proportion to its holes, not its size.
 //!
@@ -21,10 +22,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::addr::{
-    address_mac, generated_mac, ip_to_u128, Family, IntervalSet, LocalHash, MacAddr,
-};
+use super::addr::{address_mac, generated_mac, ip_to_u128, Family, IntervalSet, MacAddr};
 use super::error::IpamError;
+use super::index::{HolderIndex, Key};
 use super::subnet::{layout, FamilyLayout, PoolId, SubnetLayout, SubnetSpec};
 
 /// What a caller asks for one attachment.
@@ -183,13 +183,6 @@ pub struct SubnetView {
 /// cannot be chosen to collide).
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-/// The indexes by address and by MAC: neighbours in neighbouring buckets.
-type LocalMap<K, V> = HashMap<K, V, LocalHash>;
-
-/// An attachment key, allocated once and shared by `held` and the reverse
-/// indexes (which compare it by pointer first).
-type Key = Arc<str>;
-
 /// A subnet has one family, or two (dual stack).
 const MAX_FAMILIES: usize = 2;
 
@@ -210,7 +203,7 @@ struct FreeList {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FamilyState {
     layout: FamilyLayout,
-    holders: LocalMap<u128, Key>,
+    holders: HolderIndex<u128>,
     free: BTreeMap<PoolId, FreeList>,
 }
 
@@ -219,7 +212,7 @@ struct SubnetState {
     spec: SubnetSpec,
     gateway_mac: MacAddr,
     families: Vec<FamilyState>,
-    macs: LocalMap<MacAddr, Key>,
+    macs: HolderIndex<MacAddr>,
     /// Number of allocations in this subnet.
     count: usize,
 }
@@ -276,8 +269,8 @@ impl FamilyState {
             })
             .collect();
         FamilyState {
+            holders: HolderIndex::new(layout.first, layout.last),
             layout,
-            holders: LocalMap::default(),
             free,
         }
     }
@@ -301,11 +294,13 @@ impl FamilyState {
 
 impl SubnetState {
     fn new(spec: SubnetSpec, layout: SubnetLayout) -> Self {
+        // An empty dense range: every MAC is hashed.
+        let macs = HolderIndex::new(1, 0);
         SubnetState {
             spec,
             gateway_mac: layout.gateway_mac,
             families: layout.families.into_iter().map(FamilyState::new).collect(),
-            macs: LocalMap::default(),
+            macs,
             count: 0,
         }
     }
@@ -387,7 +382,7 @@ impl SubnetState {
     /// it when free, else 40 hashed bits per attempt (a collision is rare,
     /// many in a row impossible).
     fn generate_mac(&self, key: &str, first: u128) -> Result<MacAddr, IpamError> {
-        let free = |mac: &MacAddr| *mac != self.gateway_mac && !self.macs.contains_key(mac);
+        let free = |mac: &MacAddr| *mac != self.gateway_mac && !self.macs.contains(mac);
         let mac = address_mac(first);
         if free(&mac) {
             return Ok(mac);
@@ -604,9 +599,9 @@ impl Allocator {
                     new_list.cursor_seq = list.cursor_seq;
                 }
             }
-            let mut holders: Vec<(&u128, &Key)> = old.holders.iter().collect();
+            let mut holders: Vec<(u128, &Key)> = old.holders.iter().collect();
             holders.sort();
-            for (&n, key) in holders {
+            for (n, key) in holders {
                 let reason = if new.layout.gateway == Some(n) {
                     Some("now the gateway")
                 } else if new.layout.excluded.contains(n) {
@@ -625,7 +620,9 @@ impl Allocator {
                 new.holders.insert(n, key.clone());
             }
         }
-        next.macs = state.macs.clone();
+        for (mac, key) in state.macs.iter() {
+            next.macs.insert(mac, key.clone());
+        }
         next.count = state.count;
         self.subnets.insert(spec.name.clone(), next);
         Ok(SubnetChange {
@@ -1053,7 +1050,7 @@ impl Allocator {
         }
         for state in me.subnets.values_mut() {
             for fam in &mut state.families {
-                let mut holders: Vec<u128> = fam.holders.keys().copied().collect();
+                let mut holders: Vec<u128> = fam.holders.iter().map(|(n, _)| n).collect();
                 holders.sort_unstable();
                 for list in fam.free.values_mut() {
                     list.free.remove_sorted(&holders);
@@ -1117,8 +1114,8 @@ impl Allocator {
         for state in self.subnets.values() {
             let mut counted = 0usize;
             for fam in &state.families {
-                for (n, key) in &fam.holders {
-                    let ip = fam.layout.ip(*n);
+                for (n, key) in fam.holders.iter() {
+                    let ip = fam.layout.ip(n);
                     let ok = self.held.get(&**key).is_some_and(|h| {
                         h.alloc.subnet == state.spec.name && h.alloc.ips.contains(&ip)
                     });
@@ -1131,7 +1128,11 @@ impl Allocator {
                     let list = fam.free.get(&pool).ok_or_else(|| {
                         format!("{}: no free list for pool {pool:?}", state.spec.name)
                     })?;
-                    let held_usable = fam.holders.keys().filter(|n| usable.contains(**n)).count();
+                    let held_usable = fam
+                        .holders
+                        .iter()
+                        .filter(|(n, _)| usable.contains(*n))
+                        .count();
                     if list.free.len() + held_usable as u128 != usable.len()
                         || list.free.intersect(&usable).len() != list.free.len()
                     {
