@@ -294,8 +294,11 @@ impl FamilyState {
 
 impl SubnetState {
     fn new(spec: SubnetSpec, layout: SubnetLayout) -> Self {
-        // An empty dense range: every MAC is hashed.
-        let macs = HolderIndex::new(1, 0);
+        // Generated MACs derive from the first family's addresses.
+        let macs = layout.families.first().map_or_else(
+            || HolderIndex::new(1, 0),
+            |f| HolderIndex::new(f.first, f.last),
+        );
         SubnetState {
             spec,
             gateway_mac: layout.gateway_mac,
@@ -1161,5 +1164,61 @@ impl Allocator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP")
+    }
+
+    /// Both orders of a dual-stack subnet: each family's holders are found
+    /// whichever index part (dense or hashed) it uses, and generated MACs
+    /// follow the first family.
+    #[test]
+    fn dual_stack_holders_and_macs_in_either_family_order() {
+        for (cidrs, first, second, mac) in [
+            (
+                "10.0.0.0/16,fd00::/64",
+                "10.0.0.2",
+                "fd00::2",
+                "0a:58:0a:00:00:02",
+            ),
+            (
+                "fd00::/112,10.0.0.0/24",
+                "fd00::2",
+                "10.0.0.2",
+                "0a:58:00:00:00:02",
+            ),
+        ] {
+            let mut a = Allocator::new();
+            a.add_subnet(SubnetSpec::new("s", cidrs)).expect("subnet");
+            let (got, _) = a.allocate(&AllocationRequest::new("k1", "s")).expect("k1");
+            assert_eq!(got.ips, vec![ip(first), ip(second)], "{cidrs}");
+            assert_eq!(got.mac.to_string(), mac, "{cidrs}");
+            for addr in [first, second] {
+                assert_eq!(a.holder("s", &ip(addr)), Some("k1"), "{cidrs} {addr}");
+            }
+            // k2 asks for the MAC k3's address would generate.
+            let next_mac = address_mac(ip_to_u128(&ip(first)) + 2);
+            let (k2, _) = a
+                .allocate(&AllocationRequest::new("k2", "s").with_mac(next_mac.to_string()))
+                .expect("k2");
+            let (k3, _) = a.allocate(&AllocationRequest::new("k3", "s")).expect("k3");
+            assert_eq!(k2.mac, next_mac);
+            assert_ne!(k3.mac, next_mac, "{cidrs}");
+            a.check_consistency().expect("consistent");
+            assert!(matches!(
+                a.release("k1", Release::Claim),
+                Released::Freed(_)
+            ));
+            for addr in [first, second] {
+                assert_eq!(a.holder("s", &ip(addr)), None, "{cidrs} {addr}");
+            }
+            a.check_consistency().expect("consistent after release");
+        }
     }
 }
