@@ -14,22 +14,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 
 use super::addr::{address_mac, LocalHash, MacAddr};
 
-/// An attachment key, allocated once and shared by the forward map and the
-/// reverse indexes (which compare it by pointer first).
-pub(crate) type Key = Arc<str>;
-
-/// The largest usable range that gets a dense table: a full one costs
-/// 16 bytes per address (16 MiB here), an empty one 8 bytes per chunk (16 KiB).
+/// The largest usable range that gets a dense table: with a pointer-sized
+/// holder a full one costs 8 bytes per address (8 MiB here), an empty one
+/// 8 bytes per chunk (16 KiB).
 pub(crate) const DENSE_MAX: u128 = 1 << 20;
 
-/// Slots per chunk: 8 KiB of `Option<Key>`.
+/// Slots per chunk: 4 KiB of pointer-sized holders.
 const CHUNK: usize = 512;
 
-type Chunk = [Option<Key>; CHUNK];
+type Chunk<H> = [Option<H>; CHUNK];
 
 /// A value that may have a slot in a dense table covering `[base, base + span)`.
 pub(crate) trait DenseValue: Copy + Eq + Hash {
@@ -73,21 +69,21 @@ impl DenseValue for MacAddr {
 /// first use and kept (an allocation and release in an emptied chunk must not
 /// cost a chunk allocation each).
 #[derive(Clone)]
-struct DenseTable {
+struct DenseTable<H> {
     base: u128,
     span: u128,
-    chunks: Vec<Option<Box<Chunk>>>,
+    chunks: Vec<Option<Box<Chunk<H>>>>,
     len: usize,
 }
 
-impl DenseTable {
+impl<H> DenseTable<H> {
     fn new(base: u128, span: u128) -> Self {
         let chunks =
             usize::try_from(span.div_ceil(CHUNK as u128)).expect("dense span is at most DENSE_MAX");
         DenseTable {
             base,
             span,
-            chunks: vec![None; chunks],
+            chunks: std::iter::repeat_with(|| None).take(chunks).collect(),
             len: 0,
         }
     }
@@ -100,11 +96,11 @@ impl DenseTable {
         Some((offset / CHUNK, offset % CHUNK))
     }
 
-    fn get(&self, (chunk, i): (usize, usize)) -> Option<&Key> {
+    fn get(&self, (chunk, i): (usize, usize)) -> Option<&H> {
         self.chunks[chunk].as_ref()?[i].as_ref()
     }
 
-    fn insert(&mut self, (chunk, i): (usize, usize), key: Key) -> Option<Key> {
+    fn insert(&mut self, (chunk, i): (usize, usize), key: H) -> Option<H> {
         let chunk = self.chunks[chunk].get_or_insert_with(|| Box::new([const { None }; CHUNK]));
         let old = chunk[i].replace(key);
         if old.is_none() {
@@ -113,7 +109,7 @@ impl DenseTable {
         old
     }
 
-    fn remove(&mut self, (chunk, i): (usize, usize)) -> Option<Key> {
+    fn remove(&mut self, (chunk, i): (usize, usize)) -> Option<H> {
         let old = self.chunks[chunk].as_mut()?[i].take();
         if old.is_some() {
             self.len -= 1;
@@ -122,7 +118,7 @@ impl DenseTable {
     }
 
     /// `(position, key)` in ascending position.
-    fn iter(&self) -> impl Iterator<Item = (u128, &Key)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = (u128, &H)> + '_ {
         self.chunks
             .iter()
             .enumerate()
@@ -136,14 +132,14 @@ impl DenseTable {
     }
 }
 
-/// Who holds each value (address or MAC) of one subnet or family.
+/// Who (`H`) holds each value (`V`: address or MAC) of one subnet or family.
 #[derive(Clone)]
-pub(crate) struct HolderIndex<V> {
-    dense: Option<DenseTable>,
-    hashed: HashMap<V, Key, LocalHash>,
+pub(crate) struct HolderIndex<V, H> {
+    dense: Option<DenseTable<H>>,
+    hashed: HashMap<V, H, LocalHash>,
 }
 
-impl<V: DenseValue> HolderIndex<V> {
+impl<V: DenseValue, H> HolderIndex<V, H> {
     /// An index whose values in `[first, last]` (by [`DenseValue::position`])
     /// are dense when that range has at most [`DENSE_MAX`] positions.
     pub fn new(first: u128, last: u128) -> Self {
@@ -162,13 +158,13 @@ impl<V: DenseValue> HolderIndex<V> {
         self.dense.is_some()
     }
 
-    fn slot(&self, value: &V) -> Option<(&DenseTable, (usize, usize))> {
+    fn slot(&self, value: &V) -> Option<(&DenseTable<H>, (usize, usize))> {
         let table = self.dense.as_ref()?;
         let slot = table.slot(value.position(table.base)?)?;
         Some((table, slot))
     }
 
-    pub fn get(&self, value: &V) -> Option<&Key> {
+    pub fn get(&self, value: &V) -> Option<&H> {
         match self.slot(value) {
             Some((table, slot)) => table.get(slot),
             None => self.hashed.get(value),
@@ -180,7 +176,7 @@ impl<V: DenseValue> HolderIndex<V> {
     }
 
     /// Sets the holder of `value`; returns the previous one.
-    pub fn insert(&mut self, value: V, key: Key) -> Option<Key> {
+    pub fn insert(&mut self, value: V, key: H) -> Option<H> {
         match self.slot(&value).map(|(_, slot)| slot) {
             Some(slot) => self
                 .dense
@@ -191,7 +187,7 @@ impl<V: DenseValue> HolderIndex<V> {
         }
     }
 
-    pub fn remove(&mut self, value: &V) -> Option<Key> {
+    pub fn remove(&mut self, value: &V) -> Option<H> {
         match self.slot(value).map(|(_, slot)| slot) {
             Some(slot) => self
                 .dense
@@ -208,7 +204,7 @@ impl<V: DenseValue> HolderIndex<V> {
 
     /// Every `(value, holder)`: the dense part in ascending order, then the
     /// hashed part in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (V, &Key)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (V, &H)> + '_ {
         let dense = self.dense.iter().flat_map(DenseTable::iter);
         dense
             .map(|(n, key)| (V::at(n), key))
@@ -218,15 +214,15 @@ impl<V: DenseValue> HolderIndex<V> {
 
 /// Same holders for the same values, however the parts are laid out or
 /// whichever chunks happen to be allocated.
-impl<V: DenseValue> PartialEq for HolderIndex<V> {
+impl<V: DenseValue, H: PartialEq> PartialEq for HolderIndex<V, H> {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().all(|(v, key)| other.get(&v) == Some(key))
     }
 }
 
-impl<V: DenseValue> Eq for HolderIndex<V> {}
+impl<V: DenseValue, H: Eq> Eq for HolderIndex<V, H> {}
 
-impl<V: DenseValue + fmt::Debug> fmt::Debug for HolderIndex<V> {
+impl<V: DenseValue + fmt::Debug, H: fmt::Debug> fmt::Debug for HolderIndex<V, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -234,14 +230,18 @@ impl<V: DenseValue + fmt::Debug> fmt::Debug for HolderIndex<V> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    type Key = Arc<str>;
 
     fn key(s: &str) -> Key {
         Arc::from(s)
     }
 
     /// A /16's usable range, 10.0.0.1 ..= 10.0.255.254.
-    fn slash_16() -> HolderIndex<u128> {
+    fn slash_16() -> HolderIndex<u128, Key> {
         HolderIndex::new(0x0a00_0001, 0x0a00_fffe)
     }
 
@@ -292,12 +292,14 @@ mod tests {
 
     #[test]
     fn dense_up_to_the_threshold_and_hashed_above() {
-        let at = HolderIndex::<u128>::new(1, DENSE_MAX);
+        let at = HolderIndex::<u128, Key>::new(1, DENSE_MAX);
         assert!(at.is_dense());
-        let above = HolderIndex::<u128>::new(1, DENSE_MAX + 1);
+        let above = HolderIndex::<u128, Key>::new(1, DENSE_MAX + 1);
         assert!(!above.is_dense());
-        let v6_64 =
-            HolderIndex::<u128>::new((0xfd00 << 112) | 1, (0xfd00 << 112) | u128::from(u64::MAX));
+        let v6_64 = HolderIndex::<u128, Key>::new(
+            (0xfd00 << 112) | 1,
+            (0xfd00 << 112) | u128::from(u64::MAX),
+        );
         assert!(!v6_64.is_dense());
 
         // Both behave the same.
@@ -314,15 +316,15 @@ mod tests {
 
     #[test]
     fn an_empty_range_has_no_dense_part() {
-        assert!(!HolderIndex::<u128>::new(5, 4).is_dense());
-        assert!(HolderIndex::<u128>::new(5, 5).is_dense());
+        assert!(!HolderIndex::<u128, Key>::new(5, 4).is_dense());
+        assert!(HolderIndex::<u128, Key>::new(5, 5).is_dense());
     }
 
     #[test]
     fn dense_ipv6_family() {
         // fd00::/112, usable fd00::1 ..= fd00::fffe.
         let base = 0xfd00u128 << 112;
-        let mut index = HolderIndex::<u128>::new(base + 1, base + 0xfffe);
+        let mut index = HolderIndex::<u128, Key>::new(base + 1, base + 0xfffe);
         assert!(index.is_dense());
         index.insert(base + 0x200, key("k"));
         assert_eq!(index.get(&(base + 0x200)).map(|k| &**k), Some("k"));
@@ -336,7 +338,7 @@ mod tests {
 
     #[test]
     fn generated_macs_are_dense_and_others_hashed() {
-        let mut macs = HolderIndex::<MacAddr>::new(0x0a00_0001, 0x0a00_fffe);
+        let mut macs = HolderIndex::<MacAddr, Key>::new(0x0a00_0001, 0x0a00_fffe);
         let generated = address_mac(0x0a00_0102);
         assert_eq!(generated, mac("0a:58:0a:00:01:02"));
         macs.insert(generated, key("dynamic"));
@@ -364,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_requested_mac_in_the_derived_space_blocks_that_address_mac() {
-        let mut macs = HolderIndex::<MacAddr>::new(0x0a00_0001, 0x0a00_fffe);
+        let mut macs = HolderIndex::<MacAddr, Key>::new(0x0a00_0001, 0x0a00_fffe);
         // Requested by one key: the MAC another address would generate.
         macs.insert(mac("0A-58-0A-00-00-07"), key("requested"));
         assert_eq!(
@@ -377,7 +379,7 @@ mod tests {
     #[test]
     fn macs_of_a_dense_ipv6_family_use_its_low_bits() {
         let base = 0xfd00u128 << 112;
-        let mut macs = HolderIndex::<MacAddr>::new(base + 1, base + 0xfffe);
+        let mut macs = HolderIndex::<MacAddr, Key>::new(base + 1, base + 0xfffe);
         macs.insert(address_mac(base + 0x42), key("k"));
         assert_eq!(macs.get(&mac("0a:58:00:00:00:42")).map(|k| &**k), Some("k"));
         let all: Vec<MacAddr> = macs.iter().map(|(m, _)| m).collect();
