@@ -2,8 +2,9 @@
 //! lists. No I/O; `store.rs` persists what it decides.
 //!
 //! Indexes: forward `key → Allocation`; reverse per subnet family
-//! `address → key` and per subnet `MAC → key`; per family and pool a free set
-//! of intervals. All lookups are hash or B-tree operations, so allocation is
+//! `address → key` and per subnet `MAC → key` (`index.rs`: dense tables for
+//! small ranges, hashed above); per family and pool a free set of intervals.
+//! Every lookup is a table, hash or B-tree operation, so allocation is
 //! O(log fragments) whatever the fill, and an IPv6 /64 costs memory in
 //! proportion to its holes, not its size.
 //!
@@ -14,17 +15,20 @@
 //! a slow peer never meets a new pod on an old address), while lowest-free
 //! (Kube-OVN) hands it out again at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::addr::{
-    address_mac, generated_mac, ip_to_u128, Family, IntervalSet, LocalHash, MacAddr,
-};
+use super::addr::{address_mac, generated_mac, ip_to_u128, Family, IntervalSet, MacAddr};
 use super::error::IpamError;
+use super::index::HolderIndex;
 use super::subnet::{layout, FamilyLayout, PoolId, SubnetLayout, SubnetSpec};
 
 /// What a caller asks for one attachment.
@@ -179,23 +183,15 @@ pub struct SubnetView {
     pub gateway_mac: MacAddr,
 }
 
-/// Hash maps on the hot path: aHash (fast, keyed per process so pod names
-/// cannot be chosen to collide).
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-
-/// The indexes by address and by MAC: neighbours in neighbouring buckets.
-type LocalMap<K, V> = HashMap<K, V, LocalHash>;
-
-/// An attachment key, allocated once and shared by `held` and the reverse
-/// indexes (which compare it by pointer first).
-type Key = Arc<str>;
+/// The forward index, on the hot path: aHash (fast, keyed per process so pod
+/// names cannot be chosen to collide).
+type HeldSet = HashSet<Holder, ahash::RandomState>;
 
 /// A subnet has one family, or two (dual stack).
 const MAX_FAMILIES: usize = 2;
 
-fn same_key(holder: &Key, key: &Key) -> bool {
-    Arc::ptr_eq(holder, key) || **holder == **key
-}
+/// The reverse indexes: who holds an address, a MAC.
+type Holders<V> = HolderIndex<V, Holder>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FreeList {
@@ -210,7 +206,7 @@ struct FreeList {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FamilyState {
     layout: FamilyLayout,
-    holders: LocalMap<u128, Key>,
+    holders: Holders<u128>,
     free: BTreeMap<PoolId, FreeList>,
 }
 
@@ -219,17 +215,81 @@ struct SubnetState {
     spec: SubnetSpec,
     gateway_mac: MacAddr,
     families: Vec<FamilyState>,
-    macs: LocalMap<MacAddr, Key>,
+    macs: Holders<MacAddr>,
     /// Number of allocations in this subnet.
     count: usize,
 }
 
-/// What a key holds. Boxed in the maps: a `held` bucket is then the 16-byte key
-/// and a pointer (one cache line per probe) instead of the whole allocation.
+/// What a key holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Held {
     alloc: Allocation,
     seq: u64,
+}
+
+/// An attachment as the indexes see it: its [`Held`] behind one shared
+/// pointer, so `held` (a set looked up by key string) and the reverse
+/// indexes cost a pointer per entry, and an attachment one allocation besides
+/// its `Allocation`. Hashed and compared by key, as `Borrow<str>` requires.
+#[derive(Clone)]
+struct Holder(Arc<Held>);
+
+impl Holder {
+    fn new(alloc: Allocation, seq: u64) -> Self {
+        Holder(Arc::new(Held { alloc, seq }))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0.alloc.key
+    }
+
+    /// The same attachment: the same entry, or one with the same key.
+    fn same(&self, other: &Holder) -> bool {
+        self.is(other) || self.as_str() == other.as_str()
+    }
+
+    /// The same entry (what a consistent allocator's indexes point to).
+    fn is(&self, other: &Holder) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The held entry, without a copy when nothing else refers to it.
+    fn into_held(self) -> Held {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+impl Deref for Holder {
+    type Target = Held;
+    fn deref(&self) -> &Held {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Holder {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Hash for Holder {
+    fn hash<S: Hasher>(&self, state: &mut S) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Holder {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
+impl Eq for Holder {}
+
+impl fmt::Debug for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// A cursor position, as persisted; `seq` is that of the allocation that set
@@ -248,7 +308,7 @@ pub struct CursorRecord {
 #[derive(Clone, Debug, Default)]
 pub struct Allocator {
     subnets: BTreeMap<String, SubnetState>,
-    held: Map<Key, Box<Held>>,
+    held: HeldSet,
     /// Allocations read back for a subnet that is not (yet) defined.
     parked: BTreeMap<String, Box<Held>>,
     next_seq: u64,
@@ -256,7 +316,14 @@ pub struct Allocator {
 
 impl PartialEq for Allocator {
     fn eq(&self, other: &Self) -> bool {
-        self.subnets == other.subnets && self.held == other.held && self.parked == other.parked
+        // `held` compares whole entries, not only keys.
+        self.subnets == other.subnets
+            && self.held.len() == other.held.len()
+            && self
+                .held
+                .iter()
+                .all(|h| other.held.get(h.as_str()).is_some_and(|o| **o == **h))
+            && self.parked == other.parked
     }
 }
 
@@ -276,8 +343,8 @@ impl FamilyState {
             })
             .collect();
         FamilyState {
+            holders: HolderIndex::new(layout.first, layout.last),
             layout,
-            holders: LocalMap::default(),
             free,
         }
     }
@@ -301,11 +368,16 @@ impl FamilyState {
 
 impl SubnetState {
     fn new(spec: SubnetSpec, layout: SubnetLayout) -> Self {
+        // Generated MACs derive from the first family's addresses.
+        let macs = layout.families.first().map_or_else(
+            || HolderIndex::new(1, 0),
+            |f| HolderIndex::new(f.first, f.last),
+        );
         SubnetState {
             spec,
             gateway_mac: layout.gateway_mac,
             families: layout.families.into_iter().map(FamilyState::new).collect(),
-            macs: LocalMap::default(),
+            macs,
             count: 0,
         }
     }
@@ -344,10 +416,10 @@ impl SubnetState {
             return Some(IpamError::Excluded { subnet, ip });
         }
         match fam.holders.get(&n) {
-            Some(holder) if &**holder != key => Some(IpamError::HeldBy {
+            Some(holder) if holder.as_str() != key => Some(IpamError::HeldBy {
                 subnet,
                 ip,
-                holder: holder.to_string(),
+                holder: holder.as_str().to_string(),
             }),
             _ => None,
         }
@@ -374,10 +446,10 @@ impl SubnetState {
             return Err(bad("it is the subnet gateway's MAC"));
         }
         match self.macs.get(&parsed) {
-            Some(holder) if &**holder != key => Err(IpamError::MacHeldBy {
+            Some(holder) if holder.as_str() != key => Err(IpamError::MacHeldBy {
                 subnet: self.name().to_string(),
                 mac: parsed,
-                holder: holder.to_string(),
+                holder: holder.as_str().to_string(),
             }),
             _ => Ok(parsed),
         }
@@ -387,7 +459,7 @@ impl SubnetState {
     /// it when free, else 40 hashed bits per attempt (a collision is rare,
     /// many in a row impossible).
     fn generate_mac(&self, key: &str, first: u128) -> Result<MacAddr, IpamError> {
-        let free = |mac: &MacAddr| *mac != self.gateway_mac && !self.macs.contains_key(mac);
+        let free = |mac: &MacAddr| *mac != self.gateway_mac && !self.macs.contains(mac);
         let mac = address_mac(first);
         if free(&mac) {
             return Ok(mac);
@@ -405,32 +477,34 @@ impl SubnetState {
         })
     }
 
-    /// Records `alloc` as held (addresses already validated as free for it).
-    fn hold(&mut self, alloc: &Allocation, key: &Key) {
+    /// Records `holder` (its addresses already validated as free for it).
+    fn hold(&mut self, holder: &Holder) {
+        let alloc = &holder.alloc;
         for ip in &alloc.ips {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
                 fam.take(n);
-                fam.holders.insert(n, key.clone());
+                fam.holders.insert(n, holder.clone());
             }
         }
-        self.macs.insert(alloc.mac, key.clone());
+        self.macs.insert(alloc.mac, holder.clone());
         self.count += 1;
     }
 
-    fn unhold(&mut self, alloc: &Allocation, key: &Key) {
+    fn unhold(&mut self, holder: &Holder) {
+        let alloc = &holder.alloc;
         for ip in &alloc.ips {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
-                if fam.holders.get(&n).is_some_and(|h| same_key(h, key)) {
+                if fam.holders.get(&n).is_some_and(|h| h.same(holder)) {
                     fam.holders.remove(&n);
                     fam.give_back(n);
                 }
             }
         }
-        if self.macs.get(&alloc.mac).is_some_and(|h| same_key(h, key)) {
+        if self.macs.get(&alloc.mac).is_some_and(|h| h.same(holder)) {
             self.macs.remove(&alloc.mac);
         }
         self.count -= 1;
@@ -444,12 +518,16 @@ impl SubnetState {
                 self.family_index(Family::of(ip)).is_some_and(|i| {
                     let fam = &self.families[i];
                     let n = ip_to_u128(ip);
-                    fam.layout.in_range(n) && fam.holders.get(&n).is_none_or(|h| **h == *alloc.key)
+                    fam.layout.in_range(n)
+                        && fam.holders.get(&n).is_none_or(|h| h.as_str() == alloc.key)
                 })
             });
         families_ok
             && alloc.mac != self.gateway_mac
-            && self.macs.get(&alloc.mac).is_none_or(|h| **h == *alloc.key)
+            && self
+                .macs
+                .get(&alloc.mac)
+                .is_none_or(|h| h.as_str() == alloc.key)
     }
 
     fn view(&self) -> SubnetView {
@@ -558,9 +636,9 @@ impl Allocator {
                 .get_mut(&spec.name)
                 .expect("subnet inserted above");
             if state.can_restore(&held.alloc) {
-                let key: Key = Arc::from(held.alloc.key.as_str());
-                state.hold(&held.alloc, &key);
-                self.held.insert(key, held);
+                let holder = Holder::new(held.alloc, held.seq);
+                state.hold(&holder);
+                self.held.insert(holder);
             } else {
                 change.dropped.push(held.alloc);
             }
@@ -604,9 +682,9 @@ impl Allocator {
                     new_list.cursor_seq = list.cursor_seq;
                 }
             }
-            let mut holders: Vec<(&u128, &Key)> = old.holders.iter().collect();
-            holders.sort();
-            for (&n, key) in holders {
+            let mut holders: Vec<(u128, &Holder)> = old.holders.iter().collect();
+            holders.sort_by_key(|(n, _)| *n);
+            for (n, key) in holders {
                 let reason = if new.layout.gateway == Some(n) {
                     Some("now the gateway")
                 } else if new.layout.excluded.contains(n) {
@@ -616,7 +694,7 @@ impl Allocator {
                 };
                 if let Some(reason) = reason {
                     conflicts.push(Conflict {
-                        key: key.to_string(),
+                        key: key.as_str().to_string(),
                         ip: new.layout.ip(n),
                         reason,
                     });
@@ -625,7 +703,9 @@ impl Allocator {
                 new.holders.insert(n, key.clone());
             }
         }
-        next.macs = state.macs.clone();
+        for (mac, key) in state.macs.iter() {
+            next.macs.insert(mac, key.clone());
+        }
         next.count = state.count;
         self.subnets.insert(spec.name.clone(), next);
         Ok(SubnetChange {
@@ -653,15 +733,16 @@ impl Allocator {
         }
         let mut keys: Vec<String> = self
             .held
-            .values()
+            .iter()
             .filter(|h| h.alloc.subnet == name)
             .map(|h| h.alloc.key.clone())
             .collect();
         keys.sort();
+        // The subnet's reverse indexes go first: the entries are then unshared.
         self.subnets.remove(name);
         Ok(keys
             .into_iter()
-            .filter_map(|k| self.held.remove(k.as_str()).map(|h| h.alloc))
+            .filter_map(|k| self.held.take(k.as_str()).map(|h| h.into_held().alloc))
             .collect())
     }
 
@@ -695,9 +776,10 @@ impl Allocator {
         if let Some(existing) = self
             .held
             .get(req.key.as_str())
-            .or_else(|| self.parked.get(&req.key))
+            .map(|h| &h.alloc)
+            .or_else(|| self.parked.get(&req.key).map(|h| &h.alloc))
         {
-            return Self::repeat(&existing.alloc, subnet, req, wanted).map(|a| (a, false));
+            return Self::repeat(existing, subnet, req, wanted).map(|a| (a, false));
         }
 
         if let Some(pool) = &req.pool {
@@ -790,15 +872,10 @@ impl Allocator {
                 }
             }
         }
-        let key: Key = Arc::from(req.key.as_str());
-        subnet.hold(&alloc, &key);
-        self.held.insert(
-            key,
-            Box::new(Held {
-                alloc: alloc.clone(),
-                seq,
-            }),
-        );
+        let holder = Holder::new(alloc, seq);
+        subnet.hold(&holder);
+        let alloc = holder.alloc.clone();
+        self.held.insert(holder);
         Ok((alloc, true))
     }
 
@@ -836,22 +913,20 @@ impl Allocator {
 
     /// Gives back what `key` holds (see [`Release`] for sticky keys).
     pub fn release(&mut self, key: &str, why: Release) -> Released {
-        let sticky = match self.held.get(key).or_else(|| self.parked.get(key)) {
-            None => return Released::NotHeld,
-            Some(h) => h.alloc.sticky,
+        let Some(alloc) = self.get(key) else {
+            return Released::NotHeld;
         };
-        if sticky && why == Release::PodGone {
-            let held = self.held.get(key).or_else(|| self.parked.get(key));
-            return Released::KeptSticky(held.expect("looked up above").alloc.clone());
+        if alloc.sticky && why == Release::PodGone {
+            return Released::KeptSticky(alloc.clone());
         }
         if let Some(held) = self.parked.remove(key) {
             return Released::Freed(held.alloc);
         }
-        let (key, held) = self.held.remove_entry(key).expect("looked up above");
-        if let Some(subnet) = self.subnets.get_mut(&held.alloc.subnet) {
-            subnet.unhold(&held.alloc, &key);
+        let holder = self.held.take(key).expect("looked up above");
+        if let Some(subnet) = self.subnets.get_mut(&holder.alloc.subnet) {
+            subnet.unhold(&holder);
         }
-        Released::Freed(held.alloc)
+        Released::Freed(holder.into_held().alloc)
     }
 
     /// Garbage collection: frees every non-sticky allocation whose key is not
@@ -860,8 +935,8 @@ impl Allocator {
         let mut report = ReconcileReport::default();
         let mut stale: Vec<String> = self
             .held
-            .keys()
-            .map(|k| &**k)
+            .iter()
+            .map(Holder::as_str)
             .chain(self.parked.keys().map(String::as_str))
             .filter(|k| !live.contains(*k))
             .map(str::to_string)
@@ -876,7 +951,7 @@ impl Allocator {
         }
         report.missing = live
             .iter()
-            .filter(|k| !self.held.contains_key(k.as_str()) && !self.parked.contains_key(*k))
+            .filter(|k| !self.held.contains(k.as_str()) && !self.parked.contains_key(*k))
             .cloned()
             .collect();
         report.missing.sort();
@@ -884,17 +959,21 @@ impl Allocator {
     }
 
     pub fn get(&self, key: &str) -> Option<&Allocation> {
+        self.held_entry(key).map(|h| &h.alloc)
+    }
+
+    fn held_entry(&self, key: &str) -> Option<&Held> {
         self.held
             .get(key)
-            .or_else(|| self.parked.get(key))
-            .map(|h| &h.alloc)
+            .map(|h| &**h)
+            .or_else(|| self.parked.get(key).map(|h| &**h))
     }
 
     /// The key holding `ip` in `subnet`.
     pub fn holder(&self, subnet: &str, ip: &IpAddr) -> Option<&str> {
         let state = self.subnets.get(subnet)?;
         let fam = &state.families[state.family_index(Family::of(ip))?];
-        fam.holders.get(&ip_to_u128(ip)).map(|h| &**h)
+        fam.holders.get(&ip_to_u128(ip)).map(Holder::as_str)
     }
 
     pub fn subnet(&self, name: &str) -> Option<SubnetView> {
@@ -908,9 +987,9 @@ impl Allocator {
     /// Every allocation, parked ones included, in no particular order.
     pub fn allocations(&self) -> impl Iterator<Item = &Allocation> {
         self.held
-            .values()
-            .chain(self.parked.values())
+            .iter()
             .map(|h| &h.alloc)
+            .chain(self.parked.values().map(|h| &h.alloc))
     }
 
     pub fn len(&self) -> usize {
@@ -953,10 +1032,7 @@ impl Allocator {
     // ---- persistence support (used by store.rs) ----
 
     pub(crate) fn seq_of(&self, key: &str) -> Option<u64> {
-        self.held
-            .get(key)
-            .or_else(|| self.parked.get(key))
-            .map(|h| h.seq)
+        self.held_entry(key).map(|h| h.seq)
     }
 
     pub(crate) fn spec(&self, subnet: &str) -> Option<&SubnetSpec> {
@@ -1025,7 +1101,7 @@ impl Allocator {
         let mut dropped = Vec::new();
         // Holders first, free lists once at the end: one pass per address.
         for (seq, alloc) in allocations {
-            if me.held.contains_key(alloc.key.as_str()) || me.parked.contains_key(&alloc.key) {
+            if me.held.contains(alloc.key.as_str()) || me.parked.contains_key(&alloc.key) {
                 dropped.push(alloc);
                 continue;
             }
@@ -1039,21 +1115,21 @@ impl Allocator {
                 dropped.push(alloc);
                 continue;
             }
-            let key: Key = Arc::from(alloc.key.as_str());
-            for ip in &alloc.ips {
+            let holder = Holder::new(alloc, seq);
+            for ip in &holder.alloc.ips {
                 if let Some(i) = state.family_index(Family::of(ip)) {
                     state.families[i]
                         .holders
-                        .insert(ip_to_u128(ip), key.clone());
+                        .insert(ip_to_u128(ip), holder.clone());
                 }
             }
-            state.macs.insert(alloc.mac, key.clone());
+            state.macs.insert(holder.alloc.mac, holder.clone());
             state.count += 1;
-            me.held.insert(key, Box::new(Held { alloc, seq }));
+            me.held.insert(holder);
         }
         for state in me.subnets.values_mut() {
             for fam in &mut state.families {
-                let mut holders: Vec<u128> = fam.holders.keys().copied().collect();
+                let mut holders: Vec<u128> = fam.holders.iter().map(|(n, _)| n).collect();
                 holders.sort_unstable();
                 for list in fam.free.values_mut() {
                     list.free.remove_sorted(&holders);
@@ -1078,11 +1154,8 @@ impl Allocator {
     /// Checks every invariant between the indexes; `Err` says which broke.
     /// Cheap enough for tests after every step, not meant for hot paths.
     pub fn check_consistency(&self) -> Result<(), String> {
-        for (key, held) in &self.held {
-            let a = &held.alloc;
-            if *a.key != **key {
-                return Err(format!("forward entry {key:?} carries key {:?}", a.key));
-            }
+        for key in &self.held {
+            let a = &key.alloc;
             let state = self
                 .subnets
                 .get(&a.subnet)
@@ -1096,7 +1169,7 @@ impl Allocator {
                     .ok_or_else(|| format!("{key:?}: {ip} has no family in {:?}", a.subnet))?;
                 let fam = &state.families[i];
                 let n = ip_to_u128(ip);
-                if fam.holders.get(&n).is_none_or(|h| **h != **key) {
+                if fam.holders.get(&n).is_none_or(|h| !h.is(key)) {
                     return Err(format!(
                         "{key:?}: reverse index of {ip} says {:?}",
                         fam.holders.get(&n)
@@ -1106,7 +1179,7 @@ impl Allocator {
                     return Err(format!("{key:?}: {ip} is also on a free list"));
                 }
             }
-            if state.macs.get(&a.mac).is_none_or(|h| **h != **key) {
+            if state.macs.get(&a.mac).is_none_or(|h| !h.is(key)) {
                 return Err(format!(
                     "{key:?}: MAC {} maps to {:?}",
                     a.mac,
@@ -1117,9 +1190,9 @@ impl Allocator {
         for state in self.subnets.values() {
             let mut counted = 0usize;
             for fam in &state.families {
-                for (n, key) in &fam.holders {
-                    let ip = fam.layout.ip(*n);
-                    let ok = self.held.get(&**key).is_some_and(|h| {
+                for (n, key) in fam.holders.iter() {
+                    let ip = fam.layout.ip(n);
+                    let ok = self.held.get(key.as_str()).is_some_and(|h| {
                         h.alloc.subnet == state.spec.name && h.alloc.ips.contains(&ip)
                     });
                     if !ok {
@@ -1131,7 +1204,11 @@ impl Allocator {
                     let list = fam.free.get(&pool).ok_or_else(|| {
                         format!("{}: no free list for pool {pool:?}", state.spec.name)
                     })?;
-                    let held_usable = fam.holders.keys().filter(|n| usable.contains(**n)).count();
+                    let held_usable = fam
+                        .holders
+                        .iter()
+                        .filter(|(n, _)| usable.contains(*n))
+                        .count();
                     if list.free.len() + held_usable as u128 != usable.len()
                         || list.free.intersect(&usable).len() != list.free.len()
                     {
@@ -1160,5 +1237,61 @@ impl Allocator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP")
+    }
+
+    /// Both orders of a dual-stack subnet: each family's holders are found
+    /// whichever index part (dense or hashed) it uses, and generated MACs
+    /// follow the first family.
+    #[test]
+    fn dual_stack_holders_and_macs_in_either_family_order() {
+        for (cidrs, first, second, mac) in [
+            (
+                "10.0.0.0/16,fd00::/64",
+                "10.0.0.2",
+                "fd00::2",
+                "0a:58:0a:00:00:02",
+            ),
+            (
+                "fd00::/112,10.0.0.0/24",
+                "fd00::2",
+                "10.0.0.2",
+                "0a:58:00:00:00:02",
+            ),
+        ] {
+            let mut a = Allocator::new();
+            a.add_subnet(SubnetSpec::new("s", cidrs)).expect("subnet");
+            let (got, _) = a.allocate(&AllocationRequest::new("k1", "s")).expect("k1");
+            assert_eq!(got.ips, vec![ip(first), ip(second)], "{cidrs}");
+            assert_eq!(got.mac.to_string(), mac, "{cidrs}");
+            for addr in [first, second] {
+                assert_eq!(a.holder("s", &ip(addr)), Some("k1"), "{cidrs} {addr}");
+            }
+            // k2 asks for the MAC k3's address would generate.
+            let next_mac = address_mac(ip_to_u128(&ip(first)) + 2);
+            let (k2, _) = a
+                .allocate(&AllocationRequest::new("k2", "s").with_mac(next_mac.to_string()))
+                .expect("k2");
+            let (k3, _) = a.allocate(&AllocationRequest::new("k3", "s")).expect("k3");
+            assert_eq!(k2.mac, next_mac);
+            assert_ne!(k3.mac, next_mac, "{cidrs}");
+            a.check_consistency().expect("consistent");
+            assert!(matches!(
+                a.release("k1", Release::Claim),
+                Released::Freed(_)
+            ));
+            for addr in [first, second] {
+                assert_eq!(a.holder("s", &ip(addr)), None, "{cidrs} {addr}");
+            }
+            a.check_consistency().expect("consistent after release");
+        }
     }
 }

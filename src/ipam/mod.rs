@@ -3,6 +3,7 @@
 //! - `addr`: address arithmetic, the interval set, `MacAddr`.
 //! - `subnet`: `SubnetSpec` (as the CRDs write it) and its parsed layout.
 //! - `allocator`: the pure allocator (no I/O).
+//! - `index`: its reverse indexes (who holds an address, a MAC).
 //! - `store`: `Ipam`, the allocator behind a lock, persisted in sled with
 //!   group commit; what the operator holds.
 //! - `error`: `IpamError`.
@@ -10,6 +11,7 @@
 mod addr;
 mod allocator;
 mod error;
+mod index;
 mod store;
 mod subnet;
 
