@@ -6,7 +6,9 @@
 //! in the node's netns (entered with setns before exec, as a runtime on the node would).
 //!
 //! Prints `BENCH cni add_p50_ms=… add_p99_ms=… del_p50_ms=… bridge_add_p50_ms=… ratio_p50=…
-//! ovn_installed_wait_p50_ms=…` plus the concurrent figures.
+//! ovn_installed_wait_p50_ms=… preplugged_adds=…` plus the concurrent figures. The node
+//! pre-plugs (`src/node/preplug.rs`) in the second the annotations sit before the ADDs start;
+//! `KOVN_BENCH_NODE_ARGS=--preplug=false` measures ADD building everything itself.
 
 #[path = "../tests/node_support/mod.rs"]
 mod node_support;
@@ -230,7 +232,9 @@ fn main() {
     let kubeconfig = kube.kubeconfig_in(&sandbox.node_netns(1), dir.path());
     // KOVN_BENCH_LOG=info,kube_ovn=debug adds the per-step timings of each ADD to the log.
     let level = std::env::var("KOVN_BENCH_LOG").unwrap_or_else(|_| "info".into());
-    let node = NodeDaemon::start_logged(&sandbox, 1, &kubeconfig, dir.path(), &[], &level);
+    let node_args = std::env::var("KOVN_BENCH_NODE_ARGS").unwrap_or_default();
+    let node_args: Vec<&str> = node_args.split_whitespace().collect();
+    let node = NodeDaemon::start_logged(&sandbox, 1, &kubeconfig, dir.path(), &node_args, &level);
 
     // The controller's part, done up front: LSPs in NB and allocation annotations.
     let mut nbctl: Vec<String> = vec!["--may-exist".into(), "ls-add".into(), SUBNET.into()];
@@ -258,7 +262,9 @@ fn main() {
             &allocation(PROVIDER, &pod_ip(i), &pod_mac(i)),
         );
     }
-    // Let the node's pod watch catch up before timing.
+    // The gap a kubelet leaves between the controller's annotations and the CNI ADD (pause
+    // image, netns, the primary CNI for eth0): the node sees the annotations and pre-plugs
+    // meanwhile (`preplugged_adds=` counts the ADDs that adopted a pre-plugged interface).
     std::thread::sleep(Duration::from_secs(1));
 
     let pods = Pods::new(sandbox.prefix(), total);
@@ -291,6 +297,9 @@ fn main() {
 
     let (add, del) = ours.sequential(&pods, 0..SEQUENTIAL);
     let waits = ovn_installed_waits(&node.log_text()[log_before..]);
+    let preplugged = node.log_text()[log_before..]
+        .matches("preplugged=true")
+        .count();
     let (b_add, b_del) = bridge.sequential(&pods, 0..SEQUENTIAL);
     let (c_add, c_wall, c_del) = ours.concurrent(&pods, SEQUENTIAL..total);
     let (bc_add, bc_wall, bc_del) = bridge.concurrent(&pods, SEQUENTIAL..total);
@@ -308,7 +317,7 @@ fn main() {
         "BENCH cni add_p50_ms={add50:.2} add_p99_ms={add99:.2} del_p50_ms={del50:.2} \
          del_p99_ms={del99:.2} bridge_add_p50_ms={badd50:.2} bridge_add_p99_ms={badd99:.2} \
          bridge_del_p50_ms={bdel50:.2} ratio_p50={:.2} ovn_installed_wait_p50_ms={wait50:.2} \
-         ovn_installed_wait_p99_ms={wait99:.2} samples={SEQUENTIAL}",
+         ovn_installed_wait_p99_ms={wait99:.2} samples={SEQUENTIAL} preplugged_adds={preplugged}",
         add50 / badd50
     );
     println!(

@@ -89,6 +89,56 @@ impl Bed {
             .to_string()
     }
 
+    /// The OVS interfaces of node `n` whose `external_ids:<key>` is `value`.
+    fn interfaces_with(&self, n: usize, key: &str, value: &str) -> Vec<String> {
+        self.sandbox
+            .vsctl(
+                n,
+                &[
+                    "--bare",
+                    "--columns=name",
+                    "find",
+                    "interface",
+                    &format!("external_ids:{key}=\"{value}\""),
+                ],
+            )
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// The host end ADD gave `pod`'s net1: the one interface recording its sandbox.
+    fn host_of(&self, n: usize, pod: &PodNetns) -> String {
+        let hosts = self.interfaces_with(n, "sandbox", &pod.container_id);
+        assert_eq!(hosts.len(), 1, "one interface for sandbox of {}", pod.pod);
+        hosts[0].clone()
+    }
+
+    /// Waits until pod `name`'s attachment is pre-plugged and installed; its host end.
+    fn wait_preplugged(&self, n: usize, name: &str) -> String {
+        let iface_id = format!("{name}.default.{PROVIDER}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let hosts = self.interfaces_with(n, "iface-id", &iface_id);
+            if let [host] = hosts.as_slice() {
+                let ids = self
+                    .sandbox
+                    .vsctl(n, &["get", "interface", host, "external_ids"]);
+                if ids.contains("preplug_peer=") && ids.contains("ovn-installed=\"true\"") {
+                    return host.clone();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{iface_id} not pre-plugged: {hosts:?}\n{}",
+                self.node(n).log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn qos_rows(&self, n: usize) -> usize {
         self.sandbox
             .vsctl(n, &["--bare", "--columns=_uuid", "list", "qos"])
@@ -178,7 +228,7 @@ fn every_spec_version_adds_checks_and_deletes_through_ovn() {
         assert_eq!(pod.ip(&["addr", "show", "eth0"]), eth0_before);
 
         // The OVS port carries the contract's external_ids and is installed.
-        let host = host_veth_name(&pod.container_id, "net1");
+        let host = bed.host_of(1, &pod);
         for (key, want) in [
             ("iface-id", format!("{name}.default.{PROVIDER}")),
             ("pod_name", name.clone()),
@@ -186,6 +236,8 @@ fn every_spec_version_adds_checks_and_deletes_through_ovn() {
             ("pod_netns", pod.path()),
             ("vendor", "kube-ovn".to_string()),
             ("ip", ip.clone()),
+            ("sandbox", pod.container_id.clone()),
+            ("pod_ifname", "net1".to_string()),
             ("ovn-installed", "true".to_string()),
         ] {
             assert_eq!(bed.iface_id(1, &host, key), want, "external_ids:{key}");
@@ -213,6 +265,9 @@ fn every_spec_version_adds_checks_and_deletes_through_ovn() {
             "host veth left after DEL"
         );
         assert!(!bed.ovs_port_exists(1, &host), "OVS port left after DEL");
+        assert!(bed
+            .interfaces_with(1, "sandbox", &pod.container_id)
+            .is_empty());
         assert_eq!(bed.qos_rows(1), 0, "QoS row left after DEL");
     }
 }
@@ -223,6 +278,8 @@ fn pods_ping_over_net1_on_one_node_and_across_nodes_and_eth0_still_works() {
     let a = bed.pod(1, "a", "10.66.0.21", "0a:58:0a:42:00:21", &[]);
     let b = bed.pod(1, "b", "10.66.0.22", "0a:58:0a:42:00:22", &[]);
     let c = bed.pod(2, "c", "10.66.0.23", "0a:58:0a:42:00:23", &[]);
+    // c's ADD adopts a pre-plugged port (a's and b's may or may not find theirs ready).
+    bed.wait_preplugged(2, "c");
     bed.add(1, &a, "1.0.0").assert_ok("ADD a");
     bed.add(1, &b, "1.0.0").assert_ok("ADD b");
     bed.add(2, &c, "1.0.0").assert_ok("ADD c");
@@ -277,7 +334,9 @@ fn iperf_mbps(bed: &Bed, client: &PodNetns, server_ip: &str) -> f64 {
 
 #[test]
 fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
-    let bed = Bed::up(1, &[]);
+    // Without pre-plugging: ADD builds and plugs the veth itself (the other tests mostly
+    // adopt pre-plugged ones).
+    let bed = Bed::up(1, &["--preplug=false"]);
     let a = bed.pod(
         1,
         "qa",
@@ -299,7 +358,12 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
 
     bed.kube
         .annotate("qa", json!({"ovn.kubernetes.io/egress_rate": null}));
-    let host = host_veth_name(&a.container_id, "net1");
+    let host = bed.host_of(1, &a);
+    assert_eq!(
+        host,
+        host_veth_name(&a.container_id, "net1"),
+        "built by ADD"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let tbf = || {
         let out = bed
@@ -327,7 +391,7 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
     // The receiving pod's ingress limit (an HTB queue on its host end) caps the same flow.
     bed.kube
         .annotate("qb", json!({"ovn.kubernetes.io/ingress_rate": "10"}));
-    let b_host = host_veth_name(&b.container_id, "net1");
+    let b_host = bed.host_of(1, &b);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while bed.sandbox.vsctl(1, &["get", "port", &b_host, "qos"]) == "[]" {
         assert!(std::time::Instant::now() < deadline, "no QoS on qb's port");
@@ -379,6 +443,9 @@ fn bad_input_gives_the_right_code_and_leaves_nothing_behind() {
     assert!(!portless.has_link("net1"));
     assert!(!link_in(&node_ns, &host));
     assert!(!bed.ovs_port_exists(1, &host));
+    assert!(bed
+        .interfaces_with(1, "sandbox", &portless.container_id)
+        .is_empty());
 
     // A netns that is gone: code 3 naming it; DEL still succeeds.
     let pod = bed.pod(1, "gone", "10.66.0.41", "0a:58:0a:42:00:41", &[]);
@@ -409,7 +476,7 @@ fn bad_input_gives_the_right_code_and_leaves_nothing_behind() {
 
     // A netns removed after ADD: DEL cleans the host side.
     bed.add(1, &pod, "1.0.0").assert_ok("ADD gone");
-    assert!(bed.ovs_port_exists(1, &host));
+    let host = bed.host_of(1, &pod);
     tool("ip", &["netns", "del", &pod.name]);
     let del = plugin(
         &node.bin_dir,
@@ -470,4 +537,157 @@ fn a_stopped_daemon_is_try_again_later_and_sigterm_stops_cleanly() {
     );
     assert!(bed.ovs_port_exists(1, "foreign_h"), "foreign port kept");
     bed.add(1, &pod, "1.0.0").assert_ok("ADD after the restart");
+    // Whatever an earlier run pre-plugged was removed or adopted: one interface for the pod.
+    assert_eq!(
+        bed.interfaces_with(1, "iface-id", &format!("late.default.{PROVIDER}")),
+        vec![bed.host_of(1, &pod)]
+    );
+}
+
+#[test]
+fn an_annotated_pod_is_pre_plugged_add_adopts_it_and_a_pod_that_goes_leaves_nothing() {
+    let mut bed = Bed::up(1, &[]);
+    let node_ns = bed.sandbox.node_netns(1);
+    let a = bed.pod(1, "early-a", "10.66.0.61", "0a:58:0a:42:00:61", &[]);
+    let b = bed.pod(1, "early-b", "10.66.0.62", "0a:58:0a:42:00:62", &[]);
+    let a_host = bed.wait_preplugged(1, "early-a");
+    bed.wait_preplugged(1, "early-b");
+    assert!(a_host.ends_with("_p"), "{a_host}");
+    let a_peer = a_host.replace("_p", "_c");
+    assert!(
+        link_in(&node_ns, &a_peer),
+        "the pod end waits in the node netns"
+    );
+
+    bed.add(1, &a, "1.0.0").assert_ok("ADD early-a");
+    bed.add(1, &b, "1.0.0").assert_ok("ADD early-b");
+    assert_eq!(
+        bed.host_of(1, &a),
+        a_host,
+        "ADD adopted the pre-plugged port"
+    );
+    // net1 is a passthru macvlan on the pre-built peer, which stays in the node netns.
+    let details = &a.ip_json(&["-d", "link", "show", "net1"])[0];
+    assert_eq!(details["linkinfo"]["info_kind"], "macvlan", "{details}");
+    assert!(
+        link_in(&node_ns, &a_peer),
+        "the macvlan's lower device stays"
+    );
+    let ids = bed
+        .sandbox
+        .vsctl(1, &["get", "interface", &a_host, "external_ids"]);
+    assert!(!ids.contains("preplug_peer"), "{ids}");
+    assert_eq!(bed.iface_id(1, &a_host, "pod_netns"), a.path());
+    assert_eq!(bed.iface_id(1, &a_host, "ovn-installed"), "true");
+    let link = &a.ip_json(&["link", "show", "net1"])[0];
+    assert_eq!(link["address"], "0a:58:0a:42:00:61");
+    assert_eq!(link["mtu"], 1400);
+    assert_eq!(addresses(&a, "net1"), vec!["10.66.0.61/24".to_string()]);
+    assert!(
+        bed.node(1).log_text().contains("preplugged=true"),
+        "the ADD log says it adopted a pre-plug"
+    );
+    assert!(
+        bed.sandbox.ping(&a.name, "10.66.0.62"),
+        "adopted pods ping over net1"
+    );
+
+    // Live QoS reaches an adopted interface: the pod's egress is shaped on its macvlan.
+    bed.kube
+        .annotate("early-b", json!({"ovn.kubernetes.io/egress_rate": "10"}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !b.tc_qdiscs("net1").contains("tbf") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TBF on early-b's net1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // DEL removes the adopted interface by the sandbox it records.
+    let node = bed.node(1);
+    plugin(
+        &node.bin_dir,
+        "DEL",
+        &nad_config("1.0.0", &node.socket),
+        &a.env("net1"),
+    )
+    .assert_ok("DEL early-a");
+    assert!(!link_in(&node_ns, &a_host));
+    assert!(!link_in(&node_ns, &a_peer));
+    assert!(
+        !a.has_link("net1"),
+        "the macvlan went with its lower device"
+    );
+    assert!(!bed.ovs_port_exists(1, &a_host));
+    assert!(bed
+        .interfaces_with(1, "sandbox", &a.container_id)
+        .is_empty());
+
+    // A pod that is deleted before its sandbox ever starts: its pre-plug goes with it.
+    create_lsp(&bed.sandbox, "never", "10.66.0.63", "0a:58:0a:42:00:63");
+    bed.kube.create_pod(
+        "never",
+        "node1",
+        &allocation(PROVIDER, "10.66.0.63", "0a:58:0a:42:00:63"),
+    );
+    let never_host = bed.wait_preplugged(1, "never");
+    bed.kube.delete_pod("never");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bed.ovs_port_exists(1, &never_host) || link_in(&node_ns, &never_host) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pre-plug of a deleted pod left behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!link_in(&node_ns, &never_host.replace("_p", "_c")));
+
+    // A sandbox whose netns went without a DEL while the daemon was down: the adopted veth
+    // outlives its macvlan, and the next start removes it.
+    let b_host = bed.host_of(1, &b);
+    bed.nodes[0].stop();
+    tool("ip", &["netns", "del", &b.name]);
+    assert!(
+        link_in(&node_ns, &b_host),
+        "the veth outlives the pod netns"
+    );
+    let kubeconfig = bed
+        .kube
+        .kubeconfig_in(&bed.sandbox.node_netns(1), bed.dir.path());
+    bed.nodes[0] = NodeDaemon::start(&bed.sandbox, 1, &kubeconfig, bed.dir.path(), &[]);
+    assert!(bed
+        .interfaces_with(1, "sandbox", &b.container_id)
+        .is_empty());
+}
+
+#[test]
+fn an_add_that_comes_before_the_annotations_gets_the_only_port() {
+    let bed = Bed::up(1, &[]);
+    bed.kube.create_pod("slow", "node1", &BTreeMap::new());
+    let pod = PodNetns::new(&bed.sandbox, 1, "slow", bed.dir.path());
+    let add = std::thread::scope(|s| {
+        let add = s.spawn(|| bed.add(1, &pod, "1.0.0"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        create_lsp(&bed.sandbox, "slow", "10.66.0.71", "0a:58:0a:42:00:71");
+        bed.kube.annotate(
+            "slow",
+            serde_json::to_value(allocation(PROVIDER, "10.66.0.71", "0a:58:0a:42:00:71"))
+                .expect("annotations"),
+        );
+        add.join().expect("ADD thread")
+    });
+    add.assert_ok("ADD that waited for the annotations");
+    let iface_id = format!("slow.default.{PROVIDER}");
+    // The annotations reach the waiting ADD and the pre-plug pass together; whichever gets
+    // the iface-id first, the ADD ends up with the only port of it.
+    let host = bed.host_of(1, &pod);
+    assert_eq!(
+        bed.interfaces_with(1, "iface-id", &iface_id),
+        vec![host.clone()]
+    );
+    // Later pre-plug passes see the port and build nothing for it.
+    bed.kube.annotate("slow", json!({"example.com/touch": "1"}));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(bed.interfaces_with(1, "iface-id", &iface_id), vec![host]);
 }

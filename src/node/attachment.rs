@@ -13,7 +13,9 @@ use ipnet::IpNet;
 use crate::api::allocation::{
     attachment_qos, attachment_routes, AllocatedAttachment, AttachmentQos,
 };
-use crate::api::annotations::{provider_annotation, Provider, ProviderKey, NETWORKS};
+use crate::api::annotations::{
+    parse_provider_annotation, provider_annotation, Provider, ProviderKey, NETWORKS,
+};
 use crate::api::selection::parse_networks;
 use crate::cni::protocol::{CniRequest, CniResponse, IpConfig, PodInterface, RouteConfig};
 use crate::cni::{CniError, ErrorCode};
@@ -30,6 +32,12 @@ pub const IP_ID: &str = "ip";
 pub const POD_IFNAME_ID: &str = "pod_ifname";
 pub const VENDOR_ID: &str = "vendor";
 pub const VENDOR: &str = "kube-ovn";
+/// Ours: the container (sandbox) ID of the ADD that owns the interface; DEL and CHECK find a
+/// pre-plugged interface, whose name does not derive from the container ID, by it.
+pub use crate::ovn::vswitch::SANDBOX_ID;
+/// Ours: set while an interface is pre-plugged and not yet claimed by an ADD; the name of its
+/// peer, still in the node's netns.
+pub const PREPLUG_PEER_ID: &str = "preplug_peer";
 
 /// The per-attachment MTU annotation (`<key>.kubernetes.io/mtu`), which wins over `--mtu`.
 /// Not yet in `ProviderKey`: the controller does not write it, a user may.
@@ -81,6 +89,8 @@ pub fn key_of_iface_id<'a>(iface_id: &'a str, pod: &str, namespace: &str) -> Opt
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wiring {
     pub key: String,
+    /// The pod's UID when the wiring was read.
+    pub pod_uid: String,
     pub iface_id: String,
     pub veth: VethPlan,
     /// Each address with its subnet's gateway, for the answer.
@@ -114,7 +124,44 @@ pub fn wiring(
         }
         Err(e) => return Ok(Err(invalid(pod, e.to_string()))),
     };
-    Ok(build(pod, req, defaults, key, &allocation))
+    let place = Placement {
+        host_name: host_veth_name(&req.container_id, &req.ifname),
+        pod_netns: PathBuf::from(&req.netns),
+        pod_ifname: req.ifname.clone(),
+    };
+    Ok(build(pod, defaults, key, &allocation, place))
+}
+
+/// Where an interface's two ends go.
+pub struct Placement {
+    pub host_name: String,
+    pub pod_netns: PathBuf,
+    pub pod_ifname: String,
+}
+
+/// The attachment keys the controller allocated for `pod` (`<key>.kubernetes.io/allocated:
+/// "true"` with a key of ours, `<nad>.<ns>.ovn[.<ifname>]`).
+pub fn allocated_keys(pod: &PodView) -> impl Iterator<Item = &str> {
+    pod.annotations.iter().filter_map(|(name, value)| {
+        let (key, kind) = parse_provider_annotation(name)?;
+        (kind == ProviderKey::Allocated && value.trim() == "true" && Provider::parse(key).is_ok())
+            .then_some(key)
+    })
+}
+
+/// The wiring of attachment `key` of `pod` with the ends placed at `place`, before any ADD
+/// (for pre-plugging). `None` while the annotations are incomplete.
+pub fn wiring_of_key(
+    pod: &PodView,
+    key: &str,
+    defaults: WiringDefaults,
+    place: Placement,
+) -> Option<Result<Wiring, CniError>> {
+    match AllocatedAttachment::from_annotations(&pod.annotations, key) {
+        Ok(Some(a)) => Some(build(pod, defaults, key.to_string(), &a, place)),
+        Ok(None) => None,
+        Err(e) => Some(Err(invalid(pod, e.to_string()))),
+    }
 }
 
 fn invalid(pod: &PodView, reason: String) -> CniError {
@@ -126,10 +173,10 @@ fn invalid(pod: &PodView, reason: String) -> CniError {
 
 fn build(
     pod: &PodView,
-    req: &CniRequest,
     defaults: WiringDefaults,
     key: String,
     allocation: &AllocatedAttachment,
+    place: Placement,
 ) -> Result<Wiring, CniError> {
     let addresses = allocation.addresses();
     if addresses.len() != allocation.ips.len() {
@@ -169,10 +216,11 @@ fn build(
     Ok(Wiring {
         iface_id: lsp_name(&pod.name, &pod.namespace, &key),
         key,
+        pod_uid: pod.uid.clone(),
         veth: VethPlan {
-            host_name: host_veth_name(&req.container_id, &req.ifname),
-            pod_netns: PathBuf::from(&req.netns),
-            pod_ifname: req.ifname.clone(),
+            host_name: place.host_name,
+            pod_netns: place.pod_netns,
+            pod_ifname: place.pod_ifname,
             mac: allocation.mac,
             mtu,
             addresses,
@@ -255,10 +303,16 @@ fn any_of_family(ip: IpAddr) -> IpNet {
     .expect("prefix 0 is valid for every family")
 }
 
-/// `Interface.external_ids` of the host end.
-pub fn external_ids(pod_name: &str, pod_namespace: &str, w: &Wiring) -> BTreeMap<String, String> {
+/// `Interface.external_ids` of the host end plugged for sandbox `sandbox` (empty: pre-plugged,
+/// no sandbox yet; then the pod netns and ifname are empty too and left out).
+pub fn external_ids(
+    pod_name: &str,
+    pod_namespace: &str,
+    w: &Wiring,
+    sandbox: &str,
+) -> BTreeMap<String, String> {
     let ips: Vec<String> = w.ips.iter().map(|i| i.address.addr().to_string()).collect();
-    BTreeMap::from([
+    let mut ids = BTreeMap::from([
         (
             crate::ovn::vswitch::IFACE_ID.to_string(),
             w.iface_id.clone(),
@@ -272,7 +326,14 @@ pub fn external_ids(pod_name: &str, pod_namespace: &str, w: &Wiring) -> BTreeMap
         (POD_IFNAME_ID.to_string(), w.veth.pod_ifname.clone()),
         (VENDOR_ID.to_string(), VENDOR.to_string()),
         (IP_ID.to_string(), ips.join(",")),
-    ])
+        (SANDBOX_ID.to_string(), sandbox.to_string()),
+    ]);
+    for placed in [POD_NETNS_ID, POD_IFNAME_ID, SANDBOX_ID] {
+        if ids.get(placed).is_some_and(String::is_empty) {
+            ids.remove(placed);
+        }
+    }
+    ids
 }
 
 /// The answer to the shim.
@@ -305,6 +366,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             terminating: false,
+            finished: false,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The node role's [`CniHandler`]: ADD waits (on the pod index, not a poll) for the
-//! controller's annotations, builds the veth in the pod netns, plugs the host end into
-//! `br-int`, applies QoS and waits for `ovn-installed` through the OVSDB monitor; any failure
-//! after the veth exists undoes everything. DEL unplugs and deletes by the host end's name
-//! (derived from container id and ifname), so it needs no pod, annotation or netns. CHECK
-//! reads the interface and the OVS port back. Health: OVS database connected, `br-int`
-//! present, ovn-controller connected to the SB.
+//! controller's annotations, then either adopts the interface pre-plugged for the pod
+//! (`preplug.rs`: a macvlan in the pod netns on its veth's peer) or builds the veth in the pod netns and
+//! plugs the host end into `br-int`; it applies QoS, records the sandbox in the port's
+//! `external_ids` and waits for `ovn-installed` through the OVSDB monitor; any failure after
+//! the veth exists undoes everything. DEL unplugs and deletes the host ends of the sandbox
+//! (found by `external_ids:sandbox`, or by the name derived from container id and ifname), so
+//! it needs no pod, annotation or netns. CHECK reads the interface and the OVS port back.
+//! Health: OVS database connected, `br-int` present, ovn-controller connected to the SB.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,9 +22,10 @@ use crate::cni::{CniError, ErrorCode};
 use crate::ovn::vswitch::{QosKind, Vswitch, IFACE_ID};
 use crate::ovsdb::model::vswitch::Interface;
 
-use super::attachment::{self, Wiring, WiringDefaults};
+use super::attachment::{self, Wiring, WiringDefaults, POD_IFNAME_ID, PREPLUG_PEER_ID, SANDBOX_ID};
 use super::netlink::{self, host_veth_name, Netlink};
 use super::pod_index::PodIndex;
+use super::preplug::Preplug;
 use super::server::CniHandler;
 use super::unixctl;
 
@@ -75,6 +78,7 @@ pub struct NodeHandler {
     pods: Arc<PodIndex>,
     vswitch: Vswitch,
     netlink: Netlink,
+    preplug: Arc<Preplug>,
     config: HandlerConfig,
 }
 
@@ -90,7 +94,16 @@ impl NodeHandler {
         vswitch: Vswitch,
         config: HandlerConfig,
     ) -> Result<NodeHandler, netlink::NetlinkError> {
+        let defaults = WiringDefaults {
+            mtu: config.mtu,
+            tx_checksum_off: config.datapath == Datapath::Netdev,
+        };
         Ok(NodeHandler {
+            preplug: Arc::new(Preplug::new(
+                vswitch.clone(),
+                config.bridge.clone(),
+                defaults,
+            )?),
             pods,
             vswitch,
             netlink: Netlink::new()?,
@@ -98,11 +111,31 @@ impl NodeHandler {
         })
     }
 
-    fn defaults(&self) -> WiringDefaults {
-        WiringDefaults {
-            mtu: self.config.mtu,
-            tx_checksum_off: self.config.datapath == Datapath::Netdev,
+    /// The pre-plugged interfaces (for the pre-plug task).
+    pub fn preplug(&self) -> Arc<Preplug> {
+        self.preplug.clone()
+    }
+
+    /// The host ends of sandbox `container_id`'s interface `ifname`: those whose OVS
+    /// interface records the sandbox, and the name derived from both (which may not exist).
+    fn hosts_of(&self, container_id: &str, ifname: &str) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .vswitch
+            .interfaces_with_id(SANDBOX_ID, container_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.external_ids.get(POD_IFNAME_ID).map(String::as_str) == Some(ifname))
+            .map(|i| i.name)
+            .collect();
+        let derived = host_veth_name(container_id, ifname);
+        if !hosts.contains(&derived) {
+            hosts.push(derived);
         }
+        hosts
+    }
+
+    fn defaults(&self) -> WiringDefaults {
+        self.preplug.defaults()
     }
 
     async fn wait_wiring(&self, req: &CniRequest) -> Result<Wiring, CniError> {
@@ -118,14 +151,27 @@ impl NodeHandler {
             .map_err(|e| CniError::new(ErrorCode::TryAgainLater, e.to_string()))?
     }
 
-    /// Plugs, limits and waits; the caller undoes on error.
-    async fn plug(&self, wiring: &Wiring, ids: &BTreeMap<String, String>) -> Result<(), CniError> {
+    /// Plugs (or, when `preplugged`, records the sandbox on the plugged port), limits and
+    /// waits; the caller undoes on error.
+    async fn plug(
+        &self,
+        wiring: &Wiring,
+        ids: &BTreeMap<String, String>,
+        preplugged: bool,
+    ) -> Result<(), CniError> {
         let host = wiring.veth.host_name.as_str();
         let started = Instant::now();
-        self.vswitch
-            .plug_interface(&self.config.bridge, host, ids)
-            .await
-            .map_err(ovs_error("plugging interface", host))?;
+        if preplugged {
+            self.vswitch
+                .edit_interface_ids(host, ids, &[PREPLUG_PEER_ID])
+                .await
+                .map_err(ovs_error("recording the sandbox on", host))?;
+        } else {
+            self.vswitch
+                .plug_interface(&self.config.bridge, host, ids)
+                .await
+                .map_err(ovs_error("plugging interface", host))?;
+        }
         apply_qos(
             &self.vswitch,
             self.config.datapath,
@@ -152,6 +198,7 @@ impl NodeHandler {
             })?;
         info!(
             iface = host,
+            preplugged,
             plug_ms = (plugged - started).as_secs_f64() * 1e3,
             ovn_installed_wait_ms = plugged.elapsed().as_secs_f64() * 1e3,
             "interface plugged and ovn-installed"
@@ -203,8 +250,9 @@ pub async fn apply_qos(
 }
 
 impl NodeHandler {
-    /// Removes the OVS ports this node plugged whose host end no longer exists (pods that went
-    /// while the daemon was down and whose DEL never came), and QoS rows nothing uses.
+    /// Removes the OVS ports (and veths) this node plugged whose host end or pod netns no longer
+    /// exists (pods that went while the daemon was down and whose DEL never came), and QoS rows
+    /// nothing uses.
     /// Returns the interfaces removed.
     pub async fn collect_stale_ports(&self) -> Result<Vec<String>, CniError> {
         let interfaces = self
@@ -222,19 +270,23 @@ impl NodeHandler {
             {
                 continue;
             }
-            if self
-                .netlink
-                .link_index(&iface.name)
-                .await
-                .map_err(|e| e.to_cni())?
-                .is_some()
+            // A plain veth dies with its pod netns; an adopted pre-plugged one keeps its veth
+            // (only the macvlan on it dies), so a recorded pod netns that is gone counts too.
+            let netns_gone = iface
+                .external_ids
+                .get(attachment::POD_NETNS_ID)
+                .is_some_and(|netns| !Path::new(netns).exists());
+            if !netns_gone
+                && self
+                    .netlink
+                    .link_index(&iface.name)
+                    .await
+                    .map_err(|e| e.to_cni())?
+                    .is_some()
             {
                 continue;
             }
-            self.vswitch
-                .unplug_interface(&iface.name)
-                .await
-                .map_err(ovs_error("unplugging stale interface", &iface.name))?;
+            self.remove(&iface.name).await?;
             info!(iface = %iface.name, "removed the OVS port of a vanished pod interface");
             removed.push(iface.name);
         }
@@ -258,19 +310,42 @@ impl CniHandler for NodeHandler {
             ));
         }
         let started = Instant::now();
-        let wiring = self.wait_wiring(&req).await?;
+        let mut wiring = self.wait_wiring(&req).await?;
         debug!(
             wiring_ms = started.elapsed().as_secs_f64() * 1e3,
             "annotations read"
         );
-        let ids = attachment::external_ids(&req.pod_name, &req.pod_namespace, &wiring);
+        // Held until ADD returns: no pre-plug is built for this iface-id meanwhile.
+        let mut ticket = self.preplug.claim(&wiring).await;
+        if let Some(stale) = ticket.stale.take() {
+            self.preplug.discard(&stale.host).await;
+        }
+        let prepared = ticket.prepared.take();
+        if let Some(p) = &prepared {
+            wiring.veth.host_name = p.host.clone();
+        }
+        let ids = attachment::external_ids(
+            &req.pod_name,
+            &req.pod_namespace,
+            &wiring,
+            &req.container_id,
+        );
         // The host end is plugged while the pod end is configured: ovn-controller's work
-        // (claim, flows, ovn-installed) overlaps ours.
+        // (claim, flows, ovn-installed) overlaps ours; a pre-plugged one is mostly done.
         let host = wiring.veth.host_name.as_str();
-        let (pod_side, plugged) = self
-            .netlink
-            .create_veth_in_netns_with(&wiring.veth, self.plug(&wiring, &ids))
-            .await;
+        let plug = self.plug(&wiring, &ids, prepared.is_some());
+        let (pod_side, plugged) = match &prepared {
+            Some(p) => {
+                self.netlink
+                    .adopt_veth_in_netns_with(&wiring.veth, &p.peer, plug)
+                    .await
+            }
+            None => {
+                self.netlink
+                    .create_veth_in_netns_with(&wiring.veth, plug)
+                    .await
+            }
+        };
         let failed = match (pod_side, plugged) {
             (Err(e), _) => Some(e.to_cni()),
             (Ok(()), Some(Err(e))) => Some(e),
@@ -286,8 +361,10 @@ impl CniHandler for NodeHandler {
     }
 
     async fn del(&self, req: CniRequest) -> Result<(), CniError> {
-        self.remove(&host_veth_name(&req.container_id, &req.ifname))
-            .await
+        for host in self.hosts_of(&req.container_id, &req.ifname) {
+            self.remove(&host).await?;
+        }
+        Ok(())
     }
 
     async fn check(&self, req: CniRequest) -> Result<(), CniError> {
@@ -347,7 +424,11 @@ impl CniHandler for NodeHandler {
                 req.ifname, missing.dst, missing.gw
             )));
         }
-        let host = &want.veth.host_name;
+        let host = &self
+            .hosts_of(&req.container_id, &req.ifname)
+            .into_iter()
+            .next()
+            .unwrap_or(want.veth.host_name);
         let iface = self
             .vswitch
             .interface(host)

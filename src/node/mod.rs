@@ -11,6 +11,7 @@ pub mod handler;
 pub mod install;
 pub mod netlink;
 pub mod pod_index;
+pub mod preplug;
 pub mod qos;
 pub mod server;
 pub mod tunnel;
@@ -92,6 +93,10 @@ pub struct NodeArgs {
     /// How long ADD waits for the controller's annotations (`30s`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub annotation_timeout: Duration,
+    /// Build and plug a pod's interface as soon as the controller annotates it, before its CNI
+    /// ADD (see `preplug.rs`); `false` builds everything in ADD.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub preplug: bool,
     /// How long ADD waits for ovn-controller to install the port.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ovn_installed_timeout: Duration,
@@ -222,7 +227,7 @@ async fn serve_node(
 
     let handler = Arc::new(
         NodeHandler::new(
-            pods,
+            pods.clone(),
             vswitch,
             HandlerConfig {
                 bridge: chassis::INTEGRATION_BRIDGE.to_string(),
@@ -240,6 +245,14 @@ async fn serve_node(
         Ok(_) => {}
         Err(e) => warn!(error = %e.msg, "collecting stale OVS ports"),
     }
+    let preplug = handler.preplug();
+    let leftovers = preplug.collect_leftovers().await;
+    if !leftovers.is_empty() {
+        info!(removed = ?leftovers, "unclaimed pre-plugged interfaces of an earlier run removed");
+    }
+    let preplug_task = args
+        .preplug
+        .then(|| tokio::spawn(preplug::run(pods.clone(), preplug, stop_rx.clone())));
     let listener = server::bind(&args.cni_socket)?;
     info!(socket = %args.cni_socket.display(), node = %args.node_name, "serving CNI requests");
     let served = server::serve(listener, handler, async move {
@@ -249,6 +262,9 @@ async fn serve_node(
     .await;
     let _ = std::fs::remove_file(&args.cni_socket);
     let _ = qos_task.await;
+    if let Some(task) = preplug_task {
+        let _ = task.await;
+    }
     let _ = watch_task.await;
     info!("node role stopped");
     served.with_context(|| format!("serving {}", args.cni_socket.display()))

@@ -22,6 +22,9 @@ pub struct PodView {
     pub annotations: BTreeMap<String, String>,
     /// Set once the API server marked the pod for deletion.
     pub terminating: bool,
+    /// Its containers ran to completion (phase `Succeeded` or `Failed`): no sandbox will
+    /// start again.
+    pub finished: bool,
 }
 
 impl PodView {
@@ -33,6 +36,11 @@ impl PodView {
             uid: m.uid.clone().unwrap_or_default(),
             annotations: m.annotations.clone().unwrap_or_default(),
             terminating: m.deletion_timestamp.is_some(),
+            finished: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed"),
         }
     }
 

@@ -20,6 +20,9 @@ use crate::ovsdb::{
 pub const DATABASE: &str = "Open_vSwitch";
 /// `Interface.external_ids` key naming the OVN logical port.
 pub const IFACE_ID: &str = "iface-id";
+/// `Interface.external_ids` key naming the sandbox (container ID) a pod interface belongs to
+/// (ours; indexed so that CNI DEL finds an interface whatever its name).
+pub const SANDBOX_ID: &str = "sandbox";
 /// `Interface.external_ids` key ovn-controller sets once flows are in.
 pub const OVN_INSTALLED: &str = "ovn-installed";
 /// `external_ids` marking QoS/Queue rows we own.
@@ -112,7 +115,9 @@ impl Vswitch {
             TableSpec::of::<OpenVswitch>(),
             TableSpec::of::<Bridge>().index(IndexSpec::column("ports")),
             TableSpec::of::<Port>().index(IndexSpec::column("interfaces")),
-            TableSpec::of::<Interface>().index(IndexSpec::map_key("external_ids", IFACE_ID)),
+            TableSpec::of::<Interface>()
+                .index(IndexSpec::map_key("external_ids", IFACE_ID))
+                .index(IndexSpec::map_key("external_ids", SANDBOX_ID)),
             TableSpec::of::<Qos>(),
             TableSpec::of::<Queue>(),
         ]
@@ -170,6 +175,14 @@ impl Vswitch {
 
     pub fn interface(&self, name: &str) -> Result<Option<Interface>> {
         Ok(self.client.find(&IndexSpec::column("name"), name)?.pop())
+    }
+
+    /// The interfaces whose `external_ids:<key>` is `value`, for the indexed keys
+    /// ([`IFACE_ID`], [`SANDBOX_ID`]).
+    pub fn interfaces_with_id(&self, key: &str, value: &str) -> Result<Vec<Interface>> {
+        Ok(self
+            .client
+            .find(&IndexSpec::map_key("external_ids", key), value)?)
     }
 
     pub fn port(&self, name: &str) -> Result<Option<Port>> {
@@ -316,6 +329,54 @@ impl Vswitch {
                 None => ops.extend(plug_ops(br.uuid, iface, external_ids)),
             }
             Ok(ops)
+        })
+        .await
+    }
+
+    /// Sets the keys of `set` and removes the keys `remove` of interface `iface`'s
+    /// `external_ids`; the other keys stay (`ovn-installed` among them, which a whole-column
+    /// update would drop). `Error::NotFound` if there is no such interface.
+    pub async fn edit_interface_ids(
+        &self,
+        iface: &str,
+        set: &Map,
+        remove: &[&str],
+    ) -> Result<bool> {
+        self.apply(|vs| {
+            let i = vs.interface(iface)?.ok_or_else(|| Error::NotFound {
+                kind: "interface",
+                name: iface.to_string(),
+            })?;
+            let changed: Map = set
+                .iter()
+                .filter(|(k, v)| i.external_ids.get(*k) != Some(v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let gone: Vec<&str> = remove
+                .iter()
+                .copied()
+                .filter(|k| i.external_ids.contains_key(*k) && !set.contains_key(*k))
+                .collect();
+            if changed.is_empty() && gone.is_empty() {
+                return Ok(vec![]);
+            }
+            Ok(vec![Op::mutate(
+                Interface::NAME,
+                vec![Condition::uuid(i.uuid)],
+                vec![
+                    Mutation::delete(
+                        "external_ids",
+                        Value::set(
+                            changed
+                                .keys()
+                                .map(String::as_str)
+                                .chain(gone)
+                                .map(Atom::from),
+                        ),
+                    ),
+                    Mutation::insert("external_ids", Value::string_map(&changed)),
+                ],
+            )])
         })
         .await
     }

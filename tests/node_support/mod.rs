@@ -96,6 +96,13 @@ impl Kube {
             .expect("create pod");
     }
 
+    /// Deletes pod `name`.
+    pub fn delete_pod(&self, name: &str) {
+        self.rt
+            .block_on(self.pods().delete(name, &Default::default()))
+            .expect("delete pod");
+    }
+
     /// Merges `annotations` into pod `name` (a `null` value removes a key).
     pub fn annotate(&self, name: &str, annotations: Value) {
         self.rt
@@ -372,6 +379,16 @@ impl PodNetns {
         let mut all = vec!["-j"];
         all.extend_from_slice(args);
         serde_json::from_str(&self.ip(&all)).expect("ip -j output")
+    }
+
+    /// `tc qdisc show dev <ifname>` inside the pod.
+    pub fn tc_qdiscs(&self, ifname: &str) -> String {
+        tool(
+            "ip",
+            &[
+                "netns", "exec", &self.name, "tc", "qdisc", "show", "dev", ifname,
+            ],
+        )
     }
 
     pub fn has_link(&self, name: &str) -> bool {
