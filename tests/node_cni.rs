@@ -269,6 +269,18 @@ fn every_spec_version_adds_checks_and_deletes_through_ovn() {
             .interfaces_with(1, "sandbox", &pod.container_id)
             .is_empty());
         assert_eq!(bed.qos_rows(1), 0, "QoS row left after DEL");
+        // The pod itself is still there and not terminating (as when a kubelet replaces a
+        // sandbox): the node may pre-plug it again for the next ADD, and that is all that may
+        // carry its iface-id. Deleting the pod removes it (see the pre-plug test).
+        for other in bed.interfaces_with(1, "iface-id", &format!("{name}.default.{PROVIDER}")) {
+            let ids = bed
+                .sandbox
+                .vsctl(1, &["get", "interface", &other, "external_ids"]);
+            assert!(
+                ids.contains("preplug_peer=") && !ids.contains("sandbox="),
+                "after DEL only an unclaimed pre-plug may remain: {other} {ids}"
+            );
+        }
     }
 }
 
