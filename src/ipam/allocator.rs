@@ -477,14 +477,18 @@ impl SubnetState {
         })
     }
 
-    /// Records `holder` (its addresses already validated as free for it).
-    fn hold(&mut self, holder: &Holder) {
+    /// Records `holder` (its addresses already validated as free for it). `taken[i]`: the
+    /// caller already removed family `i`'s address from its free list (a dynamic allocation
+    /// has that list at hand; the others are looked up by address).
+    fn hold(&mut self, holder: &Holder, taken: &[bool]) {
         let alloc = &holder.alloc;
         for ip in &alloc.ips {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
-                fam.take(n);
+                if !taken.get(i).copied().unwrap_or(false) {
+                    fam.take(n);
+                }
                 fam.holders.insert(n, holder.clone());
             }
         }
@@ -637,7 +641,7 @@ impl Allocator {
                 .expect("subnet inserted above");
             if state.can_restore(&held.alloc) {
                 let holder = Holder::new(held.alloc, held.seq);
-                state.hold(&holder);
+                state.hold(&holder, &[]);
                 self.held.insert(holder);
             } else {
                 change.dropped.push(held.alloc);
@@ -864,16 +868,23 @@ impl Allocator {
             .expect("subnet looked up above");
         let seq = self.next_seq.max(1);
         self.next_seq = seq + 1;
-        for (fam, (n, dynamic)) in subnet.families.iter_mut().zip(chosen.iter()) {
+        let mut taken = [false; MAX_FAMILIES];
+        for ((fam, (n, dynamic)), taken) in subnet
+            .families
+            .iter_mut()
+            .zip(chosen.iter())
+            .zip(taken.iter_mut())
+        {
             if let Some(pool_id) = dynamic {
                 if let Some(list) = fam.free.get_mut(pool_id) {
                     list.cursor = n.wrapping_add(1);
                     list.cursor_seq = seq;
+                    *taken = list.free.remove(*n);
                 }
             }
         }
         let holder = Holder::new(alloc, seq);
-        subnet.hold(&holder);
+        subnet.hold(&holder, &taken);
         let alloc = holder.alloc.clone();
         self.held.insert(holder);
         Ok((alloc, true))
