@@ -117,7 +117,8 @@ impl NodeHandler {
     }
 
     /// The host ends of sandbox `container_id`'s interface `ifname`: those whose OVS
-    /// interface records the sandbox, and the name derived from both (which may not exist).
+    /// interface records the sandbox, then the name derived from both (which may not exist),
+    /// so never empty.
     fn hosts_of(&self, container_id: &str, ifname: &str) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .vswitch
@@ -424,11 +425,8 @@ impl CniHandler for NodeHandler {
                 req.ifname, missing.dst, missing.gw
             )));
         }
-        let host = &self
-            .hosts_of(&req.container_id, &req.ifname)
-            .into_iter()
-            .next()
-            .unwrap_or(want.veth.host_name);
+        // The recorded host end if there is one, else the name derived for the plain path.
+        let host = &self.hosts_of(&req.container_id, &req.ifname)[0];
         let iface = self
             .vswitch
             .interface(host)

@@ -146,13 +146,19 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     {
         format!("{}_{ifname}_h", &container_id[..12 - ifname.len()])
     } else {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in container_id.bytes().chain([b'/']).chain(ifname.bytes()) {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{:012x}_h", hash >> 16)
+        format!("{}_h", name_stem(container_id, ifname))
     }
+}
+
+/// 12 hex digits of a FNV-1a hash of `"<a>/<b>"`: the stem of interface names that must
+/// derive from two identifiers and fit IFNAMSIZ with a suffix.
+pub fn name_stem(a: &str, b: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([b'/']).chain(b.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", hash >> 16)
 }
 
 /// An rtnetlink connection in this process's netns (the node's), driven on the current runtime.
@@ -297,13 +303,7 @@ impl Netlink {
                 set_tx_checksum(&socket, host, false)?;
                 set_tx_checksum(&socket, peer, false)?;
             }
-            let index =
-                link_index(&self.handle, peer)
-                    .await?
-                    .ok_or_else(|| NetlinkError::Missing {
-                        name: peer.to_string(),
-                        netns: "the node".to_string(),
-                    })?;
+            let index = self.existing_link_index(peer).await?;
             self.handle
                 .link()
                 .set(LinkUnspec::new_with_index(index).up().build())
@@ -323,12 +323,7 @@ impl Netlink {
     async fn macvlan_on_peer(&self, plan: &VethPlan, peer: &str) -> Result<PodNetns, NetlinkError> {
         let netns = open_netns(&plan.pod_netns)?;
         let pod = PodNetns::enter(&netns, &plan.pod_netns).await?;
-        let index = link_index(&self.handle, peer)
-            .await?
-            .ok_or_else(|| NetlinkError::Missing {
-                name: peer.to_string(),
-                netns: "the node".to_string(),
-            })?;
+        let index = self.existing_link_index(peer).await?;
         let msg = LinkMacVlan::new(&plan.pod_ifname, index, MacVlanMode::Passthrough)
             .setns_by_fd(netns.as_raw_fd())
             .build();
@@ -403,6 +398,16 @@ impl Netlink {
                 object: format!("link {name}"),
                 source: io::Error::other(e),
             })?
+    }
+
+    /// The index of the link `name` in this netns, which must exist.
+    async fn existing_link_index(&self, name: &str) -> Result<u32, NetlinkError> {
+        link_index(&self.handle, name)
+            .await?
+            .ok_or_else(|| NetlinkError::Missing {
+                name: name.to_string(),
+                netns: "the node".to_string(),
+            })
     }
 
     /// The index of the link `name` in this netns, if it exists.

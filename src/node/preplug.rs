@@ -26,7 +26,7 @@
 //! by an earlier run of the daemon are removed at start ([`Preplug::collect_leftovers`]), and
 //! rebuilt if still wanted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ use crate::ovn::vswitch::{Vswitch, IFACE_ID};
 use crate::ovsdb::model::vswitch::Interface;
 
 use super::attachment::{self, Placement, Wiring, WiringDefaults, PREPLUG_PEER_ID};
-use super::netlink::Netlink;
+use super::netlink::{name_stem, Netlink};
 use super::pod_index::{PodIndex, PodView};
 
 /// How many pre-plugs one pass builds at once.
@@ -122,12 +122,7 @@ fn lock(slots: &Slots) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AsyncMut
 /// (pod end until ADD renames it), from a FNV-1a hash of the pod UID and the `iface-id`, so a
 /// re-created pod of the same name gets other names.
 pub fn preplug_names(pod_uid: &str, iface_id: &str) -> (String, String) {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in pod_uid.bytes().chain([b'/']).chain(iface_id.bytes()) {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let stem = format!("{:012x}", hash >> 16);
+    let stem = name_stem(pod_uid, iface_id);
     (format!("{stem}_p"), format!("{stem}_c"))
 }
 
@@ -242,18 +237,6 @@ impl Preplug {
         let mut queue = Vec::new();
         {
             let mut slots = lock(&self.slots);
-            // Read under the slot lock: an ADD drops its ticket only once its interface is in
-            // the cache, so an iface-id is always either in a slot or in this set.
-            let plugged: HashSet<String> = match self.vswitch.client().list::<Interface>() {
-                Ok(all) => all
-                    .into_iter()
-                    .filter_map(|i| i.external_ids.get(IFACE_ID).cloned())
-                    .collect(),
-                Err(e) => {
-                    warn!(error = %e, "pre-plug: reading interfaces");
-                    return 0;
-                }
-            };
             slots.retain(|id, slot| {
                 let Ok(mut state) = slot.try_lock() else {
                     return true; // being built or claimed: the next pass looks again
@@ -274,7 +257,18 @@ impl Preplug {
                     }
                 }
             });
-            wants.retain(|id, _| !slots.contains_key(id) && !plugged.contains(id));
+            // The OVSDB cache is read under the slot lock: an ADD drops its ticket only once
+            // its interface is in the cache, so an iface-id is always in a slot or in there.
+            wants.retain(|id, _| {
+                !slots.contains_key(id)
+                    && match self.vswitch.interfaces_with_id(IFACE_ID, id) {
+                        Ok(plugged) => plugged.is_empty(),
+                        Err(e) => {
+                            warn!(error = %e, iface_id = %id, "pre-plug: reading interfaces");
+                            false
+                        }
+                    }
+            });
             for (id, (w, pod)) in wants {
                 let slot = Arc::new(AsyncMutex::new(Slot::Queued));
                 slots.insert(id, slot.clone());
@@ -321,7 +315,7 @@ impl Preplug {
             .create_detached_veth(&host, &peer, w.veth.mac, w.veth.mtu, w.veth.tx_checksum_off)
             .await
             .map_err(|e| e.to_string())?;
-        let mut ids: BTreeMap<String, String> = attachment::external_ids(name, namespace, w, "");
+        let mut ids = attachment::external_ids(name, namespace, w, "");
         ids.insert(PREPLUG_PEER_ID.to_string(), peer.clone());
         if let Err(e) = self.vswitch.plug_interface(&self.bridge, &host, &ids).await {
             let _ = self.netlink.delete_link(&host).await;

@@ -105,6 +105,37 @@ fn owned() -> Map {
     Map::from([(OWNER_KEY.to_string(), OWNER.to_string())])
 }
 
+/// The mutation of row `uuid`'s `external_ids` (now `current`) that sets the keys of `set`
+/// and removes the keys `remove`, leaving the others; none when nothing would change.
+fn edit_ids_ops(table: &str, uuid: Uuid, current: &Map, set: &Map, remove: &[&str]) -> Vec<Op> {
+    let changed: Map = set
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let gone = remove
+        .iter()
+        .copied()
+        .filter(|k| current.contains_key(*k) && !set.contains_key(*k));
+    let deleted: Vec<Atom> = changed
+        .keys()
+        .map(String::as_str)
+        .chain(gone)
+        .map(Atom::from)
+        .collect();
+    if deleted.is_empty() {
+        return vec![];
+    }
+    vec![Op::mutate(
+        table,
+        vec![Condition::uuid(uuid)],
+        vec![
+            Mutation::delete("external_ids", Value::set(deleted)),
+            Mutation::insert("external_ids", Value::string_map(&changed)),
+        ],
+    )]
+}
+
 fn is_owned(ids: &Map) -> bool {
     ids.get(OWNER_KEY).map(String::as_str) == Some(OWNER)
 }
@@ -260,25 +291,13 @@ impl Vswitch {
     pub async fn set_ovs_external_ids(&self, ids: &Map) -> Result<bool> {
         self.apply(|vs| {
             let root = vs.root()?;
-            let changed: Map = ids
-                .iter()
-                .filter(|(k, v)| root.external_ids.get(*k) != Some(v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            if changed.is_empty() {
-                return Ok(vec![]);
-            }
-            Ok(vec![Op::mutate(
+            Ok(edit_ids_ops(
                 OpenVswitch::NAME,
-                vec![Condition::uuid(root.uuid)],
-                vec![
-                    Mutation::delete(
-                        "external_ids",
-                        Value::set(changed.keys().map(|k| Atom::from(k.as_str()))),
-                    ),
-                    Mutation::insert("external_ids", Value::string_map(&changed)),
-                ],
-            )])
+                root.uuid,
+                &root.external_ids,
+                ids,
+                &[],
+            ))
         })
         .await
     }
@@ -299,9 +318,7 @@ impl Vswitch {
             })?;
             let mut ops = Vec::new();
             if let Some(id) = external_ids.get(IFACE_ID) {
-                let stale: Vec<Interface> = vs
-                    .client
-                    .find(&IndexSpec::map_key("external_ids", IFACE_ID), id.as_str())?;
+                let stale = vs.interfaces_with_id(IFACE_ID, id)?;
                 for other in stale.iter().filter(|i| i.name != iface) {
                     if let Some(p) = vs.port_of(other.uuid)? {
                         ops.extend(vs.unplug_ops(&p)?);
@@ -347,36 +364,13 @@ impl Vswitch {
                 kind: "interface",
                 name: iface.to_string(),
             })?;
-            let changed: Map = set
-                .iter()
-                .filter(|(k, v)| i.external_ids.get(*k) != Some(v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let gone: Vec<&str> = remove
-                .iter()
-                .copied()
-                .filter(|k| i.external_ids.contains_key(*k) && !set.contains_key(*k))
-                .collect();
-            if changed.is_empty() && gone.is_empty() {
-                return Ok(vec![]);
-            }
-            Ok(vec![Op::mutate(
+            Ok(edit_ids_ops(
                 Interface::NAME,
-                vec![Condition::uuid(i.uuid)],
-                vec![
-                    Mutation::delete(
-                        "external_ids",
-                        Value::set(
-                            changed
-                                .keys()
-                                .map(String::as_str)
-                                .chain(gone)
-                                .map(Atom::from),
-                        ),
-                    ),
-                    Mutation::insert("external_ids", Value::string_map(&changed)),
-                ],
-            )])
+                i.uuid,
+                &i.external_ids,
+                set,
+                remove,
+            ))
         })
         .await
     }
