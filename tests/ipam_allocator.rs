@@ -23,7 +23,7 @@ fn with_subnet(spec: SubnetSpec) -> Allocator {
 fn alloc(a: &mut Allocator, req: Req) -> Vec<IpAddr> {
     let (got, _) = a.allocate(&req).expect("allocation");
     a.check_consistency().expect("consistent");
-    got.ips
+    got.ips.clone()
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn released_address_is_not_reused_at_once() {
     let (first, _) = a.allocate(&Req::new("k1", "s")).expect("first");
     assert_eq!(
         a.release("k1", Release::PodGone),
-        Released::Freed(first.clone())
+        Released::Freed(first.to_allocation())
     );
     let next = alloc(&mut a, Req::new("k2", "s"));
     assert_ne!(first.ips, next, "just-released address handed out again");
@@ -500,6 +500,7 @@ fn restore_resolves_double_claims_for_the_later_write() {
     let (old, _) = a
         .allocate(&Req::new("old", "s").with_ips(["10.0.0.9"]))
         .expect("old");
+    let old = old.to_allocation();
     let mut newer = old.clone();
     newer.key = "new".into();
     newer.mac = MacAddr([0x0a, 0, 0, 0, 0, 9]);
@@ -518,6 +519,7 @@ fn restore_resolves_double_claims_for_the_later_write() {
 fn restore_parks_allocations_of_unknown_subnets() {
     let mut a = with_subnet(SubnetSpec::new("s", "10.0.0.0/24"));
     let (al, _) = a.allocate(&Req::new("k", "s")).expect("alloc");
+    let al = al.to_allocation();
     let (mut restored, dropped) = Allocator::restore(vec![], vec![(0, al.clone())], vec![]);
     assert!(dropped.is_empty());
     assert_eq!(restored.get("k"), Some(&al));

@@ -130,6 +130,7 @@ fn run(ops: Vec<Op>) {
                     req = req.with_mac(format!("02:00:00:00:00:{m:02x}"));
                 }
                 if let Ok(got) = rt.block_on(ipam.allocate(&req)) {
+                    let got = got.to_allocation();
                     if let Some(prev) = model.get(&key(k)) {
                         assert_eq!(prev, &got, "same key answered differently");
                     }

@@ -59,14 +59,38 @@ pub(crate) fn ip_to_u128(ip: &IpAddr) -> u128 {
 /// value in place instead of re-keying the node: one B-tree descent per
 /// allocation where a start-keyed map needs several.
 ///
-/// The representation is canonical (intervals are maximal), so two sets with
-/// the same members compare equal however they were built.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The interval a dynamic allocation is eating into from below (the tail
+/// of a large range, a long run of free addresses) is kept apart as the
+/// "hot" interval, outside the tree: taking its lowest member and asking for
+/// the first member from the cursor are then a comparison and an add, no
+/// B-tree descent. An interval becomes hot when an allocation takes the
+/// lowest member of one at least [`HOT_MIN`] long; any other change touching
+/// it first puts it back in the tree.
+///
+/// The representation is canonical (intervals are maximal; which one is hot
+/// does not matter), so two sets with the same members compare equal however
+/// they were built.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct IntervalSet {
-    /// end → start
+    /// end → start; never holds `hot` and never touches it (disjoint, not adjacent).
     spans: BTreeMap<u128, u128>,
+    /// (start, end) of the interval kept out of the tree.
+    hot: Option<(u128, u128)>,
+    /// Members, `hot` included.
     len: u128,
 }
+
+/// The shortest remainder an allocation moves out of the tree as the hot
+/// interval: moving costs two tree operations, repaid after a few allocations.
+const HOT_MIN: u128 = 64;
+
+impl PartialEq for IntervalSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.spans().eq(other.spans())
+    }
+}
+
+impl Eq for IntervalSet {}
 
 impl IntervalSet {
     pub fn new() -> Self {
@@ -80,12 +104,24 @@ impl IntervalSet {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.spans.is_empty() && self.hot.is_none()
+    }
+
+    /// Puts the hot interval back in the tree (before an edit that may touch it).
+    fn settle(&mut self) {
+        if let Some((s, e)) = self.hot.take() {
+            self.spans.insert(e, s);
+        }
     }
 
     /// The first interval that holds `n` or lies above it.
     fn at_or_above(&self, n: u128) -> Option<(u128, u128)> {
-        self.spans.range(n..).next().map(|(&e, &s)| (s, e))
+        let in_tree = self.spans.range(n..).next().map(|(&e, &s)| (s, e));
+        match (self.hot, in_tree) {
+            (Some((hs, he)), Some((_, e))) if he >= n && he < e => Some((hs, he)),
+            (Some((hs, he)), None) if he >= n => Some((hs, he)),
+            _ => in_tree,
+        }
     }
 
     /// The interval containing `n`, if any.
@@ -97,7 +133,7 @@ impl IntervalSet {
         self.span_of(n).is_some()
     }
 
-    /// The intervals that share a member with `[lo, hi]`.
+    /// The tree's intervals that share a member with `[lo, hi]` (call after `settle`).
     fn overlapping(&self, lo: u128, hi: u128) -> Vec<(u128, u128)> {
         self.spans
             .range(lo..)
@@ -122,6 +158,7 @@ impl IntervalSet {
     /// Adds `[start, end]`, merging with overlapping or adjacent intervals.
     pub fn insert_range(&mut self, start: u128, end: u128) {
         debug_assert!(start <= end);
+        self.settle();
         let lo = start.saturating_sub(1);
         let hi = end.saturating_add(1);
         // Every interval that overlaps or touches [start, end] is merged in.
@@ -137,6 +174,14 @@ impl IntervalSet {
 
     /// Adds one member; the release hot path, so no temporary vector.
     pub fn insert(&mut self, n: u128) {
+        if let Some((hs, he)) = self.hot {
+            if (hs.saturating_sub(1)..=he.saturating_add(1)).contains(&n) {
+                if hs <= n && n <= he {
+                    return; // already a member
+                }
+                self.settle();
+            }
+        }
         let mut right = None;
         if let Some((e, s)) = self.spans.range_mut(n..).next() {
             if *s <= n {
@@ -168,6 +213,17 @@ impl IntervalSet {
 
     /// Removes `n`; returns whether it was a member.
     pub fn remove(&mut self, n: u128) -> bool {
+        if let Some((hs, he)) = self.hot {
+            if n == hs {
+                // The allocation case: no tree access at all.
+                self.hot = (hs < he).then(|| (hs + 1, he));
+                self.len -= 1;
+                return true;
+            }
+            if hs < n && n <= he {
+                self.settle();
+            }
+        }
         let Some((&e, s)) = self.spans.range_mut(n..).next() else {
             return false;
         };
@@ -180,7 +236,14 @@ impl IntervalSet {
             *s = n + 1;
             self.spans.insert(n - 1, start);
         } else if start == n && n < e {
-            *s = n + 1; // the lowest member: the allocation case, no re-keying
+            if e - n >= HOT_MIN {
+                // A long run an allocation starts eating: keep it hot.
+                self.spans.remove(&e);
+                self.settle();
+                self.hot = Some((n + 1, e));
+            } else {
+                *s = n + 1; // no re-keying
+            }
         } else {
             self.spans.remove(&e);
             if start < n {
@@ -193,6 +256,7 @@ impl IntervalSet {
 
     /// Removes every member of `[start, end]`.
     pub fn remove_range(&mut self, start: u128, end: u128) {
+        self.settle();
         for (s, e) in self.overlapping(start, end) {
             self.take_span(e);
             if s < start {
@@ -211,6 +275,7 @@ impl IntervalSet {
         if sorted.is_empty() {
             return;
         }
+        self.settle();
         let mut out = IntervalSet::new();
         let mut points = sorted.iter().copied().peekable();
         for (s, e) in self.spans() {
@@ -242,37 +307,43 @@ impl IntervalSet {
 
     /// The first member `>= from`, wrapping around to the smallest member.
     pub fn first_from(&self, from: u128) -> Option<u128> {
+        if let Some((hs, he)) = self.hot {
+            if hs <= from && from <= he {
+                return Some(from);
+            }
+        }
         match self.at_or_above(from) {
             Some((s, _)) => Some(s.max(from)),
-            None => self.spans.values().next().copied(),
+            None => self.spans().next().map(|(s, _)| s),
         }
-    }
-
-    /// Intervals starting in `(after, end]`.
-    fn spans_starting_in(&self, after: u128, end: u128) -> impl Iterator<Item = (u128, u128)> + '_ {
-        let range = (after < end).then(|| self.spans.range(after + 1..));
-        range
-            .into_iter()
-            .flatten()
-            .map(|(&e, &s)| (s, e))
-            .filter(move |&(s, _)| s > after)
-            .take_while(move |&(s, _)| s <= end)
     }
 
     /// The intervals `(start, end)`, ascending.
     pub fn spans(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
-        self.spans.iter().map(|(&e, &s)| (s, e))
+        use std::ops::Bound::{Excluded, Unbounded};
+        // The tree's intervals below the hot one, the hot one, those above.
+        let (below, above) = match self.hot {
+            Some((hs, he)) => ((Unbounded, Excluded(hs)), (Excluded(he), Unbounded)),
+            None => ((Unbounded, Unbounded), (Excluded(u128::MAX), Unbounded)),
+        };
+        let tree = |r| self.spans.range(r).map(|(&e, &s)| (s, e));
+        tree(below).chain(self.hot).chain(tree(above))
     }
 
     /// Members of `self` that are also in `other`, as intervals.
     pub fn intersect(&self, other: &IntervalSet) -> IntervalSet {
         let mut out = IntervalSet::new();
-        for (s, e) in other.spans() {
-            if let Some((_, e0)) = self.span_of(s) {
-                out.insert_range(s, e0.min(e));
+        let mut mine = self.spans().peekable();
+        let mut theirs = other.spans().peekable();
+        while let (Some(&(s0, e0)), Some(&(s1, e1))) = (mine.peek(), theirs.peek()) {
+            let (s, e) = (s0.max(s1), e0.min(e1));
+            if s <= e {
+                out.insert_range(s, e);
             }
-            for (s1, e1) in self.spans_starting_in(s, e) {
-                out.insert_range(s1, e1.min(e));
+            if e0 < e1 {
+                mine.next();
+            } else {
+                theirs.next();
             }
         }
         out
@@ -392,33 +463,51 @@ mod tests {
         assert_eq!(s.len(), 101);
     }
 
-    /// Random inserts and removes (single and ranges) against a `BTreeSet`: same members, same
-    /// length, intervals maximal (never adjacent) and well-formed after every step.
-    #[test]
-    fn interval_set_matches_a_plain_set_under_random_edits() {
+    /// Random inserts and removes (single and ranges) and allocations (take
+    /// the first member from a cursor, like a dynamic allocation) against a
+    /// `BTreeSet`: same members, same length, intervals maximal (never
+    /// adjacent) and well-formed after every step.
+    fn random_edits(seed: u64, universe: u128, max_run: u128) {
         use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut set = IntervalSet::new();
         let mut model = std::collections::BTreeSet::new();
+        let mut cursor = 0;
+        let mut hot_seen = false;
         for step in 0..20_000 {
-            let n: u128 = rng.gen_range(0..200);
-            match rng.gen_range(0..5) {
+            let n: u128 = rng.gen_range(0..universe);
+            match rng.gen_range(0..7) {
                 0 | 1 => {
                     set.insert(n);
                     model.insert(n);
                 }
                 2 => assert_eq!(set.remove(n), model.remove(&n), "step {step}"),
                 3 => {
-                    let e = n + rng.gen_range(0..8);
+                    let e = n + rng.gen_range(0..max_run);
                     set.insert_range(n, e);
                     model.extend(n..=e);
                 }
-                _ => {
-                    let e = n + rng.gen_range(0..8);
+                4 => {
+                    let e = n + rng.gen_range(0..max_run / 4 + 1);
                     set.remove_range(n, e);
                     model.retain(|m| !(n..=e).contains(m));
                 }
+                _ => {
+                    let want = model
+                        .range(cursor..)
+                        .next()
+                        .or(model.iter().next())
+                        .copied();
+                    let got = set.first_from(cursor);
+                    assert_eq!(got, want, "step {step}: first_from({cursor})");
+                    if let Some(m) = got {
+                        assert!(set.remove(m), "step {step}");
+                        model.remove(&m);
+                        cursor = m + 1;
+                    }
+                }
             }
+            hot_seen |= set.hot.is_some();
             let members: Vec<u128> = set.spans().flat_map(|(s, e)| s..=e).collect();
             assert_eq!(
                 members,
@@ -426,17 +515,59 @@ mod tests {
                 "step {step}"
             );
             assert_eq!(set.len(), model.len() as u128);
+            assert_eq!(set.is_empty(), model.is_empty());
             let spans: Vec<(u128, u128)> = set.spans().collect();
             assert!(spans.iter().all(|(s, e)| s <= e));
             assert!(
                 spans.windows(2).all(|w| w[0].1 + 1 < w[1].0),
                 "not maximal: {spans:?}"
             );
-            let probe: u128 = rng.gen_range(0..210);
+            let probe: u128 = rng.gen_range(0..universe + 10);
             assert_eq!(set.contains(probe), model.contains(&probe));
             let want = model.range(probe..).next().or(model.iter().next()).copied();
             assert_eq!(set.first_from(probe), want, "first_from({probe})");
         }
+        if max_run > HOT_MIN {
+            assert!(hot_seen, "long runs never made an interval hot");
+        }
+    }
+
+    #[test]
+    fn interval_set_matches_a_plain_set_under_random_edits() {
+        random_edits(11, 200, 8);
+    }
+
+    #[test]
+    fn interval_set_with_long_runs_matches_a_plain_set() {
+        random_edits(12, 3_000, 400);
+    }
+
+    /// Allocating from a long run keeps it hot (outside the tree) and the set
+    /// still equals one built without a hot interval.
+    #[test]
+    fn hot_interval_serves_allocations_and_compares_canonically() {
+        let mut s = IntervalSet::new();
+        s.insert_range(100, 10_000);
+        s.insert(50);
+        assert!(s.remove(100));
+        assert_eq!(s.hot, Some((101, 10_000)));
+        assert_eq!(s.first_from(101), Some(101));
+        assert!(s.remove(101));
+        assert_eq!(s.spans().collect::<Vec<_>>(), vec![(50, 50), (102, 10_000)]);
+        assert_eq!(s.first_from(10_001), Some(50));
+        assert!(s.contains(5_000) && !s.contains(101));
+        let mut plain = IntervalSet::new();
+        plain.insert(50);
+        plain.insert_range(102, 10_000);
+        assert_eq!(s, plain);
+        assert_eq!(s.len(), plain.len());
+        // A release next to the hot interval merges with it.
+        s.insert(101);
+        assert_eq!(s.spans().collect::<Vec<_>>(), vec![(50, 50), (101, 10_000)]);
+        assert_eq!(
+            s.intersect(&plain).spans().collect::<Vec<_>>(),
+            vec![(50, 50), (102, 10_000)]
+        );
     }
 
     #[test]

@@ -94,6 +94,64 @@ pub struct Allocation {
     pub sticky: bool,
 }
 
+/// An allocation as the allocator holds it, handed out by
+/// [`Allocator::allocate`]: shared, so returning it costs a reference count,
+/// not a copy of the key, subnet name and addresses. Reads as an
+/// [`Allocation`]; later changes to the allocator do not change it.
+#[derive(Clone)]
+pub struct Allocated(Holder);
+
+impl Allocated {
+    /// The allocation's own copy.
+    pub fn to_allocation(&self) -> Allocation {
+        self.0.alloc.clone()
+    }
+
+    /// Its order among the allocator's allocations (persisted with it).
+    pub fn seq(&self) -> u64 {
+        self.0.seq
+    }
+}
+
+impl Deref for Allocated {
+    type Target = Allocation;
+    fn deref(&self) -> &Allocation {
+        &self.0.alloc
+    }
+}
+
+impl PartialEq for Allocated {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Allocated {}
+
+impl PartialEq<Allocation> for Allocated {
+    fn eq(&self, other: &Allocation) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Allocated> for Allocation {
+    fn eq(&self, other: &Allocated) -> bool {
+        *self == **other
+    }
+}
+
+impl fmt::Debug for Allocated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<Allocated> for Allocation {
+    fn from(a: Allocated) -> Allocation {
+        a.0.into_held().alloc
+    }
+}
+
 impl Allocation {
     /// The `<P>.kubernetes.io/ip_address` annotation value (`v4,v6`).
     pub fn ip_annotation(&self) -> String {
@@ -310,7 +368,7 @@ pub struct Allocator {
     subnets: BTreeMap<String, SubnetState>,
     held: HeldSet,
     /// Allocations read back for a subnet that is not (yet) defined.
-    parked: BTreeMap<String, Box<Held>>,
+    parked: BTreeMap<String, Holder>,
     next_seq: u64,
 }
 
@@ -323,7 +381,12 @@ impl PartialEq for Allocator {
                 .held
                 .iter()
                 .all(|h| other.held.get(h.as_str()).is_some_and(|o| **o == **h))
-            && self.parked == other.parked
+            && self.parked.len() == other.parked.len()
+            && self
+                .parked
+                .iter()
+                .zip(&other.parked)
+                .all(|((k, h), (ok, oh))| k == ok && **h == **oh)
     }
 }
 
@@ -629,22 +692,21 @@ impl Allocator {
             .filter(|(_, h)| h.alloc.subnet == spec.name)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut parked: Vec<Box<Held>> = parked
+        let mut parked: Vec<Holder> = parked
             .into_iter()
             .filter_map(|k| self.parked.remove(&k))
             .collect();
         parked.sort_by_key(|h| std::cmp::Reverse(h.seq));
-        for held in parked {
+        for holder in parked {
             let state = self
                 .subnets
                 .get_mut(&spec.name)
                 .expect("subnet inserted above");
-            if state.can_restore(&held.alloc) {
-                let holder = Holder::new(held.alloc, held.seq);
+            if state.can_restore(&holder.alloc) {
                 state.hold(&holder, &[]);
                 self.held.insert(holder);
             } else {
-                change.dropped.push(held.alloc);
+                change.dropped.push(holder.into_held().alloc);
             }
         }
         Ok(change)
@@ -752,7 +814,7 @@ impl Allocator {
 
     /// Allocates for `req.key`, or returns what the key already holds when
     /// the request agrees with it. `fresh` says whether anything changed.
-    pub fn allocate(&mut self, req: &AllocationRequest) -> Result<(Allocation, bool), IpamError> {
+    pub fn allocate(&mut self, req: &AllocationRequest) -> Result<(Allocated, bool), IpamError> {
         let subnet = self
             .subnets
             .get(&req.subnet)
@@ -780,10 +842,10 @@ impl Allocator {
         if let Some(existing) = self
             .held
             .get(req.key.as_str())
-            .map(|h| &h.alloc)
-            .or_else(|| self.parked.get(&req.key).map(|h| &h.alloc))
+            .or_else(|| self.parked.get(&req.key))
         {
-            return Self::repeat(existing, subnet, req, wanted).map(|a| (a, false));
+            Self::repeat(&existing.alloc, subnet, req, wanted)?;
+            return Ok((Allocated(existing.clone()), false));
         }
 
         if let Some(pool) = &req.pool {
@@ -885,9 +947,8 @@ impl Allocator {
         }
         let holder = Holder::new(alloc, seq);
         subnet.hold(&holder, &taken);
-        let alloc = holder.alloc.clone();
-        self.held.insert(holder);
-        Ok((alloc, true))
+        self.held.insert(holder.clone());
+        Ok((Allocated(holder), true))
     }
 
     /// A repeated request for a key that already holds an allocation.
@@ -896,7 +957,7 @@ impl Allocator {
         subnet: &SubnetState,
         req: &AllocationRequest,
         wanted: &[Option<u128>],
-    ) -> Result<Allocation, IpamError> {
+    ) -> Result<(), IpamError> {
         let mismatch = |requested: String| IpamError::KeyMismatch {
             subnet: req.subnet.clone(),
             key: req.key.clone(),
@@ -919,7 +980,7 @@ impl Allocator {
                 return Err(mismatch(format!("MAC {mac}")));
             }
         }
-        Ok(held.clone())
+        Ok(())
     }
 
     /// Gives back what `key` holds (see [`Release`] for sticky keys).
@@ -930,8 +991,8 @@ impl Allocator {
         if alloc.sticky && why == Release::PodGone {
             return Released::KeptSticky(alloc.clone());
         }
-        if let Some(held) = self.parked.remove(key) {
-            return Released::Freed(held.alloc);
+        if let Some(holder) = self.parked.remove(key) {
+            return Released::Freed(holder.into_held().alloc);
         }
         let holder = self.held.take(key).expect("looked up above");
         if let Some(subnet) = self.subnets.get_mut(&holder.alloc.subnet) {
@@ -1042,10 +1103,6 @@ impl Allocator {
 
     // ---- persistence support (used by store.rs) ----
 
-    pub(crate) fn seq_of(&self, key: &str) -> Option<u64> {
-        self.held_entry(key).map(|h| h.seq)
-    }
-
     pub(crate) fn spec(&self, subnet: &str) -> Option<&SubnetSpec> {
         self.subnets.get(subnet).map(|s| &s.spec)
     }
@@ -1117,8 +1174,7 @@ impl Allocator {
                 continue;
             }
             let Some(state) = me.subnets.get_mut(&alloc.subnet) else {
-                me.parked
-                    .insert(alloc.key.clone(), Box::new(Held { alloc, seq }));
+                me.parked.insert(alloc.key.clone(), Holder::new(alloc, seq));
                 continue;
             };
             if !state.can_restore(&alloc) {

@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::allocator::{
-    Allocation, AllocationRequest, Allocator, CursorRecord, ReconcileReport, Release, Released,
-    SubnetChange, SubnetView, Usage,
+    Allocated, Allocation, AllocationRequest, Allocator, CursorRecord, ReconcileReport, Release,
+    Released, SubnetChange, SubnetView, Usage,
 };
 use super::error::IpamError;
 use super::subnet::SubnetSpec;
@@ -131,15 +131,13 @@ impl Changes {
         !self.writes.is_empty()
     }
 
-    fn put_alloc(&mut self, a: &Allocator, alloc: &Allocation) -> Result<(), IpamError> {
-        let seq = a
-            .seq_of(&alloc.key)
-            .expect("allocation just recorded has a seq");
+    fn put_alloc(&mut self, a: &Allocator, alloc: &Allocated) -> Result<(), IpamError> {
+        let seq = alloc.seq();
         let value = to_json(
             "allocation",
             &StoredAllocation {
                 seq,
-                alloc: alloc.clone(),
+                alloc: alloc.to_allocation(),
                 cursors: a.cursors(&alloc.subnet, Some(seq)),
             },
         )?;
@@ -380,7 +378,7 @@ impl Ipam {
     }
 
     /// Allocates (or returns the key's existing allocation), durably.
-    pub async fn allocate(&self, req: &AllocationRequest) -> Result<Allocation, IpamError> {
+    pub async fn allocate(&self, req: &AllocationRequest) -> Result<Allocated, IpamError> {
         self.change(|a, w| {
             let (alloc, fresh) = a.allocate(req)?;
             if fresh {

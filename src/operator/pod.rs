@@ -327,7 +327,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
         match ctx.ipam.allocate(&request).await {
             Ok(a) => {
                 fresh.push(ipam_key);
-                allocations.push(a);
+                allocations.push(a.into());
             }
             Err(IpamError::Store { reason }) => {
                 return Err(PodError::Ipam {
