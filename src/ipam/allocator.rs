@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::addr::{address_mac, generated_mac, ip_to_u128, Family, IntervalSet, MacAddr};
 use super::error::IpamError;
@@ -85,8 +86,9 @@ impl AllocationRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
     pub key: String,
-    pub subnet: String,
-    pub ips: Vec<IpAddr>,
+    /// Shared with the allocator's subnet (and every allocation in it).
+    pub subnet: Arc<str>,
+    pub ips: Ips,
     pub mac: MacAddr,
     #[serde(default)]
     pub pool: Option<String>,
@@ -162,6 +164,10 @@ impl Allocation {
             .join(",")
     }
 }
+
+/// An attachment's addresses, one per family of its subnet: inline, no
+/// allocation of their own. Serialized as a plain list.
+pub type Ips = SmallVec<[IpAddr; MAX_FAMILIES]>;
 
 /// Why an allocation is being given back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,7 +252,7 @@ pub struct SubnetView {
 type HeldSet = HashSet<Holder, ahash::RandomState>;
 
 /// A subnet has one family, or two (dual stack).
-const MAX_FAMILIES: usize = 2;
+pub(crate) const MAX_FAMILIES: usize = 2;
 
 /// The reverse indexes: who holds an address, a MAC.
 type Holders<V> = HolderIndex<V, Holder>;
@@ -271,6 +277,8 @@ struct FamilyState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SubnetState {
     spec: SubnetSpec,
+    /// `spec.name`, shared by the subnet's allocations.
+    name: Arc<str>,
     gateway_mac: MacAddr,
     families: Vec<FamilyState>,
     macs: Holders<MacAddr>,
@@ -437,6 +445,7 @@ impl SubnetState {
             |f| HolderIndex::new(f.first, f.last),
         );
         SubnetState {
+            name: spec.name.as_str().into(),
             spec,
             gateway_mac: layout.gateway_mac,
             families: layout.families.into_iter().map(FamilyState::new).collect(),
@@ -689,7 +698,7 @@ impl Allocator {
         let parked: Vec<String> = self
             .parked
             .iter()
-            .filter(|(_, h)| h.alloc.subnet == spec.name)
+            .filter(|(_, h)| *h.alloc.subnet == *spec.name)
             .map(|(k, _)| k.clone())
             .collect();
         let mut parked: Vec<Holder> = parked
@@ -800,7 +809,7 @@ impl Allocator {
         let mut keys: Vec<String> = self
             .held
             .iter()
-            .filter(|h| h.alloc.subnet == name)
+            .filter(|h| *h.alloc.subnet == *name)
             .map(|h| h.alloc.key.clone())
             .collect();
         keys.sort();
@@ -913,7 +922,7 @@ impl Allocator {
 
         let alloc = Allocation {
             key: req.key.clone(),
-            subnet: req.subnet.clone(),
+            subnet: subnet.name.clone(),
             ips: subnet
                 .families
                 .iter()
@@ -964,7 +973,7 @@ impl Allocator {
             held: format!("{} in subnet {:?}", held.ip_annotation(), held.subnet),
             requested,
         };
-        if held.subnet != req.subnet {
+        if *held.subnet != *req.subnet {
             return Err(mismatch(format!("subnet {:?}", req.subnet)));
         }
         for (fam, want) in subnet.families.iter().zip(wanted) {
@@ -995,7 +1004,7 @@ impl Allocator {
             return Released::Freed(holder.into_held().alloc);
         }
         let holder = self.held.take(key).expect("looked up above");
-        if let Some(subnet) = self.subnets.get_mut(&holder.alloc.subnet) {
+        if let Some(subnet) = self.subnets.get_mut(&*holder.alloc.subnet) {
             subnet.unhold(&holder);
         }
         Released::Freed(holder.into_held().alloc)
@@ -1173,7 +1182,7 @@ impl Allocator {
                 dropped.push(alloc);
                 continue;
             }
-            let Some(state) = me.subnets.get_mut(&alloc.subnet) else {
+            let Some(state) = me.subnets.get_mut(&*alloc.subnet) else {
                 me.parked.insert(alloc.key.clone(), Holder::new(alloc, seq));
                 continue;
             };
@@ -1225,7 +1234,7 @@ impl Allocator {
             let a = &key.alloc;
             let state = self
                 .subnets
-                .get(&a.subnet)
+                .get(&*a.subnet)
                 .ok_or_else(|| format!("{key:?} held in unknown subnet {:?}", a.subnet))?;
             if a.ips.len() != state.families.len() {
                 return Err(format!("{key:?} has {} addresses", a.ips.len()));
@@ -1260,7 +1269,7 @@ impl Allocator {
                 for (n, key) in fam.holders.iter() {
                     let ip = fam.layout.ip(n);
                     let ok = self.held.get(key.as_str()).is_some_and(|h| {
-                        h.alloc.subnet == state.spec.name && h.alloc.ips.contains(&ip)
+                        *h.alloc.subnet == *state.spec.name && h.alloc.ips.contains(&ip)
                     });
                     if !ok {
                         return Err(format!("reverse entry {ip} → {key:?} has no forward entry"));
@@ -1337,7 +1346,7 @@ mod tests {
             let mut a = Allocator::new();
             a.add_subnet(SubnetSpec::new("s", cidrs)).expect("subnet");
             let (got, _) = a.allocate(&AllocationRequest::new("k1", "s")).expect("k1");
-            assert_eq!(got.ips, vec![ip(first), ip(second)], "{cidrs}");
+            assert_eq!(got.ips[..], [ip(first), ip(second)], "{cidrs}");
             assert_eq!(got.mac.to_string(), mac, "{cidrs}");
             for addr in [first, second] {
                 assert_eq!(a.holder("s", &ip(addr)), Some("k1"), "{cidrs} {addr}");

@@ -18,7 +18,7 @@ mod subnet;
 pub use addr::{Family, MacAddr};
 pub use allocator::{
     Allocated, Allocation, AllocationRequest, Allocator, Conflict, CursorRecord, FamilyUsage,
-    ReconcileReport, Release, Released, SubnetChange, SubnetView, Usage,
+    Ips, ReconcileReport, Release, Released, SubnetChange, SubnetView, Usage,
 };
 pub use error::IpamError;
 pub use store::{CommitMode, CommitStats, Ipam, OpenReport};

@@ -412,7 +412,7 @@ impl Ipam {
             let mut subnets = HashSet::new();
             for f in &report.freed {
                 w.del(key_of(ALLOC_PREFIX, &f.key));
-                subnets.insert(f.subnet.as_str());
+                subnets.insert(&*f.subnet);
             }
             for subnet in subnets {
                 w.put_cursors(a, subnet)?;

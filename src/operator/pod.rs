@@ -225,7 +225,7 @@ fn held(current: Option<Allocation>, plan: &AttachmentPlan) -> Held {
     match current {
         None => Held::Nothing,
         Some(a)
-            if a.subnet == plan.subnet
+            if *a.subnet == *plan.subnet
                 && plan.ips.iter().all(|ip| a.ips.contains(ip))
                 && plan.mac.is_none_or(|m| m.to_string() == a.mac.to_string()) =>
         {
@@ -397,7 +397,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .map(|v| v.gateways.into_iter().flatten().collect())
             .unwrap_or_default();
         let allocated = AllocatedAttachment {
-            ips: alloc.ips.clone(),
+            ips: alloc.ips.to_vec(),
             mac: alloc.mac,
             cidrs: plan.cidrs.clone(),
             gateways,
@@ -771,7 +771,7 @@ mod tests {
         Allocation {
             key: "default/p/n1.default.ovn".into(),
             subnet: subnet.into(),
-            ips: vec![ip.parse().unwrap()],
+            ips: [ip.parse().unwrap()].into_iter().collect(),
             mac: "0a:00:00:00:00:01".parse().unwrap(),
             pool: None,
             sticky: false,
