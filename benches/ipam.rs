@@ -54,14 +54,15 @@ fn in_memory(case: &str, cidr: &str, fill_pct: usize) {
         held.push(key);
     }
     let mut rng = StdRng::seed_from_u64(7);
-    let requests: Vec<AllocationRequest> = (0..OPS + OPS / 10)
-        .map(|i| AllocationRequest::new(format!("ns/churn-{i}/p"), "s"))
-        .collect();
     let mut alloc_ns = Vec::with_capacity(OPS);
     let mut release_ns = Vec::with_capacity(OPS);
     // Steady state at the fill level: each step releases a random holder and
-    // allocates a new key, which also scatters the free addresses.
-    for (i, req) in requests.iter().enumerate() {
+    // allocates a new key, which also scatters the free addresses. The
+    // request is built just before the call, as the controller does (one
+    // built ahead in a large array would add its own cache misses to the
+    // measurement).
+    for i in 0..OPS + OPS / 10 {
+        let req = &AllocationRequest::new(format!("ns/churn-{i}/p"), "s");
         let t = Instant::now();
         let got = steady_allocate(&mut a, req);
         let alloc_t = t.elapsed();

@@ -27,8 +27,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::addr::{address_mac, generated_mac, ip_to_u128, Family, IntervalSet, MacAddr};
+use super::addr::{address_mac, generated_mac, ip_to_u128, Family, MacAddr};
 use super::error::IpamError;
+use super::freeset::FreeSet;
 use super::index::HolderIndex;
 use super::subnet::{layout, FamilyLayout, PoolId, SubnetLayout, SubnetSpec};
 
@@ -259,7 +260,7 @@ type Holders<V> = HolderIndex<V, Holder>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FreeList {
-    free: IntervalSet,
+    free: FreeSet,
     /// Where the next dynamic search starts.
     cursor: u128,
     /// `seq` of the allocation that last moved the cursor (0: none yet);
@@ -406,7 +407,7 @@ impl FamilyState {
             .into_iter()
             .map(|(pool, free)| {
                 let list = FreeList {
-                    free,
+                    free: FreeSet::new(free),
                     cursor: first,
                     cursor_seq: 0,
                 };

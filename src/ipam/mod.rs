@@ -11,6 +11,7 @@
 mod addr;
 mod allocator;
 mod error;
+mod freeset;
 mod index;
 mod store;
 mod subnet;
