@@ -18,8 +18,8 @@ mod subnet;
 
 pub use addr::{Family, MacAddr};
 pub use allocator::{
-    Allocated, Allocation, AllocationRequest, Allocator, Conflict, CursorRecord, FamilyUsage,
-    Ips, ReconcileReport, Release, Released, SubnetChange, SubnetView, Usage,
+    Allocated, Allocation, AllocationRequest, Allocator, Conflict, CursorRecord, FamilyUsage, Ips,
+    ReconcileReport, Release, Released, SubnetChange, SubnetView, Usage,
 };
 pub use error::IpamError;
 pub use store::{CommitMode, CommitStats, Ipam, OpenReport};
