@@ -3,13 +3,18 @@
 //! the allocation policy live in `allocator.rs`; this file only answers "who
 //! holds this value".
 //!
-//! A [`HolderIndex`] has two parts. Values that fall in a small range (a
+//! A [`HolderIndex`] has three parts. Values that fall in a small range (a
 //! family's usable range of at most [`DENSE_MAX`] addresses) live in a dense
 //! table: a slot per address, in lazily allocated chunks, so a lookup is one
-//! cache line and an empty /16 costs a vector of chunk pointers. Every other
-//! value lives in a hash map. Each value has exactly one place, decided by the
-//! value alone, so lookups and uniqueness checks stay exact whichever part
-//! holds it.
+//! cache line and an empty /16 costs a vector of chunk pointers. Other values
+//! with a position (addresses of a large family such as an IPv6 /64, MACs
+//! derived from them) live in pages of [`PAGE`] neighbouring slots found
+//! through a hash map of pages: the addresses a cursor hands out one after
+//! another share a page, so the table stays as cache-friendly as a dense one,
+//! at 8 bytes a slot instead of a hashed entry's 24 or more. Values without a
+//! position (requested MACs outside the derived space) are hashed. Each value
+//! has exactly one place, decided by the value alone, so lookups and
+//! uniqueness checks stay exact whichever part holds it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -132,11 +137,107 @@ impl<H> DenseTable<H> {
     }
 }
 
+/// Slots per page of a [`PagedTable`]: 512 bytes of holders. Small, because a
+/// page lives as long as one of its slots is held (a long-lived attachment
+/// among churned ones keeps its page).
+pub(crate) const PAGE: usize = 64;
+
+#[derive(Clone)]
+struct Page<H> {
+    slots: [Option<H>; PAGE],
+    used: usize,
+}
+
+/// Slots for positions anywhere in u128, in pages allocated on first use and
+/// freed when emptied (one emptied page is kept as a spare, so an allocation
+/// and release at a page's edge do not cost a page allocation each).
+#[derive(Clone)]
+struct PagedTable<H> {
+    pages: HashMap<u128, Box<Page<H>>, LocalHash>,
+    spare: Option<Box<Page<H>>>,
+    len: usize,
+}
+
+impl<H> Default for PagedTable<H> {
+    fn default() -> Self {
+        PagedTable {
+            pages: HashMap::default(),
+            spare: None,
+            len: 0,
+        }
+    }
+}
+
+impl<H> PagedTable<H> {
+    fn split(n: u128) -> (u128, usize) {
+        (n / PAGE as u128, (n % PAGE as u128) as usize)
+    }
+
+    fn get(&self, n: u128) -> Option<&H> {
+        let (page, i) = Self::split(n);
+        self.pages.get(&page)?.slots[i].as_ref()
+    }
+
+    fn insert(&mut self, n: u128, key: H) -> Option<H> {
+        let (page, i) = Self::split(n);
+        let spare = &mut self.spare;
+        let page = self.pages.entry(page).or_insert_with(|| {
+            spare.take().unwrap_or_else(|| {
+                Box::new(Page {
+                    slots: [const { None }; PAGE],
+                    used: 0,
+                })
+            })
+        });
+        let old = page.slots[i].replace(key);
+        if old.is_none() {
+            page.used += 1;
+            self.len += 1;
+        }
+        old
+    }
+
+    fn remove(&mut self, n: u128) -> Option<H> {
+        let (number, i) = Self::split(n);
+        let page = self.pages.get_mut(&number)?;
+        let old = page.slots[i].take()?;
+        page.used -= 1;
+        self.len -= 1;
+        if page.used == 0 {
+            let emptied = self.pages.remove(&number);
+            if self.spare.is_none() {
+                self.spare = emptied;
+            }
+        }
+        Some(old)
+    }
+
+    /// `(position, key)`, pages in no particular order.
+    fn iter(&self) -> impl Iterator<Item = (u128, &H)> + '_ {
+        self.pages.iter().flat_map(|(number, page)| {
+            page.slots.iter().enumerate().filter_map(move |(i, key)| {
+                key.as_ref()
+                    .map(|key| (number * PAGE as u128 + i as u128, key))
+            })
+        })
+    }
+}
+
 /// Who (`H`) holds each value (`V`: address or MAC) of one subnet or family.
 #[derive(Clone)]
 pub(crate) struct HolderIndex<V, H> {
+    /// Positions are computed against it (a MAC's depends on its 2^32 block).
+    base: u128,
     dense: Option<DenseTable<H>>,
+    paged: PagedTable<H>,
     hashed: HashMap<V, H, LocalHash>,
+}
+
+/// Where a value lives.
+enum Place {
+    Dense((usize, usize)),
+    Paged(u128),
+    Hashed,
 }
 
 impl<V: DenseValue, H> HolderIndex<V, H> {
@@ -145,10 +246,22 @@ impl<V: DenseValue, H> HolderIndex<V, H> {
     pub fn new(first: u128, last: u128) -> Self {
         let span = last.checked_sub(first).map(|d| d.saturating_add(1));
         HolderIndex {
+            base: first,
             dense: span
                 .filter(|s| *s <= DENSE_MAX)
                 .map(|s| DenseTable::new(first, s)),
+            paged: PagedTable::default(),
             hashed: HashMap::default(),
+        }
+    }
+
+    fn place(&self, value: &V) -> Place {
+        let Some(n) = value.position(self.base) else {
+            return Place::Hashed;
+        };
+        match self.dense.as_ref().and_then(|t| t.slot(n)) {
+            Some(slot) => Place::Dense(slot),
+            None => Place::Paged(n),
         }
     }
 
@@ -158,16 +271,15 @@ impl<V: DenseValue, H> HolderIndex<V, H> {
         self.dense.is_some()
     }
 
-    fn slot(&self, value: &V) -> Option<(&DenseTable<H>, (usize, usize))> {
-        let table = self.dense.as_ref()?;
-        let slot = table.slot(value.position(table.base)?)?;
-        Some((table, slot))
+    fn dense_mut(&mut self) -> &mut DenseTable<H> {
+        self.dense.as_mut().expect("slot found in the dense table")
     }
 
     pub fn get(&self, value: &V) -> Option<&H> {
-        match self.slot(value) {
-            Some((table, slot)) => table.get(slot),
-            None => self.hashed.get(value),
+        match self.place(value) {
+            Place::Dense(slot) => self.dense.as_ref()?.get(slot),
+            Place::Paged(n) => self.paged.get(n),
+            Place::Hashed => self.hashed.get(value),
         }
     }
 
@@ -177,36 +289,31 @@ impl<V: DenseValue, H> HolderIndex<V, H> {
 
     /// Sets the holder of `value`; returns the previous one.
     pub fn insert(&mut self, value: V, key: H) -> Option<H> {
-        match self.slot(&value).map(|(_, slot)| slot) {
-            Some(slot) => self
-                .dense
-                .as_mut()
-                .expect("slot found in the dense table")
-                .insert(slot, key),
-            None => self.hashed.insert(value, key),
+        match self.place(&value) {
+            Place::Dense(slot) => self.dense_mut().insert(slot, key),
+            Place::Paged(n) => self.paged.insert(n, key),
+            Place::Hashed => self.hashed.insert(value, key),
         }
     }
 
     pub fn remove(&mut self, value: &V) -> Option<H> {
-        match self.slot(value).map(|(_, slot)| slot) {
-            Some(slot) => self
-                .dense
-                .as_mut()
-                .expect("slot found in the dense table")
-                .remove(slot),
-            None => self.hashed.remove(value),
+        match self.place(value) {
+            Place::Dense(slot) => self.dense_mut().remove(slot),
+            Place::Paged(n) => self.paged.remove(n),
+            Place::Hashed => self.hashed.remove(value),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.dense.as_ref().map_or(0, |t| t.len) + self.hashed.len()
+        self.dense.as_ref().map_or(0, |t| t.len) + self.paged.len + self.hashed.len()
     }
 
     /// Every `(value, holder)`: the dense part in ascending order, then the
-    /// hashed part in no particular order.
+    /// paged and hashed parts in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (V, &H)> + '_ {
         let dense = self.dense.iter().flat_map(DenseTable::iter);
         dense
+            .chain(self.paged.iter())
             .map(|(n, key)| (V::at(n), key))
             .chain(self.hashed.iter().map(|(v, key)| (*v, key)))
     }
@@ -277,12 +384,13 @@ mod tests {
     }
 
     #[test]
-    fn values_outside_the_dense_range_are_hashed() {
+    fn values_outside_the_dense_range_are_paged() {
         let mut index = slash_16();
         // The network address and one outside the subnet.
         for n in [0x0a00_0000, 0x0b00_0000] {
             index.insert(n, key("outside"));
         }
+        assert_eq!(index.paged.len, 2);
         assert_eq!(index.len(), 2);
         assert!(index.contains(&0x0a00_0000) && index.contains(&0x0b00_0000));
         assert!(!index.contains(&0x0a00_0001));
@@ -291,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn dense_up_to_the_threshold_and_hashed_above() {
+    fn dense_up_to_the_threshold_and_paged_above() {
         let at = HolderIndex::<u128, Key>::new(1, DENSE_MAX);
         assert!(at.is_dense());
         let above = HolderIndex::<u128, Key>::new(1, DENSE_MAX + 1);
@@ -334,6 +442,67 @@ mod tests {
 
     fn mac(s: &str) -> MacAddr {
         s.parse().expect("test MAC")
+    }
+
+    /// An IPv6 /64 family: addresses in pages of PAGE slots, a page found
+    /// by hash, freed when emptied, one kept as a spare.
+    #[test]
+    fn large_family_addresses_share_pages() {
+        let base = 0xfd00u128 << 112;
+        let mut index = HolderIndex::<u128, Key>::new(base + 1, base + u128::from(u64::MAX));
+        assert!(!index.is_dense());
+        let page = PAGE as u128;
+        // Last slot of one page, first of the next, and one far away.
+        let far = base + (1 << 40) + 5;
+        for n in [base + page - 1, base + page, far] {
+            assert_eq!(index.insert(n, key(&format!("k{}", n - base))), None);
+        }
+        assert_eq!(index.paged.pages.len(), 3);
+        assert_eq!(index.len(), 3);
+        assert!(index.hashed.is_empty());
+        assert_eq!(index.get(&(base + page)).map(|k| &**k), Some("k64"));
+        assert_eq!(index.get(&(base + page + 1)), None);
+        assert_eq!(index.insert(base + page + 1, key("k65")), None);
+        assert_eq!(index.paged.pages.len(), 3, "same page");
+
+        // Emptying a page frees it (kept as the spare); the next new page reuses it.
+        assert_eq!(
+            index.remove(&far).as_deref(),
+            Some(&*format!("k{}", far - base))
+        );
+        assert_eq!(index.remove(&far), None);
+        assert_eq!(index.paged.pages.len(), 2);
+        assert!(index.paged.spare.is_some());
+        index.insert(base + 10 * page, key("new page"));
+        assert!(index.paged.spare.is_none());
+        assert_eq!(index.len(), 4);
+
+        let mut all: Vec<u128> = index.iter().map(|(n, _)| n - base).collect();
+        all.sort();
+        assert_eq!(all, vec![page - 1, page, page + 1, 10 * page]);
+        // Equality by content, not by pages or spares.
+        let mut fresh = HolderIndex::<u128, Key>::new(base + 1, base + u128::from(u64::MAX));
+        for (n, k) in index.iter() {
+            fresh.insert(n, k.clone());
+        }
+        assert_eq!(index, fresh);
+    }
+
+    #[test]
+    fn macs_of_a_large_family_are_paged_requested_ones_hashed() {
+        let base = 0xfd00u128 << 112;
+        let mut macs = HolderIndex::<MacAddr, Key>::new(base + 1, base + u128::from(u64::MAX));
+        let derived = address_mac(base + 0x1_0000_0042);
+        assert_eq!(derived, mac("0a:58:00:00:00:42"));
+        macs.insert(derived, key("dynamic"));
+        macs.insert(mac("02:00:00:00:00:01"), key("requested"));
+        assert_eq!((macs.paged.len, macs.hashed.len()), (1, 1));
+        assert_eq!(macs.get(&derived).map(|k| &**k), Some("dynamic"));
+        let mut all: Vec<MacAddr> = macs.iter().map(|(m, _)| m).collect();
+        all.sort_by_key(|m| m.0);
+        assert_eq!(all, vec![mac("02:00:00:00:00:01"), derived]);
+        assert_eq!(macs.remove(&derived).as_deref(), Some("dynamic"));
+        assert_eq!(macs.len(), 1);
     }
 
     #[test]
