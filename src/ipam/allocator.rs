@@ -1,12 +1,15 @@
 //! The pure allocator: subnets, who holds which address and MAC, and the free
 //! lists. No I/O; `store.rs` persists what it decides.
 //!
-//! Indexes: forward `key → Allocation`; reverse per subnet family
-//! `address → key` and per subnet `MAC → key` (`index.rs`: dense tables for
-//! small ranges, hashed above); per family and pool a free set of intervals.
-//! Every lookup is a table, hash or B-tree operation, so allocation is
-//! O(log fragments) whatever the fill, and an IPv6 /64 costs memory in
-//! proportion to its holes, not its size.
+//! Indexes: forward `key → Allocation` (one shared `Arc` per attachment,
+//! handed out as [`Allocated`]); reverse per subnet family `address → key`
+//! and per subnet `MAC → key` (`index.rs`: dense tables for ranges of at most
+//! 2^20 addresses, hashed pages above); per family and pool a free set
+//! (`freeset.rs`: a bitmap with summary levels up to 2^20 addresses, an
+//! interval B-tree above, whose run the cursor is eating is kept out of the
+//! tree). Every lookup is a table, bitmap, hash or B-tree operation, so
+//! allocation costs the same whatever the fill, and an IPv6 /64 costs memory
+//! in proportion to its holes and holders, not its size.
 //!
 //! Dynamic policy: next free address after the last one handed out in the
 //! same pool, wrapping around at the end of the range. A just-released address

@@ -4,6 +4,7 @@
 //! - `subnet`: `SubnetSpec` (as the CRDs write it) and its parsed layout.
 //! - `allocator`: the pure allocator (no I/O).
 //! - `index`: its reverse indexes (who holds an address, a MAC).
+//! - `freeset`: the free addresses of a pool (bitmap or intervals).
 //! - `store`: `Ipam`, the allocator behind a lock, persisted in sled with
 //!   group commit; what the operator holds.
 //! - `error`: `IpamError`.
