@@ -182,28 +182,36 @@ impl IntervalSet {
                 self.settle();
             }
         }
-        let mut right = None;
-        if let Some((e, s)) = self.spans.range_mut(n..).next() {
+        // One descent finds the interval ending just below `n` (its left
+        // neighbour, if adjacent) and the one holding or following `n`.
+        let mut from_left = self.spans.range_mut(n.saturating_sub(1)..);
+        let mut next = from_left.next();
+        let mut left = None;
+        if let Some((&e, s)) = &next {
+            if n > 0 && e == n - 1 {
+                left = Some((**s, e));
+                next = from_left.next();
+            }
+        }
+        let mut right_start = None;
+        if let Some((_, s)) = next {
             if *s <= n {
                 return; // already a member
             }
             if Some(*s) == n.checked_add(1) {
-                right = Some(*e);
+                right_start = Some(s);
             }
         }
-        let left = n
-            .checked_sub(1)
-            .and_then(|m| self.spans.get(&m).map(|&s| (s, m)));
-        match (left, right) {
-            (Some((ls, le)), Some(re)) => {
+        match (left, right_start) {
+            (Some((ls, le)), Some(rs)) => {
+                *rs = ls;
                 self.spans.remove(&le);
-                *self.spans.get_mut(&re).expect("right interval") = ls;
             }
             (Some((ls, le)), None) => {
                 self.spans.remove(&le);
                 self.spans.insert(n, ls);
             }
-            (None, Some(re)) => *self.spans.get_mut(&re).expect("right interval") = n,
+            (None, Some(rs)) => *rs = n,
             (None, None) => {
                 self.spans.insert(n, n);
             }

@@ -578,14 +578,18 @@ impl SubnetState {
             let n = ip_to_u128(ip);
             if let Some(i) = self.family_index(Family::of(ip)) {
                 let fam = &mut self.families[i];
-                if fam.holders.get(&n).is_some_and(|h| h.same(holder)) {
-                    fam.holders.remove(&n);
-                    fam.give_back(n);
+                // One lookup: take the entry, put back one that is not ours.
+                match fam.holders.remove(&n) {
+                    Some(h) if h.same(holder) => fam.give_back(n),
+                    Some(other) => {
+                        fam.holders.insert(n, other);
+                    }
+                    None => {}
                 }
             }
         }
-        if self.macs.get(&alloc.mac).is_some_and(|h| h.same(holder)) {
-            self.macs.remove(&alloc.mac);
+        if let Some(other) = self.macs.remove(&alloc.mac).filter(|h| !h.same(holder)) {
+            self.macs.insert(alloc.mac, other);
         }
         self.count -= 1;
     }
@@ -998,20 +1002,26 @@ impl Allocator {
 
     /// Gives back what `key` holds (see [`Release`] for sticky keys).
     pub fn release(&mut self, key: &str, why: Release) -> Released {
-        let Some(alloc) = self.get(key) else {
-            return Released::NotHeld;
-        };
-        if alloc.sticky && why == Release::PodGone {
-            return Released::KeptSticky(alloc.clone());
-        }
-        if let Some(holder) = self.parked.remove(key) {
+        let keep = |holder: &Holder| holder.alloc.sticky && why == Release::PodGone;
+        if let Some(holder) = self.held.take(key) {
+            if keep(&holder) {
+                let kept = holder.alloc.clone();
+                self.held.insert(holder);
+                return Released::KeptSticky(kept);
+            }
+            if let Some(subnet) = self.subnets.get_mut(&*holder.alloc.subnet) {
+                subnet.unhold(&holder);
+            }
             return Released::Freed(holder.into_held().alloc);
         }
-        let holder = self.held.take(key).expect("looked up above");
-        if let Some(subnet) = self.subnets.get_mut(&*holder.alloc.subnet) {
-            subnet.unhold(&holder);
+        match self.parked.get(key) {
+            None => Released::NotHeld,
+            Some(holder) if keep(holder) => Released::KeptSticky(holder.alloc.clone()),
+            Some(_) => {
+                let holder = self.parked.remove(key).expect("looked up above");
+                Released::Freed(holder.into_held().alloc)
+            }
         }
-        Released::Freed(holder.into_held().alloc)
     }
 
     /// Garbage collection: frees every non-sticky allocation whose key is not
