@@ -340,22 +340,30 @@ impl IntervalSet {
 
     /// Members of `self` that are also in `other`, as intervals.
     pub fn intersect(&self, other: &IntervalSet) -> IntervalSet {
-        let mut out = IntervalSet::new();
-        let mut mine = self.spans().peekable();
-        let mut theirs = other.spans().peekable();
-        while let (Some(&(s0, e0)), Some(&(s1, e1))) = (mine.peek(), theirs.peek()) {
-            let (s, e) = (s0.max(s1), e0.min(e1));
-            if s <= e {
-                out.insert_range(s, e);
-            }
-            if e0 < e1 {
-                mine.next();
-            } else {
-                theirs.next();
-            }
-        }
-        out
+        intersect_spans(self.spans(), other.spans())
     }
+}
+
+/// The common members of two ascending sequences of maximal runs
+/// `(start, end)`, as intervals (whatever set each sequence comes from).
+pub(crate) fn intersect_spans(
+    a: impl Iterator<Item = (u128, u128)>,
+    b: impl Iterator<Item = (u128, u128)>,
+) -> IntervalSet {
+    let mut out = IntervalSet::new();
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    while let (Some(&(s0, e0)), Some(&(s1, e1))) = (a.peek(), b.peek()) {
+        let (s, e) = (s0.max(s1), e0.min(e1));
+        if s <= e {
+            out.insert_range(s, e);
+        }
+        if e0 < e1 {
+            a.next();
+        } else {
+            b.next();
+        }
+    }
+    out
 }
 
 pub use crate::api::mac::MacAddr;

@@ -134,18 +134,6 @@ impl PartialEq for Allocated {
 
 impl Eq for Allocated {}
 
-impl PartialEq<Allocation> for Allocated {
-    fn eq(&self, other: &Allocation) -> bool {
-        **self == *other
-    }
-}
-
-impl PartialEq<Allocated> for Allocation {
-    fn eq(&self, other: &Allocated) -> bool {
-        *self == **other
-    }
-}
-
 impl fmt::Debug for Allocated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
@@ -1054,14 +1042,10 @@ impl Allocator {
     }
 
     pub fn get(&self, key: &str) -> Option<&Allocation> {
-        self.held_entry(key).map(|h| &h.alloc)
-    }
-
-    fn held_entry(&self, key: &str) -> Option<&Held> {
         self.held
             .get(key)
-            .map(|h| &**h)
-            .or_else(|| self.parked.get(key).map(|h| &**h))
+            .or_else(|| self.parked.get(key))
+            .map(|h| &h.alloc)
     }
 
     /// The key holding `ip` in `subnet`.
@@ -1206,15 +1190,8 @@ impl Allocator {
                 continue;
             }
             let holder = Holder::new(alloc, seq);
-            for ip in &holder.alloc.ips {
-                if let Some(i) = state.family_index(Family::of(ip)) {
-                    state.families[i]
-                        .holders
-                        .insert(ip_to_u128(ip), holder.clone());
-                }
-            }
-            state.macs.insert(holder.alloc.mac, holder.clone());
-            state.count += 1;
+            // The free lists are trimmed once for all, below.
+            state.hold(&holder, &[true; MAX_FAMILIES]);
             me.held.insert(holder);
         }
         for state in me.subnets.values_mut() {

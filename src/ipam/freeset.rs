@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use super::addr::IntervalSet;
+use super::addr::{intersect_spans, IntervalSet};
 use super::index::DENSE_MAX;
 
 /// Bits per bitmap word.
@@ -330,24 +330,6 @@ impl DenseFree {
         }
     }
 
-    /// The maximal runs of members within `[lo, hi]`, clipped to it.
-    fn spans_within(&self, lo: u128, hi: u128) -> DenseSpans<'_> {
-        let last = self.base + (self.span as u128 - 1);
-        let (pos, stop) = if lo > hi || hi < self.base || lo > last {
-            (0, 0)
-        } else {
-            // Both within the range: offsets of at most DENSE_MAX.
-            let pos = lo.saturating_sub(self.base) as usize;
-            let stop = (hi.min(last) - self.base) as usize + 1;
-            (pos, stop)
-        };
-        DenseSpans {
-            set: self,
-            pos,
-            stop,
-        }
-    }
-
     pub fn to_intervals(&self) -> IntervalSet {
         let mut out = IntervalSet::new();
         for (s, e) in self.spans() {
@@ -357,18 +339,9 @@ impl DenseFree {
     }
 
     /// Members of `self` that are also in `other`.
+    #[cfg(test)]
     pub fn intersect(&self, other: &IntervalSet) -> IntervalSet {
-        let mut out = IntervalSet::new();
-        let last = self.base + (self.span as u128 - 1);
-        for (s, e) in other.spans() {
-            if s > last {
-                break;
-            }
-            for (a, b) in self.spans_within(s, e) {
-                out.insert_range(a, b);
-            }
-        }
-        out
+        intersect_spans(self.spans(), other.spans())
     }
 
     /// Checks the summaries, the zero tail of every level and `len`.
@@ -627,10 +600,7 @@ impl FreeSet {
 
     /// Members of `self` that are also in `other`.
     pub fn intersect(&self, other: &IntervalSet) -> IntervalSet {
-        match self {
-            FreeSet::Dense(d) => d.intersect(other),
-            FreeSet::Intervals(s) => s.intersect(other),
-        }
+        intersect_spans(self.spans(), other.spans())
     }
 }
 

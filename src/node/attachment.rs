@@ -328,11 +328,9 @@ pub fn external_ids(
         (IP_ID.to_string(), ips.join(",")),
         (SANDBOX_ID.to_string(), sandbox.to_string()),
     ]);
-    for placed in [POD_NETNS_ID, POD_IFNAME_ID, SANDBOX_ID] {
-        if ids.get(placed).is_some_and(String::is_empty) {
-            ids.remove(placed);
-        }
-    }
+    ids.retain(|k, v| {
+        !v.is_empty() || ![POD_NETNS_ID, POD_IFNAME_ID, SANDBOX_ID].contains(&k.as_str())
+    });
     ids
 }
 

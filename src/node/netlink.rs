@@ -215,21 +215,21 @@ impl Netlink {
         peer: &str,
         alongside: impl std::future::Future<Output = T>,
     ) -> (Result<(), NetlinkError>, Option<T>) {
-        // The macvlan cannot switch tx checksumming off, and need not: its frames leave
-        // through the peer, whose offload `create_detached_veth` turned off, so the kernel
-        // completes their checksums there.
+        // No tx checksum work here: `create_detached_veth` turned offload off on both veth
+        // ends already, and the macvlan cannot switch it off and need not (its frames leave
+        // through the peer, where the kernel completes their checksums).
         self.pod_end_with(plan, self.macvlan_on_peer(plan, peer), false, alongside)
             .await
     }
 
     /// Runs `build` (which leaves the pod end in the pod netns), then configures the pod end
-    /// (its tx checksum offload too when `pod_end_offload`) while `alongside` runs; deletes
-    /// the veth if the pod side fails.
+    /// (and, for a `fresh_veth`, tx checksum offload on both its ends) while `alongside` runs;
+    /// deletes the veth if the pod side fails.
     async fn pod_end_with<T>(
         &self,
         plan: &VethPlan,
         build: impl std::future::Future<Output = Result<PodNetns, NetlinkError>>,
-        pod_end_offload: bool,
+        fresh_veth: bool,
         alongside: impl std::future::Future<Output = T>,
     ) -> (Result<(), NetlinkError>, Option<T>) {
         let started = std::time::Instant::now();
@@ -238,7 +238,7 @@ impl Netlink {
             Err(e) => return (Err(e), None),
         };
         let created = started.elapsed();
-        let configure = configure_pod_end(&pod, plan, pod_end_offload);
+        let configure = configure_pod_end(&pod, plan, fresh_veth);
         tokio::pin!(configure, alongside);
         let mut configured = None;
         let mut other = None;
@@ -487,12 +487,12 @@ fn ipv4_only(addresses: &[IpNet]) -> bool {
     !addresses.is_empty() && addresses.iter().all(|a| a.addr().is_ipv4())
 }
 
-/// Brings the pod end up and gives it its addresses and routes; tx checksum offload off on the
-/// host end if the plan asks, and on the pod end too when `pod_end_offload`.
+/// Brings the pod end up and gives it its addresses and routes; on a `fresh_veth` (not one
+/// built ahead, whose offload is set already) tx checksum offload off on both ends if asked.
 async fn configure_pod_end(
     pod: &PodNetns,
     plan: &VethPlan,
-    pod_end_offload: bool,
+    fresh_veth: bool,
 ) -> Result<(), NetlinkError> {
     let index = pod.link_index(&plan.pod_ifname).await?;
     if ipv4_only(&plan.addresses) {
@@ -557,10 +557,8 @@ async fn configure_pod_end(
                 format!("{} via {:?} on {}", route.dst, route.gw, plan.pod_ifname),
             ))?;
     }
-    if plan.tx_checksum_off {
-        if pod_end_offload {
-            set_tx_checksum(&pod.ioctl_socket, &plan.pod_ifname, false)?;
-        }
+    if plan.tx_checksum_off && fresh_veth {
+        set_tx_checksum(&pod.ioctl_socket, &plan.pod_ifname, false)?;
         set_tx_checksum(&datagram_socket()?, &plan.host_name, false)?;
     }
     Ok(())

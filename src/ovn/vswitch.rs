@@ -208,6 +208,14 @@ impl Vswitch {
         Ok(self.client.find(&IndexSpec::column("name"), name)?.pop())
     }
 
+    /// The interface `name`; `Error::NotFound` if there is none.
+    fn existing_interface(&self, name: &str) -> Result<Interface> {
+        self.interface(name)?.ok_or_else(|| Error::NotFound {
+            kind: "interface",
+            name: name.to_string(),
+        })
+    }
+
     /// The interfaces whose `external_ids:<key>` is `value`, for the indexed keys
     /// ([`IFACE_ID`], [`SANDBOX_ID`]).
     pub fn interfaces_with_id(&self, key: &str, value: &str) -> Result<Vec<Interface>> {
@@ -360,10 +368,7 @@ impl Vswitch {
         remove: &[&str],
     ) -> Result<bool> {
         self.apply(|vs| {
-            let i = vs.interface(iface)?.ok_or_else(|| Error::NotFound {
-                kind: "interface",
-                name: iface.to_string(),
-            })?;
+            let i = vs.existing_interface(iface)?;
             Ok(edit_ids_ops(
                 Interface::NAME,
                 i.uuid,
@@ -489,10 +494,7 @@ impl Vswitch {
     }
 
     fn qos_ops(&self, iface: &str, kind: QosKind, want: &Bandwidth) -> Result<Vec<Op>> {
-        let i = self.interface(iface)?.ok_or_else(|| Error::NotFound {
-            kind: "interface",
-            name: iface.to_string(),
-        })?;
+        let i = self.existing_interface(iface)?;
         let port = self.port_of(i.uuid)?.ok_or_else(|| Error::NotFound {
             kind: "port of interface",
             name: iface.to_string(),
