@@ -6,6 +6,8 @@
 //!   `allocation`: the per-attachment annotations the operator writes and the
 //!   node daemon reads (plus QoS and routes); `selection`: the networks
 //!   annotation; `network_status`: Multus's result annotation.
+//! - `attachment_id`: who an attachment is, and the port, IPAM and IP CR names derived
+//!   from it (used by the operator and the node role alike).
 //! - `nad`: NetworkAttachmentDefinition and the kube-ovn NAD config.
 //! - CRDs: `vpc`, `subnet`, `ip`, `ippool`, `security_group`, `nat` (VpcNatGateway
 //!   and the Iptables* rules), `kubeovn` (the operator's own); `condition` for
@@ -14,6 +16,7 @@
 
 pub mod allocation;
 pub mod annotations;
+pub mod attachment_id;
 pub mod condition;
 pub mod crds;
 pub mod ip;

@@ -16,73 +16,36 @@ use crate::api::allocation::{
 use crate::api::annotations::{
     parse_provider_annotation, provider_annotation, Provider, ProviderKey, NETWORKS,
 };
+use crate::api::attachment_id::{self, AttachmentId};
 use crate::api::selection::parse_networks;
 use crate::cni::protocol::{CniRequest, CniResponse, IpConfig, PodInterface, RouteConfig};
 use crate::cni::{CniError, ErrorCode};
+use crate::ovn::external_ids;
 
 use super::netlink::{host_veth_name, VethPlan};
 use super::pod_index::PodView;
-
-/// `Interface.external_ids` keys the node role writes (Kube-OVN's names).
-pub const POD_NAME_ID: &str = "pod_name";
-pub const POD_NAMESPACE_ID: &str = "pod_namespace";
-pub const POD_NETNS_ID: &str = "pod_netns";
-pub const IP_ID: &str = "ip";
-/// Ours, not Kube-OVN's: the pod end's name, for live QoS on the pod side.
-pub const POD_IFNAME_ID: &str = "pod_ifname";
-pub const VENDOR_ID: &str = "vendor";
-pub const VENDOR: &str = "kube-ovn";
-/// Ours: the container (sandbox) ID of the ADD that owns the interface; DEL and CHECK find a
-/// pre-plugged interface, whose name does not derive from the container ID, by it.
-pub use crate::ovn::vswitch::SANDBOX_ID;
-/// Ours: set while an interface is pre-plugged and not yet claimed by an ADD; the name of its
-/// peer, still in the node's netns.
-pub const PREPLUG_PEER_ID: &str = "preplug_peer";
 
 /// The per-attachment MTU annotation (`<key>.kubernetes.io/mtu`), which wins over `--mtu`.
 /// Not yet in `ProviderKey`: the controller does not write it, a user may.
 const MTU_KEY: &str = "mtu";
 
-/// The attachment key of this interface: `<provider>.<ifname>` when the pod's networks
-/// annotation lists the provider's NAD more than once and this interface is not the first of
-/// them (the controller's rule), else the provider itself.
+/// The attachment key of this interface ([`AttachmentId::key_for`], from the pod's networks
+/// annotation). A provider that is not `<nad>.<ns>.ovn` is its own key: no NAD names it, so
+/// the controller never annotates it and ADD reports that.
 pub fn attachment_key(
     annotations: &BTreeMap<String, String>,
     pod_namespace: &str,
     provider: &str,
     ifname: &str,
 ) -> String {
-    let repeated = annotations
+    let Ok(provider) = Provider::parse(provider) else {
+        return provider.to_owned();
+    };
+    let selections = annotations
         .get(NETWORKS)
         .and_then(|v| parse_networks(v, pod_namespace).ok())
-        .is_some_and(|selections| {
-            let mine: Vec<_> = selections
-                .iter()
-                .filter(|s| {
-                    Provider::for_nad(&s.name, &s.namespace).is_ok_and(|p| p.as_str() == provider)
-                })
-                .collect();
-            mine.iter().position(|s| s.interface == ifname).unwrap_or(0) > 0
-        });
-    if repeated {
-        format!("{provider}.{ifname}")
-    } else {
-        provider.to_string()
-    }
-}
-
-/// Logical_Switch_Port name and `iface-id` of an attachment: `<pod>.<ns>.<key>`.
-pub fn lsp_name(pod: &str, namespace: &str, key: &str) -> String {
-    format!("{pod}.{namespace}.{key}")
-}
-
-/// The attachment key of a plugged interface, from its `iface-id` and pod.
-pub fn key_of_iface_id<'a>(iface_id: &'a str, pod: &str, namespace: &str) -> Option<&'a str> {
-    iface_id
-        .strip_prefix(pod)?
-        .strip_prefix('.')?
-        .strip_prefix(namespace)?
-        .strip_prefix('.')
+        .unwrap_or_default();
+    AttachmentId::key_for(&selections, &provider, ifname).to_string()
 }
 
 /// Everything ADD needs about one interface once the controller annotated the pod.
@@ -214,7 +177,7 @@ fn build(
         })
         .collect();
     Ok(Wiring {
-        iface_id: lsp_name(&pod.name, &pod.namespace, &key),
+        iface_id: attachment_id::port_name(&pod.namespace, &pod.name, &key),
         key,
         pod_uid: pod.uid.clone(),
         veth: VethPlan {
@@ -305,7 +268,7 @@ fn any_of_family(ip: IpAddr) -> IpNet {
 
 /// `Interface.external_ids` of the host end plugged for sandbox `sandbox` (empty: pre-plugged,
 /// no sandbox yet; then the pod netns and ifname are empty too and left out).
-pub fn external_ids(
+pub fn interface_ids(
     pod_name: &str,
     pod_namespace: &str,
     w: &Wiring,
@@ -313,23 +276,35 @@ pub fn external_ids(
 ) -> BTreeMap<String, String> {
     let ips: Vec<String> = w.ips.iter().map(|i| i.address.addr().to_string()).collect();
     let mut ids = BTreeMap::from([
+        (external_ids::IFACE_ID.to_string(), w.iface_id.clone()),
+        (external_ids::POD_NAME.to_string(), pod_name.to_string()),
         (
-            crate::ovn::vswitch::IFACE_ID.to_string(),
-            w.iface_id.clone(),
+            external_ids::POD_NAMESPACE.to_string(),
+            pod_namespace.to_string(),
         ),
-        (POD_NAME_ID.to_string(), pod_name.to_string()),
-        (POD_NAMESPACE_ID.to_string(), pod_namespace.to_string()),
         (
-            POD_NETNS_ID.to_string(),
+            external_ids::POD_NETNS.to_string(),
             w.veth.pod_netns.display().to_string(),
         ),
-        (POD_IFNAME_ID.to_string(), w.veth.pod_ifname.clone()),
-        (VENDOR_ID.to_string(), VENDOR.to_string()),
-        (IP_ID.to_string(), ips.join(",")),
-        (SANDBOX_ID.to_string(), sandbox.to_string()),
+        (
+            external_ids::POD_IFNAME.to_string(),
+            w.veth.pod_ifname.clone(),
+        ),
+        (
+            external_ids::VENDOR_KEY.to_string(),
+            external_ids::VENDOR.to_string(),
+        ),
+        (external_ids::IP.to_string(), ips.join(",")),
+        (external_ids::SANDBOX.to_string(), sandbox.to_string()),
     ]);
     ids.retain(|k, v| {
-        !v.is_empty() || ![POD_NETNS_ID, POD_IFNAME_ID, SANDBOX_ID].contains(&k.as_str())
+        !v.is_empty()
+            || ![
+                external_ids::POD_NETNS,
+                external_ids::POD_IFNAME,
+                external_ids::SANDBOX,
+            ]
+            .contains(&k.as_str())
     });
     ids
 }
@@ -480,10 +455,8 @@ mod tests {
             format!("{P}.net2")
         );
         assert_eq!(attachment_key(&BTreeMap::new(), "default", P, "net2"), P);
-        assert_eq!(
-            key_of_iface_id("web.default.attachnet.default.ovn.net2", "web", "default"),
-            Some("attachnet.default.ovn.net2")
-        );
+        // Not a `<nad>.<ns>.ovn` provider: its own key.
+        assert_eq!(attachment_key(&a, "default", "ovn", "net2"), "ovn");
     }
 
     #[test]

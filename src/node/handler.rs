@@ -19,10 +19,11 @@ use tracing::{debug, info, warn};
 use crate::api::allocation::AttachmentQos;
 use crate::cni::protocol::{CniRequest, CniResponse};
 use crate::cni::{CniError, ErrorCode};
-use crate::ovn::vswitch::{QosKind, Vswitch, IFACE_ID};
+use crate::ovn::external_ids;
+use crate::ovn::vswitch::{QosKind, Vswitch};
 use crate::ovsdb::model::vswitch::Interface;
 
-use super::attachment::{self, Wiring, WiringDefaults, POD_IFNAME_ID, PREPLUG_PEER_ID, SANDBOX_ID};
+use super::attachment::{self, Wiring, WiringDefaults};
 use super::netlink::{self, host_veth_name, Netlink};
 use super::pod_index::PodIndex;
 use super::preplug::Preplug;
@@ -122,10 +123,15 @@ impl NodeHandler {
     fn hosts_of(&self, container_id: &str, ifname: &str) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .vswitch
-            .interfaces_with_id(SANDBOX_ID, container_id)
+            .interfaces_with_id(external_ids::SANDBOX, container_id)
             .unwrap_or_default()
             .into_iter()
-            .filter(|i| i.external_ids.get(POD_IFNAME_ID).map(String::as_str) == Some(ifname))
+            .filter(|i| {
+                i.external_ids
+                    .get(external_ids::POD_IFNAME)
+                    .map(String::as_str)
+                    == Some(ifname)
+            })
             .map(|i| i.name)
             .collect();
         let derived = host_veth_name(container_id, ifname);
@@ -164,7 +170,7 @@ impl NodeHandler {
         let started = Instant::now();
         if preplugged {
             self.vswitch
-                .edit_interface_ids(host, ids, &[PREPLUG_PEER_ID])
+                .edit_interface_ids(host, ids, &[external_ids::PREPLUG_PEER])
                 .await
                 .map_err(ovs_error("recording the sandbox on", host))?;
         } else {
@@ -192,7 +198,9 @@ impl NodeHandler {
                     format!(
                         "interface {host} (iface-id {}) was not ovn-installed within {:?}: \
                          is the logical switch port created and ovn-controller connected? ({e})",
-                        ids.get(IFACE_ID).map(String::as_str).unwrap_or(""),
+                        ids.get(external_ids::IFACE_ID)
+                            .map(String::as_str)
+                            .unwrap_or(""),
                         self.config.ovn_installed_timeout
                     ),
                 )
@@ -263,19 +271,14 @@ impl NodeHandler {
             .map_err(|e| ovs_error("listing", "interfaces")(e.into()))?;
         let mut removed = Vec::new();
         for iface in interfaces {
-            if iface
-                .external_ids
-                .get(attachment::VENDOR_ID)
-                .map(String::as_str)
-                != Some(attachment::VENDOR)
-            {
+            if !external_ids::is_ours(&iface.external_ids) {
                 continue;
             }
             // A plain veth dies with its pod netns; an adopted pre-plugged one keeps its veth
             // (only the macvlan on it dies), so a recorded pod netns that is gone counts too.
             let netns_gone = iface
                 .external_ids
-                .get(attachment::POD_NETNS_ID)
+                .get(external_ids::POD_NETNS)
                 .is_some_and(|netns| !Path::new(netns).exists());
             if !netns_gone
                 && self
@@ -325,7 +328,7 @@ impl CniHandler for NodeHandler {
         if let Some(p) = &prepared {
             wiring.veth.host_name = p.host.clone();
         }
-        let ids = attachment::external_ids(
+        let ids = attachment::interface_ids(
             &req.pod_name,
             &req.pod_namespace,
             &wiring,
@@ -432,10 +435,10 @@ impl CniHandler for NodeHandler {
             .interface(host)
             .map_err(ovs_error("reading interface", host))?
             .ok_or_else(|| fail(format!("OVS interface {host} is missing")))?;
-        if iface.external_ids.get(IFACE_ID) != Some(&want.iface_id) {
+        if iface.external_ids.get(external_ids::IFACE_ID) != Some(&want.iface_id) {
             return Err(fail(format!(
                 "OVS interface {host} has iface-id {:?}, want {}",
-                iface.external_ids.get(IFACE_ID),
+                iface.external_ids.get(external_ids::IFACE_ID),
                 want.iface_id
             )));
         }

@@ -35,10 +35,12 @@ use futures::StreamExt;
 use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
-use crate::ovn::vswitch::{Vswitch, IFACE_ID};
+use crate::api::attachment_id;
+use crate::ovn::external_ids;
+use crate::ovn::vswitch::Vswitch;
 use crate::ovsdb::model::vswitch::Interface;
 
-use super::attachment::{self, Placement, Wiring, WiringDefaults, PREPLUG_PEER_ID};
+use super::attachment::{self, Placement, Wiring, WiringDefaults};
 use super::netlink::{name_stem, Netlink};
 use super::pod_index::{PodIndex, PodView};
 
@@ -135,7 +137,7 @@ fn wanted(pods: &[PodView], defaults: WiringDefaults) -> HashMap<String, (Wiring
             continue;
         }
         for key in attachment::allocated_keys(pod) {
-            let iface_id = attachment::lsp_name(&pod.name, &pod.namespace, key);
+            let iface_id = attachment_id::port_name(&pod.namespace, &pod.name, key);
             let (host_name, _) = preplug_names(&pod.uid, &iface_id);
             let place = Placement {
                 host_name,
@@ -219,7 +221,7 @@ impl Preplug {
         };
         let mut removed = Vec::new();
         for iface in interfaces {
-            if !iface.external_ids.contains_key(PREPLUG_PEER_ID) {
+            if !iface.external_ids.contains_key(external_ids::PREPLUG_PEER) {
                 continue;
             }
             self.discard(&iface.name).await;
@@ -261,7 +263,7 @@ impl Preplug {
             // its interface is in the cache, so an iface-id is always in a slot or in there.
             wants.retain(|id, _| {
                 !slots.contains_key(id)
-                    && match self.vswitch.interfaces_with_id(IFACE_ID, id) {
+                    && match self.vswitch.interfaces_with_id(external_ids::IFACE_ID, id) {
                         Ok(plugged) => plugged.is_empty(),
                         Err(e) => {
                             warn!(error = %e, iface_id = %id, "pre-plug: reading interfaces");
@@ -306,7 +308,7 @@ impl Preplug {
         // finished (its interface then is in the cache).
         let taken = self
             .vswitch
-            .interfaces_with_id(IFACE_ID, &w.iface_id)
+            .interfaces_with_id(external_ids::IFACE_ID, &w.iface_id)
             .map_err(|e| e.to_string())?;
         if !taken.is_empty() {
             return Err(format!("{} is plugged already", w.iface_id));
@@ -315,8 +317,8 @@ impl Preplug {
             .create_detached_veth(&host, &peer, w.veth.mac, w.veth.mtu, w.veth.tx_checksum_off)
             .await
             .map_err(|e| e.to_string())?;
-        let mut ids = attachment::external_ids(name, namespace, w, "");
-        ids.insert(PREPLUG_PEER_ID.to_string(), peer.clone());
+        let mut ids = attachment::interface_ids(name, namespace, w, "");
+        ids.insert(external_ids::PREPLUG_PEER.to_string(), peer.clone());
         if let Err(e) = self.vswitch.plug_interface(&self.bridge, &host, &ids).await {
             let _ = self.netlink.delete_link(&host).await;
             return Err(format!("plugging {host}: {e}"));

@@ -11,12 +11,11 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::api::allocation::attachment_qos;
-use crate::ovn::vswitch::{Vswitch, IFACE_ID};
+use crate::api::attachment_id::key_of_port;
+use crate::ovn::external_ids;
+use crate::ovn::vswitch::Vswitch;
 use crate::ovsdb::model::vswitch::Interface;
 
-use super::attachment::{
-    key_of_iface_id, POD_IFNAME_ID, POD_NAMESPACE_ID, POD_NAME_ID, POD_NETNS_ID, VENDOR, VENDOR_ID,
-};
 use super::handler::{apply_qos, Datapath};
 use super::pod_index::PodIndex;
 
@@ -32,22 +31,22 @@ pub async fn reconcile(pods: &PodIndex, vswitch: &Vswitch, datapath: Datapath) -
     let mut changed = 0;
     for iface in interfaces {
         let ids = &iface.external_ids;
-        if ids.get(VENDOR_ID).map(String::as_str) != Some(VENDOR) {
+        if !external_ids::is_ours(ids) {
             continue;
         }
         let (Some(name), Some(namespace), Some(iface_id), Some(netns), Some(ifname)) = (
-            ids.get(POD_NAME_ID),
-            ids.get(POD_NAMESPACE_ID),
-            ids.get(IFACE_ID),
-            ids.get(POD_NETNS_ID),
-            ids.get(POD_IFNAME_ID),
+            ids.get(external_ids::POD_NAME),
+            ids.get(external_ids::POD_NAMESPACE),
+            ids.get(external_ids::IFACE_ID),
+            ids.get(external_ids::POD_NETNS),
+            ids.get(external_ids::POD_IFNAME),
         ) else {
             continue;
         };
         let Some(pod) = pods.get(namespace, name) else {
             continue;
         };
-        let Some(key) = key_of_iface_id(iface_id, name, namespace) else {
+        let Some(key) = key_of_port(iface_id, namespace, name) else {
             continue;
         };
         let qos = match attachment_qos(&pod.annotations, key) {

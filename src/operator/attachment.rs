@@ -29,6 +29,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::api::annotations::{nic_annotation, NicKey, Provider, ProviderKey, NETWORKS};
+use crate::api::attachment_id::AttachmentId;
 use crate::api::mac::MacAddr;
 use crate::api::nad::{parse_kube_ovn_config, NadConfigError};
 use crate::api::selection::{parse_networks, IpRequest, NetworkSelection, SelectionError};
@@ -345,7 +346,6 @@ where
             return out;
         }
     };
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for selection in &selections {
         let network = selection.network_name();
         let Some(config) = nad_config(&selection.namespace, &selection.name) else {
@@ -368,11 +368,7 @@ where
                 continue;
             }
         };
-        let occurrence = seen
-            .entry((selection.namespace.clone(), selection.name.clone()))
-            .or_insert(0);
-        *occurrence += 1;
-        match plan_one(pod, selection, &conf.provider, *occurrence > 1, subnets) {
+        match plan_one(pod, &selections, selection, &conf.provider, subnets) {
             Ok(plan) => out.plans.push(plan),
             Err(e) => out.errors.push(e),
         }
@@ -382,9 +378,9 @@ where
 
 fn plan_one(
     pod: PodAttachmentInput<'_>,
+    selections: &[NetworkSelection],
     selection: &NetworkSelection,
     configured_provider: &str,
-    repeated: bool,
     subnets: &SubnetIndex,
 ) -> Result<AttachmentPlan, AttachmentError> {
     let network = selection.network_name();
@@ -401,11 +397,7 @@ fn plan_one(
             expected: provider.to_string(),
         });
     }
-    let key = if repeated {
-        provider.with_interface(&selection.interface)
-    } else {
-        provider.clone()
-    };
+    let key = AttachmentId::key_for(selections, &provider, &selection.interface);
     let subnet = choose_subnet(pod, &network, &provider, &key, subnets)?;
     let cidrs = subnet
         .cidrs
@@ -433,7 +425,7 @@ fn plan_one(
             .is_some_and(|v| v.trim() == "true");
 
     Ok(AttachmentPlan {
-        lsp_name: format!("{}.{}.{}", pod.name, pod.namespace, key),
+        lsp_name: AttachmentId::new(pod.namespace, pod.name, key.clone()).port_name(),
         network,
         subnet: subnet.name.clone(),
         vpc: subnet.vpc.clone(),

@@ -18,6 +18,7 @@ use super::events::Notifier;
 use super::ports::PortBatcher;
 use super::queue::WorkQueue;
 use super::status::Metrics;
+use crate::api::attachment_id;
 use crate::api::ip::IP;
 use crate::api::nad::NetworkAttachmentDefinition;
 use crate::api::subnet::Subnet;
@@ -47,38 +48,32 @@ impl PodKey {
         )
     }
 
+    // The names below are `attachment_id`'s rules, for attachment keys read back as strings.
+
     /// `<ns>/<pod>`: the LSP `external_ids:pod` value.
     pub fn ns_name(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        attachment_id::pod_ref(&self.namespace, &self.name)
     }
 
-    /// The IPAM key of this pod's attachment `key`: `<ns>/<pod>/<key>`.
+    /// The IPAM key of this pod's attachment `key`.
     pub fn ipam_key(&self, attachment: &str) -> String {
-        format!("{}/{}/{}", self.namespace, self.name, attachment)
+        attachment_id::ipam_key(&self.namespace, &self.name, attachment)
     }
 
-    /// `<pod>.<ns>.<key>`: LSP and IP CR name of attachment `key`.
+    /// LSP and IP CR name of attachment `key`.
     pub fn port_name(&self, attachment: &str) -> String {
-        format!("{}.{}.{}", self.name, self.namespace, attachment)
+        attachment_id::port_name(&self.namespace, &self.name, attachment)
     }
 
     /// The attachment key of `port_name` if it is one of this pod's.
     pub fn attachment_of_port<'a>(&self, port_name: &'a str) -> Option<&'a str> {
-        port_name
-            .strip_prefix(&self.name)?
-            .strip_prefix('.')?
-            .strip_prefix(&self.namespace)?
-            .strip_prefix('.')
-            .filter(|k| !k.is_empty())
+        attachment_id::key_of_port(port_name, &self.namespace, &self.name)
     }
 
-    /// The pod (`<ns>/<pod>`) an IPAM key `<ns>/<pod>/<key>` belongs to.
+    /// The pod an IPAM key belongs to, and the attachment key.
     pub fn of_ipam_key(key: &str) -> Option<(PodKey, &str)> {
-        let mut parts = key.splitn(3, '/');
-        let ns = parts.next()?;
-        let name = parts.next()?;
-        let attachment = parts.next()?;
-        Some((PodKey::new(ns, name), attachment))
+        let (namespace, name, attachment) = attachment_id::split_ipam_key(key)?;
+        Some((PodKey::new(namespace, name), attachment))
     }
 }
 

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::context::{Context, PodKey};
 use super::pod::{delete_ip, release_pod};
+use crate::ovn::external_ids;
 use crate::ovsdb::model::nb::LogicalSwitchPort;
 
 /// What belongs to pods that are gone, by pod.
@@ -76,8 +77,13 @@ pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
         .list::<LogicalSwitchPort>()
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p.external_ids.get("vendor").map(String::as_str) == Some("kube-ovn"))
-        .filter_map(|p| Some((p.name.clone(), p.external_ids.get("pod")?.clone())))
+        .filter(|p| external_ids::is_ours(&p.external_ids))
+        .filter_map(|p| {
+            Some((
+                p.name.clone(),
+                p.external_ids.get(external_ids::POD)?.clone(),
+            ))
+        })
         .collect();
     let ips: Vec<(String, String)> = ctx
         .ips

@@ -39,13 +39,10 @@ use crate::api::annotations::{
 };
 use crate::api::ip::{IpSpec, IP};
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
-use crate::ovn::LspSpec;
+use crate::ovn::{external_ids, LspSpec};
 
 /// The field manager of our writes.
 pub const MANAGER: &str = "kube-ovn-operator";
-const VENDOR: &str = "kube-ovn";
-/// `external_ids` key holding the attachment key of a pod's port.
-pub const ATTACHMENT_KEY: &str = "attachment";
 
 /// The annotations the controller writes per attachment.
 const ALLOCATION_KEYS: [ProviderKey; 7] = [
@@ -103,10 +100,10 @@ fn port_keys(ctx: &Context, pod: &PodKey) -> BTreeSet<String> {
         .ports_by_pod(&pod.ns_name())
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p.external_ids.get("vendor").map(String::as_str) == Some(VENDOR))
+        .filter(|p| external_ids::is_ours(&p.external_ids))
         .filter_map(|p| {
             p.external_ids
-                .get(ATTACHMENT_KEY)
+                .get(external_ids::ATTACHMENT)
                 .cloned()
                 .or_else(|| pod.attachment_of_port(&p.name).map(str::to_owned))
         })
@@ -361,11 +358,10 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             mac: alloc.mac.to_string(),
             ips: alloc.ips.iter().map(ToString::to_string).collect(),
             port_security: false,
-            external_ids: BTreeMap::from([
-                ("pod".to_owned(), key.ns_name()),
-                ("ls".to_owned(), plan.subnet.clone()),
-                ("vendor".to_owned(), VENDOR.to_owned()),
-                (ATTACHMENT_KEY.to_owned(), plan.key.to_string()),
+            external_ids: external_ids::ours([
+                (external_ids::POD, key.ns_name().as_str()),
+                (external_ids::LOGICAL_SWITCH, plan.subnet.as_str()),
+                (external_ids::ATTACHMENT, plan.key.as_str()),
             ]),
         };
         let current = ctx.nb.port(&spec.name).ok().flatten();

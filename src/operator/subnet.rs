@@ -33,9 +33,9 @@ use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VA
 use crate::api::subnet::{Subnet, SubnetStatus};
 use crate::api::vpc::Vpc;
 use crate::ipam::{self, Allocator, Family};
+use crate::ovn::external_ids;
 
 pub const FINALIZER: &str = "kubeovn.io/subnet-controller";
-const VENDOR: &str = "kube-ovn";
 
 /// A subnet that passed validation, ready to apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,15 +229,11 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
         .iter()
         .zip(&view.cidrs)
         .find_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())));
-    let ids = |extra: &[(&str, &str)]| {
-        let mut m = std::collections::BTreeMap::from([("vendor".to_owned(), VENDOR.to_owned())]);
-        for (k, v) in extra {
-            m.insert((*k).to_owned(), (*v).to_owned());
-        }
-        m
-    };
-    let router_ids = ids(&[("vpc", &valid.vpc)]);
-    let switch_ids = ids(&[("vpc", &valid.vpc), ("provider", &valid.provider)]);
+    let router_ids = external_ids::ours([(external_ids::VPC, valid.vpc.as_str())]);
+    let switch_ids = external_ids::ours([
+        (external_ids::VPC, valid.vpc.as_str()),
+        (external_ids::PROVIDER, valid.provider.as_str()),
+    ]);
     let mac = view.gateway_mac.to_string();
     let wrote = ctx
         .nb

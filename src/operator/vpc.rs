@@ -2,7 +2,6 @@
 //! and the VPC's subnets, with a Ready condition. Deleting a Vpc deletes its
 //! router (its subnets then report `VpcNotFound`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::context::{with_finalizer, Context};
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY};
 use crate::api::subnet::Subnet;
 use crate::api::vpc::{Vpc, VpcStatus};
+use crate::ovn::external_ids;
 
 pub const FINALIZER: &str = "kubeovn.io/vpc-controller";
 
@@ -74,10 +74,7 @@ async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Error> {
 
 async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action, Error> {
     let name = vpc.name_any();
-    let ids = BTreeMap::from([
-        ("vendor".to_owned(), "kube-ovn".to_owned()),
-        ("vpc".to_owned(), name.clone()),
-    ]);
+    let ids = external_ids::ours([(external_ids::VPC, name.as_str())]);
     let created = ctx
         .nb
         .ensure_router(&name, &ids)

@@ -8,6 +8,7 @@
 //! concurrent writers cannot duplicate a named object.
 
 pub mod daemons;
+pub mod external_ids;
 pub mod nb;
 pub mod vswitch;
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::debug;
 
+use super::external_ids::POD as POD_KEY;
 use super::{is_conflict, Error, Result};
 use crate::ovsdb::model::nb::{
     LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
@@ -17,8 +18,6 @@ use crate::ovsdb::{
 };
 
 pub const DATABASE: &str = "OVN_Northbound";
-/// The `external_ids` key naming a port's pod (`<ns>/<pod>`).
-pub const POD_KEY: &str = "pod";
 /// Attempts when a concurrent writer makes a planned transaction fail.
 const ATTEMPTS: usize = 3;
 

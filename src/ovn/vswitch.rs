@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::external_ids::{self, IFACE_ID, OVN_INSTALLED, SANDBOX as SANDBOX_ID};
 use super::{is_conflict, Error, Result};
 use crate::ovsdb::model::vswitch::{Bridge, Interface, OpenVswitch, Port, Qos, Queue};
 use crate::ovsdb::{
@@ -18,16 +19,6 @@ use crate::ovsdb::{
 };
 
 pub const DATABASE: &str = "Open_vSwitch";
-/// `Interface.external_ids` key naming the OVN logical port.
-pub const IFACE_ID: &str = "iface-id";
-/// `Interface.external_ids` key naming the sandbox (container ID) a pod interface belongs to
-/// (ours; indexed so that CNI DEL finds an interface whatever its name).
-pub const SANDBOX_ID: &str = "sandbox";
-/// `Interface.external_ids` key ovn-controller sets once flows are in.
-pub const OVN_INSTALLED: &str = "ovn-installed";
-/// `external_ids` marking QoS/Queue rows we own.
-const OWNER_KEY: &str = "vendor";
-const OWNER: &str = "kube-ovn";
 const ATTEMPTS: usize = 3;
 
 type Map = BTreeMap<String, String>;
@@ -101,10 +92,6 @@ fn named(n: &str) -> Value {
     Value::atom(Atom::NamedUuid(n.to_string()))
 }
 
-fn owned() -> Map {
-    Map::from([(OWNER_KEY.to_string(), OWNER.to_string())])
-}
-
 /// The mutation of row `uuid`'s `external_ids` (now `current`) that sets the keys of `set`
 /// and removes the keys `remove`, leaving the others; none when nothing would change.
 fn edit_ids_ops(table: &str, uuid: Uuid, current: &Map, set: &Map, remove: &[&str]) -> Vec<Op> {
@@ -134,10 +121,6 @@ fn edit_ids_ops(table: &str, uuid: Uuid, current: &Map, set: &Map, remove: &[&st
             Mutation::insert("external_ids", Value::string_map(&changed)),
         ],
     )]
-}
-
-fn is_owned(ids: &Map) -> bool {
-    ids.get(OWNER_KEY).map(String::as_str) == Some(OWNER)
 }
 
 impl Vswitch {
@@ -434,7 +417,7 @@ impl Vswitch {
         let Some(q) = self.client.get::<Qos>(qos)? else {
             return Ok(vec![]);
         };
-        if !is_owned(&q.external_ids) {
+        if !external_ids::is_ours(&q.external_ids) {
             return Ok(vec![]);
         }
         let others: Vec<Qos> = self.client.list::<Qos>()?;
@@ -523,7 +506,7 @@ impl Vswitch {
             None => None,
         };
         let port_cond = vec![Condition::uuid(port.uuid)];
-        let mut ids = owned();
+        let mut ids = external_ids::ours([]);
         ids.insert("iface".into(), iface.to_string());
         match (&want.shaping, current) {
             (None, None) => {}
@@ -535,7 +518,9 @@ impl Vswitch {
                 ));
                 ops.extend(self.qos_cleanup_ops(q.uuid, port.uuid)?);
             }
-            (Some(cfg), Some(q)) if q.kind == kind.ovs_type() && is_owned(&q.external_ids) => {
+            (Some(cfg), Some(q))
+                if q.kind == kind.ovs_type() && external_ids::is_ours(&q.external_ids) =>
+            {
                 match kind {
                     QosKind::EgressPolicer if &q.other_config != cfg => ops.push(Op::update(
                         Qos::NAME,
@@ -617,14 +602,15 @@ impl Vswitch {
             let mut live_queues = Vec::new();
             for q in &qoses {
                 let used = ports.iter().any(|p| p.qos == Some(q.uuid));
-                if used || !is_owned(&q.external_ids) {
+                if used || !external_ids::is_ours(&q.external_ids) {
                     live_queues.extend(q.queues.values().copied());
                 } else {
                     ops.push(Op::delete(Qos::NAME, vec![Condition::uuid(q.uuid)]));
                 }
             }
             for queue in vs.client.list::<Queue>()? {
-                if is_owned(&queue.external_ids) && !live_queues.contains(&queue.uuid) {
+                if external_ids::is_ours(&queue.external_ids) && !live_queues.contains(&queue.uuid)
+                {
                     ops.push(Op::delete(Queue::NAME, vec![Condition::uuid(queue.uuid)]));
                 }
             }
