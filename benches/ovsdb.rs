@@ -14,11 +14,13 @@
 mod ovsdb_support;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use kube_ovn::api::mac::MacAddr;
 use kube_ovn::ovn::{LspSpec, Northbound};
 use ovsdb_support::DbServer;
 
@@ -32,8 +34,8 @@ fn spec(i: usize) -> LspSpec {
     LspSpec {
         name: format!("pod{i}.ns.net1.ns.ovn"),
         switch: "net1".into(),
-        mac: format!("00:00:00:00:{hi:02x}:{lo:02x}"),
-        ips: vec![format!("10.100.{hi}.{lo}")],
+        mac: MacAddr([0, 0, 0, 0, hi as u8, lo as u8]),
+        ips: vec![IpAddr::from([10, 100, hi as u8, lo as u8])],
         port_security: true,
         external_ids: BTreeMap::from([
             ("pod".to_string(), format!("ns/pod{i}")),

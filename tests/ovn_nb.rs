@@ -36,8 +36,8 @@ fn lsp(name: &str, switch: &str, mac: &str, ip: &str, pod: &str) -> LspSpec {
     LspSpec {
         name: name.into(),
         switch: switch.into(),
-        mac: mac.into(),
-        ips: vec![ip.into()],
+        mac: mac.parse().expect("valid MAC"),
+        ips: vec![ip.parse().expect("valid IP")],
         port_security: true,
         external_ids: ids(&[("pod", pod), ("ls", switch), ("vendor", "kube-ovn")]),
     }
@@ -225,7 +225,7 @@ async fn pod_ports_are_ensured_found_by_pod_updated_moved_and_deleted() {
 
     // New IP and no port security, then a move to another switch.
     let mut changed = spec.clone();
-    changed.ips = vec!["10.100.0.9".into()];
+    changed.ips = vec!["10.100.0.9".parse().expect("valid IP")];
     changed.port_security = false;
     assert!(nb.ensure_logical_switch_port(&changed).await.unwrap());
     assert_eq!(

@@ -185,18 +185,6 @@ impl Context {
         }
     }
 
-    /// Whether NB has the logical switch `name` (an index lookup: no row is copied,
-    /// which matters with thousands of ports on the switch).
-    pub fn switch_exists(&self, name: &str) -> bool {
-        use crate::ovsdb::model::nb::LogicalSwitch;
-        use crate::ovsdb::{Atom, IndexSpec, Table};
-        let cache = self.nb.client().cache();
-        cache
-            .table(LogicalSwitch::NAME)
-            .and_then(|t| t.lookup(&IndexSpec::column("name"), &Atom::from(name)).ok())
-            .is_some_and(|uuids| !uuids.is_empty())
-    }
-
     /// Why `subnet` cannot take attachments, if it cannot.
     pub fn subnet_problem(&self, subnet: &str) -> Option<String> {
         if let Some(reason) = self
@@ -207,7 +195,7 @@ impl Context {
         {
             return Some(reason.clone());
         }
-        let in_nb = self.switch_exists(subnet);
+        let in_nb = self.nb.switch_exists(subnet);
         (self.ipam.subnet(subnet).is_none() || !in_nb)
             .then(|| format!("subnet {subnet:?} is not set up yet"))
     }

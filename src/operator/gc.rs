@@ -18,8 +18,6 @@ use tracing::{info, warn};
 
 use super::context::{Context, PodKey};
 use super::pod::{delete_ip, release_pod};
-use crate::ovn::external_ids;
-use crate::ovsdb::model::nb::LogicalSwitchPort;
 
 /// What belongs to pods that are gone, by pod.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -71,20 +69,7 @@ pub fn orphans(
 
 /// One pass; returns how many ports, IP CRs and addresses were removed.
 pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
-    let ports: Vec<(String, String)> = ctx
-        .nb
-        .client()
-        .list::<LogicalSwitchPort>()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| external_ids::is_ours(&p.external_ids))
-        .filter_map(|p| {
-            Some((
-                p.name.clone(),
-                p.external_ids.get(external_ids::POD)?.clone(),
-            ))
-        })
-        .collect();
+    let ports = ctx.nb.our_ports().unwrap_or_default();
     let ips: Vec<(String, String)> = ctx
         .ips
         .state()

@@ -355,8 +355,8 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
         let spec = LspSpec {
             name: plan.lsp_name.clone(),
             switch: plan.subnet.clone(),
-            mac: alloc.mac.to_string(),
-            ips: alloc.ips.iter().map(ToString::to_string).collect(),
+            mac: alloc.mac,
+            ips: alloc.ips.to_vec(),
             port_security: false,
             external_ids: external_ids::ours([
                 (external_ids::POD, key.ns_name().as_str()),

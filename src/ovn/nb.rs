@@ -4,11 +4,13 @@
 //! transaction; the methods of `Northbound` are one-operation transactions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 
 use tracing::debug;
 
-use super::external_ids::POD as POD_KEY;
+use super::external_ids::{self, POD as POD_KEY};
 use super::{is_conflict, Error, Result};
+use crate::api::mac::MacAddr;
 use crate::ovsdb::model::nb::{
     LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
 };
@@ -30,9 +32,9 @@ pub struct LspSpec {
     pub name: String,
     /// The logical switch (subnet) it belongs to.
     pub switch: String,
-    pub mac: String,
-    /// Bare addresses (no prefix length), one per family.
-    pub ips: Vec<String>,
+    pub mac: MacAddr,
+    /// One address per family.
+    pub ips: Vec<IpAddr>,
     /// Restrict traffic to `mac` and `ips`.
     pub port_security: bool,
     pub external_ids: Map,
@@ -41,10 +43,10 @@ pub struct LspSpec {
 impl LspSpec {
     /// The `addresses` column: `["<mac> <ip> …"]`.
     pub fn addresses(&self) -> Vec<String> {
-        let mut a = self.mac.clone();
+        let mut a = self.mac.to_string();
         for ip in &self.ips {
             a.push(' ');
-            a.push_str(ip);
+            a.push_str(&ip.to_string());
         }
         vec![a]
     }
@@ -172,6 +174,30 @@ impl Northbound {
         Ok(self
             .client
             .find(&IndexSpec::map_key("external_ids", POD_KEY), pod)?)
+    }
+
+    /// Our logical switch ports (vendor mark) as `(name, pod)` pairs, the pod being the
+    /// `<ns>/<pod>` external_id; ports without one are left out.
+    pub fn our_ports(&self) -> Result<Vec<(String, String)>> {
+        let ports: Vec<LogicalSwitchPort> = self.client.list()?;
+        Ok(ports
+            .into_iter()
+            .filter(|p| external_ids::is_ours(&p.external_ids))
+            .filter_map(|p| {
+                let pod = p.external_ids.get(external_ids::POD)?.clone();
+                Some((p.name, pod))
+            })
+            .collect())
+    }
+
+    /// Whether the logical switch `name` exists: an index lookup in the cache, no row is
+    /// copied (which matters with thousands of ports on the switch).
+    pub fn switch_exists(&self, name: &str) -> bool {
+        self.client
+            .cache()
+            .table(LogicalSwitch::NAME)
+            .and_then(|t| t.lookup(&IndexSpec::column("name"), &Atom::from(name)).ok())
+            .is_some_and(|uuids| !uuids.is_empty())
     }
 
     pub fn switch(&self, name: &str) -> Result<Option<LogicalSwitch>> {
@@ -691,8 +717,11 @@ mod tests {
         let spec = LspSpec {
             name: "p.ns.prov".into(),
             switch: "s".into(),
-            mac: "00:00:00:aa:bb:cc".into(),
-            ips: vec!["10.0.0.2".into(), "fd00::2".into()],
+            mac: "00:00:00:aa:bb:cc".parse().expect("valid MAC"),
+            ips: vec![
+                "10.0.0.2".parse().expect("valid IP"),
+                "fd00::2".parse().expect("valid IP"),
+            ],
             port_security: true,
             external_ids: Map::new(),
         };
