@@ -12,48 +12,41 @@
 //! stores and the NB cache: re-reconciling an attached pod writes nothing.
 //! Errors become pod Events (reason + message naming NAD, subnet, address)
 //! and never hold up other pods.
+//!
+//! Here: reconcile, IPAM and the apply step. `writes.rs` decides what to write (pure);
+//! `watch.rs` is the watch, the queue feed and the workers.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod watch;
+mod writes;
+
+pub use watch::{feed, run_workers, watch_pods, PodFeed};
+pub use writes::{plan_pod_writes, ObservedPod, ObservedPort, PodWrites};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{store::Writer, ObjectRef};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use super::attachment::{
     plan_pod_attachments, AttachmentError, AttachmentPlan, PodAttachmentInput, SubnetIndex,
 };
 use super::context::{Context, PodKey};
 use super::ports::PortChange;
-use crate::api::allocation::AllocatedAttachment;
-use crate::api::annotations::{
-    parse_provider_annotation, provider_annotation, ProviderKey, NETWORKS,
-};
-use crate::api::ip::{IpSpec, IP};
+use crate::api::annotations::{parse_provider_annotation, ProviderKey};
+use crate::api::ip::IP;
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
-use crate::ovn::{external_ids, LspSpec};
+use crate::ovn::external_ids;
 
 /// The field manager of our writes.
 pub const MANAGER: &str = "kube-ovn-operator";
-
-/// The annotations the controller writes per attachment.
-const ALLOCATION_KEYS: [ProviderKey; 7] = [
-    ProviderKey::IpAddress,
-    ProviderKey::MacAddress,
-    ProviderKey::Cidr,
-    ProviderKey::Gateway,
-    ProviderKey::LogicalSwitch,
-    ProviderKey::LogicalRouter,
-    ProviderKey::Allocated,
-];
 
 /// What went wrong while wiring a pod (transient: retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -68,19 +61,6 @@ pub enum PodError {
         what: String,
         source: kube::Error,
     },
-}
-
-/// Whether a pod needs us at all: it names networks or carries our annotations.
-fn relevant(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| {
-        a.contains_key(NETWORKS)
-            || a.keys().any(|k| {
-                matches!(
-                    parse_provider_annotation(k),
-                    Some((_, ProviderKey::Allocated))
-                )
-            })
-    })
 }
 
 /// Attachment keys recorded in the pod's `<key>.kubernetes.io/allocated` annotations.
@@ -224,7 +204,7 @@ fn held(current: Option<Allocation>, plan: &AttachmentPlan) -> Held {
         Some(a)
             if *a.subnet == *plan.subnet
                 && plan.ips.iter().all(|ip| a.ips.contains(ip))
-                && plan.mac.is_none_or(|m| m.to_string() == a.mac.to_string()) =>
+                && plan.mac.is_none_or(|m| m == a.mac) =>
         {
             Held::Fits(a)
         }
@@ -287,16 +267,98 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
         }
     }
 
-    let planned: BTreeSet<String> = plans.iter().map(|p| p.key.to_string()).collect();
-    let mut existing = port_keys(ctx, key);
-    existing.extend(annotated_keys(pod));
-    let stale: Vec<String> = existing.difference(&planned).cloned().collect();
-
     // 1. IPAM, durably, before anything names the address.
     let sticky = statefulset_owner(pod).is_some();
+    let allocations = match allocate(ctx, key, pod, &plans, sticky).await? {
+        Ok(allocations) => allocations,
+        Err(retry) => return Ok(retry),
+    };
+    for plan in &plans {
+        ctx.usage_changed(&plan.subnet);
+    }
+
+    // 2. What to write, from what is observed now (pure).
+    let mut existing_keys = port_keys(ctx, key);
+    existing_keys.extend(annotated_keys(pod));
+    let observed = ObservedPod {
+        annotations: annotations.clone(),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        sticky,
+        existing_keys,
+        ports: plans
+            .iter()
+            .filter_map(|p| {
+                let port = ctx.nb.port(&p.lsp_name).ok().flatten()?;
+                let observed = ObservedPort {
+                    addresses: port.addresses,
+                    external_ids: port.external_ids,
+                };
+                Some((p.lsp_name.clone(), observed))
+            })
+            .collect(),
+        ips: plans
+            .iter()
+            .filter_map(|p| {
+                let ip = ctx.ips.get(&ObjectRef::new(&p.lsp_name))?;
+                Some((p.lsp_name.clone(), ip.spec.clone()))
+            })
+            .collect(),
+        gateways: plans
+            .iter()
+            .map(|p| {
+                let gateways = ctx
+                    .ipam
+                    .subnet(&p.subnet)
+                    .map(|v| v.gateways.into_iter().flatten().collect())
+                    .unwrap_or_default();
+                (p.subnet.clone(), gateways)
+            })
+            .collect(),
+    };
+    let writes = plan_pod_writes(key, &plans, &allocations, &observed);
+    let wrote = apply(ctx, key, &writes).await?;
+
+    let had_waited = ctx
+        .waiting
+        .lock()
+        .expect("waiting lock poisoned")
+        .remove(key);
+    if had_waited {
+        ctx.events.forget(&pod.object_ref(&()));
+    }
+    let newly_wired = plans
+        .iter()
+        .filter(|p| {
+            annotations
+                .get(&p.annotation(ProviderKey::Allocated))
+                .map(String::as_str)
+                != Some("true")
+        })
+        .count();
+    if newly_wired > 0 {
+        ctx.metrics
+            .pods_attached
+            .fetch_add(newly_wired as u64, Ordering::Relaxed);
+        info!(pod = %key, attachments = plans.len(), ips = ?allocations.iter().map(Allocation::ip_annotation).collect::<Vec<_>>(), "pod attached");
+    } else if wrote {
+        debug!(pod = %key, stale = writes.stale.len(), "pod attachments repaired");
+    }
+    Ok(None)
+}
+
+/// Allocates every planned attachment (reusing what IPAM holds while it fits). `Ok(Err(retry))`
+/// when IPAM refused: the refusal is reported on the pod, nothing of this pass stays allocated,
+/// and `retry` says whether to look again later.
+async fn allocate(
+    ctx: &Context,
+    key: &PodKey,
+    pod: &Pod,
+    plans: &[AttachmentPlan],
+    sticky: bool,
+) -> Result<Result<Vec<Allocation>, Option<Duration>>, PodError> {
     let mut allocations = Vec::with_capacity(plans.len());
     let mut fresh: Vec<String> = Vec::new();
-    for plan in &plans {
+    for plan in plans {
         let ipam_key = key.ipam_key(plan.key.as_str());
         match held(ctx.ipam.get(&ipam_key), plan) {
             Held::Fits(a) => {
@@ -341,85 +403,30 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                 report(ctx, pod, reason, &message).await;
                 // A taken address or a full subnet may free up.
                 let retry = matches!(e, IpamError::HeldBy { .. } | IpamError::Full { .. });
-                return Ok(retry.then_some(Duration::from_secs(30)));
+                return Ok(Err(retry.then_some(Duration::from_secs(30))));
             }
         }
     }
-    for plan in &plans {
-        ctx.usage_changed(&plan.subnet);
-    }
+    Ok(Ok(allocations))
+}
 
-    // 2. One NB transaction (possibly shared) for the pod's ports.
-    let mut changes = Vec::new();
-    for (plan, alloc) in plans.iter().zip(&allocations) {
-        let spec = LspSpec {
-            name: plan.lsp_name.clone(),
-            switch: plan.subnet.clone(),
-            mac: alloc.mac,
-            ips: alloc.ips.to_vec(),
-            port_security: false,
-            external_ids: external_ids::ours([
-                (external_ids::POD, key.ns_name().as_str()),
-                (external_ids::LOGICAL_SWITCH, plan.subnet.as_str()),
-                (external_ids::ATTACHMENT, plan.key.as_str()),
-            ]),
-        };
-        let current = ctx.nb.port(&spec.name).ok().flatten();
-        let up_to_date = current.is_some_and(|p| {
-            p.addresses == spec.addresses() && p.external_ids == spec.external_ids
-        });
-        if !up_to_date {
-            changes.push(PortChange::Ensure(spec));
-        }
-    }
-    for k in &stale {
-        changes.push(PortChange::Delete(key.port_name(k)));
-    }
-    let wrote_ports = !changes.is_empty();
+/// Applies a pod's writes in order: ports (one NB transaction, possibly shared), the
+/// annotation patch, the IP CRs, then what the pod no longer asks for. Returns whether
+/// anything was written.
+async fn apply(ctx: &Context, key: &PodKey, writes: &PodWrites) -> Result<bool, PodError> {
     ctx.ports
-        .apply(changes)
+        .apply(writes.ports.clone())
         .await
         .map_err(|message| PodError::Nb {
             pod: key.to_string(),
             message,
         })?;
-
-    // 3. One merge patch of the annotations.
-    let mut patch: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for (plan, alloc) in plans.iter().zip(&allocations) {
-        let gateways = ctx
-            .ipam
-            .subnet(&plan.subnet)
-            .map(|v| v.gateways.into_iter().flatten().collect())
-            .unwrap_or_default();
-        let allocated = AllocatedAttachment {
-            ips: alloc.ips.to_vec(),
-            mac: alloc.mac,
-            cidrs: plan.cidrs.clone(),
-            gateways,
-            logical_switch: plan.subnet.clone(),
-            logical_router: plan.vpc.clone(),
-        };
-        for (k, v) in allocated.to_annotations(plan.key.as_str()) {
-            if annotations.get(&k) != Some(&v) {
-                patch.insert(k, Some(v));
-            }
-        }
-    }
-    for k in &stale {
-        for pk in ALLOCATION_KEYS {
-            let name = provider_annotation(k, pk);
-            if annotations.contains_key(&name) {
-                patch.insert(name, None);
-            }
-        }
-    }
-    if !patch.is_empty() {
+    if !writes.annotations.is_empty() {
         Api::<Pod>::namespaced(ctx.client.clone(), &key.namespace)
             .patch(
                 &key.name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "annotations": patch } })),
+                &Patch::Merge(json!({ "metadata": { "annotations": writes.annotations } })),
             )
             .await
             .map_err(|source| PodError::Api {
@@ -428,102 +435,29 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                 source,
             })?;
     }
-
-    // 4. The IP CRs.
     let ips: Api<IP> = Api::all(ctx.client.clone());
-    for (plan, alloc) in plans.iter().zip(&allocations) {
-        let spec = ip_spec(key, pod, plan, alloc, sticky);
-        let current = ctx.ips.get(&ObjectRef::new(&plan.lsp_name));
-        if current.as_ref().map(|c| &c.spec) == Some(&spec) {
-            continue;
-        }
-        let mut ip = IP::new(&plan.lsp_name, spec);
-        ip.metadata.labels = Some(BTreeMap::from([
-            ("ovn.kubernetes.io/subnet".to_owned(), plan.subnet.clone()),
-            ("kubeovn.io/pod".to_owned(), key.name.clone()),
-        ]));
+    for ip in &writes.ips {
+        let name = ip.name_any();
         ips.patch(
-            &plan.lsp_name,
+            &name,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&ip),
+            &Patch::Apply(ip),
         )
         .await
         .map_err(|source| PodError::Api {
             pod: key.to_string(),
-            what: format!("writing IP {}", plan.lsp_name),
+            what: format!("writing IP {name}"),
             source,
         })?;
     }
-
-    // 5. What the pod no longer asks for.
-    for k in &stale {
+    for k in &writes.stale {
         delete_ip(ctx, &key.port_name(k)).await?;
         release(ctx, key, k).await?;
     }
-
-    let had_waited = ctx
-        .waiting
-        .lock()
-        .expect("waiting lock poisoned")
-        .remove(key);
-    if had_waited {
-        ctx.events.forget(&pod.object_ref(&()));
-    }
-    let newly_wired = plans
-        .iter()
-        .filter(|p| {
-            annotations
-                .get(&p.annotation(ProviderKey::Allocated))
-                .map(String::as_str)
-                != Some("true")
-        })
-        .count();
-    if newly_wired > 0 {
-        ctx.metrics
-            .pods_attached
-            .fetch_add(newly_wired as u64, Ordering::Relaxed);
-        info!(pod = %key, attachments = plans.len(), ips = ?allocations.iter().map(Allocation::ip_annotation).collect::<Vec<_>>(), "pod attached");
-    } else if wrote_ports || !patch.is_empty() || !stale.is_empty() {
-        debug!(pod = %key, stale = stale.len(), "pod attachments repaired");
-    }
-    Ok(None)
-}
-
-fn ip_spec(
-    key: &PodKey,
-    pod: &Pod,
-    plan: &AttachmentPlan,
-    alloc: &Allocation,
-    sticky: bool,
-) -> IpSpec {
-    let family = |v4: bool| {
-        alloc
-            .ips
-            .iter()
-            .find(|ip| ip.is_ipv4() == v4)
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    };
-    IpSpec {
-        pod_name: key.name.clone(),
-        namespace: key.namespace.clone(),
-        subnet: plan.subnet.clone(),
-        node_name: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default(),
-        ip_address: alloc.ip_annotation(),
-        v4_ip_address: family(true),
-        v6_ip_address: family(false),
-        mac_address: alloc.mac.to_string(),
-        pod_type: if sticky {
-            "StatefulSet".into()
-        } else {
-            String::new()
-        },
-        ..Default::default()
-    }
+    Ok(!writes.ports.is_empty()
+        || !writes.annotations.is_empty()
+        || !writes.ips.is_empty()
+        || !writes.stale.is_empty())
 }
 
 pub(crate) async fn delete_ip(ctx: &Context, name: &str) -> Result<(), PodError> {
@@ -611,133 +545,6 @@ pub async fn release_pod(
     Ok(true)
 }
 
-/// Runs `concurrency` workers on the pod queue. Start them once the pod
-/// store is ready: a pod missing from the store counts as deleted.
-pub async fn run_workers(ctx: Arc<Context>, concurrency: usize) {
-    debug!(workers = concurrency, "pod workers starting");
-    let mut workers = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let ctx = ctx.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let key = ctx.pod_queue.next().await;
-                let span = tracing::info_span!("pod", pod = %key.name, namespace = %key.namespace);
-                let result = reconcile(&ctx, &key).instrument(span).await;
-                match result {
-                    Ok(None) => {}
-                    Ok(Some(delay)) => ctx.pod_queue.add_after(key.clone(), delay),
-                    Err(e) => {
-                        warn!(error = %e, "pod reconcile failed; retrying");
-                        ctx.pod_queue.add_after(key.clone(), Duration::from_secs(1));
-                    }
-                }
-                ctx.pod_queue.done(&key);
-                ctx.initial_done(&key);
-            }
-        }));
-    }
-    for w in workers {
-        let _ = w.await;
-    }
-}
-
-/// What the pod watch tells the controller.
-#[derive(Debug)]
-pub enum PodFeed {
-    Changed(PodKey),
-    Deleted(PodKey, Arc<Pod>),
-    /// A (re)list completed with these relevant pods; `first` for the first one.
-    Listed {
-        keys: Vec<PodKey>,
-        first: bool,
-    },
-}
-
-/// Feeds the pod store from one pod watch and tells `feed` what changed.
-/// Pods listed while a (re)list is under way are reported once it is
-/// complete, so no worker mistakes a listed pod for a deleted one. Needs
-/// only the client: it starts before IPAM and NB are open, overlapping the
-/// longest part of a restart (listing every pod).
-pub async fn watch_pods(
-    client: kube::Client,
-    mut writer: Writer<Pod>,
-    feed: tokio::sync::mpsc::UnboundedSender<PodFeed>,
-) {
-    let api: Api<Pod> = Api::all(client);
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut listing: HashSet<PodKey> = HashSet::new();
-    let mut first = true;
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "pod watch failed; retrying");
-                continue;
-            }
-        };
-        writer.apply_watcher_event(&event);
-        let note = match event {
-            watcher::Event::Apply(pod) => {
-                relevant(&pod).then(|| PodFeed::Changed(PodKey::of(&pod)))
-            }
-            watcher::Event::Delete(pod) => Some(PodFeed::Deleted(PodKey::of(&pod), Arc::new(pod))),
-            watcher::Event::Init => {
-                listing.clear();
-                None
-            }
-            watcher::Event::InitApply(pod) => {
-                if relevant(&pod) {
-                    listing.insert(PodKey::of(&pod));
-                }
-                None
-            }
-            watcher::Event::InitDone => {
-                let keys = listing.drain().collect();
-                let note = PodFeed::Listed { keys, first };
-                first = false;
-                Some(note)
-            }
-        };
-        if let Some(note) = note {
-            if feed.send(note).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Applies what the pod watch reports to the queue; each complete list triggers a GC.
-pub async fn feed(
-    ctx: Arc<Context>,
-    mut notes: tokio::sync::mpsc::UnboundedReceiver<PodFeed>,
-    gc: Arc<tokio::sync::Notify>,
-) {
-    while let Some(note) = notes.recv().await {
-        match note {
-            PodFeed::Changed(key) => ctx.pod_queue.add(key),
-            PodFeed::Deleted(key, pod) => {
-                ctx.tombstones
-                    .lock()
-                    .expect("tombstones lock poisoned")
-                    .insert(key.clone(), pod);
-                ctx.pod_queue.add(key);
-            }
-            PodFeed::Listed { keys, first } => {
-                if first {
-                    info!(pods = keys.len(), "initial pod list complete");
-                    ctx.set_initial(keys.iter().cloned().collect());
-                }
-                for key in keys {
-                    ctx.pod_queue.add(key);
-                }
-                gc.notify_one();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,23 +601,14 @@ mod tests {
     }
 
     #[test]
-    fn pods_matter_when_they_name_networks_or_carry_our_annotations() {
-        let pod = |annotations: &[(&str, &str)]| {
-            let mut p = Pod::default();
-            p.metadata.annotations = Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            );
-            p
-        };
-        assert!(!relevant(&pod(&[("app", "x")])));
-        assert!(relevant(&pod(&[(NETWORKS, "default/n1")])));
-        let leftover = pod(&[("n1.default.ovn.kubernetes.io/allocated", "true")]);
-        assert!(relevant(&leftover));
+    fn leftover_allocation_annotations_name_their_keys() {
+        let mut pod = Pod::default();
+        pod.metadata.annotations = Some(BTreeMap::from([(
+            "n1.default.ovn.kubernetes.io/allocated".to_owned(),
+            "true".to_owned(),
+        )]));
         assert_eq!(
-            annotated_keys(&leftover),
+            annotated_keys(&pod),
             BTreeSet::from(["n1.default.ovn".to_owned()])
         );
     }
