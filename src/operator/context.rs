@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::Action;
-use kube::runtime::finalizer;
 use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
+use super::controller::Failures;
 use super::events::Notifier;
 use super::ports::PortBatcher;
 use super::queue::WorkQueue;
@@ -96,6 +95,8 @@ pub struct Context {
     pub ips: Store<IP>,
     pub events: Notifier,
     pub metrics: Arc<Metrics>,
+    /// Consecutive reconcile failures per object, for the controllers' backoff.
+    pub failures: Failures,
     pub pod_queue: Arc<WorkQueue<PodKey>>,
     /// Pods whose attachments failed for a reason a NAD or Subnet change may fix.
     pub waiting: Mutex<HashSet<PodKey>>,
@@ -199,58 +200,6 @@ impl Context {
         (self.ipam.subnet(subnet).is_none() || !in_nb)
             .then(|| format!("subnet {subnet:?} is not set up yet"))
     }
-}
-
-/// kube-runtime's `finalizer` around `reconcile`, with our finalizer added
-/// first by [`ensure_finalizer`]; when that had to add it, the reconcile waits
-/// for the change to come back through the watch.
-pub async fn with_finalizer<K, Fut>(
-    api: &kube::Api<K>,
-    name: &str,
-    obj: Arc<K>,
-    reconcile: impl FnOnce(finalizer::Event<K>) -> Fut,
-) -> Result<Action, finalizer::Error<Fut::Error>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-    K::DynamicType: Default,
-    Fut: futures::TryFuture<Ok = Action>,
-    Fut::Error: std::error::Error + 'static,
-{
-    if ensure_finalizer(api, &*obj, name)
-        .await
-        .map_err(finalizer::Error::AddFinalizer)?
-    {
-        return Ok(Action::await_change());
-    }
-    finalizer::finalizer(api, name, obj, reconcile).await
-}
-
-/// Adds `finalizer` to `obj` with one merge patch guarded by its
-/// resourceVersion; `Ok(true)` when it had to be added (the change comes
-/// back through the watch). kube-runtime's `finalizer` adds it with a JSON
-/// patch whose `test` of a missing list not every API server accepts
-/// (kube-sim refuses it), so the controllers add it themselves first.
-async fn ensure_finalizer<K>(api: &kube::Api<K>, obj: &K, finalizer: &str) -> kube::Result<bool>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let meta = obj.meta();
-    if meta.deletion_timestamp.is_some() || meta.finalizers.iter().flatten().any(|f| f == finalizer)
-    {
-        return Ok(false);
-    }
-    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
-    finalizers.push(finalizer.to_owned());
-    let patch = serde_json::json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version }
-    });
-    api.patch(
-        meta.name.as_deref().unwrap_or_default(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(patch),
-    )
-    .await?;
-    Ok(true)
 }
 
 #[cfg(test)]

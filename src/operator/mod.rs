@@ -13,6 +13,7 @@
 
 pub mod attachment;
 pub mod context;
+pub mod controller;
 pub mod events;
 pub mod gc;
 pub mod nad;
@@ -193,6 +194,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         ips,
         events: events::Notifier::new(client.clone()),
         metrics: metrics.clone(),
+        failures: Default::default(),
         pod_queue: queue::WorkQueue::new(),
         waiting: Mutex::new(HashSet::new()),
         tombstones: Mutex::new(HashMap::new()),

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub attachments_released: AtomicU64,
     /// By Event reason.
     pub attachment_errors: Mutex<BTreeMap<String, u64>>,
+    /// Failed reconciles by (controller, error variant).
+    pub reconcile_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// By kind (`lsp`, `ip`, `address`).
     pub gc_removed: Mutex<BTreeMap<&'static str, u64>>,
     pub gc_runs: AtomicU64,
@@ -39,6 +41,15 @@ impl Metrics {
             .lock()
             .expect("metrics lock poisoned")
             .entry(reason.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn count_reconcile_error(&self, controller: &'static str, kind: &'static str) {
+        *self
+            .reconcile_errors
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry((controller, kind))
             .or_default() += 1;
     }
 
@@ -87,6 +98,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "kube_ovn_attachment_errors_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kube_ovn_reconcile_errors_total Failed reconciles by controller and error.\n# TYPE kube_ovn_reconcile_errors_total counter"
+        );
+        for ((controller, kind), n) in self
+            .reconcile_errors
+            .lock()
+            .expect("metrics lock poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "kube_ovn_reconcile_errors_total{{controller=\"{controller}\",error=\"{kind}\"}} {n}"
             );
         }
         let _ = writeln!(
@@ -179,10 +205,14 @@ mod tests {
         m.pods_attached.fetch_add(3, Ordering::Relaxed);
         m.count_error("NoSubnetForProvider");
         m.count_error("NoSubnetForProvider");
+        m.count_reconcile_error("subnet", "Nb");
         m.count_gc("lsp", 2);
         let text = m.render();
         assert!(text.contains("kube_ovn_pod_attachments_total 3"));
         assert!(text.contains("kube_ovn_attachment_errors_total{reason=\"NoSubnetForProvider\"} 2"));
+        assert!(
+            text.contains("kube_ovn_reconcile_errors_total{controller=\"subnet\",error=\"Nb\"} 1")
+        );
         assert!(text.contains("kube_ovn_gc_removed_total{kind=\"lsp\"} 2"));
         assert!(text.contains("kube_ovn_ready 0"));
     }

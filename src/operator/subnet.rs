@@ -18,16 +18,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::context::{with_finalizer, Context};
+use super::context::Context;
+use super::controller::{self, ControllerError, Failure, Retry};
 use crate::api::annotations::Provider;
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
 use crate::api::subnet::{Subnet, SubnetStatus};
@@ -171,23 +172,45 @@ pub enum Error {
     },
     #[error("subnet {subnet:?}: writing status: {source}")]
     Status { subnet: String, source: kube::Error },
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<Subnet> = Api::all(ctx.client.clone());
-    with_finalizer(&api, FINALIZER, subnet, |event| async {
-        match event {
-            Finalizer::Apply(s) => apply(&s, &ctx).await,
-            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+impl ControllerError for Error {
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Ipam { .. } => "Ipam",
+            Error::Nb { .. } => "Nb",
+            Error::Status { .. } => "Status",
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            // Only the store can fail transiently; any other refusal is about the spec.
+            Error::Ipam { source, .. } if !matches!(source, ipam::IpamError::Store { .. }) => {
+                Retry::AwaitChange
+            }
+            Error::Status { source, .. } => controller::api_retry(source),
+            _ => Retry::Backoff,
+        }
+    }
 }
 
-async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
+const CONTROLLER: &str = "subnet";
+
+async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Failure<Error>> {
+    controller::reconcile(
+        CONTROLLER,
+        &ctx,
+        FINALIZER,
+        subnet,
+        |s| apply(s, &ctx),
+        |s| cleanup(s, &ctx),
+    )
+    .await
+}
+
+async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
+    let subnet = &*subnet;
     let name = subnet.name_any();
     let all = ctx.subnets.state();
     let valid = match validate(subnet, &all, |v| {
@@ -269,7 +292,8 @@ async fn apply(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
-async fn cleanup(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
+    let subnet = &*subnet;
     let name = subnet.name_any();
     ctx.nb
         .delete_switch(&name)
@@ -294,68 +318,45 @@ async fn cleanup(subnet: &Subnet, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// The status for `subnet`: conditions from the validation outcome and the
-/// usage counters from IPAM. Pure apart from reading IPAM.
-fn desired_status(
-    ctx: &Context,
+/// The status for `subnet` as of `now`: conditions from the validation outcome and the usage
+/// counters from `usage` (IPAM's, if it knows the subnet). Pure.
+pub fn desired_status(
     subnet: &Subnet,
     outcome: Result<&ValidSubnet, &SubnetProblem>,
+    usage: Option<&ipam::Usage>,
+    now: Time,
 ) -> SubnetStatus {
     let mut status = subnet.status.clone().unwrap_or_default();
     let generation = subnet.metadata.generation;
-    let now =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let mut set = |type_, ok, reason: &str, message: String| {
+        let state = if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        let condition = Condition::new(type_, state, reason, message, generation, now.clone());
+        set_condition(&mut status.conditions, condition);
+    };
     match outcome {
         Ok(valid) => {
-            set_condition(
-                &mut status.conditions,
-                Condition::new(
-                    VALIDATED,
-                    ConditionStatus::True,
-                    "Valid",
-                    "",
-                    generation,
-                    now.clone(),
-                ),
-            );
-            set_condition(
-                &mut status.conditions,
-                Condition::new(
-                    READY,
-                    ConditionStatus::True,
-                    "Ready",
-                    format!("logical switch {} on router {}", valid.name, valid.vpc),
-                    generation,
-                    now,
-                ),
-            );
+            set(VALIDATED, true, "Valid", String::new());
+            let message = format!("logical switch {} on router {}", valid.name, valid.vpc);
+            set(READY, true, "Ready", message);
             status.cidr_block = Some(valid.ipam.cidr_block.clone());
         }
         Err(p) => {
-            for type_ in [VALIDATED, READY] {
-                set_condition(
-                    &mut status.conditions,
-                    Condition::new(
-                        type_,
-                        ConditionStatus::False,
-                        p.reason,
-                        p.message.clone(),
-                        generation,
-                        now.clone(),
-                    ),
-                );
-            }
+            set(VALIDATED, false, p.reason, p.message.clone());
+            set(READY, false, p.reason, p.message.clone());
         }
     }
-    fill_usage(ctx, &subnet.name_any(), &mut status);
+    if let Some(usage) = usage {
+        fill_usage(&mut status, usage);
+    }
     status.observed_generation = generation;
     status
 }
 
-fn fill_usage(ctx: &Context, name: &str, status: &mut SubnetStatus) {
-    let Ok(usage) = ctx.ipam.usage(name) else {
-        return;
-    };
+fn fill_usage(status: &mut SubnetStatus, usage: &ipam::Usage) {
     let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
     for f in &usage.families {
         match f.family {
@@ -376,26 +377,22 @@ async fn write_status(
     subnet: &Subnet,
     outcome: Result<&ValidSubnet, &SubnetProblem>,
 ) -> Result<(), Error> {
-    let status = desired_status(ctx, subnet, outcome);
+    let name = subnet.name_any();
+    let usage = ctx.ipam.usage(&name).ok();
+    let status = desired_status(subnet, outcome, usage.as_ref(), Time(Timestamp::now()));
     if subnet.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    patch_status(ctx, &subnet.name_any(), &status).await
+    patch_status(ctx, &name, &status).await
 }
 
 async fn patch_status(ctx: &Context, name: &str, status: &SubnetStatus) -> Result<(), Error> {
-    let api: Api<Subnet> = Api::all(ctx.client.clone());
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        subnet: name.to_owned(),
-        source,
-    })?;
-    Ok(())
+    controller::apply_status::<Subnet, _>(&ctx.client, name, status)
+        .await
+        .map_err(|source| Error::Status {
+            subnet: name.to_owned(),
+            source,
+        })
 }
 
 /// Keeps the usage counters of subnets current: writes the status of every
@@ -414,8 +411,11 @@ pub async fn refresh_usage(ctx: Arc<Context>) {
             let Some(subnet) = ctx.subnets.get(&ObjectRef::new(&name)) else {
                 continue;
             };
+            let Ok(usage) = ctx.ipam.usage(&name) else {
+                continue;
+            };
             let mut status = subnet.status.clone().unwrap_or_default();
-            fill_usage(&ctx, &name, &mut status);
+            fill_usage(&mut status, &usage);
             if subnet.status.as_ref() != Some(&status) {
                 if let Err(e) = patch_status(&ctx, &name, &status).await {
                     warn!(error = %e, "updating subnet usage");
@@ -425,9 +425,8 @@ pub async fn refresh_usage(ctx: Arc<Context>) {
     }
 }
 
-fn error_policy(subnet: Arc<Subnet>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(subnet = %subnet.name_any(), error = %error, "subnet reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+fn error_policy(subnet: Arc<Subnet>, error: &Failure<Error>, ctx: Arc<Context>) -> Action {
+    controller::error_policy(CONTROLLER, &*subnet, error, &ctx)
 }
 
 /// Runs the Subnet controller until the process stops.
@@ -539,5 +538,51 @@ mod tests {
 
         let s = subnet("s", Some("vpc-a"), "10.1.0.0/33", 0);
         assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidCidr");
+    }
+
+    #[test]
+    fn status_says_valid_ready_and_usage_or_what_to_fix() {
+        let s = subnet("s1", Some("vpc1"), "10.0.0.0/24", 0);
+        let valid = validate(&s, std::slice::from_ref(&s), |_| true).expect("valid");
+        let usage = ipam::Usage {
+            total: 253,
+            used: 3,
+            available: 250,
+            families: vec![ipam::FamilyUsage {
+                family: Family::V4,
+                cidr: "10.0.0.0/24".into(),
+                total: 253,
+                used: 3,
+                available: 250,
+            }],
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000).unwrap());
+        let status = desired_status(&s, Ok(&valid), Some(&usage), now.clone());
+        let condition = |st: &SubnetStatus, t| {
+            let c = crate::api::condition::find_condition(&st.conditions, t).expect("condition");
+            (c.status, c.reason.clone())
+        };
+        assert_eq!(
+            condition(&status, READY),
+            (ConditionStatus::True, "Ready".into())
+        );
+        assert_eq!(
+            condition(&status, VALIDATED),
+            (ConditionStatus::True, "Valid".into())
+        );
+        assert_eq!((status.v4_using_ips, status.v4_available_ips), (3, 250));
+        assert_eq!(status.cidr_block.as_deref(), Some("10.0.0.0/24"));
+
+        let no_vpc = subnet("s2", None, "10.1.0.0/24", 0);
+        let p = validate(&no_vpc, &[], |_| true).expect_err("no VPC");
+        let status = desired_status(&no_vpc, Err(&p), None, now);
+        assert_eq!(
+            condition(&status, READY),
+            (ConditionStatus::False, "VpcRequired".into())
+        );
+        assert_eq!(
+            condition(&status, VALIDATED),
+            (ConditionStatus::False, "VpcRequired".into())
+        );
     }
 }

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
-use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::context::{with_finalizer, Context};
+use super::context::Context;
+use super::controller::{self, ControllerError, Failure, Retry};
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY};
 use crate::api::subnet::Subnet;
 use crate::api::vpc::{Vpc, VpcStatus};
@@ -23,6 +24,7 @@ use crate::ovn::external_ids;
 
 pub const FINALIZER: &str = "kubeovn.io/vpc-controller";
 
+/// Errors of the Vpc controller (the variant names are metric labels).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("vpc {vpc:?}: OVN NB: {source}")]
@@ -32,12 +34,28 @@ pub enum Error {
     },
     #[error("vpc {vpc:?}: writing status: {source}")]
     Status { vpc: String, source: kube::Error },
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-/// The VPC's status given the names of its subnets. Pure.
-pub fn desired_status(vpc: &Vpc, subnets: Vec<String>) -> VpcStatus {
+impl ControllerError for Error {
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Nb { .. } => "Nb",
+            Error::Status { .. } => "Status",
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            Error::Nb { .. } => Retry::Backoff,
+            Error::Status { source, .. } => controller::api_retry(source),
+        }
+    }
+}
+
+const CONTROLLER: &str = "vpc";
+
+/// The VPC's status as of `now`, given the names of its subnets. Pure.
+pub fn desired_status(vpc: &Vpc, subnets: Vec<String>, now: Time) -> VpcStatus {
     let mut status = vpc.status.clone().unwrap_or_default();
     let name = vpc.name_any();
     status.router = Some(name.clone());
@@ -51,28 +69,26 @@ pub fn desired_status(vpc: &Vpc, subnets: Vec<String>) -> VpcStatus {
             "Ready",
             format!("logical router {name}"),
             vpc.metadata.generation,
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ),
+            now,
         ),
     );
     status.observed_generation = vpc.metadata.generation;
     status
 }
 
-async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<Vpc> = Api::all(ctx.client.clone());
-    with_finalizer(&api, FINALIZER, vpc, |event| async {
-        match event {
-            Finalizer::Apply(v) => apply(&v, &ctx).await,
-            Finalizer::Cleanup(v) => cleanup(&v, &ctx).await,
-        }
-    })
+async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Failure<Error>> {
+    controller::reconcile(
+        CONTROLLER,
+        &ctx,
+        FINALIZER,
+        vpc,
+        |v| apply(v, &ctx),
+        |v| cleanup(v, &ctx),
+    )
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action, Error> {
+async fn apply(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
     let name = vpc.name_any();
     let ids = external_ids::ours([(external_ids::VPC, name.as_str())]);
     let created = ctx
@@ -94,14 +110,9 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action, Error> {
         .map(|s| s.name_any())
         .collect();
     subnets.sort();
-    let status = desired_status(vpc, subnets);
+    let status = desired_status(&vpc, subnets, Time(Timestamp::now()));
     if vpc.status.as_ref() != Some(&status) {
-        Api::<Vpc>::all(ctx.client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
+        controller::apply_status::<Vpc, _>(&ctx.client, &name, &status)
             .await
             .map_err(|source| Error::Status {
                 vpc: name.clone(),
@@ -111,7 +122,7 @@ async fn apply(vpc: &Vpc, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
-async fn cleanup(vpc: &Vpc, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
     let name = vpc.name_any();
     ctx.nb
         .delete_router(&name)
@@ -124,9 +135,8 @@ async fn cleanup(vpc: &Vpc, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-fn error_policy(vpc: Arc<Vpc>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(vpc = %vpc.name_any(), error = %error, "vpc reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+fn error_policy(vpc: Arc<Vpc>, error: &Failure<Error>, ctx: Arc<Context>) -> Action {
+    controller::error_policy(CONTROLLER, &*vpc, error, &ctx)
 }
 
 /// Runs the Vpc controller until the process stops.
