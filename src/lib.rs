@@ -1,6 +1,6 @@
 //! kube-ovn: Kube-OVN's secondary-network mode as one binary.
 //!
-//! Each module is one concern (see ARCHITECTURE.md "Layout"); `main.rs` only
+//! Each module is one concern (the layout is in ../shared/ARCHITECTURE.md and the README); `main.rs` only
 //! dispatches to them. Nothing here touches the primary (eth0) network.
 
 pub mod api;

@@ -1,4 +1,7 @@
-//! The `nat-gw` role: EIP/SNAT/DNAT/FIP rules (nftables) in the gateway pod's netns.
+//! The `nat-gw` role, the process of a VpcNatGateway's pod. Not implemented yet: it refuses to
+//! start and says so. What it will do (program the gateway's EIP/SNAT/DNAT/FIP rules as one
+//! nftables table in its own netns) is described in ../shared/ARCHITECTURE.md, "VPC NAT
+//! gateway, step by step".
 
 /// Flags of `kube-ovn nat-gw`.
 #[derive(Debug, Clone, clap::Args)]

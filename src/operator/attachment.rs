@@ -1,4 +1,4 @@
-//! Attachment planning for the pod controller (ARCHITECTURE.md "A secondary
+//! Attachment planning for the pod controller (../shared/ARCHITECTURE.md, "A secondary
 //! interface", steps 2–3 and the request half of step 4): from a pod's
 //! annotations, the NADs it names and the Subnets, decide for every kube-ovn
 //! network which provider, subnet, VPC, interface, static addresses, MAC and

@@ -1,4 +1,4 @@
-//! The pod attachment controller (ARCHITECTURE.md steps 2–4 and 7): for every
+//! The pod attachment controller (steps 2–4 and 7 of "A secondary interface" in ../shared/ARCHITECTURE.md): for every
 //! kube-ovn element of a pod's `k8s.v1.cni.cncf.io/networks`, plan
 //! (`attachment.rs`, pure) → allocate in IPAM (durable, group-committed) →
 //! the pod's logical switch ports in one NB transaction (shared with other
