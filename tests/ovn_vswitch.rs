@@ -142,7 +142,7 @@ async fn ovn_installed_waiters_fire_now_later_or_time_out() {
         "veth-a",
         "external_ids:ovn-installed=true",
     ]);
-    vs.client().sync().await.unwrap();
+    vs.sync().await.unwrap();
     let soon = Instant::now() + Duration::from_secs(20);
     vs.wait_ovn_installed("veth-a", soon)
         .await
@@ -283,7 +283,7 @@ async fn leaked_qos_rows_are_collected_and_foreign_ones_kept() {
         "type=linux-htb",
         "external_ids:vendor=someone-else",
     ]);
-    vs.client().sync().await.unwrap();
+    vs.sync().await.unwrap();
     assert!(vs.collect_qos_garbage().await.unwrap());
     assert!(!vs.collect_qos_garbage().await.unwrap());
     let left = csv_column(&db.vsctl(&[
