@@ -128,6 +128,16 @@ async fn interfaces_are_plugged_once_stale_claims_stripped_and_unplugged() {
     );
 }
 
+/// Sets `ovn-installed` on interface `iface`, as ovn-controller does.
+fn set_ovn_installed(db: &DbServer, iface: &str, installed: bool) {
+    db.vsctl(&[
+        "set",
+        "Interface",
+        iface,
+        &format!("external_ids:ovn-installed={installed}"),
+    ]);
+}
+
 /// The Open_vSwitch root rows, read with `ovsdb-client` (`ovs-vsctl` would insert one).
 fn root_rows(db: &DbServer) -> usize {
     let out = std::process::Command::new("ovsdb-client")
@@ -202,12 +212,7 @@ async fn our_interfaces_read_back_with_their_pod_and_bridge() {
     assert!(!vs.bridge_exists("br-nope").unwrap());
 
     // ovn-controller's mark is kept and read back.
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-a",
-        "external_ids:ovn-installed=true",
-    ]);
+    set_ovn_installed(&db, "veth-a", true);
     vs.sync().await.unwrap();
     let a = vs.interface("veth-a").unwrap().expect("veth-a");
     assert!(a.is_ovn_installed());
@@ -228,12 +233,7 @@ async fn ovn_installed_waiters_fire_now_later_or_time_out() {
     vs.plug_interface("br-int", "veth-b", &ids(&[("iface-id", "b")]))
         .await
         .unwrap();
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-a",
-        "external_ids:ovn-installed=true",
-    ]);
+    set_ovn_installed(&db, "veth-a", true);
     vs.sync().await.unwrap();
     let soon = Instant::now() + Duration::from_secs(20);
     vs.wait_ovn_installed("veth-a", soon)
@@ -247,18 +247,8 @@ async fn ovn_installed_waiters_fire_now_later_or_time_out() {
                 .await
         })
     };
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-b",
-        "external_ids:ovn-installed=false",
-    ]);
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-b",
-        "external_ids:ovn-installed=true",
-    ]);
+    set_ovn_installed(&db, "veth-b", false);
+    set_ovn_installed(&db, "veth-b", true);
     pending.await.unwrap().expect("fires once set");
 
     let err = vs
