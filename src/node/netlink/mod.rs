@@ -129,8 +129,9 @@ impl Netlink {
     }
 
     /// Builds and configures the pod interface of `plan` in one go ([`Netlink::create_veth`],
-    /// then [`PodEnd::configure`]), deleting the veth if configuring fails. Idempotent like
-    /// `create_veth`.
+    /// then [`PodEnd::configure`]), deleting the veth if configuring fails; for callers with
+    /// nothing to run alongside (the node's handler plugs the host end meanwhile, so it takes
+    /// the two steps itself). Idempotent like `create_veth`.
     pub async fn create_veth_in_netns(&self, plan: &VethPlan) -> Result<(), NetlinkError> {
         let pod_end = self.create_veth(plan).await?;
         if let Err(e) = pod_end.configure(plan).await {
