@@ -16,7 +16,8 @@ use kube_ovn::cni::protocol::{
     CniRequest, CniResponse, IpConfig, MacAddr, PodInterface, RouteConfig,
 };
 use kube_ovn::cni::{CniError, ErrorCode};
-use kube_ovn::node::netlink::{host_veth_name, inspect, Netlink, VethPlan};
+use kube_ovn::node::attachment::{host_veth_name, VethPlan};
+use kube_ovn::node::netlink::{inspect, Netlink};
 use kube_ovn::node::server::{self, CniHandler};
 use serde_json::{json, Value};
 

@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kube_ovn::node::netlink::host_veth_name;
+use kube_ovn::node::attachment::host_veth_name;
 use node_support::*;
 use serde_json::{json, Value};
 use support::OvnSandbox;

@@ -9,7 +9,8 @@ use std::time::Instant;
 use cni_support::{host_link_exists, tool as run, Netns};
 
 use kube_ovn::cni::protocol::RouteConfig;
-use kube_ovn::node::netlink::{host_veth_name, inspect, Netlink, VethPlan};
+use kube_ovn::node::attachment::{host_veth_name, VethPlan};
+use kube_ovn::node::netlink::{inspect, Netlink};
 
 fn plan(ns: &Netns, cid: &str) -> VethPlan {
     VethPlan {

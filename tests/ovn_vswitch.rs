@@ -1,15 +1,16 @@
 //! Node-side Open_vSwitch operations against a real vswitch ovsdb-server,
-//! read back with `ovs-vsctl`: bridges, plugging and unplugging pod
-//! interfaces, waiting for `ovn-installed`, QoS set/change/clear and the
-//! removal of unreferenced QoS/Queue rows.
+//! read back with `ovs-vsctl`: the root row, bridges, plugging and unplugging pod
+//! interfaces and reading ours back, waiting for `ovn-installed`, QoS
+//! set/change/clear and the removal of unreferenced QoS/Queue rows.
 
 mod ovsdb_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kube_ovn::ovn::external_ids;
 use kube_ovn::ovn::{QosKind, Vswitch};
-use ovsdb_support::{csv_column, DbServer};
+use ovsdb_support::{csv_column, DbServer, VSWITCH_SCHEMA};
 use tokio::time::Instant;
 
 fn ids(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -127,6 +128,102 @@ async fn interfaces_are_plugged_once_stale_claims_stripped_and_unplugged() {
     );
 }
 
+/// Sets `ovn-installed` on interface `iface`, as ovn-controller does.
+fn set_ovn_installed(db: &DbServer, iface: &str, installed: bool) {
+    db.vsctl(&[
+        "set",
+        "Interface",
+        iface,
+        &format!("external_ids:ovn-installed={installed}"),
+    ]);
+}
+
+/// The Open_vSwitch root rows, read with `ovsdb-client` (`ovs-vsctl` would insert one).
+fn root_rows(db: &DbServer) -> usize {
+    let out = std::process::Command::new("ovsdb-client")
+        .args([
+            "query",
+            &db.endpoint(),
+            r#"["Open_vSwitch",{"op":"select","table":"Open_vSwitch","where":[],"columns":["_uuid"]}]"#,
+        ])
+        .output()
+        .expect("run ovsdb-client");
+    assert!(out.status.success(), "ovsdb-client query: {out:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    answer[0]["rows"].as_array().expect("rows").len()
+}
+
+#[tokio::test]
+async fn a_fresh_database_gets_one_root_row() {
+    let db = DbServer::start(VSWITCH_SCHEMA);
+    let vs = Vswitch::connect(&db.endpoint()).await.unwrap();
+    assert_eq!(root_rows(&db), 0);
+    assert!(vs.ensure_root_row().await.unwrap());
+    assert!(!vs.ensure_root_row().await.unwrap(), "there already");
+    assert_eq!(root_rows(&db), 1);
+}
+
+#[tokio::test]
+async fn our_interfaces_read_back_with_their_pod_and_bridge() {
+    let (db, vs) = node().await;
+    let mut pod = external_ids::ours([
+        (external_ids::IFACE_ID, "a.ns.prov"),
+        (external_ids::POD_NAME, "a"),
+        (external_ids::POD_NAMESPACE, "ns"),
+        (external_ids::POD_NETNS, "/var/run/netns/a"),
+        (external_ids::POD_IFNAME, "net1"),
+        (external_ids::SANDBOX, "cid-a"),
+    ]);
+    vs.plug_interface("br-int", "veth-a", &pod).await.unwrap();
+    let preplugged = external_ids::ours([
+        (external_ids::IFACE_ID, "b.ns.prov"),
+        (external_ids::PREPLUG_PEER, "peer-b"),
+    ]);
+    vs.plug_interface("br-int", "veth-b", &preplugged)
+        .await
+        .unwrap();
+    vs.plug_interface("br-int", "foreign", &ids(&[("iface-id", "x")]))
+        .await
+        .unwrap();
+
+    let mut ours: Vec<_> = vs.our_interfaces().unwrap();
+    ours.sort_by(|x, y| x.name.cmp(&y.name));
+    let names: Vec<&str> = ours.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["veth-a", "veth-b"], "no foreign interface");
+    let a = &ours[0];
+    assert_eq!(a.iface_id(), Some("a.ns.prov"));
+    assert_eq!(a.pod(), Some(("ns", "a")));
+    assert_eq!(
+        a.pod_netns(),
+        Some(std::path::Path::new("/var/run/netns/a"))
+    );
+    assert_eq!(a.pod_ifname(), Some("net1"));
+    assert!(!a.is_preplugged() && !a.is_ovn_installed());
+    let b = &ours[1];
+    assert!(b.is_preplugged());
+    assert_eq!((b.pod(), b.pod_netns()), (None, None), "no sandbox yet");
+
+    let by_sandbox = vs
+        .interfaces_with_id(external_ids::SANDBOX, "cid-a")
+        .unwrap();
+    assert_eq!(by_sandbox, vec![a.clone()]);
+    assert_eq!(vs.bridge_of("veth-a").unwrap().as_deref(), Some("br-int"));
+    assert!(vs.bridge_exists("br-int").unwrap());
+    assert!(!vs.bridge_exists("br-nope").unwrap());
+
+    // ovn-controller's mark is kept and read back.
+    set_ovn_installed(&db, "veth-a", true);
+    vs.sync().await.unwrap();
+    let a = vs.interface("veth-a").unwrap().expect("veth-a");
+    assert!(a.is_ovn_installed());
+    pod.insert(external_ids::OVN_INSTALLED.into(), "true".into());
+    assert_eq!(a.external_ids, pod);
+
+    vs.unplug_interface("veth-a").await.unwrap();
+    assert_eq!(vs.bridge_of("veth-a").unwrap(), None, "off the bridge");
+    assert_eq!(vs.interface("veth-nope").unwrap(), None);
+}
+
 #[tokio::test]
 async fn ovn_installed_waiters_fire_now_later_or_time_out() {
     let (db, vs) = node().await;
@@ -136,13 +233,8 @@ async fn ovn_installed_waiters_fire_now_later_or_time_out() {
     vs.plug_interface("br-int", "veth-b", &ids(&[("iface-id", "b")]))
         .await
         .unwrap();
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-a",
-        "external_ids:ovn-installed=true",
-    ]);
-    vs.client().sync().await.unwrap();
+    set_ovn_installed(&db, "veth-a", true);
+    vs.sync().await.unwrap();
     let soon = Instant::now() + Duration::from_secs(20);
     vs.wait_ovn_installed("veth-a", soon)
         .await
@@ -155,18 +247,8 @@ async fn ovn_installed_waiters_fire_now_later_or_time_out() {
                 .await
         })
     };
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-b",
-        "external_ids:ovn-installed=false",
-    ]);
-    db.vsctl(&[
-        "set",
-        "Interface",
-        "veth-b",
-        "external_ids:ovn-installed=true",
-    ]);
+    set_ovn_installed(&db, "veth-b", false);
+    set_ovn_installed(&db, "veth-b", true);
     pending.await.unwrap().expect("fires once set");
 
     let err = vs
@@ -283,7 +365,7 @@ async fn leaked_qos_rows_are_collected_and_foreign_ones_kept() {
         "type=linux-htb",
         "external_ids:vendor=someone-else",
     ]);
-    vs.client().sync().await.unwrap();
+    vs.sync().await.unwrap();
     assert!(vs.collect_qos_garbage().await.unwrap());
     assert!(!vs.collect_qos_garbage().await.unwrap());
     let left = csv_column(&db.vsctl(&[

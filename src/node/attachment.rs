@@ -1,8 +1,9 @@
 //! What ADD wires for one pod interface, as pure functions of the CNI request and the pod's
 //! annotations: which attachment key the controller used (`<provider>` or, for the second and
 //! later attachments of one NAD, `<provider>.<ifname>`), the logical switch port it names, the
-//! interface's MAC, MTU, addresses and routes, the OVS `external_ids` of the host end, and the
-//! answer to the shim. No I/O: the handler (`handler.rs`) waits, wires and undoes.
+//! [`VethPlan`] (the ends' names, the interface's MAC, MTU, addresses and routes), the OVS
+//! `external_ids` of the host end, and the answer to the shim. No I/O: the handler
+//! (`handler.rs`) waits, wires and undoes; `netlink/` builds what the plan says.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,12 +18,12 @@ use crate::api::annotations::{
     parse_provider_annotation, provider_annotation, Provider, ProviderKey, NETWORKS,
 };
 use crate::api::attachment_id::{self, AttachmentId};
+use crate::api::mac::MacAddr;
 use crate::api::selection::parse_networks;
 use crate::cni::protocol::{CniRequest, CniResponse, IpConfig, PodInterface, RouteConfig};
 use crate::cni::{CniError, ErrorCode};
 use crate::ovn::external_ids;
 
-use super::netlink::{host_veth_name, VethPlan};
 use super::pod_index::PodView;
 
 /// The per-attachment MTU annotation (`<key>.kubernetes.io/mtu`), which wins over `--mtu`.
@@ -46,6 +47,56 @@ pub fn attachment_key(
         .and_then(|v| parse_networks(v, pod_namespace).ok())
         .unwrap_or_default();
     AttachmentId::key_for(&selections, &provider, ifname).to_string()
+}
+
+/// What ADD builds for one pod interface.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VethPlan {
+    /// The host end's name, see [`host_veth_name`].
+    pub host_name: String,
+    /// The pod's netns (`CNI_NETNS`).
+    pub pod_netns: PathBuf,
+    /// The pod end's name (`CNI_IFNAME`).
+    pub pod_ifname: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// Addresses on the pod end, with their prefix.
+    pub addresses: Vec<IpNet>,
+    /// Routes in the pod via the pod end, exactly these (a default route only if listed).
+    pub routes: Vec<RouteConfig>,
+    /// Turn tx checksum offload off on both ends (needed by the netdev datapath).
+    pub tx_checksum_off: bool,
+}
+
+/// The host end's name for a pod interface: Kube-OVN's `<cid[..12-len(if)]>_<if>_h` (15 bytes)
+/// when the ifname is at most 8 bytes and the container id is plain, else `<12 hex of a
+/// FNV-1a hash of "cid/if">_h`. Deterministic, so DEL finds it from the container id and ifname.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    if ifname.len() <= 8
+        && plain(ifname)
+        && container_id.len() >= 12 - ifname.len()
+        && plain(container_id)
+    {
+        format!("{}_{ifname}_h", &container_id[..12 - ifname.len()])
+    } else {
+        format!("{}_h", name_stem(container_id, ifname))
+    }
+}
+
+/// 12 hex digits of a FNV-1a hash of `"<a>/<b>"`: the stem of interface names that must
+/// derive from two identifiers and fit IFNAMSIZ with a suffix.
+pub fn name_stem(a: &str, b: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([b'/']).chain(b.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", hash >> 16)
 }
 
 /// Everything ADD needs about one interface once the controller annotated the pod.
@@ -385,6 +436,37 @@ mod tests {
         mtu: 1400,
         tx_checksum_off: true,
     };
+
+    #[test]
+    fn host_veth_name_follows_kube_ovn_and_fits_ifnamsiz() {
+        assert_eq!(
+            host_veth_name("3f2a8b9c0d1e2f3a4b5c", "net1"),
+            "3f2a8b9c_net1_h"
+        );
+        assert_eq!(
+            host_veth_name("3f2a8b9c0d1e2f3a4b5c", "eth0"),
+            "3f2a8b9c_eth0_h"
+        );
+        assert_eq!(
+            host_veth_name("3f2a8b9c0d1e", "net12345"),
+            "3f2a_net12345_h"
+        );
+        for (cid, ifname) in [
+            ("3f2a8b9c0d1e", "longifname123"),
+            ("c", "net1"),
+            ("a/b:c d 123456789", "net1"),
+        ] {
+            let name = host_veth_name(cid, ifname);
+            assert_eq!(name.len(), 14, "{name}");
+            assert!(name.ends_with("_h"));
+            assert_eq!(name, host_veth_name(cid, ifname), "deterministic");
+        }
+        assert_ne!(
+            host_veth_name("c", "longifname123"),
+            host_veth_name("c", "longifname124")
+        );
+        assert!(host_veth_name("3f2a8b9c0d1e2f3a4b5c", "net1").len() <= 15);
+    }
 
     #[test]
     fn an_unannotated_pod_keeps_waiting_and_names_the_missing_annotation() {

@@ -1,8 +1,9 @@
-//! The node's chassis as the node role sets it up at start, over OVSDB: the Open_vSwitch root
-//! row (a fresh embedded database has none), its `external_ids` that make ovn-controller a
-//! chassis of the cluster (system-id, hostname, ovn-remote, geneve encap on the node IP, the
-//! bridge datapath type) and `br-int` (`fail-mode=secure`). Supervising the daemons themselves
-//! is `crate::ovn::daemons`.
+//! The node's chassis as the node role sets it up at start, through `ovn::vswitch`: the
+//! Open_vSwitch root row (a fresh embedded database has none), its `external_ids` that make
+//! ovn-controller a chassis of the cluster (system-id, hostname, ovn-remote, geneve encap on
+//! the node IP, the bridge datapath type) and `br-int` (`fail-mode=secure`); and the node's
+//! [`Datapath`], which the handler and the QoS pass also follow. Supervising the daemons
+//! themselves is `crate::ovn::daemons`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,14 +12,36 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::ovn::vswitch::Vswitch;
-use crate::ovsdb::model::vswitch::OpenVswitch;
-use crate::ovsdb::{Op, Table};
-
-use super::handler::Datapath;
+use crate::ovn::vswitch::{QosKind, Vswitch};
 
 /// The integration bridge ovn-controller programs.
 pub const INTEGRATION_BRIDGE: &str = "br-int";
+
+/// The OVS datapath of the node's bridges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Datapath {
+    /// Userspace (`datapath_type=netdev`): veth ends need tx checksum offload off.
+    Netdev,
+    /// The kernel module (`datapath_type=system`).
+    System,
+}
+
+impl Datapath {
+    /// `Bridge.datapath_type` (OVS also spells `system` as the empty string).
+    pub fn ovs_type(self) -> &'static str {
+        match self {
+            Datapath::Netdev => "netdev",
+            Datapath::System => "system",
+        }
+    }
+
+    /// How the pod's ingress limit is enforced. `linux-htb` (a kernel HTB qdisc on the host
+    /// end) for both: OVS transmits to a veth through its qdisc on the userspace datapath too,
+    /// while `egress-policer` exists only for DPDK ports.
+    pub fn qos_kind(self) -> QosKind {
+        QosKind::LinuxHtb
+    }
+}
 
 /// Who this chassis is and how it reaches the cluster.
 #[derive(Clone, Debug)]
@@ -70,29 +93,12 @@ pub async fn connect(endpoint: &str, deadline: Instant) -> anyhow::Result<Vswitc
     }
 }
 
-/// Inserts the Open_vSwitch root row if the database has none (what `ovs-vsctl init` does).
-pub async fn ensure_root_row(vswitch: &Vswitch) -> anyhow::Result<()> {
-    let client = vswitch.client();
-    if !client.list::<OpenVswitch>()?.is_empty() {
-        return Ok(());
-    }
-    let ops = vec![
-        Op::wait_absent(OpenVswitch::NAME, vec![]),
-        Op::insert(OpenVswitch::NAME, Default::default(), None),
-    ];
-    if let Err(e) = client.transact(ops).await {
-        // Someone else (ovs-vsctl, a restarted us) inserted it first: fine if it is there now.
-        client.sync().await?;
-        if client.list::<OpenVswitch>()?.is_empty() {
-            anyhow::bail!("creating the Open_vSwitch root row: {e}");
-        }
-    }
-    Ok(())
-}
-
 /// Makes this OVS a chassis: root row, external_ids, br-int.
 pub async fn configure(vswitch: &Vswitch, id: &ChassisIdentity) -> anyhow::Result<()> {
-    ensure_root_row(vswitch).await?;
+    vswitch
+        .ensure_root_row()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the Open_vSwitch root row: {e}"))?;
     vswitch
         .set_ovs_external_ids(&id.external_ids())
         .await

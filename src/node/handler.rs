@@ -1,9 +1,11 @@
-//! The node role's [`CniHandler`]: ADD waits (on the pod index, not a poll) for the
-//! controller's annotations, then either adopts the interface pre-plugged for the pod
-//! (`preplug.rs`: a macvlan in the pod netns on its veth's peer) or builds the veth in the pod netns and
-//! plugs the host end into `br-int`; it applies QoS, records the sandbox in the port's
-//! `external_ids` and waits for `ovn-installed` through the OVSDB monitor; any failure after
-//! the veth exists undoes everything. DEL unplugs and deletes the host ends of the sandbox
+//! The node role's [`CniHandler`], the one place that sequences a CNI command. ADD waits (on
+//! the pod index, not a poll) for the controller's annotations, then builds the pod end
+//! (adopting the interface pre-plugged for the pod, `preplug.rs`: a macvlan in the pod netns
+//! on its veth's peer; or a new veth with its peer in the pod netns), then configures the pod
+//! end (`netlink/`) and plugs the host end into `br-int` (`ovn::vswitch`) as two concurrent
+//! steps; plugging applies QoS (`qos.rs`), records the sandbox in the port's `external_ids`
+//! and waits for `ovn-installed` through the OVSDB monitor; any failure after the pod end
+//! exists undoes everything. DEL unplugs and deletes the host ends of the sandbox
 //! (found by `external_ids:sandbox`, or by the name derived from container id and ifname), so
 //! it needs no pod, annotation or netns. CHECK reads the interface and the OVS port back.
 //! Health: OVS database connected, `br-int` present, ovn-controller connected to the SB.
@@ -16,48 +18,22 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::api::allocation::AttachmentQos;
 use crate::cni::protocol::{CniRequest, CniResponse};
 use crate::cni::{CniError, ErrorCode};
 use crate::ovn::external_ids;
-use crate::ovn::vswitch::{QosKind, Vswitch};
-use crate::ovsdb::model::vswitch::Interface;
+use crate::ovn::vswitch::Vswitch;
 
-use super::attachment::{self, Wiring, WiringDefaults};
-use super::netlink::{self, host_veth_name, Netlink};
+use super::attachment::{self, host_veth_name, Wiring, WiringDefaults};
+use super::chassis::Datapath;
+use super::netlink::{self, Netlink};
 use super::pod_index::PodIndex;
-use super::preplug::Preplug;
+use super::preplug::{Prepared, Preplug};
+use super::qos::apply_qos;
 use super::server::CniHandler;
 use super::unixctl;
 
 /// How long CHECK waits for the pod to appear in the index.
 const CHECK_POD_WAIT: Duration = Duration::from_secs(5);
-
-/// The OVS datapath of the node's bridges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Datapath {
-    /// Userspace (`datapath_type=netdev`): veth ends need tx checksum offload off.
-    Netdev,
-    /// The kernel module (`datapath_type=system`).
-    System,
-}
-
-impl Datapath {
-    /// `Bridge.datapath_type` (the kernel datapath is the empty string).
-    pub fn ovs_type(self) -> &'static str {
-        match self {
-            Datapath::Netdev => "netdev",
-            Datapath::System => "system",
-        }
-    }
-
-    /// How the pod's ingress limit is enforced. `linux-htb` (a kernel HTB qdisc on the host
-    /// end) for both: OVS transmits to a veth through its qdisc on the userspace datapath too,
-    /// while `egress-policer` exists only for DPDK ports.
-    pub fn qos_kind(self) -> QosKind {
-        QosKind::LinuxHtb
-    }
-}
 
 /// What the handler needs to know about the node.
 #[derive(Clone, Debug)]
@@ -126,12 +102,7 @@ impl NodeHandler {
             .interfaces_with_id(external_ids::SANDBOX, container_id)
             .unwrap_or_default()
             .into_iter()
-            .filter(|i| {
-                i.external_ids
-                    .get(external_ids::POD_IFNAME)
-                    .map(String::as_str)
-                    == Some(ifname)
-            })
+            .filter(|i| i.pod_ifname() == Some(ifname))
             .map(|i| i.name)
             .collect();
         let derived = host_veth_name(container_id, ifname);
@@ -215,6 +186,39 @@ impl NodeHandler {
         Ok(())
     }
 
+    /// Builds the pod end (adopting `prepared`, else a new veth), then configures it and plugs
+    /// the host end at once: ovn-controller's work (claim, flows, ovn-installed) overlaps
+    /// ours, and a pre-plugged port is mostly done. The first failure stops the other step;
+    /// the caller undoes.
+    async fn wire(
+        &self,
+        wiring: &Wiring,
+        ids: &BTreeMap<String, String>,
+        prepared: Option<&Prepared>,
+    ) -> Result<(), CniError> {
+        let started = Instant::now();
+        let pod_end = match prepared {
+            Some(p) => self.netlink.adopt_veth(&wiring.veth, &p.peer).await,
+            None => self.netlink.create_veth(&wiring.veth).await,
+        }
+        .map_err(|e| e.to_cni())?;
+        let built = started.elapsed();
+        let configure = async {
+            pod_end
+                .configure(&wiring.veth)
+                .await
+                .map_err(|e| e.to_cni())?;
+            debug!(
+                veth_ms = built.as_secs_f64() * 1e3,
+                pod_end_ms = started.elapsed().as_secs_f64() * 1e3,
+                "pod end configured"
+            );
+            Ok(())
+        };
+        tokio::try_join!(configure, self.plug(wiring, ids, prepared.is_some()))?;
+        Ok(())
+    }
+
     /// Removes the port (with its QoS rows) and the veth of `host`; nothing there is fine.
     /// Both at once: neither needs the other gone first.
     async fn remove(&self, host: &str) -> Result<(), CniError> {
@@ -228,36 +232,6 @@ impl NodeHandler {
     }
 }
 
-/// Sets the limits of one plugged interface whose pod end is `pod_ifname` in `pod_netns`;
-/// returns whether anything changed (the live QoS task shares this). The OVS rows (ingress
-/// policing for the pod's egress, a `linux-htb` queue for its ingress) are the record on both
-/// datapaths; on netdev the pod's egress is also shaped by a TBF on the pod end, because the
-/// userspace datapath reads the host end before the kernel's ingress policer would drop.
-pub async fn apply_qos(
-    vswitch: &Vswitch,
-    datapath: Datapath,
-    iface: &str,
-    pod_netns: &Path,
-    pod_ifname: &str,
-    qos: AttachmentQos,
-) -> Result<bool, CniError> {
-    let changed = vswitch
-        .set_interface_qos_as(
-            iface,
-            datapath.qos_kind(),
-            qos.ingress_mbps,
-            qos.egress_mbps,
-        )
-        .await
-        .map_err(ovs_error("limiting interface", iface))?;
-    if changed && datapath == Datapath::Netdev {
-        netlink::set_pod_egress_limit(pod_netns, pod_ifname, qos.egress_mbps)
-            .await
-            .map_err(|e| e.to_cni())?;
-    }
-    Ok(changed)
-}
-
 impl NodeHandler {
     /// Removes the OVS ports (and veths) this node plugged whose host end or pod netns no longer
     /// exists (pods that went while the daemon was down and whose DEL never came), and QoS rows
@@ -266,20 +240,13 @@ impl NodeHandler {
     pub async fn collect_stale_ports(&self) -> Result<Vec<String>, CniError> {
         let interfaces = self
             .vswitch
-            .client()
-            .list::<Interface>()
-            .map_err(|e| ovs_error("listing", "interfaces")(e.into()))?;
+            .our_interfaces()
+            .map_err(ovs_error("listing", "interfaces"))?;
         let mut removed = Vec::new();
         for iface in interfaces {
-            if !external_ids::is_ours(&iface.external_ids) {
-                continue;
-            }
             // A plain veth dies with its pod netns; an adopted pre-plugged one keeps its veth
             // (only the macvlan on it dies), so a recorded pod netns that is gone counts too.
-            let netns_gone = iface
-                .external_ids
-                .get(external_ids::POD_NETNS)
-                .is_some_and(|netns| !Path::new(netns).exists());
+            let netns_gone = iface.pod_netns().is_some_and(|netns| !netns.exists());
             if !netns_gone
                 && self
                     .netlink
@@ -334,28 +301,8 @@ impl CniHandler for NodeHandler {
             &wiring,
             &req.container_id,
         );
-        // The host end is plugged while the pod end is configured: ovn-controller's work
-        // (claim, flows, ovn-installed) overlaps ours; a pre-plugged one is mostly done.
-        let host = wiring.veth.host_name.as_str();
-        let plug = self.plug(&wiring, &ids, prepared.is_some());
-        let (pod_side, plugged) = match &prepared {
-            Some(p) => {
-                self.netlink
-                    .adopt_veth_in_netns_with(&wiring.veth, &p.peer, plug)
-                    .await
-            }
-            None => {
-                self.netlink
-                    .create_veth_in_netns_with(&wiring.veth, plug)
-                    .await
-            }
-        };
-        let failed = match (pod_side, plugged) {
-            (Err(e), _) => Some(e.to_cni()),
-            (Ok(()), Some(Err(e))) => Some(e),
-            (Ok(()), _) => None,
-        };
-        if let Some(e) = failed {
+        if let Err(e) = self.wire(&wiring, &ids, prepared.as_ref()).await {
+            let host = wiring.veth.host_name.as_str();
             if let Err(undo) = self.remove(host).await {
                 warn!(iface = host, error = %undo.msg, "undoing a failed ADD");
             }
@@ -435,21 +382,18 @@ impl CniHandler for NodeHandler {
             .interface(host)
             .map_err(ovs_error("reading interface", host))?
             .ok_or_else(|| fail(format!("OVS interface {host} is missing")))?;
-        if iface.external_ids.get(external_ids::IFACE_ID) != Some(&want.iface_id) {
+        if iface.iface_id() != Some(want.iface_id.as_str()) {
             return Err(fail(format!(
                 "OVS interface {host} has iface-id {:?}, want {}",
-                iface.external_ids.get(external_ids::IFACE_ID),
+                iface.iface_id(),
                 want.iface_id
             )));
         }
-        let on_bridge = self
+        let bridge = self
             .vswitch
-            .port(host)
-            .ok()
-            .flatten()
-            .zip(self.vswitch.bridge(&self.config.bridge).ok().flatten())
-            .is_some_and(|(port, br)| br.ports.contains(&port.uuid));
-        if !on_bridge {
+            .bridge_of(host)
+            .map_err(ovs_error("reading the bridge of", host))?;
+        if bridge.as_deref() != Some(self.config.bridge.as_str()) {
             return Err(fail(format!(
                 "OVS interface {host} is not a port of {}",
                 self.config.bridge
@@ -460,11 +404,11 @@ impl CniHandler for NodeHandler {
 
     async fn health(&self) -> Result<(), CniError> {
         let down = |msg: String| CniError::new(ErrorCode::PluginNotAvailable, msg);
-        if !self.vswitch.client().is_connected() {
+        if !self.vswitch.is_connected() {
             return Err(down("the Open_vSwitch database is not connected".into()));
         }
-        match self.vswitch.bridge(&self.config.bridge) {
-            Ok(Some(_)) => {}
+        match self.vswitch.bridge_exists(&self.config.bridge) {
+            Ok(true) => {}
             _ => {
                 return Err(down(format!(
                     "bridge {} does not exist",

@@ -1,9 +1,12 @@
-//! The `node` role: CNI server, netlink, OVS port plumbing and QoS, CNI install.
+//! The `node` role: CNI server and handler, the pod's links (`netlink/`), pre-plugging, QoS,
+//! the chassis setup, CNI install. It speaks to Open vSwitch only through
+//! `crate::ovn::vswitch` (no OVSDB rows or operations here) and supervises the chassis
+//! daemons through `crate::ovn::daemons`.
 //!
 //! `run` wires the pieces: install the plugin binary, start (or use) the chassis daemons,
-//! configure the chassis over OVSDB, watch this node's pods into the [`pod_index::PodIndex`],
-//! serve the CNI socket with [`handler::NodeHandler`], keep QoS in line with the annotations,
-//! and stop cleanly on SIGTERM/SIGINT.
+//! configure the chassis, watch this node's pods into the [`pod_index::PodIndex`], serve the
+//! CNI socket with [`handler::NodeHandler`], keep QoS in line with the annotations, and stop
+//! cleanly on SIGTERM/SIGINT.
 
 pub mod attachment;
 pub mod chassis;
@@ -30,7 +33,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::ovn::daemons::{supervise, Backoff, ChassisLayout, Supervised};
-use handler::{Datapath, HandlerConfig, NodeHandler};
+use chassis::Datapath;
+use handler::{HandlerConfig, NodeHandler};
 
 /// Who runs the node's Open vSwitch and ovn-controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -36,12 +36,12 @@ use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 use tracing::{debug, info, warn};
 
 use crate::api::attachment_id;
+use crate::api::mac::MacAddr;
 use crate::ovn::external_ids;
 use crate::ovn::vswitch::Vswitch;
-use crate::ovsdb::model::vswitch::Interface;
 
-use super::attachment::{self, Placement, Wiring, WiringDefaults};
-use super::netlink::{name_stem, Netlink};
+use super::attachment::{self, name_stem, Placement, Wiring, WiringDefaults};
+use super::netlink::{Netlink, NetlinkError};
 use super::pod_index::{PodIndex, PodView};
 
 /// How many pre-plugs one pass builds at once.
@@ -57,7 +57,7 @@ pub struct Prepared {
     /// The pod end, still in the node's netns.
     pub peer: String,
     pub pod_uid: String,
-    pub mac: crate::cni::protocol::MacAddr,
+    pub mac: MacAddr,
     pub mtu: u32,
 }
 
@@ -158,7 +158,7 @@ impl Preplug {
         vswitch: Vswitch,
         bridge: String,
         defaults: WiringDefaults,
-    ) -> Result<Self, super::netlink::NetlinkError> {
+    ) -> Result<Self, NetlinkError> {
         Ok(Preplug {
             netlink: Netlink::new()?,
             vswitch,
@@ -212,7 +212,7 @@ impl Preplug {
     /// Removes the pre-plugged interfaces nobody claimed that an earlier run of the daemon
     /// left (their slots died with it). Call before serving. Returns their names.
     pub async fn collect_leftovers(&self) -> Vec<String> {
-        let interfaces = match self.vswitch.client().list::<Interface>() {
+        let interfaces = match self.vswitch.our_interfaces() {
             Ok(i) => i,
             Err(e) => {
                 warn!(error = %e, "pre-plug: reading interfaces");
@@ -221,7 +221,7 @@ impl Preplug {
         };
         let mut removed = Vec::new();
         for iface in interfaces {
-            if !iface.external_ids.contains_key(external_ids::PREPLUG_PEER) {
+            if !iface.is_preplugged() {
                 continue;
             }
             self.discard(&iface.name).await;

@@ -1,6 +1,7 @@
-//! Live QoS: whenever the pod index changes, every interface this node plugged
-//! (`external_ids:vendor=kube-ovn`) gets the limits its pod's annotations ask for now
-//! (`<key>.kubernetes.io/ingress_rate|egress_rate` over the pod-wide
+//! Pod bandwidth limits on the node: [`apply_qos`] sets one plugged interface's limits (ADD
+//! and the live pass share it), and the live pass gives every interface this node plugged
+//! (`external_ids:vendor=kube-ovn`), whenever the pod index changes, the limits its pod's
+//! annotations ask for now (`<key>.kubernetes.io/ingress_rate|egress_rate` over the pod-wide
 //! `ovn.kubernetes.io/…`). The vswitch layer plans against its cache and writes only the
 //! difference, so a pass where nothing changed costs no transaction.
 
@@ -10,18 +11,53 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::api::allocation::attachment_qos;
+use crate::api::allocation::{attachment_qos, AttachmentQos};
 use crate::api::attachment_id::key_of_port;
-use crate::ovn::external_ids;
+use crate::cni::{CniError, ErrorCode};
 use crate::ovn::vswitch::Vswitch;
-use crate::ovsdb::model::vswitch::Interface;
 
-use super::handler::{apply_qos, Datapath};
+use super::chassis::Datapath;
+use super::netlink;
 use super::pod_index::PodIndex;
+
+/// Sets the limits of one plugged interface whose pod end is `pod_ifname` in `pod_netns`;
+/// returns whether anything changed. The OVS rows (ingress policing for the pod's egress, a
+/// `linux-htb` queue for its ingress) are the record on both datapaths; on netdev the pod's
+/// egress is also shaped by a TBF on the pod end, because the userspace datapath reads the
+/// host end before the kernel's ingress policer would drop.
+pub async fn apply_qos(
+    vswitch: &Vswitch,
+    datapath: Datapath,
+    iface: &str,
+    pod_netns: &Path,
+    pod_ifname: &str,
+    qos: AttachmentQos,
+) -> Result<bool, CniError> {
+    let changed = vswitch
+        .set_interface_qos_as(
+            iface,
+            datapath.qos_kind(),
+            qos.ingress_mbps,
+            qos.egress_mbps,
+        )
+        .await
+        .map_err(|e| {
+            CniError::new(
+                ErrorCode::TryAgainLater,
+                format!("limiting interface {iface}: {e}"),
+            )
+        })?;
+    if changed && datapath == Datapath::Netdev {
+        netlink::set_pod_egress_limit(pod_netns, pod_ifname, qos.egress_mbps)
+            .await
+            .map_err(|e| e.to_cni())?;
+    }
+    Ok(changed)
+}
 
 /// One reconciliation pass; returns how many interfaces changed.
 pub async fn reconcile(pods: &PodIndex, vswitch: &Vswitch, datapath: Datapath) -> usize {
-    let interfaces = match vswitch.client().list::<Interface>() {
+    let interfaces = match vswitch.our_interfaces() {
         Ok(i) => i,
         Err(e) => {
             warn!(error = %e, "QoS: reading interfaces");
@@ -30,16 +66,11 @@ pub async fn reconcile(pods: &PodIndex, vswitch: &Vswitch, datapath: Datapath) -
     };
     let mut changed = 0;
     for iface in interfaces {
-        let ids = &iface.external_ids;
-        if !external_ids::is_ours(ids) {
-            continue;
-        }
-        let (Some(name), Some(namespace), Some(iface_id), Some(netns), Some(ifname)) = (
-            ids.get(external_ids::POD_NAME),
-            ids.get(external_ids::POD_NAMESPACE),
-            ids.get(external_ids::IFACE_ID),
-            ids.get(external_ids::POD_NETNS),
-            ids.get(external_ids::POD_IFNAME),
+        let (Some((namespace, name)), Some(iface_id), Some(netns), Some(ifname)) = (
+            iface.pod(),
+            iface.iface_id(),
+            iface.pod_netns(),
+            iface.pod_ifname(),
         ) else {
             continue;
         };
@@ -56,16 +87,7 @@ pub async fn reconcile(pods: &PodIndex, vswitch: &Vswitch, datapath: Datapath) -
                 continue;
             }
         };
-        match apply_qos(
-            vswitch,
-            datapath,
-            &iface.name,
-            Path::new(netns),
-            ifname,
-            qos,
-        )
-        .await
-        {
+        match apply_qos(vswitch, datapath, &iface.name, netns, ifname, qos).await {
             Ok(true) => {
                 changed += 1;
                 debug!(iface = %iface.name, ?qos, "QoS updated");

@@ -6,6 +6,11 @@
 //! into `tracing`, and is restarted with exponential backoff when it dies.
 //! Database files are created with `ovsdb-tool create` (a file operation, as
 //! OVS's own start scripts do); nothing here configures OVS — that is OVSDB's job.
+//!
+//! Why in `ovn` and not in the node role, its only user today: the layouts are OVN/OVS
+//! knowledge (command lines, run directories, schemas) that no role owns, and OVN central
+//! is not the node's (`KubeOvn.spec.ovnCentral.mode: Embedded` means the operator's, not
+//! wired yet).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

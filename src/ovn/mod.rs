@@ -1,11 +1,17 @@
-//! OVN/OVS operations in domain words (routers, switches, ports, QoS), each one
-//! transaction, and supervision of the OVN/OVS daemons.
+//! OVN/OVS in domain words, the one layer that speaks OVSDB (`crate::ovsdb`): roles call
+//! these operations and never build rows or operations themselves.
 //!
-//! `Northbound` (operator) speaks to OVN_Northbound, `Vswitch` (node) to the
-//! node's Open_vSwitch database. Every operation plans its writes against the
-//! client's cache, so ensuring the same thing twice writes nothing the second
-//! time; inserts are guarded (schema indexes or `wait` operations) so that
-//! concurrent writers cannot duplicate a named object.
+//! `Northbound` (operator) speaks to OVN_Northbound, `Vswitch` (node) to the node's
+//! Open_vSwitch database; `external_ids` holds every key we write on their rows. Every
+//! operation is one transaction planned against the client's cache, so ensuring the same
+//! thing twice writes nothing the second time; inserts are guarded (schema indexes or `wait`
+//! operations) so that concurrent writers cannot duplicate a named object.
+//!
+//! `daemons` supervises the OVN/OVS programs we embed. It lives here, not in a role, because
+//! what it knows is OVN/OVS's (the programs' command lines, run directories, database
+//! schemas) and not one role's: the node role runs its chassis from `ChassisLayout`;
+//! `CentralLayout` (NB, SB, northd) is OVN central, which no role embeds yet (the `KubeOvn`
+//! spec's `ovnCentral.mode: Embedded` means the operator, not the node).
 
 pub mod daemons;
 pub mod external_ids;
