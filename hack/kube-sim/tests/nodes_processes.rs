@@ -353,6 +353,12 @@ async fn a_process_pod_sees_its_namespace_env_volumes_and_the_api_and_answers_lo
     bed.ready("web").await;
 
     bed.down().await;
+    for mount_point in ["/sim-config", "/sim-secret", "/sim-data"] {
+        assert!(
+            !Path::new(mount_point).exists(),
+            "{mount_point} left on the host"
+        );
+    }
 }
 
 #[tokio::test]

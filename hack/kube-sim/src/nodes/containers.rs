@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::kubelet::Backoff;
 use super::node::{in_netns, Node};
-use super::pod_files::{self, PodAddresses};
+use super::pod_files::{self, MountPoints, PodAddresses};
 use super::probes::{self, ProbeStreak, ProbeTiming};
 use super::workloads::ContainerRuntime;
 
@@ -78,6 +78,7 @@ pub(crate) struct Launch {
 #[derive(Default)]
 pub(crate) struct Processes {
     pods: Mutex<HashMap<String, PodWorker>>,
+    mount_points: MountPoints,
 }
 
 struct PodWorker {
@@ -88,6 +89,8 @@ struct PodWorker {
     board: Arc<StatusBoard>,
     placements: BTreeMap<String, Placement>,
     pod_dir: PathBuf,
+    /// Mount points created for this pod's binds (see `MountPoints`).
+    mount_points: Vec<PathBuf>,
 }
 
 /// One container with what it needs to run.
@@ -125,7 +128,6 @@ impl Processes {
             ),
             ("HOSTNAME".to_string(), launch.pod.name_any()),
         ];
-        let mut forwarder = None;
         if let Some(api) = launch.api_server {
             let kubeconfig = pod_files::write_kubeconfig(&pod_dir, api, &namespace)
                 .map_err(|e| format!("writing the pod's kubeconfig: {e}"))?;
@@ -137,18 +139,6 @@ impl Processes {
                     api.port().to_string(),
                 ),
             ]);
-            if !launch.host_network {
-                // Nodes forward the API address already; a pod namespace needs its own.
-                let netns = launch.netns.clone();
-                let listener = in_netns(&netns, move || {
-                    let listener = std::net::TcpListener::bind(api)?;
-                    listener.set_nonblocking(true)?;
-                    Ok(listener)
-                })
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|e| format!("forwarding the API server into the pod: {e}"))?;
-                forwarder = Some(tokio::spawn(super::forward_api(listener, api)));
-            }
         }
         let pod_ip = launch
             .addresses
@@ -200,6 +190,26 @@ impl Processes {
             .chain(&main_plans)
             .map(|p| (p.container.name.clone(), p.placement.clone()))
             .collect();
+        let all_binds: Vec<(PathBuf, PathBuf)> = plans
+            .iter()
+            .chain(&main_plans)
+            .flat_map(|p| p.placement.binds.iter().cloned())
+            .collect();
+        let mount_points = self
+            .mount_points
+            .claim(&launch.node, &all_binds)
+            .map_err(|e| e.to_string())?;
+        let forwarder = match launch.api_server.filter(|_| !launch.host_network) {
+            // Nodes forward the API address already; a pod namespace needs its own.
+            Some(api) => match forward_api_into(&launch.netns, api) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    self.mount_points.release(&mount_points);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         let stop = CancellationToken::new();
         let grace =
             Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
@@ -233,6 +243,7 @@ impl Processes {
                 board,
                 placements,
                 pod_dir,
+                mount_points,
             },
         );
         Ok(())
@@ -261,6 +272,7 @@ impl Processes {
         if let Some(forwarder) = worker.forwarder {
             forwarder.abort();
         }
+        self.mount_points.release(&worker.mount_points);
         // emptyDir contents go with the pod; its logs stay for post-mortems (and tests).
         if let Err(e) = std::fs::remove_dir_all(worker.pod_dir.join("volumes")) {
             tracing::debug!(uid, error = %e, "removing the pod's volumes");
@@ -286,6 +298,18 @@ impl Processes {
         drop(pods);
         board.current_run(container)
     }
+}
+
+/// A listener on the API server's address inside `netns`, forwarding to it.
+fn forward_api_into(netns: &std::path::Path, api: SocketAddr) -> Result<JoinHandle<()>, String> {
+    let listener = in_netns(netns, move || {
+        let listener = std::net::TcpListener::bind(api)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })
+    .and_then(tokio::net::TcpListener::from_std)
+    .map_err(|e| format!("forwarding the API server into the pod: {e}"))?;
+    Ok(tokio::spawn(super::forward_api(listener, api)))
 }
 
 /// The pod task: init containers one after the other, then all containers.

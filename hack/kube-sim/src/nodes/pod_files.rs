@@ -5,9 +5,10 @@
 //! ConfigMap/Secret keys, `envFrom`, `$(VAR)` expansion, API access through `KUBECONFIG`).
 //! Starting the processes lives in `containers`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, Volume};
 use kube::api::Api;
@@ -184,8 +185,8 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result
     Ok(())
 }
 
-/// The container's bind mounts (host path, path inside). Mount points that do not exist are
-/// created (a bind needs one) and left in place: they are empty outside the container.
+/// The container's bind mounts (host path, path inside the node); a subPath of a volume
+/// that does not exist yet is created as a directory, as kubelet does.
 pub fn container_binds(
     container: &Container,
     volumes: &BTreeMap<String, PathBuf>,
@@ -205,21 +206,75 @@ pub fn container_binds(
             Some(sub) => volume.join(sub),
             None => volume.clone(),
         };
-        let target = PathBuf::from(&mount.mount_path);
-        if !target.exists() {
-            let made = if source.is_file() {
-                target
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::write(&target, b""))
-            } else {
-                std::fs::create_dir_all(&source).and_then(|()| std::fs::create_dir_all(&target))
-            };
-            made.map_err(|e| failed(what(), e))?;
+        if !source.exists() {
+            std::fs::create_dir_all(&source).map_err(|e| failed(what(), e))?;
         }
-        binds.push((source, target));
+        binds.push((source, PathBuf::from(&mount.mount_path)));
     }
     Ok(binds)
+}
+
+/// Mount points kube-sim had to create (a bind needs one, and a container shares the node's
+/// file system), with how many running pods use each: the last pod to stop removes it, so
+/// nothing is left on the host.
+#[derive(Debug, Default)]
+pub struct MountPoints(Mutex<HashMap<PathBuf, usize>>);
+
+impl MountPoints {
+    /// Makes sure every bind target exists (as the node sees it: a target under a
+    /// node-private directory is created there); returns the created ones this pod holds.
+    pub fn claim(
+        &self,
+        node: &Node,
+        binds: &[(PathBuf, PathBuf)],
+    ) -> Result<Vec<PathBuf>, PodFilesError> {
+        let mut created = self.0.lock().expect("lock");
+        let mut held = Vec::new();
+        for (source, target) in binds {
+            let host = node.host_path(target);
+            if let Some(users) = created.get_mut(&host) {
+                *users += 1;
+                held.push(host);
+                continue;
+            }
+            if host.exists() {
+                continue;
+            }
+            let made = if source.is_file() {
+                host.parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&host, b""))
+            } else {
+                std::fs::create_dir_all(&host)
+            };
+            made.map_err(|e| failed(format!("mount point {}", target.display()), e))?;
+            created.insert(host.clone(), 1);
+            held.push(host);
+        }
+        Ok(held)
+    }
+
+    /// Gives back what `claim` returned; unused mount points are removed.
+    pub fn release(&self, held: &[PathBuf]) {
+        let mut created = self.0.lock().expect("lock");
+        for host in held {
+            let Some(users) = created.get_mut(host) else {
+                continue;
+            };
+            *users -= 1;
+            if *users > 0 {
+                continue;
+            }
+            created.remove(host);
+            let removed = match host.is_dir() {
+                true => std::fs::remove_dir(host),
+                false => std::fs::remove_file(host),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %host.display(), error = %e, "removing a mount point kube-sim made");
+            }
+        }
+    }
 }
 
 /// A kubeconfig for processes of the pod: the API server's own address, which kube-sim makes
