@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Namespace, Pod, Secret};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Event, Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::Client;
 use serde_json::{json, Value};
@@ -160,6 +160,29 @@ impl Bed {
         let node = self.sim.node("node-1").expect("node-1");
         let path = pod_files::log_path(&pod_files::pod_dir(node, pod), container, 0);
         std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
+impl Bed {
+    /// Waits until pod `name` has an Event with `reason`; returns its message.
+    async fn event(&self, name: &str, reason: &str) -> String {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let events = api.list(&ListParams::default()).await.expect("list events");
+            let found = events.items.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            });
+            if let Some(event) = found {
+                return event.message.unwrap_or_default();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pod {name}: no {reason} Event"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -423,6 +446,11 @@ async fn a_crashing_container_restarts_with_backoff() {
         })
         .await;
     assert_eq!(condition(&waiting, "Ready"), Some("False"));
+    let backoff = bed.event("crash", "BackOff").await;
+    assert!(
+        backoff.contains("restarting failed container app"),
+        "{backoff}"
+    );
     let previous = bed.kubectl_ok(&["logs", "crash", "--previous"]).await;
     assert!(
         previous.contains("exiting with 2"),
@@ -441,6 +469,11 @@ async fn a_failing_liveness_probe_restarts_the_container() {
             "livenessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
         .await;
     let pod = bed.until("dead", "restarted", |p| restarts(p) >= 1).await;
+    let unhealthy = bed.event("dead", "Unhealthy").await;
+    assert!(
+        unhealthy.starts_with("Liveness probe failed"),
+        "{unhealthy}"
+    );
     let first = bed.log_file(&pod, "app");
     assert!(
         first.contains("SIGTERM received, exiting"),

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::kubelet::Backoff;
+use super::kubelet::{record_pod_event, Backoff};
 use super::node::{in_netns, Node};
 use super::pod_files::{self, MountPoints, PodAddresses};
 use super::probes::{self, ProbeStreak, ProbeTiming};
@@ -104,6 +104,10 @@ struct ContainerPlan {
 /// What the pod task shares with its container loops.
 struct PodRun {
     pod_name: String,
+    /// For the container Events (Started, Killing, BackOff, Unhealthy).
+    client: Client,
+    pod: Pod,
+    node: Node,
     pod_dir: PathBuf,
     board: Arc<StatusBoard>,
     backoff: Backoff,
@@ -216,6 +220,9 @@ impl Processes {
         let grace_ms = Arc::new(AtomicU64::new(grace.as_millis() as u64));
         let run = Arc::new(PodRun {
             pod_name: format!("{namespace}/{}", launch.pod.name_any()),
+            client: launch.client.clone(),
+            pod: launch.pod.clone(),
+            node: launch.node.clone(),
             pod_dir: pod_dir.clone(),
             board: board.clone(),
             backoff: launch.backoff,
@@ -376,9 +383,11 @@ async fn run_container(run: &PodRun, plan: ContainerPlan, policy: &str) -> Optio
             Ok(mut child) => {
                 // Taken now: once reaped, the child no longer knows its pid.
                 let group = child.id().map(|pid| Pid::from_raw(pid as i32));
-                let started = plan.container.startup_probe.is_none();
-                let ready = started && plan.container.readiness_probe.is_none();
-                run.board.set_running(&name, restarts, started, ready);
+                let startup_done = plan.container.startup_probe.is_none();
+                let ready = startup_done && plan.container.readiness_probe.is_none();
+                run.board.set_running(&name, restarts, startup_done, ready);
+                run.event("Normal", "Started", &format!("Started container {name}"))
+                    .await;
                 let probing = run.stop.child_token();
                 let (unhealthy, mut unhealthy_rx) = mpsc::channel(1);
                 spawn_probes(run, &plan, &probing, unhealthy);
@@ -407,6 +416,9 @@ async fn run_container(run: &PodRun, plan: ContainerPlan, policy: &str) -> Optio
                 };
                 if let RunEnd::Unhealthy(why) = &end {
                     tracing::info!(pod = %run.pod_name, container = %name, reason = %why, "killing an unhealthy container");
+                    run.event("Warning", "Unhealthy", why).await;
+                    let message = format!("Container {name} failed its probe, will be restarted");
+                    run.event("Normal", "Killing", &message).await;
                 }
                 run.board.set_terminated(&name, code, reason, started_at);
                 if matches!(end, RunEnd::Stopped) {
@@ -417,6 +429,8 @@ async fn run_container(run: &PodRun, plan: ContainerPlan, policy: &str) -> Optio
             Err(reason) => {
                 tracing::warn!(pod = %run.pod_name, container = %name, %reason, "starting a container");
                 run.board.set_waiting(&name, "RunContainerError", &reason);
+                run.event("Warning", "Failed", &format!("Error: {reason}"))
+                    .await;
                 128
             }
         };
@@ -445,6 +459,12 @@ async fn run_container(run: &PodRun, plan: ContainerPlan, policy: &str) -> Optio
         );
         if end != 0 {
             run.board.set_waiting(&name, "CrashLoopBackOff", &message);
+            run.event(
+                "Warning",
+                "BackOff",
+                &format!("Back-off restarting failed container {name}"),
+            )
+            .await;
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -582,6 +602,18 @@ fn spawn_probes(
 impl PodRun {
     fn grace(&self) -> Duration {
         Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
+    }
+
+    async fn event(&self, kind: &str, reason: &str, message: &str) {
+        record_pod_event(
+            &self.client,
+            &self.pod,
+            Some(&self.node),
+            kind,
+            reason,
+            message,
+        )
+        .await;
     }
 }
 

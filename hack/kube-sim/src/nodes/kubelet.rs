@@ -593,6 +593,18 @@ async fn record_event(
     reason: &str,
     message: &str,
 ) {
+    record_pod_event(&ctx.client, pod, node, kind, reason, message).await
+}
+
+/// `record_event` for whoever has a client only (the containers of process pods).
+pub(crate) async fn record_pod_event(
+    client: &Client,
+    pod: &Pod,
+    node: Option<&Node>,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
     let namespace = pod.namespace().unwrap_or_default();
     if namespace.is_empty() {
         return;
@@ -633,7 +645,7 @@ async fn record_event(
         reporting_instance: node.map(|n| n.name.clone()),
         ..Event::default()
     };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     if let Err(e) = api.create(&PostParams::default(), &event).await {
         tracing::warn!(pod = %pod_ref(pod), reason, error = %e, "recording an Event");
     }
