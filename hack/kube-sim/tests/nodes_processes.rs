@@ -280,6 +280,7 @@ async fn a_process_pod_sees_its_namespace_env_volumes_and_the_api_and_answers_lo
                     {"name": "secret", "mountPath": "/sim-secret"},
                     {"name": "data", "mountPath": "/sim-data"},
                 ],
+                "startupProbe": {"exec": {"command": ["test", "-f", "/sim-data/ready"]}, "periodSeconds": 1},
                 "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1},
                 "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
             }],
@@ -522,4 +523,78 @@ async fn deleting_a_pod_sends_sigterm_then_sigkill_and_shutdown_stops_everything
     assert!(alive(host_pid));
     bed.down().await;
     assert!(!alive(host_pid), "shutdown stops every process");
+}
+
+#[tokio::test]
+async fn kube_sim_serve_runs_the_images_of_an_image_map_file_and_stops_them_on_sigterm() {
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let image_map = dir.path().join("images");
+    let entry = format!(
+        "# test program\n{IMAGE}={}\n",
+        env!("CARGO_BIN_EXE_sim-workload")
+    );
+    std::fs::write(&image_map, entry).expect("image map");
+    let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["serve", "--nodes", "1", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--state-dir")
+        .arg(dir.path().join("nodes"))
+        .arg("--image-map-file")
+        .arg(&image_map)
+        .stderr(std::fs::File::create(dir.path().join("kube-sim.log")).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kube-sim starts");
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("kubectl runs")
+    };
+    let manifest = dir.path().join("pod.json");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "served", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": IMAGE}]}});
+    std::fs::write(&manifest, pod.to_string()).expect("manifest");
+    let manifest = manifest.display().to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !kubectl(&["create", "-f", &manifest]).status.success() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kube-sim never took the pod"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/served",
+        "--timeout=90s",
+    ]);
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let log = loop {
+        let log = String::from_utf8_lossy(&kubectl(&["logs", "served"]).stdout).into_owned();
+        if log.contains("started pid") {
+            break log;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no log: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let pid = pid_in(&log);
+    assert!(alive(pid));
+
+    let sim_pid = nix::unistd::Pid::from_raw(sim.id().expect("running") as i32);
+    nix::sys::signal::kill(sim_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::time::timeout(WAIT, sim.wait())
+        .await
+        .expect("kube-sim exits")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(!alive(pid), "stopping kube-sim stops its containers");
 }

@@ -855,3 +855,55 @@ impl StatusWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, done: bool, exit_code: Option<i32>) -> ContainerRecord {
+        ContainerRecord {
+            name: name.into(),
+            image: String::new(),
+            restart_count: 0,
+            state: json!({}),
+            last_state: json!({}),
+            running: !done,
+            ready: false,
+            started: false,
+            done,
+            exit_code,
+        }
+    }
+
+    fn board(initialized: bool, failed: bool, main: Vec<ContainerRecord>) -> BoardState {
+        BoardState {
+            init: Vec::new(),
+            main,
+            initialized,
+            failed,
+            conditions: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn phase_follows_init_containers_and_finished_containers() {
+        assert_eq!(
+            board(false, false, vec![record("a", false, None)]).phase(),
+            "Pending"
+        );
+        assert_eq!(
+            board(false, true, vec![record("a", false, None)]).phase(),
+            "Failed"
+        );
+        assert_eq!(
+            board(true, false, vec![record("a", false, None)]).phase(),
+            "Running"
+        );
+        let finished = |code| vec![record("a", true, Some(0)), record("b", true, Some(code))];
+        assert_eq!(board(true, false, finished(0)).phase(), "Succeeded");
+        assert_eq!(board(true, false, finished(1)).phase(), "Failed");
+        // One container still running (or to be restarted) keeps the pod Running.
+        let mixed = vec![record("a", true, Some(1)), record("b", false, None)];
+        assert_eq!(board(true, false, mixed).phase(), "Running");
+    }
+}
