@@ -125,67 +125,9 @@ impl Processes {
                 .await
                 .map_err(|e| e.to_string())?;
         let namespace = launch.pod.namespace().unwrap_or_default();
-        let mut base_env = vec![
-            (
-                "PATH".to_string(),
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-            ),
-            ("HOSTNAME".to_string(), launch.pod.name_any()),
-        ];
-        if let Some(api) = launch.api_server {
-            let kubeconfig = pod_files::write_kubeconfig(&pod_dir, api, &namespace)
-                .map_err(|e| format!("writing the pod's kubeconfig: {e}"))?;
-            base_env.extend([
-                ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
-                ("KUBERNETES_SERVICE_HOST".to_string(), api.ip().to_string()),
-                (
-                    "KUBERNETES_SERVICE_PORT".to_string(),
-                    api.port().to_string(),
-                ),
-            ]);
-        }
-        let pod_ip = launch
-            .addresses
-            .pod_ips
-            .first()
-            .and_then(|ip| ip.parse().ok())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let base_env = base_env(&launch, &pod_dir)?;
         let spec = launch.pod.spec.clone().unwrap_or_default();
-        let mut plans = Vec::new();
-        for container in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-        {
-            let env = pod_files::container_env(
-                &launch.client,
-                &launch.pod,
-                container,
-                &launch.addresses,
-                &base_env,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let binds =
-                pod_files::container_binds(container, &volumes).map_err(|e| e.to_string())?;
-            let argv = launch.runtime.argv(container).map(|argv| {
-                argv.iter()
-                    .map(|a| pod_files::expand(a, &env))
-                    .collect::<Vec<_>>()
-            });
-            plans.push(ContainerPlan {
-                container: container.clone(),
-                argv,
-                placement: Placement {
-                    node: launch.node.clone(),
-                    netns: launch.netns.clone(),
-                    pod_ip,
-                    binds,
-                    env,
-                },
-            });
-        }
+        let mut plans = plan_containers(&launch, &volumes, &base_env).await?;
         let init_count = spec.init_containers.as_ref().map_or(0, Vec::len);
         let main_plans = plans.split_off(init_count);
         let board = Arc::new(StatusBoard::new(&plans, &main_plans));
@@ -307,6 +249,74 @@ impl Processes {
     }
 }
 
+/// What every container of the pod gets: `PATH`, `HOSTNAME`, and API access (a kubeconfig
+/// in the pod directory plus the in-cluster variables).
+fn base_env(launch: &Launch, pod_dir: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut env = vec![
+        ("PATH".to_string(), path),
+        ("HOSTNAME".to_string(), launch.pod.name_any()),
+    ];
+    if let Some(api) = launch.api_server {
+        let namespace = launch.pod.namespace().unwrap_or_default();
+        let kubeconfig = pod_files::write_kubeconfig(pod_dir, api, &namespace)
+            .map_err(|e| format!("writing the pod's kubeconfig: {e}"))?;
+        env.extend([
+            ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
+            ("KUBERNETES_SERVICE_HOST".to_string(), api.ip().to_string()),
+            (
+                "KUBERNETES_SERVICE_PORT".to_string(),
+                api.port().to_string(),
+            ),
+        ]);
+    }
+    Ok(env)
+}
+
+/// Init containers then containers, each with its argv, environment and mounts.
+async fn plan_containers(
+    launch: &Launch,
+    volumes: &BTreeMap<String, PathBuf>,
+    base_env: &[(String, String)],
+) -> Result<Vec<ContainerPlan>, String> {
+    let pod_ip = launch
+        .addresses
+        .pod_ips
+        .first()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut plans = Vec::new();
+    for container in super::workloads::all_containers(&launch.pod) {
+        let env = pod_files::container_env(
+            &launch.client,
+            &launch.pod,
+            container,
+            &launch.addresses,
+            base_env,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let binds = pod_files::container_binds(container, volumes).map_err(|e| e.to_string())?;
+        let argv = launch.runtime.argv(container).map(|argv| {
+            argv.iter()
+                .map(|a| pod_files::expand(a, &env))
+                .collect::<Vec<_>>()
+        });
+        plans.push(ContainerPlan {
+            container: container.clone(),
+            argv,
+            placement: Placement {
+                node: launch.node.clone(),
+                netns: launch.netns.clone(),
+                pod_ip,
+                binds,
+                env,
+            },
+        });
+    }
+    Ok(plans)
+}
+
 /// A listener on the API server's address inside `netns`, forwarding to it.
 fn forward_api_into(netns: &std::path::Path, api: SocketAddr) -> Result<JoinHandle<()>, String> {
     let listener = in_netns(netns, move || {
@@ -336,6 +346,12 @@ async fn run_pod(
     };
     let mut initialized = true;
     for plan in init {
+        if plan.argv.is_none() {
+            // An unmapped init container has nothing to run: it has done its job.
+            run.board
+                .set_terminated(&plan.container.name, 0, "Completed", now());
+            continue;
+        }
         match run_container(&run, plan, init_policy).await {
             Some(0) => continue,
             Some(_) => run.board.update(|b| b.failed = true),
@@ -409,11 +425,7 @@ async fn run_container(run: &PodRun, plan: ContainerPlan, policy: &str) -> Optio
                     let _ = killpg(group, Signal::SIGKILL);
                 }
                 let code = status.map_or(137, exit_code);
-                let reason = match (&end, code) {
-                    (RunEnd::Unhealthy(_), _) | (RunEnd::Stopped, _) => "Error",
-                    (_, 0) => "Completed",
-                    _ => "Error",
-                };
+                let reason = if code == 0 { "Completed" } else { "Error" };
                 if let RunEnd::Unhealthy(why) = &end {
                     tracing::info!(pod = %run.pod_name, container = %name, reason = %why, "killing an unhealthy container");
                     run.event("Warning", "Unhealthy", why).await;
