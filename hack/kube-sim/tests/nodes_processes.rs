@@ -254,7 +254,7 @@ async fn a_process_pod_sees_its_namespace_env_volumes_and_the_api_and_answers_lo
         "spec": {
             "volumes": [
                 {"name": "config", "configMap": {"name": "app"}},
-                {"name": "secret", "secret": {"secretName": "app"}},
+                {"name": "secret", "secret": {"secretName": "app", "items": [{"key": "token", "path": "auth/token"}]}},
                 {"name": "data", "emptyDir": {}},
             ],
             "initContainers": [{"name": "prepare", "image": IMAGE,
@@ -262,7 +262,7 @@ async fn a_process_pod_sees_its_namespace_env_volumes_and_the_api_and_answers_lo
                 "volumeMounts": [{"name": "data", "mountPath": "/sim-data"}]}],
             "containers": [{"name": "app", "image": IMAGE,
                 "args": ["--show-env", "POD_NAME,POD_NAMESPACE,NODE_NAME,HOST_IP,POD_IP,GREETING,CM_greeting,WHO",
-                         "--show-file", "/sim-config/greeting", "--show-file", "/sim-secret/token",
+                         "--show-file", "/sim-config/greeting", "--show-file", "/sim-secret/auth/token",
                          "--check-api", "--serve", "8080", "--ready-file", "/sim-data/ready", "--tick-ms", "200"],
                 "env": [
                     env("POD_NAME", field("metadata.name")),
@@ -303,7 +303,7 @@ async fn a_process_pod_sees_its_namespace_env_volumes_and_the_api_and_answers_lo
         "CM_greeting=hello".into(),
         "WHO=web@node-1".into(),
         "file /sim-config/greeting: hello".into(),
-        "file /sim-secret/token: s3cret".into(),
+        "file /sim-secret/auth/token: s3cret".into(),
         "api ok: 1 pods".into(),
     ] {
         assert!(

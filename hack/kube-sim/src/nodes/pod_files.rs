@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, KeyToPath, Pod, Secret, Volume};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
@@ -70,15 +70,34 @@ pub async fn prepare_volumes(
         let what = || format!("volume {:?}", volume.name);
         let own = dir.join("volumes").join(&volume.name);
         let path = match volume_source(volume) {
-            VolumeSource::EmptyDir => own,
-            VolumeSource::HostPath { path, create } => {
+            VolumeSource::EmptyDir => {
+                std::fs::create_dir_all(&own).map_err(|e| failed(what(), e))?;
+                own
+            }
+            VolumeSource::HostPath { path, missing } => {
                 let host = node.host_path(Path::new(&path));
-                if create && !host.exists() {
-                    std::fs::create_dir_all(&host).map_err(|e| failed(what(), e))?;
+                if !host.exists() {
+                    let created = match missing {
+                        Missing::CreateDirectory => std::fs::create_dir_all(&host),
+                        Missing::CreateFile => host
+                            .parent()
+                            .map_or(Ok(()), std::fs::create_dir_all)
+                            .and_then(|()| std::fs::write(&host, b"")),
+                        Missing::Refuse => {
+                            let reason =
+                                format!("hostPath type check failed: {path} does not exist");
+                            return Err(failed(what(), reason));
+                        }
+                    };
+                    created.map_err(|e| failed(what(), e))?;
                 }
                 host
             }
-            VolumeSource::ConfigMap { name, optional } => {
+            VolumeSource::ConfigMap {
+                name,
+                optional,
+                items,
+            } => {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
                 let files = match api.get_opt(&name).await.map_err(|e| failed(what(), e))? {
                     Some(cm) => {
@@ -99,10 +118,14 @@ pub async fn prepare_volumes(
                     None if optional => BTreeMap::new(),
                     None => return Err(failed(what(), format!("configmap {name:?} not found"))),
                 };
-                write_files(&own, &files).map_err(|e| failed(what(), e))?;
+                write_files(&own, &files, &items, optional).map_err(|e| failed(what(), e))?;
                 own
             }
-            VolumeSource::Secret { name, optional } => {
+            VolumeSource::Secret {
+                name,
+                optional,
+                items,
+            } => {
                 let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
                 let files = match api.get_opt(&name).await.map_err(|e| failed(what(), e))? {
                     Some(secret) => secret
@@ -121,7 +144,7 @@ pub async fn prepare_volumes(
                     None if optional => BTreeMap::new(),
                     None => return Err(failed(what(), format!("secret {name:?} not found"))),
                 };
-                write_files(&own, &files).map_err(|e| failed(what(), e))?;
+                write_files(&own, &files, &items, optional).map_err(|e| failed(what(), e))?;
                 own
             }
             VolumeSource::Unsupported => {
@@ -131,9 +154,6 @@ pub async fn prepare_volumes(
                 ))
             }
         };
-        std::fs::create_dir_all(&path)
-            .or_else(|e| if path.exists() { Ok(()) } else { Err(e) })
-            .map_err(|e| failed(what(), e))?;
         paths.insert(volume.name.clone(), path);
     }
     Ok(paths)
@@ -141,10 +161,30 @@ pub async fn prepare_volumes(
 
 enum VolumeSource {
     EmptyDir,
-    HostPath { path: String, create: bool },
-    ConfigMap { name: String, optional: bool },
-    Secret { name: String, optional: bool },
+    HostPath {
+        path: String,
+        missing: Missing,
+    },
+    ConfigMap {
+        name: String,
+        optional: bool,
+        items: Vec<KeyToPath>,
+    },
+    Secret {
+        name: String,
+        optional: bool,
+        items: Vec<KeyToPath>,
+    },
     Unsupported,
+}
+
+/// What a hostPath volume's `type` says about a path that does not exist.
+enum Missing {
+    /// `""` and `DirectoryOrCreate` (a runtime makes the directory for `""` too).
+    CreateDirectory,
+    CreateFile,
+    /// `Directory`, `File`, `Socket`, `CharDevice`, `BlockDevice`.
+    Refuse,
 }
 
 fn volume_source(volume: &Volume) -> VolumeSource {
@@ -152,35 +192,63 @@ fn volume_source(volume: &Volume) -> VolumeSource {
         return VolumeSource::EmptyDir;
     }
     if let Some(host) = &volume.host_path {
-        // Only these types demand that the path exists already; kube-sim creates the rest.
-        let must_exist = matches!(
-            host.type_.as_deref(),
-            Some("Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice" | "FileOrCreate")
-        );
+        let missing = match host.type_.as_deref().unwrap_or_default() {
+            "" | "DirectoryOrCreate" => Missing::CreateDirectory,
+            "FileOrCreate" => Missing::CreateFile,
+            _ => Missing::Refuse,
+        };
         return VolumeSource::HostPath {
             path: host.path.clone(),
-            create: !must_exist,
+            missing,
         };
     }
     if let Some(cm) = &volume.config_map {
         return VolumeSource::ConfigMap {
             name: cm.name.clone(),
             optional: cm.optional.unwrap_or(false),
+            items: cm.items.clone().unwrap_or_default(),
         };
     }
     if let Some(secret) = &volume.secret {
         return VolumeSource::Secret {
             name: secret.secret_name.clone().unwrap_or_default(),
             optional: secret.optional.unwrap_or(false),
+            items: secret.items.clone().unwrap_or_default(),
         };
     }
     VolumeSource::Unsupported
 }
 
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (key, content) in files {
-        std::fs::write(dir.join(key), content)?;
+/// Writes every key as a file named after it, or with `items` only the listed keys at their
+/// paths (a listed key that is missing is an error unless the volume is optional).
+fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    items: &[KeyToPath],
+    optional: bool,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let selected: Vec<(&str, &Vec<u8>)> = match items {
+        [] => files.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        items => {
+            let mut selected = Vec::new();
+            for item in items {
+                match files.get(&item.key) {
+                    Some(content) => selected.push((item.path.as_str(), content)),
+                    None if optional => {}
+                    None => return Err(format!("key {:?} is missing", item.key)),
+                }
+            }
+            selected
+        }
+    };
+    for (path, content) in selected {
+        let file = dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(file, content).map_err(io)?;
     }
     Ok(())
 }
