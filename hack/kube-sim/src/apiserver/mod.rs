@@ -21,7 +21,8 @@
 //! bodies (415; kubectl's generator commands such as `kubectl create namespace` send them,
 //! `kubectl create -f`/`apply -f` do not), `dryRun`, aggregated discovery, admission
 //! webhooks, server-side apply conflicts between managers, pagination (`limit` returns
-//! everything), authentication.
+//! everything), authentication, `pods/attach` and `pods/portforward`, exec with a TTY, and
+//! exec over SPDY (kubectl before 1.30).
 
 pub mod apply;
 pub mod events;
