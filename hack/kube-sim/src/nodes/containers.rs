@@ -119,6 +119,18 @@ impl Processes {
     /// Prepares the pod's files and starts its containers; errors are for the pod's Event.
     pub(crate) async fn launch(&self, launch: Launch) -> Result<(), String> {
         let uid = launch.pod.uid().unwrap_or_default();
+        let spec = launch.pod.spec.clone().unwrap_or_default();
+        if let Some(sidecar) = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.restart_policy.as_deref() == Some("Always"))
+        {
+            return Err(format!(
+                "init container {:?}: restartPolicy Always (a sidecar) is not supported yet",
+                sidecar.name
+            ));
+        }
         let pod_dir = pod_files::pod_dir(&launch.node, &launch.pod);
         let volumes =
             pod_files::prepare_volumes(&launch.client, &launch.node, &launch.pod, &pod_dir)
@@ -126,7 +138,6 @@ impl Processes {
                 .map_err(|e| e.to_string())?;
         let namespace = launch.pod.namespace().unwrap_or_default();
         let base_env = base_env(&launch, &pod_dir)?;
-        let spec = launch.pod.spec.clone().unwrap_or_default();
         let mut plans = plan_containers(&launch, &volumes, &base_env).await?;
         let init_count = spec.init_containers.as_ref().map_or(0, Vec::len);
         let main_plans = plans.split_off(init_count);

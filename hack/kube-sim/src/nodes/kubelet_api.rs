@@ -108,17 +108,17 @@ async fn pod_and_container(
         })
         .map(|c| c.name.clone())
         .collect();
-    let main: Vec<&String> = pod
+    let main: Vec<&str> = pod
         .spec
         .iter()
         .flat_map(|s| s.containers.iter())
-        .map(|c| &c.name)
+        .map(|c| c.name.as_str())
         .collect();
     let default = pod
         .annotations()
         .get("kubectl.kubernetes.io/default-container")
         .cloned()
-        .or_else(|| (main.len() == 1).then(|| main[0].clone()));
+        .or_else(|| (main.len() == 1).then(|| main[0].to_string()));
     let container = match container
         .filter(|c| !c.is_empty())
         .map(str::to_string)
@@ -135,7 +135,8 @@ async fn pod_and_container(
             return Err(refused(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "a container name must be specified for pod {name}, choose one of: {main:?}"
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    main.join(" ")
                 ),
             ))
         }

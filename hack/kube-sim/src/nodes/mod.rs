@@ -9,6 +9,8 @@
 //! let mut config = SimulatorConfig::new(2, tempdir.path());
 //! config.fabric.cni_bin_dirs = vec![dir_with_plugins];   // searched before /opt/cni/bin
 //! config.api_server = Some(server.addr());               // node processes reach the API
+//! // containers of this image run as that program (others stay network sandboxes):
+//! config.runtime = ContainerRuntime::from_entries(["app:v1=target/debug/app"])?;
 //! let sim = Simulator::start(server.client()?, config).await?;
 //! let node = sim.node("node-1").unwrap();
 //! let daemon = node.command(kube_ovn_binary)?.args(["node", "--kubeconfig", kc]).spawn()?;
