@@ -598,3 +598,54 @@ async fn kube_sim_serve_runs_the_images_of_an_image_map_file_and_stops_them_on_s
     assert!(status.success(), "{status:?}");
     assert!(!alive(pid), "stopping kube-sim stops its containers");
 }
+
+#[tokio::test]
+async fn init_containers_run_in_order_and_failures_reach_the_pod() {
+    let bed = bed().await;
+    let append = |word: &str| {
+        json!({"name": format!("init-{word}"), "image": IMAGE,
+            "command": ["sh", "-c", format!("echo {word} >> /sim-order/words")],
+            "volumeMounts": [{"name": "order", "mountPath": "/sim-order"}]})
+    };
+    let (first, second) = (append("first"), append("second"));
+    bed.create(json!({"metadata": {"name": "ordered", "namespace": "default"},
+        "spec": {"volumes": [{"name": "order", "emptyDir": {}}],
+            "initContainers": [first, second],
+            "containers": [{"name": "app", "image": IMAGE, "args": ["--show-file", "/sim-order/words"],
+                "volumeMounts": [{"name": "order", "mountPath": "/sim-order"}]}]}}))
+        .await;
+    bed.ready("ordered").await;
+    let log = bed.log_line("ordered", "file /sim-order/words").await;
+    assert!(
+        log.contains("file /sim-order/words: first\nsecond"),
+        "{log}"
+    );
+
+    // An init container that fails in a pod that never restarts fails the pod.
+    bed.create(
+        json!({"metadata": {"name": "doomed", "namespace": "default"},
+        "spec": {"restartPolicy": "Never",
+            "initContainers": [{"name": "init", "image": IMAGE, "command": ["sh", "-c", "exit 1"]}],
+            "containers": [{"name": "app", "image": IMAGE}]}}),
+    )
+    .await;
+    bed.until("doomed", "Failed", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+    })
+    .await;
+
+    // A volume that cannot be prepared is reported on the pod, as kubelet does.
+    bed.create(
+        json!({"metadata": {"name": "unprepared", "namespace": "default"},
+        "spec": {"volumes": [{"name": "config", "configMap": {"name": "absent"}}],
+            "containers": [{"name": "app", "image": IMAGE,
+                "volumeMounts": [{"name": "config", "mountPath": "/sim-absent"}]}]}}),
+    )
+    .await;
+    let failed = bed.event("unprepared", "Failed").await;
+    assert!(
+        failed.contains("configmap \"absent\" not found"),
+        "{failed}"
+    );
+    bed.down().await;
+}
