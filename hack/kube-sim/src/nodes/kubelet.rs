@@ -54,6 +54,10 @@ pub enum KubeletError {
     /// Sandbox creation failed (already rolled back and reported as an Event).
     #[error("pod {pod}: {reason}")]
     Sandbox { pod: String, reason: String },
+    /// The containers of a process pod could not start (sandbox removed, reported as an
+    /// Event).
+    #[error("pod {pod}: {reason}")]
+    Containers { pod: String, reason: String },
 }
 
 /// Retry timing for failed pods.
@@ -262,11 +266,10 @@ async fn start(ctx: &Context, node: &Node, pod: &Pod, uid: &str) -> Result<Runni
         if let Err(reason) = ctx.processes.launch(launch).await {
             let message = format!("Error: {reason}");
             record_event(ctx, pod, Some(node), "Warning", "Failed", &message).await;
-            ctx.processes.stop(uid, Some(Duration::ZERO)).await;
             if let Some(sandbox) = &running.sandbox {
                 let _ = sandbox.delete(node, &ctx.fabric.plugins).await;
             }
-            return Err(KubeletError::Sandbox {
+            return Err(KubeletError::Containers {
                 pod: pod_ref(pod),
                 reason,
             });
