@@ -54,6 +54,34 @@ struct ServeArgs {
     /// the agent with `exec` so that it is the one receiving it).
     #[arg(long)]
     node_command: Option<String>,
+    /// Run containers of this image as a local program: `IMAGE=PROGRAM [ARG…]`, e.g.
+    /// `kube-ovn:v1=target/debug/kube-ovn`; repeatable. Pods with no mapped image stay
+    /// network sandboxes only.
+    #[arg(long)]
+    image_map: Vec<String>,
+    /// A file of `--image-map` entries, one a line (`#` starts a comment).
+    #[arg(long)]
+    image_map_file: Option<PathBuf>,
+}
+
+/// The container runtime `--image-map` and `--image-map-file` ask for.
+fn container_runtime(args: &ServeArgs) -> anyhow::Result<kube_sim::nodes::ContainerRuntime> {
+    let mut entries = args.image_map.clone();
+    if let Some(path) = &args.image_map_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --image-map-file {}", path.display()))?;
+        entries.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or_default().trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+    }
+    if entries.is_empty() {
+        return Ok(kube_sim::nodes::ContainerRuntime::SandboxOnly);
+    }
+    kube_sim::nodes::ContainerRuntime::from_entries(entries.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)
 }
 
 async fn start_nodes(
@@ -79,6 +107,7 @@ async fn start_nodes(
     let mut config = kube_sim::nodes::SimulatorConfig::new(nodes, &state_dir);
     config.fabric.cni_bin_dirs = args.cni_bin_dir.clone();
     config.api_server = Some(server.addr());
+    config.runtime = container_runtime(args)?;
     let simulator = kube_sim::nodes::Simulator::start(server.client()?, config)
         .await
         .context("starting the node simulator")?;

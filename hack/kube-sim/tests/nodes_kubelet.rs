@@ -16,7 +16,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::Client;
 use serde_json::{json, Value};
 
-use kube_sim::nodes::node::netns_with_prefix;
+use kube_sim::nodes::node::{netns_with_prefix, processes_mentioning};
 use kube_sim::nodes::{nad, Simulator, SimulatorConfig, NETNS_ANNOTATION};
 use kube_sim::ApiServer;
 
@@ -168,28 +168,6 @@ impl Bed {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// Processes whose environment mentions `needle` (CNI plugins carry their CNI_NETNS).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .map(|env| String::from_utf8_lossy(&env).contains(needle))
-                .unwrap_or(false)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> &'a str {

@@ -4,7 +4,8 @@
 //! served, discovery), `openapi` (what kubectl reads before writing), `store` (objects and
 //! their semantics), `apply` (server-side apply ownership), `events` (the two Event APIs),
 //! `http` (routing, watches, tables), `schema` (CRD and metadata validation), `patch`,
-//! `selector`, `status` (error bodies).
+//! `selector`, `status` (error bodies), `kubelet_proxy` (pods/log and pods/exec, proxied to
+//! the node's kubelet).
 //!
 //! In a test:
 //!
@@ -20,11 +21,13 @@
 //! bodies (415; kubectl's generator commands such as `kubectl create namespace` send them,
 //! `kubectl create -f`/`apply -f` do not), `dryRun`, aggregated discovery, admission
 //! webhooks, server-side apply conflicts between managers, pagination (`limit` returns
-//! everything), authentication.
+//! everything), authentication, `pods/attach` and `pods/portforward`, exec with a TTY, and
+//! exec over SPDY (kubectl before 1.30).
 
 pub mod apply;
 pub mod events;
 pub mod http;
+pub mod kubelet_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod resources;
@@ -92,7 +95,16 @@ impl ApiServer {
             bookmark_interval: options.bookmark_interval,
             shutdown: shutdown.clone(),
         });
+        let pod_path = "/api/v1/namespaces/{namespace}/pods/{name}";
         let app = axum::Router::new()
+            .route(
+                &format!("{pod_path}/log"),
+                axum::routing::get(kubelet_proxy::pod_log),
+            )
+            .route(
+                &format!("{pod_path}/exec"),
+                axum::routing::any(kubelet_proxy::pod_exec),
+            )
             .fallback(http::handle)
             .with_state(shared);
         let stop = shutdown.clone();

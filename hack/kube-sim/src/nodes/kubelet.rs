@@ -6,8 +6,11 @@
 //! and retries with exponential backoff. On deletion (the API server marks a bound pod with a
 //! deletionTimestamp and waits, as kube-apiserver does for a kubelet) it tears the sandbox down
 //! and confirms with a grace-0 delete. Pods bound to nodes it does not simulate are left alone.
+//! A pod whose images are mapped to local programs (`workloads`) also gets its containers
+//! started (`containers`), which then own the pod's status; deleting it stops them first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +23,12 @@ use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
+use super::containers::{Launch, Processes};
 use super::delegate::{apply_gateway_requests, Delegate, PodIdentity};
 use super::fabric::Fabric;
 use super::nad;
 use super::node::Node;
+use super::pod_files::PodAddresses;
 use super::result::{
     network_statuses, render_network_status, CniResult, NETWORK_STATUS_ANNOTATION,
 };
@@ -49,6 +54,10 @@ pub enum KubeletError {
     /// Sandbox creation failed (already rolled back and reported as an Event).
     #[error("pod {pod}: {reason}")]
     Sandbox { pod: String, reason: String },
+    /// The containers of a process pod could not start (sandbox removed, reported as an
+    /// Event).
+    #[error("pod {pod}: {reason}")]
+    Containers { pod: String, reason: String },
 }
 
 /// Retry timing for failed pods.
@@ -59,7 +68,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    fn after(&self, failures: u32) -> Duration {
+    pub(crate) fn after(&self, failures: u32) -> Duration {
         let factor = 1u32 << failures.saturating_sub(1).min(16);
         self.initial.saturating_mul(factor).min(self.max)
     }
@@ -78,6 +87,10 @@ pub(crate) struct Context {
     pub client: Client,
     pub fabric: Arc<Fabric>,
     pub runtime: ContainerRuntime,
+    /// The pods whose containers run as processes.
+    pub processes: Arc<Processes>,
+    /// Where processes reach the API server (see `SimulatorConfig::api_server`).
+    pub api_server: Option<SocketAddr>,
     pub backoff: Backoff,
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub running: Mutex<HashMap<String, Running>>,
@@ -134,7 +147,8 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
         None => start(&ctx, &node, &pod, &uid).await?,
     };
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if phase != Some("Running") {
+    // A process pod's status is written by its containers.
+    if phase != Some("Running") && !ctx.processes.runs(&uid) {
         mark_running(&ctx, &node, &pod, &running).await?;
     }
     ctx.failures.lock().expect("lock").remove(&uid);
@@ -234,15 +248,32 @@ async fn start(ctx: &Context, node: &Node, pod: &Pod, uid: &str) -> Result<Runni
             });
         }
     };
-    if let Err(e) = ctx.runtime.start(node, pod, running.sandbox.as_ref()).await {
-        record_event(ctx, pod, Some(node), "Warning", "Failed", &e.to_string()).await;
-        if let Some(sandbox) = &running.sandbox {
-            let _ = sandbox.delete(node, &ctx.fabric.plugins).await;
+    if ctx.runtime.runs(pod) {
+        let launch = Launch {
+            client: ctx.client.clone(),
+            node: node.clone(),
+            pod: pod.clone(),
+            netns: running
+                .sandbox
+                .as_ref()
+                .map_or_else(|| node.netns_path(), Sandbox::netns_path),
+            host_network,
+            addresses: pod_addresses(node, &running),
+            api_server: ctx.api_server,
+            runtime: ctx.runtime.clone(),
+            backoff: ctx.backoff,
+        };
+        if let Err(reason) = ctx.processes.launch(launch).await {
+            let message = format!("Error: {reason}");
+            record_event(ctx, pod, Some(node), "Warning", "Failed", &message).await;
+            if let Some(sandbox) = &running.sandbox {
+                let _ = sandbox.delete(node, &ctx.fabric.plugins).await;
+            }
+            return Err(KubeletError::Containers {
+                pod: pod_ref(pod),
+                reason,
+            });
         }
-        return Err(KubeletError::Sandbox {
-            pod: pod_ref(pod),
-            reason: e.to_string(),
-        });
     }
     ctx.running
         .lock()
@@ -385,22 +416,7 @@ async fn mark_running(
     pod: &Pod,
     running: &Running,
 ) -> Result<(), KubeletError> {
-    let host_ip = node.underlay_ip.to_string();
-    let pod_ips: Vec<String> = match &running.sandbox {
-        None => vec![host_ip.clone()],
-        Some(sandbox) => sandbox
-            .results
-            .first()
-            .and_then(Option::as_ref)
-            .and_then(|raw| CniResult::parse(raw).ok())
-            .map(|r| {
-                r.sandbox_addresses("eth0")
-                    .iter()
-                    .map(|ip| ip.bare().to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
+    let PodAddresses { host_ip, pod_ips } = pod_addresses(node, running);
     let now = serde_json::to_value(Time(Timestamp::now())).expect("a Time serializes");
     let container_id = running
         .sandbox
@@ -448,6 +464,27 @@ async fn mark_running(
     Ok(())
 }
 
+/// The node's address and the pod's (eth0's; the node's for hostNetwork pods).
+fn pod_addresses(node: &Node, running: &Running) -> PodAddresses {
+    let host_ip = node.underlay_ip.to_string();
+    let pod_ips: Vec<String> = match &running.sandbox {
+        None => vec![host_ip.clone()],
+        Some(sandbox) => sandbox
+            .results
+            .first()
+            .and_then(Option::as_ref)
+            .and_then(|raw| CniResult::parse(raw).ok())
+            .map(|r| {
+                r.sandbox_addresses("eth0")
+                    .iter()
+                    .map(|ip| ip.bare().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    PodAddresses { host_ip, pod_ips }
+}
+
 /// Stops the pod's containers and deletes its sandbox, whether or not the pod still exists.
 pub(crate) async fn tear_down(
     ctx: &Context,
@@ -463,18 +500,11 @@ pub(crate) async fn tear_down(
         pod: pod_ref(pod),
         reason,
     };
-    if let Err(e) = ctx.runtime.stop(node, uid).await {
-        record_event(
-            ctx,
-            pod,
-            Some(node),
-            "Warning",
-            "FailedKillPod",
-            &e.to_string(),
-        )
-        .await;
-        return Err(failed(e.to_string()));
-    }
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .map(|s| Duration::from_secs(s.max(0) as u64));
+    ctx.processes.stop(uid, grace).await;
     if let Some(sandbox) = &running.sandbox {
         clear_network_status(ctx, pod, sandbox).await;
         if let Err(e) = sandbox.delete(node, &ctx.fabric.plugins).await {
@@ -566,6 +596,18 @@ async fn record_event(
     reason: &str,
     message: &str,
 ) {
+    record_pod_event(&ctx.client, pod, node, kind, reason, message).await
+}
+
+/// `record_event` for whoever has a client only (the containers of process pods).
+pub(crate) async fn record_pod_event(
+    client: &Client,
+    pod: &Pod,
+    node: Option<&Node>,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
     let namespace = pod.namespace().unwrap_or_default();
     if namespace.is_empty() {
         return;
@@ -606,7 +648,7 @@ async fn record_event(
         reporting_instance: node.map(|n| n.name.clone()),
         ..Event::default()
     };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     if let Err(e) = api.create(&PostParams::default(), &event).await {
         tracing::warn!(pod = %pod_ref(pod), reason, error = %e, "recording an Event");
     }

@@ -9,6 +9,8 @@
 //! let mut config = SimulatorConfig::new(2, tempdir.path());
 //! config.fabric.cni_bin_dirs = vec![dir_with_plugins];   // searched before /opt/cni/bin
 //! config.api_server = Some(server.addr());               // node processes reach the API
+//! // containers of this image run as that program (others stay network sandboxes):
+//! config.runtime = ContainerRuntime::from_entries(["app:v1=target/debug/app"])?;
 //! let sim = Simulator::start(server.client()?, config).await?;
 //! let node = sim.node("node-1").unwrap();
 //! let daemon = node.command(kube_ovn_binary)?.args(["node", "--kubeconfig", kc]).spawn()?;
@@ -19,14 +21,20 @@
 //! Rooms: `selection` (networks annotation), `delegate` (per-network config, CNI_ARGS,
 //! runtimeConfig), `exec` (running plugins), `result` (CNI results, network-status),
 //! `sandbox` (one pod's namespace and delegates), `node`/`fabric` (namespaces, mounts,
-//! underlay, cluster default network), `scheduler`, `kubelet`, `workloads` (item 3 hook).
+//! underlay, cluster default network), `scheduler`, `kubelet`; process pods: `workloads`
+//! (image map), `containers` (lifecycle, status), `pod_files` (volumes, env), `probes`,
+//! `kubelet_api` (the kubelet endpoint serving logs and exec).
 
+pub mod containers;
 pub mod delegate;
 pub mod exec;
 pub mod fabric;
 pub mod kubelet;
+pub mod kubelet_api;
 pub mod nad;
 pub mod node;
+pub mod pod_files;
+pub mod probes;
 pub mod result;
 pub mod sandbox;
 pub mod scheduler;
@@ -89,6 +97,8 @@ pub enum SimulatorError {
     Node(#[from] node::NodeError),
     #[error("node {node}: registering the Node object: {source}")]
     Register { node: String, source: kube::Error },
+    #[error("kubelet endpoint: {0}")]
+    KubeletEndpoint(String),
     #[error("node {node}: forwarding {addr} to the API server: {source}")]
     Forward {
         node: String,
@@ -136,6 +146,8 @@ impl Simulator {
             client: client.clone(),
             fabric: fabric.clone(),
             runtime: config.runtime.clone(),
+            processes: Arc::default(),
+            api_server: config.api_server,
             backoff: config.backoff,
             node_labels,
             running: Mutex::new(HashMap::new()),
@@ -155,6 +167,7 @@ impl Simulator {
                 tasks.push(tokio::spawn(forward_api(listener, addr)));
             }
         }
+        tasks.push(kubelet_api::serve(context.clone()).await?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let controller =
             Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -243,6 +256,7 @@ impl Simulator {
             task.abort();
             let _ = task.await;
         }
+        self.context.processes.stop_all().await;
         let running: Vec<kubelet::Running> = self
             .context
             .running
@@ -282,7 +296,7 @@ pub fn pod_netns_path(pod: &Pod) -> Option<PathBuf> {
 }
 
 /// Accepts connections inside a node and splices each to the API server on the host.
-async fn forward_api(listener: tokio::net::TcpListener, api: SocketAddr) {
+pub(crate) async fn forward_api(listener: tokio::net::TcpListener, api: SocketAddr) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             continue;

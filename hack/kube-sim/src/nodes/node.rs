@@ -6,9 +6,10 @@
 //! network namespace and gets a fresh mount namespace (`unshare(CLONE_NEWNS)`, `/` made
 //! recursively slave so later host mounts such as new `/run/netns` entries still propagate in)
 //! with the node's private directories bind-mounted over `/run/openvswitch`, `/opt/cni/bin`,
-//! `/etc/cni/net.d` and `/var/lib/cni`. All processes of a node therefore see the same files
+//! `/etc/cni/net.d`, `/var/lib/cni`, `/etc/openvswitch` and `/var/lib/kube-ovn`. All processes of a node therefore see the same files
 //! there (a daemon socket created by one is reached by the others), and no long-lived helper
-//! process has to be kept alive. This happens in `pre_exec`, after fork, where the child is
+//! process has to be kept alive. `Node::command_in` does the same in another network namespace
+//! (a pod's) with extra bind mounts (a container's volumes). This happens in `pre_exec`, after fork, where the child is
 //! single-threaded (setns into a mount namespace is refused to threaded processes).
 
 use std::ffi::{CStr, CString};
@@ -22,11 +23,13 @@ use nix::sched::{setns, unshare, CloneFlags};
 
 /// The node-private directories: (path inside the node, directory name under the node's state
 /// directory).
-pub const NODE_DIRS: [(&str, &str); 4] = [
+pub const NODE_DIRS: [(&str, &str); 6] = [
     ("/run/openvswitch", "run-openvswitch"),
     ("/opt/cni/bin", "opt-cni-bin"),
     ("/etc/cni/net.d", "etc-cni-net.d"),
     ("/var/lib/cni", "var-lib-cni"),
+    ("/etc/openvswitch", "etc-openvswitch"),
+    ("/var/lib/kube-ovn", "var-lib-kube-ovn"),
 ];
 
 /// Where named network namespaces live (as `ip netns` keeps them).
@@ -96,24 +99,37 @@ impl Node {
         &self,
         program: impl AsRef<std::ffi::OsStr>,
     ) -> Result<tokio::process::Command, NodeError> {
+        self.command_in(&self.netns_path(), &[], program)
+    }
+
+    /// Like `command`, but in the network namespace at `netns` (a pod's) and with `binds`
+    /// (host path, path inside; the mount point must exist) mounted after the node's own.
+    pub fn command_in(
+        &self,
+        netns: &Path,
+        binds: &[(PathBuf, PathBuf)],
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<tokio::process::Command, NodeError> {
         let setup_error = |what: &str, reason: String| NodeError::Setup {
             node: self.name.clone(),
             what: what.to_string(),
             reason,
         };
-        let netns: OwnedFd = std::fs::File::open(self.netns_path())
+        let netns: OwnedFd = std::fs::File::open(netns)
             .map_err(|e| setup_error("open network namespace", e.to_string()))?
             .into();
         // Everything the child needs is prepared here: no allocation after fork.
-        let mut binds = Vec::new();
-        for (inside, dir) in NODE_DIRS {
-            let source = self.state_dir.join(dir);
-            let to_c = |p: &Path| {
-                CString::new(p.as_os_str().as_bytes())
-                    .map_err(|e| setup_error("path with NUL", e.to_string()))
-            };
-            binds.push((to_c(&source)?, to_c(Path::new(inside))?));
-        }
+        let to_c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| setup_error("path with NUL", e.to_string()))
+        };
+        let node_binds = NODE_DIRS
+            .iter()
+            .map(|(inside, dir)| (self.state_dir.join(dir), PathBuf::from(inside)));
+        let binds = node_binds
+            .chain(binds.iter().cloned())
+            .map(|(source, target)| Ok((to_c(&source)?, to_c(&target)?)))
+            .collect::<Result<Vec<_>, NodeError>>()?;
         let root = CString::new("/").expect("no NUL in /");
         let mut command = tokio::process::Command::new(program);
         // SAFETY: the closure only makes syscalls (setns, unshare, mount) on data prepared
@@ -151,15 +167,26 @@ pub(crate) fn listen_inside(
     node: &Node,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<std::net::TcpListener> {
-    let netns = std::fs::File::open(node.netns_path())?;
-    std::thread::spawn(move || {
-        setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+    in_netns(&node.netns_path(), move || {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         Ok(listener)
     })
+}
+
+/// Runs `make` on a short-lived thread inside the network namespace at `netns`: a socket it
+/// creates stays in that namespace.
+pub(crate) fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let netns = std::fs::File::open(netns)?;
+    std::thread::spawn(move || {
+        setns(netns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        make()
+    })
     .join()
-    .map_err(|_| std::io::Error::other("the thread entering the node namespace panicked"))?
+    .map_err(|_| std::io::Error::other("the thread entering a network namespace panicked"))?
 }
 
 /// Runs `ip` with `args` (test-bed plumbing: node and pod namespaces, underlay wiring).
@@ -204,6 +231,29 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Pids of the processes whose environment mentions `needle` (for tests: CNI plugins carry
+/// their CNI_NETNS, process-pod containers their KUBECONFIG under the state directory).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| String::from_utf8_lossy(&env).contains(needle))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
 
