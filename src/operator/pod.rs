@@ -38,6 +38,7 @@ use crate::api::annotations::{
     parse_provider_annotation, provider_annotation, ProviderKey, NETWORKS,
 };
 use crate::api::ip::{IpSpec, IP};
+use crate::api::selection::IpRequest;
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
 use crate::ovn::LspSpec;
 
@@ -205,7 +206,7 @@ pub fn ipam_reason(e: &IpamError) -> &'static str {
         IpamError::OutOfRange { .. }
         | IpamError::WrongFamily { .. }
         | IpamError::PrefixMismatch { .. }
-        | IpamError::BadAddress { .. } => "InvalidStaticIP",
+        | IpamError::SecondAddress { .. } => "InvalidStaticIP",
         IpamError::BadMac { .. } => "InvalidMAC",
         IpamError::Full { .. } => "SubnetFull",
         _ => "AllocationFailed",
@@ -319,10 +320,13 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             Held::Nothing => {}
         }
         let mut request = AllocationRequest::new(ipam_key.clone(), plan.subnet.clone())
-            .with_ips(plan.ips.iter().map(ToString::to_string))
+            .with_ips(plan.ips.iter().map(|&address| IpRequest {
+                address,
+                prefix_len: None,
+            }))
             .sticky(sticky);
         if let Some(mac) = plan.mac {
-            request = request.with_mac(mac.to_string());
+            request = request.with_mac(mac);
         }
         match ctx.ipam.allocate(&request).await {
             Ok(a) => {
