@@ -264,6 +264,32 @@ fn static_errors_name_subnet_and_address() {
     assert_eq!(a.len(), 1);
 }
 
+/// The typed refusals still read as one sentence for a pod Event.
+#[test]
+fn static_refusals_read_for_an_event() {
+    let mut a = with_subnet(SubnetSpec::new("s", "10.100.0.0/16,fd00::/120"));
+    let refusal = |a: &mut Allocator, requests: &[&str]| {
+        let req = Req::new("k", "s").with_ips(requests.iter().map(|r| static_ip(r)));
+        a.allocate(&req).expect_err("refused").to_string()
+    };
+    assert_eq!(
+        refusal(&mut a, &["10.100.0.7/24"]),
+        "subnet \"s\": 10.100.0.7/24 has prefix /24 but the subnet is 10.100.0.0/16"
+    );
+    assert_eq!(
+        refusal(&mut a, &["fd00::5", "fd00::6"]),
+        "subnet \"s\": fd00::5 and fd00::6 are both IPv6 addresses; at most one per family"
+    );
+    let mut v4 = with_subnet(SubnetSpec::new("v4", "10.0.0.0/24"));
+    let err = v4
+        .allocate(&Req::new("k", "v4").with_ips([static_ip("fd00::5")]))
+        .expect_err("wrong family");
+    assert_eq!(
+        err.to_string(),
+        "subnet \"v4\": fd00::5 is not an IPv6 address of this subnet (it has 10.0.0.0/24)"
+    );
+}
+
 #[test]
 fn static_cidr_form_with_matching_prefix_is_accepted() {
     let mut a = with_subnet(SubnetSpec::new("s", "10.100.0.0/16"));

@@ -34,7 +34,7 @@ impl SubnetState {
     }
 }
 
-// ---- persistence support (used by store.rs) ----
+/// What `store.rs` persists besides allocations, and reads back.
 impl Allocator {
     pub(crate) fn spec(&self, subnet: &str) -> Option<&SubnetSpec> {
         self.subnets.get(subnet).map(|s| &s.spec)

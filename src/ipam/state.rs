@@ -64,6 +64,10 @@ pub(super) struct Held {
     pub(super) seq: u64,
 }
 
+// The small methods below are `#[inline]`: the allocate and release paths in
+// `allocator.rs` call them from another module, which may land in another
+// codegen unit.
+
 /// An attachment as the indexes see it: its [`Held`] behind one shared
 /// pointer, so `held` (a set looked up by key string) and the reverse
 /// indexes cost a pointer per entry, and an attachment one allocation besides
@@ -72,25 +76,30 @@ pub(super) struct Held {
 pub(super) struct Holder(Arc<Held>);
 
 impl Holder {
+    #[inline]
     pub(super) fn new(alloc: Allocation, seq: u64) -> Self {
         Holder(Arc::new(Held { alloc, seq }))
     }
 
+    #[inline]
     pub(super) fn as_str(&self) -> &str {
         &self.0.alloc.key
     }
 
     /// The same attachment: the same entry, or one with the same key.
+    #[inline]
     pub(super) fn same(&self, other: &Holder) -> bool {
         self.is(other) || self.as_str() == other.as_str()
     }
 
     /// The same entry (what a consistent allocator's indexes point to).
+    #[inline]
     pub(super) fn is(&self, other: &Holder) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The held entry, without a copy when nothing else refers to it.
+    #[inline]
     pub(super) fn into_held(self) -> Held {
         Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
     }
@@ -98,24 +107,28 @@ impl Holder {
 
 impl Deref for Holder {
     type Target = Held;
+    #[inline]
     fn deref(&self) -> &Held {
         &self.0
     }
 }
 
 impl Borrow<str> for Holder {
+    #[inline]
     fn borrow(&self) -> &str {
         self.as_str()
     }
 }
 
 impl Hash for Holder {
+    #[inline]
     fn hash<S: Hasher>(&self, state: &mut S) {
         self.as_str().hash(state);
     }
 }
 
 impl PartialEq for Holder {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.same(other)
     }
@@ -185,6 +198,7 @@ impl SubnetState {
         }
     }
 
+    #[inline]
     pub(super) fn name(&self) -> &str {
         &self.spec.name
     }
@@ -193,6 +207,7 @@ impl SubnetState {
         self.families.iter().map(|f| f.layout.net).collect()
     }
 
+    #[inline]
     pub(super) fn family_index(&self, family: Family) -> Option<usize> {
         self.families.iter().position(|f| f.layout.family == family)
     }
@@ -200,6 +215,7 @@ impl SubnetState {
     /// A MAC for `key`, whose first address is `first`: [`address_mac`] of
     /// it when free, else 40 hashed bits per attempt (a collision is rare,
     /// many in a row impossible).
+    #[inline]
     pub(super) fn generate_mac(&self, key: &str, first: u128) -> Result<MacAddr, IpamError> {
         let free = |mac: &MacAddr| *mac != self.gateway_mac && !self.macs.contains(mac);
         let mac = address_mac(first);
@@ -221,6 +237,7 @@ impl SubnetState {
     /// Records `holder` (its addresses already validated as free for it). `taken[i]`: the
     /// caller already removed family `i`'s address from its free list (a dynamic allocation
     /// has that list at hand; the others are looked up by address).
+    #[inline]
     pub(super) fn hold(&mut self, holder: &Holder, taken: &[bool]) {
         let alloc = &holder.alloc;
         for ip in &alloc.ips {
@@ -237,6 +254,7 @@ impl SubnetState {
         self.count += 1;
     }
 
+    #[inline]
     pub(super) fn unhold(&mut self, holder: &Holder) {
         let alloc = &holder.alloc;
         for ip in &alloc.ips {
