@@ -232,3 +232,43 @@ pub struct CursorRecord {
     pub cursor: u128,
     pub seq: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sled holds allocations in this JSON form: records written before
+    /// `pool` and `sticky` existed, and every record since, keep loading.
+    #[test]
+    fn stored_allocation_form_is_stable() {
+        let old = r#"{"key":"ns/p/x","subnet":"s","ips":["10.0.0.5","fd00::5"],"mac":"0a:58:0a:00:00:05"}"#;
+        let loaded: Allocation = serde_json::from_str(old).expect("old record loads");
+        let ips: Ips = ["10.0.0.5", "fd00::5"]
+            .iter()
+            .map(|ip| ip.parse().expect("test IP"))
+            .collect();
+        assert_eq!(
+            loaded,
+            Allocation {
+                key: "ns/p/x".into(),
+                subnet: "s".into(),
+                ips,
+                mac: MacAddr([0x0a, 0x58, 0x0a, 0, 0, 5]),
+                pool: None,
+                sticky: false,
+            }
+        );
+        let stored = serde_json::to_value(&loaded).expect("serializes");
+        assert_eq!(
+            stored,
+            serde_json::json!({
+                "key": "ns/p/x",
+                "subnet": "s",
+                "ips": ["10.0.0.5", "fd00::5"],
+                "mac": "0a:58:0a:00:00:05",
+                "pool": null,
+                "sticky": false
+            })
+        );
+    }
+}
