@@ -5,13 +5,29 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+use kube_ovn::api::mac::MacAddr;
+use kube_ovn::api::selection::IpRequest;
 use kube_ovn::ipam::{
-    gateway_mac, AllocationRequest as Req, Allocator, IpamError, MacAddr, Release, Released,
-    SubnetSpec,
+    gateway_mac, AllocationRequest as Req, Allocator, Family, IpamError, Release, Released,
+    Requested, SubnetSpec,
 };
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test IP")
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test CIDR")
+}
+
+/// A static address as the caller hands it: bare or with a prefix.
+fn static_ip(s: &str) -> IpRequest {
+    s.parse().expect("test static IP")
+}
+
+fn mac(s: &str) -> MacAddr {
+    s.parse().expect("test MAC")
 }
 
 fn with_subnet(spec: SubnetSpec) -> Allocator {
@@ -76,7 +92,7 @@ fn ipv6_slash_64_allocates_and_counts_exactly() {
     assert_eq!(
         alloc(
             &mut a,
-            Req::new("k2", "v6").with_ips(["fd00:10::ffff:0:0:1"])
+            Req::new("k2", "v6").with_ips([static_ip("fd00:10::ffff:0:0:1")])
         ),
         vec![ip("fd00:10::ffff:0:0:1")]
     );
@@ -119,7 +135,10 @@ fn dual_stack_gets_one_address_per_family() {
     );
     // A static v6 only: the v4 side is dynamic.
     assert_eq!(
-        alloc(&mut a, Req::new("k2", "ds").with_ips(["fd00:1::80"])),
+        alloc(
+            &mut a,
+            Req::new("k2", "ds").with_ips([static_ip("fd00:1::80")])
+        ),
         vec![ip("10.1.0.4"), ip("fd00:1::80")]
     );
     let u = a.usage("ds").expect("usage");
@@ -142,7 +161,7 @@ fn exclude_ranges_are_never_handed_out() {
     }
     assert_eq!(got, vec![ip("10.0.0.11"), ip("10.0.0.13"), ip("10.0.0.14")]);
     let err = a
-        .allocate(&Req::new("st", "s").with_ips(["10.0.0.5"]))
+        .allocate(&Req::new("st", "s").with_ips([static_ip("10.0.0.5")]))
         .expect_err("excluded");
     assert_eq!(
         err,
@@ -157,11 +176,14 @@ fn exclude_ranges_are_never_handed_out() {
 #[test]
 fn static_errors_name_subnet_and_address() {
     let mut a = with_subnet(SubnetSpec::new("s", "10.100.0.0/16"));
-    alloc(&mut a, Req::new("ns/a/p", "s").with_ips(["10.100.0.100"]));
+    alloc(
+        &mut a,
+        Req::new("ns/a/p", "s").with_ips([static_ip("10.100.0.100")]),
+    );
 
     let cases: Vec<(Req, IpamError)> = vec![
         (
-            Req::new("ns/b/p", "s").with_ips(["10.100.0.100"]),
+            Req::new("ns/b/p", "s").with_ips([static_ip("10.100.0.100")]),
             IpamError::HeldBy {
                 subnet: "s".into(),
                 ip: ip("10.100.0.100"),
@@ -169,51 +191,53 @@ fn static_errors_name_subnet_and_address() {
             },
         ),
         (
-            Req::new("ns/b/p", "s").with_ips(["10.100.0.1"]),
+            Req::new("ns/b/p", "s").with_ips([static_ip("10.100.0.1")]),
             IpamError::IsGateway {
                 subnet: "s".into(),
                 ip: ip("10.100.0.1"),
             },
         ),
         (
-            Req::new("ns/b/p", "s").with_ips(["10.101.0.5"]),
+            Req::new("ns/b/p", "s").with_ips([static_ip("10.101.0.5")]),
             IpamError::OutOfRange {
                 subnet: "s".into(),
                 ip: ip("10.101.0.5"),
-                cidr: "10.100.0.0/16".into(),
+                cidr: net("10.100.0.0/16"),
             },
         ),
         (
-            Req::new("ns/b/p", "s").with_ips(["10.100.255.255"]),
+            Req::new("ns/b/p", "s").with_ips([static_ip("10.100.255.255")]),
             IpamError::OutOfRange {
                 subnet: "s".into(),
                 ip: ip("10.100.255.255"),
-                cidr: "10.100.0.0/16".into(),
+                cidr: net("10.100.0.0/16"),
             },
         ),
         (
-            Req::new("ns/b/p", "s").with_ips(["fd00::5"]),
+            Req::new("ns/b/p", "s").with_ips([static_ip("fd00::5")]),
             IpamError::WrongFamily {
                 subnet: "s".into(),
                 ip: ip("fd00::5"),
-                family: kube_ovn::ipam::Family::V6,
-                cidrs: "10.100.0.0/16".into(),
+                family: Family::V6,
+                cidrs: vec![net("10.100.0.0/16")],
             },
         ),
         (
-            Req::new("ns/b/p", "s").with_ips(["10.100.0.7/24"]),
+            Req::new("ns/b/p", "s").with_ips([static_ip("10.100.0.7/24")]),
             IpamError::PrefixMismatch {
                 subnet: "s".into(),
-                input: "10.100.0.7/24".into(),
+                ip: ip("10.100.0.7"),
                 given: 24,
-                cidr: "10.100.0.0/16".into(),
+                cidr: net("10.100.0.0/16"),
             },
         ),
         (
-            Req::new("ns/b/p", "s").with_ips(["10.100.0.300"]),
-            IpamError::BadAddress {
+            Req::new("ns/b/p", "s").with_ips([static_ip("10.100.0.7"), static_ip("10.100.0.8")]),
+            IpamError::SecondAddress {
                 subnet: "s".into(),
-                input: "10.100.0.300".into(),
+                family: Family::V4,
+                first: ip("10.100.0.7"),
+                second: ip("10.100.0.8"),
             },
         ),
         (
@@ -240,11 +264,40 @@ fn static_errors_name_subnet_and_address() {
     assert_eq!(a.len(), 1);
 }
 
+/// The typed refusals still read as one sentence for a pod Event.
+#[test]
+fn static_refusals_read_for_an_event() {
+    let mut a = with_subnet(SubnetSpec::new("s", "10.100.0.0/16,fd00::/120"));
+    let refusal = |a: &mut Allocator, requests: &[&str]| {
+        let req = Req::new("k", "s").with_ips(requests.iter().map(|r| static_ip(r)));
+        a.allocate(&req).expect_err("refused").to_string()
+    };
+    assert_eq!(
+        refusal(&mut a, &["10.100.0.7/24"]),
+        "subnet \"s\": 10.100.0.7/24 has prefix /24 but the subnet is 10.100.0.0/16"
+    );
+    assert_eq!(
+        refusal(&mut a, &["fd00::5", "fd00::6"]),
+        "subnet \"s\": fd00::5 and fd00::6 are both IPv6 addresses; at most one per family"
+    );
+    let mut v4 = with_subnet(SubnetSpec::new("v4", "10.0.0.0/24"));
+    let err = v4
+        .allocate(&Req::new("k", "v4").with_ips([static_ip("fd00::5")]))
+        .expect_err("wrong family");
+    assert_eq!(
+        err.to_string(),
+        "subnet \"v4\": fd00::5 is not an IPv6 address of this subnet (it has 10.0.0.0/24)"
+    );
+}
+
 #[test]
 fn static_cidr_form_with_matching_prefix_is_accepted() {
     let mut a = with_subnet(SubnetSpec::new("s", "10.100.0.0/16"));
     assert_eq!(
-        alloc(&mut a, Req::new("k", "s").with_ips(["10.100.0.100/16"])),
+        alloc(
+            &mut a,
+            Req::new("k", "s").with_ips([static_ip("10.100.0.100/16")])
+        ),
         vec![ip("10.100.0.100")]
     );
 }
@@ -258,13 +311,32 @@ fn same_key_returns_same_allocation() {
     assert!(!fresh);
     assert_eq!(first, again);
     let (with_ip, _) = a
-        .allocate(&Req::new("ns/p/x", "s").with_ips([first.ips[0].to_string()]))
+        .allocate(&Req::new("ns/p/x", "s").with_ips([IpRequest {
+            address: first.ips[0],
+            prefix_len: None,
+        }]))
         .expect("same static");
     assert_eq!(with_ip, first);
     let err = a
-        .allocate(&Req::new("ns/p/x", "s").with_ips(["10.0.0.99"]))
+        .allocate(&Req::new("ns/p/x", "s").with_ips([static_ip("10.0.0.99")]))
         .expect_err("different static");
-    assert!(matches!(err, IpamError::KeyMismatch { .. }), "{err}");
+    assert_eq!(
+        err,
+        IpamError::KeyMismatch {
+            subnet: "s".into(),
+            key: "ns/p/x".into(),
+            held_subnet: "s".into(),
+            held: first.ips.to_vec(),
+            requested: Requested::Address(ip("10.0.0.99")),
+        }
+    );
+    let err = a
+        .allocate(&Req::new("ns/p/x", "s").with_mac(mac("02:00:00:00:00:01")))
+        .expect_err("different MAC");
+    assert!(
+        matches!(&err, IpamError::KeyMismatch { requested: Requested::Mac(m), .. } if *m == mac("02:00:00:00:00:01")),
+        "{err}"
+    );
     assert_eq!(a.len(), 1);
 }
 
@@ -308,32 +380,35 @@ fn macs_are_generated_unique_and_validated() {
         assert!(macs.insert(al.mac), "duplicate MAC {}", al.mac);
     }
     let (al, _) = a
-        .allocate(&Req::new("fixed", "s").with_mac("00:11:22:33:44:55"))
+        .allocate(&Req::new("fixed", "s").with_mac(mac("00:11:22:33:44:55")))
         .expect("requested MAC");
-    assert_eq!(al.mac.to_string(), "00:11:22:33:44:55");
+    assert_eq!(al.mac, mac("00:11:22:33:44:55"));
 
-    let bad = |mac: &str| {
+    let bad = |requested: MacAddr| {
         a.clone()
-            .allocate(&Req::new("other", "s").with_mac(mac))
-            .expect_err(mac)
+            .allocate(&Req::new("other", "s").with_mac(requested))
+            .expect_err("refused MAC")
     };
-    assert!(matches!(bad("01:00:5e:00:00:01"), IpamError::BadMac { .. }));
-    assert!(matches!(bad("ff:ff:ff:ff:ff:ff"), IpamError::BadMac { .. }));
-    assert!(matches!(bad("00:00:00:00:00:00"), IpamError::BadMac { .. }));
-    assert!(matches!(bad("not-a-mac"), IpamError::BadMac { .. }));
-    assert!(matches!(
-        bad(&gateway_mac("s").to_string()),
-        IpamError::BadMac { .. }
-    ));
+    for refused in [
+        mac("01:00:5e:00:00:01"),
+        mac("ff:ff:ff:ff:ff:ff"),
+        mac("00:00:00:00:00:00"),
+        gateway_mac("s"),
+    ] {
+        assert!(
+            matches!(bad(refused), IpamError::BadMac { mac: m, .. } if m == refused),
+            "{refused}"
+        );
+    }
     assert_eq!(
-        bad("00:11:22:33:44:55"),
+        bad(mac("00:11:22:33:44:55")),
         IpamError::MacHeldBy {
             subnet: "s".into(),
             mac: MacAddr([0, 0x11, 0x22, 0x33, 0x44, 0x55]),
             holder: "fixed".into()
         }
     );
-    let e = bad("01:00:5e:00:00:01");
+    let e = bad(mac("01:00:5e:00:00:01"));
     assert!(
         e.to_string().contains("\"s\"") && e.to_string().contains("01:00:5e:00:00:01"),
         "{e}"
@@ -346,20 +421,20 @@ fn a_generated_mac_follows_the_address_unless_that_mac_is_taken() {
     // Dual stack: 0a:58 and the IPv4 address.
     let (first, _) = a.allocate(&Req::new("k1", "s")).expect("alloc");
     assert_eq!(first.ips[..], [ip("10.0.0.2"), ip("fd00::2")]);
-    assert_eq!(first.mac.to_string(), "0a:58:0a:00:00:02");
+    assert_eq!(first.mac, mac("0a:58:0a:00:00:02"));
     // A requested MAC that is the next address's: the next one gets a hashed MAC instead.
     let (_, _) = a
-        .allocate(&Req::new("fixed", "s").with_mac("0a:58:0a:00:00:04"))
+        .allocate(&Req::new("fixed", "s").with_mac(mac("0a:58:0a:00:00:04")))
         .expect("requested MAC");
     let (third, _) = a.allocate(&Req::new("k3", "s")).expect("alloc");
     assert_eq!(third.ips[0], ip("10.0.0.4"));
-    assert_ne!(third.mac.to_string(), "0a:58:0a:00:00:04");
+    assert_ne!(third.mac, mac("0a:58:0a:00:00:04"));
     assert!(third.mac.is_locally_administered() && !third.mac.is_multicast());
     // IPv6 only: the low 32 bits of the address.
     let mut b = with_subnet(SubnetSpec::new("v6", "fd00::1:0/112"));
     let (v6, _) = b.allocate(&Req::new("k", "v6")).expect("alloc");
     assert_eq!(v6.ips[..], [ip("fd00::1:2")]);
-    assert_eq!(v6.mac.to_string(), "0a:58:00:01:00:02");
+    assert_eq!(v6.mac, mac("0a:58:00:01:00:02"));
     a.check_consistency().expect("consistent");
 }
 
@@ -380,11 +455,16 @@ fn pools_serve_only_their_requests() {
         .allocate(&Req::new("p3", "s").with_pool("sts"))
         .expect_err("pool dry");
     assert!(
-        matches!(&err, IpamError::Full { scope, .. } if scope.contains("sts")),
+        matches!(&err, IpamError::Full { pool: Some(pool), .. } if pool == "sts"),
         "{err}"
     );
+    assert!(err.to_string().contains("pool \"sts\""), "{err}");
     let err = a
-        .allocate(&Req::new("p4", "s").with_pool("sts").with_ips(["10.0.0.50"]))
+        .allocate(
+            &Req::new("p4", "s")
+                .with_pool("sts")
+                .with_ips([static_ip("10.0.0.50")]),
+        )
         .expect_err("static outside the pool");
     assert_eq!(
         err,
@@ -452,7 +532,7 @@ fn cidr_change_refused_while_in_use() {
     a.update_subnet(SubnetSpec::new("s", "10.0.0.0/23"))
         .expect("free now");
     assert_eq!(
-        alloc(&mut a, Req::new("k", "s").with_ips(["10.0.1.7"])),
+        alloc(&mut a, Req::new("k", "s").with_ips([static_ip("10.0.1.7")])),
         vec![ip("10.0.1.7")]
     );
 }
@@ -460,8 +540,14 @@ fn cidr_change_refused_while_in_use() {
 #[test]
 fn exclude_change_keeps_allocations_and_reports_conflicts() {
     let mut a = with_subnet(SubnetSpec::new("s", "10.0.0.0/24"));
-    alloc(&mut a, Req::new("k1", "s").with_ips(["10.0.0.20"]));
-    alloc(&mut a, Req::new("k2", "s").with_ips(["10.0.0.30"]));
+    alloc(
+        &mut a,
+        Req::new("k1", "s").with_ips([static_ip("10.0.0.20")]),
+    );
+    alloc(
+        &mut a,
+        Req::new("k2", "s").with_ips([static_ip("10.0.0.30")]),
+    );
     let change = a
         .update_subnet(
             SubnetSpec::new("s", "10.0.0.0/24").with_exclude_ips(["10.0.0.10..10.0.0.25"]),
@@ -475,7 +561,7 @@ fn exclude_change_keeps_allocations_and_reports_conflicts() {
     // Released, the excluded address does not return to the free list.
     a.release("k1", Release::Claim);
     let err = a
-        .allocate(&Req::new("k3", "s").with_ips(["10.0.0.20"]))
+        .allocate(&Req::new("k3", "s").with_ips([static_ip("10.0.0.20")]))
         .expect_err("excluded");
     assert!(matches!(err, IpamError::Excluded { .. }));
     a.check_consistency().expect("consistent");
@@ -502,7 +588,7 @@ fn delete_refused_while_in_use_unless_forced() {
 fn restore_resolves_double_claims_for_the_later_write() {
     let mut a = with_subnet(SubnetSpec::new("s", "10.0.0.0/24"));
     let (old, _) = a
-        .allocate(&Req::new("old", "s").with_ips(["10.0.0.9"]))
+        .allocate(&Req::new("old", "s").with_ips([static_ip("10.0.0.9")]))
         .expect("old");
     let old = old.to_allocation();
     let mut newer = old.clone();

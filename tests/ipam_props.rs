@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
+use kube_ovn::api::mac::MacAddr;
+use kube_ovn::api::selection::IpRequest;
 use kube_ovn::ipam::{
     Allocation, AllocationRequest as Req, Allocator, Ipam, Release, Released, SubnetSpec,
 };
@@ -78,14 +80,14 @@ fn key(i: usize) -> String {
 /// Every address and MAC at most once per subnet, across all allocations.
 fn assert_no_duplicates(allocs: &[Allocation]) {
     let mut ips: HashMap<(&str, IpAddr), &str> = HashMap::new();
-    let mut macs: HashMap<(&str, String), &str> = HashMap::new();
+    let mut macs: HashMap<(&str, MacAddr), &str> = HashMap::new();
     for a in allocs {
         for ip in &a.ips {
             if let Some(other) = ips.insert((&a.subnet, *ip), &a.key) {
                 panic!("{ip} held by {other} and {}", a.key);
             }
         }
-        if let Some(other) = macs.insert((&a.subnet, a.mac.to_string()), &a.key) {
+        if let Some(other) = macs.insert((&a.subnet, a.mac), &a.key) {
             panic!("MAC {} held by {other} and {}", a.mac, a.key);
         }
     }
@@ -121,13 +123,17 @@ fn run(ops: Vec<Op>) {
             } => {
                 let mut req = Req::new(key(k), SUBNETS[subnet]).sticky(sticky);
                 if let Some(off) = static_offset {
-                    req = req.with_ips([format!("10.{subnet}.0.{off}")]);
+                    let address = IpAddr::from([10, subnet as u8, 0, off]);
+                    req = req.with_ips([IpRequest {
+                        address,
+                        prefix_len: None,
+                    }]);
                 }
                 if pool {
                     req = req.with_pool("p");
                 }
                 if let Some(m) = mac {
-                    req = req.with_mac(format!("02:00:00:00:00:{m:02x}"));
+                    req = req.with_mac(MacAddr([2, 0, 0, 0, 0, m]));
                 }
                 if let Ok(got) = rt.block_on(ipam.allocate(&req)) {
                     let got = got.to_allocation();

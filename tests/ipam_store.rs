@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use kube_ovn::api::mac::MacAddr;
+use kube_ovn::api::selection::IpRequest;
 use kube_ovn::ipam::{
     AllocationRequest as Req, CommitMode, Ipam, IpamError, Release, Released, SubnetSpec,
 };
@@ -47,8 +49,8 @@ fn reopen_restores_exactly_what_was_acknowledged() {
             .expect("pool alloc");
         ipam.allocate(
             &Req::new("ns/s/x", "v6")
-                .with_ips(["fd00:2::77/120"])
-                .with_mac("02:00:00:00:00:01"),
+                .with_ips(["fd00:2::77/120".parse::<IpRequest>().expect("static IP")])
+                .with_mac(MacAddr([2, 0, 0, 0, 0, 1])),
         )
         .await
         .expect("static");
@@ -72,8 +74,8 @@ fn reopen_restores_exactly_what_was_acknowledged() {
     assert_eq!(ipam.open_report().allocations, 17);
     assert!(ipam.get("ns/p0/x").is_none());
     assert_eq!(
-        ipam.get("ns/s/x").map(|a| a.mac.to_string()),
-        Some("02:00:00:00:00:01".to_string())
+        ipam.get("ns/s/x").map(|a| a.mac),
+        Some(MacAddr([2, 0, 0, 0, 0, 1]))
     );
     assert_eq!(ipam.usage("ds").expect("usage").used, 16);
     // The cursor survived: the next dynamic address continues after the last.

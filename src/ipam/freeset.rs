@@ -11,7 +11,9 @@
 
 use std::fmt;
 
-use super::addr::{intersect_spans, IntervalSet};
+#[cfg(any(test, feature = "test-support"))]
+use super::addr::intersect_spans;
+use super::addr::IntervalSet;
 use super::index::DENSE_MAX;
 
 /// Bits per bitmap word.
@@ -239,6 +241,8 @@ impl DenseFree {
         self.offset(n).is_some()
     }
 
+    /// Test-only: the consistency check asks it.
+    #[cfg(any(test, feature = "test-support"))]
     #[inline]
     pub fn contains(&self, n: u128) -> bool {
         self.offset(n)
@@ -500,6 +504,8 @@ impl FreeSet {
         matches!(self, FreeSet::Dense(_))
     }
 
+    /// Test-only: the consistency check asks it.
+    #[cfg(any(test, feature = "test-support"))]
     #[inline]
     pub fn contains(&self, n: u128) -> bool {
         match self {
@@ -598,7 +604,8 @@ impl FreeSet {
         }
     }
 
-    /// Members of `self` that are also in `other`.
+    /// Members of `self` that are also in `other` (the consistency check's).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn intersect(&self, other: &IntervalSet) -> IntervalSet {
         intersect_spans(self.spans(), other.spans())
     }

@@ -1,7 +1,7 @@
 //! The allocator's reverse indexes: which key holds an address (one index per
-//! subnet family) and which key holds a MAC (one per subnet). What is free and
-//! the allocation policy live in `allocator.rs`; this file only answers "who
-//! holds this value".
+//! subnet family) and which key holds a MAC (one per subnet). What is free
+//! lives in `freeset.rs`, the allocation policy in `allocator.rs`; this file
+//! only answers "who holds this value".
 //!
 //! A [`HolderIndex`] has three parts. Values that fall in a small range (a
 //! family's usable range of at most [`DENSE_MAX`] addresses) live in a dense
@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
-use super::addr::{address_mac, LocalHash, MacAddr};
+use super::addr::{address_mac, LocalHash};
+use crate::api::mac::MacAddr;
 
 /// The largest usable range that gets a dense table: with a pointer-sized
 /// holder a full one costs 8 bytes per address (8 MiB here), an empty one

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::allocator::{
-    Allocated, Allocation, AllocationRequest, Allocator, CursorRecord, ReconcileReport, Release,
-    Released, SubnetChange, SubnetView, Usage,
+use super::allocation::{
+    Allocated, Allocation, AllocationRequest, CursorRecord, ReconcileReport, Release, Released,
+    SubnetChange, SubnetView, Usage,
 };
+use super::allocator::Allocator;
 use super::error::IpamError;
 use super::subnet::SubnetSpec;
 

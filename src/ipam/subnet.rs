@@ -1,7 +1,7 @@
 //! A subnet as IPAM sees it: the spec (strings, as the Subnet/IPPool CRDs
 //! write them, persisted as given) and its parsed layout per family (usable
 //! range, gateway, excludeIps, named pools). Parsing and validation only; who
-//! holds which address lives in `allocator.rs`.
+//! holds which address lives in `state.rs`.
 //!
 //! Usable range: network+1 ..= last−1 for both families (as Kube-OVN, which
 //! also keeps the IPv6 all-ones address back); a /31 or /127 keeps both
@@ -14,8 +14,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::addr::{generated_mac, ip_to_u128, Family, IntervalSet, MacAddr};
+use super::addr::{generated_mac, ip_to_u128, Family, IntervalSet};
 use super::error::IpamError;
+use crate::api::mac::MacAddr;
 
 /// What the operator hands IPAM for one Subnet (plus its IPPools).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,16 +140,6 @@ impl FamilyLayout {
 pub(crate) struct SubnetLayout {
     pub families: Vec<FamilyLayout>,
     pub gateway_mac: MacAddr,
-}
-
-impl SubnetLayout {
-    pub fn cidrs(&self) -> String {
-        self.families
-            .iter()
-            .map(|f| f.net.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
 }
 
 /// The gateway MAC a subnet gets: a pure function of its name, so the

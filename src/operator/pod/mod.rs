@@ -42,6 +42,7 @@ use super::context::{Context, PodKey};
 use super::ports::PortChange;
 use crate::api::annotations::{parse_provider_annotation, ProviderKey};
 use crate::api::ip::IP;
+use crate::api::selection::IpRequest;
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
 use crate::ovn::external_ids;
 
@@ -182,7 +183,7 @@ pub fn ipam_reason(e: &IpamError) -> &'static str {
         IpamError::OutOfRange { .. }
         | IpamError::WrongFamily { .. }
         | IpamError::PrefixMismatch { .. }
-        | IpamError::BadAddress { .. } => "InvalidStaticIP",
+        | IpamError::SecondAddress { .. } => "InvalidStaticIP",
         IpamError::BadMac { .. } => "InvalidMAC",
         IpamError::Full { .. } => "SubnetFull",
         _ => "AllocationFailed",
@@ -378,10 +379,13 @@ async fn allocate(
             Held::Nothing => {}
         }
         let mut request = AllocationRequest::new(ipam_key.clone(), plan.subnet.clone())
-            .with_ips(plan.ips.iter().map(ToString::to_string))
+            .with_ips(plan.ips.iter().map(|&address| IpRequest {
+                address,
+                prefix_len: None,
+            }))
             .sticky(sticky);
         if let Some(mac) = plan.mac {
-            request = request.with_mac(mac.to_string());
+            request = request.with_mac(mac);
         }
         match ctx.ipam.allocate(&request).await {
             Ok(a) => {
