@@ -253,3 +253,85 @@ async fn a_finalizer_holds_a_kubectl_delete() {
     let out = k.run(&["get", "configmap", "held"]).await;
     assert!(!out.ok && out.stderr.contains("NotFound"), "{}", out.stderr);
 }
+
+/// kubectl's generator commands send protobuf bodies (and do not fall back to JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_write_protobuf_bodies() {
+    let (server, dir) = start().await;
+    let k = Kubectl::setup(&server, dir.path()).await;
+
+    let out = k.must(&["create", "namespace", "x"]).await;
+    assert!(out.contains("namespace/x created"), "{out}");
+    let ns = k.yaml(&["get", "namespace", "x"]).await;
+    assert_eq!(ns["status"]["phase"].as_str(), Some("Active"));
+
+    let out = k
+        .must(&["create", "deployment", "d", "--image=busybox", "-n", "x"])
+        .await;
+    assert!(out.contains("deployment.apps/d created"), "{out}");
+    let deployment = k.yaml(&["get", "deployment", "d", "-n", "x"]).await;
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(1));
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"]["app"].as_str(),
+        Some("d")
+    );
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"].as_str(), Some("busybox"));
+    assert_eq!(container["image"].as_str(), Some("busybox"));
+
+    let out = k
+        .must(&["create", "configmap", "c", "--from-literal=a=b", "-n", "x"])
+        .await;
+    assert!(out.contains("configmap/c created"), "{out}");
+    let value = k
+        .must(&[
+            "get",
+            "configmap",
+            "c",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.data.a}",
+        ])
+        .await;
+    assert_eq!(value, "b");
+
+    let out = k
+        .must(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=k=v",
+            "-n",
+            "x",
+        ])
+        .await;
+    assert!(out.contains("secret/s created"), "{out}");
+    let secret = k.yaml(&["get", "secret", "s", "-n", "x"]).await;
+    assert_eq!(secret["data"]["k"].as_str(), Some("dg=="));
+
+    let out = k
+        .must(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+            "-n",
+            "x",
+        ])
+        .await;
+    assert!(out.contains("service/web created"), "{out}");
+    let service = k.yaml(&["get", "service", "web", "-n", "x"]).await;
+    assert_eq!(service["spec"]["ports"][0]["port"].as_i64(), Some(80));
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_i64(),
+        Some(8080)
+    );
+
+    let out = k
+        .must(&["create", "serviceaccount", "robot", "-n", "x"])
+        .await;
+    assert!(out.contains("serviceaccount/robot created"), "{out}");
+}

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::events;
 use super::openapi;
 use super::patch::{self, PatchKind};
+use super::protobuf;
 use super::resources::{ResourceTable, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -254,14 +255,14 @@ async fn serve_resource(
             false,
         )),
         (Method::POST, None) => {
-            let object = parse_json(body)?;
+            let object = parse_body(body)?;
             Ok(json_response(
                 StatusCode::CREATED,
                 store.create(&rt, version, ns, object, &opts)?,
             ))
         }
         (Method::PUT, Some(name)) => {
-            let object = parse_json(body)?;
+            let object = parse_body(body)?;
             Ok(ok(
                 store.replace(&rt, version, ns, name, object, part, &opts)?
             ))
@@ -314,11 +315,15 @@ async fn serve_resource(
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    if body.first().is_some_and(|b| *b == b'k') && body.starts_with(b"k8s\0") {
-        return Err(ApiError::unsupported_media_type(
-            "application/vnd.kubernetes.protobuf (kube-sim speaks JSON only)",
-        ));
+/// A request body as JSON: JSON as it is, Kubernetes protobuf (told by its magic) decoded.
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if protobuf::is_protobuf(body) {
+        return protobuf::decode(body).map_err(|e| match e {
+            protobuf::DecodeError::UnsupportedKind { .. } => {
+                ApiError::unsupported_media_type(&format!("{} ({e})", protobuf::MEDIA_TYPE))
+            }
+            other => ApiError::bad_request(format!("error decoding protobuf body: {other}")),
+        });
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
@@ -368,7 +373,7 @@ fn delete_options(
     let body: Value = if body.is_empty() {
         json!({})
     } else {
-        parse_json(body)?
+        parse_body(body)?
     };
     let policy = query
         .get("propagationPolicy")
@@ -411,7 +416,7 @@ fn bind_pod(
     name: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let binding = parse_json(body)?;
+    let binding = parse_body(body)?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)

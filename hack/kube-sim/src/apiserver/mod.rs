@@ -3,8 +3,8 @@
 //! listens, a kubeconfig for it, and a way to stop it. The parts: `resources` (what is
 //! served, discovery), `openapi` (what kubectl reads before writing), `store` (objects and
 //! their semantics), `apply` (server-side apply ownership), `events` (the two Event APIs),
-//! `http` (routing, watches, tables), `schema` (CRD and metadata validation), `patch`,
-//! `selector`, `status` (error bodies).
+//! `http` (routing, watches, tables), `protobuf` (protobuf request bodies), `schema` (CRD
+//! and metadata validation), `patch`, `selector`, `status` (error bodies).
 //!
 //! In a test:
 //!
@@ -16,17 +16,19 @@
 //! server.shutdown().await;                       // or just drop it
 //! ```
 //!
-//! Not modelled (each fails loudly or is documented where it matters): protobuf request
-//! bodies (415; kubectl's generator commands such as `kubectl create namespace` send them,
-//! `kubectl create -f`/`apply -f` do not), `dryRun`, aggregated discovery, admission
-//! webhooks, server-side apply conflicts between managers, pagination (`limit` returns
-//! everything), authentication.
+//! Protobuf request bodies of core/v1, apps/v1 and events.k8s.io/v1 are decoded by
+//! `protobuf` (other groups get a 415 naming the kind); answers are always JSON.
+//!
+//! Not modelled (each fails loudly or is documented where it matters): protobuf answers,
+//! `dryRun`, aggregated discovery, admission webhooks, server-side apply conflicts between
+//! managers, pagination (`limit` returns everything), authentication.
 
 pub mod apply;
 pub mod events;
 pub mod http;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selector;
