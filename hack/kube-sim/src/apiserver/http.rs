@@ -484,7 +484,10 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             for column in &rt.printer_columns {
-                cells.push(o.pointer(&column.pointer).cloned().unwrap_or(Value::Null));
+                cells.push(match column.derive {
+                    Some(derive) => derive(o),
+                    None => o.pointer(&column.pointer).cloned().unwrap_or(Value::Null),
+                });
             }
             if with_age {
                 cells.push(json!(age(o

@@ -3,7 +3,7 @@
 //! listens, a kubeconfig for it, and a way to stop it. The parts: `resources` (what is
 //! served, discovery), `openapi` (what kubectl reads before writing), `store` (objects and
 //! their semantics), `apply` (server-side apply ownership), `events` (the two Event APIs),
-//! `http` (routing, watches, tables), `protobuf` (protobuf request bodies), `schema` (CRD
+//! `http` (routing, watches, tables), `printers` (computed table cells), `protobuf` (protobuf request bodies), `schema` (CRD
 //! and metadata validation), `patch`, `selector`, `status` (error bodies).
 //!
 //! In a test:
@@ -28,6 +28,7 @@ pub mod events;
 pub mod http;
 pub mod openapi;
 pub mod patch;
+pub mod printers;
 pub mod protobuf;
 pub mod resources;
 pub mod schema;
