@@ -3,84 +3,16 @@
 //! a finalizer holds a deletion until it is removed. kubectl validates with the server
 //! (`--validate=strict`, the default), never with `--validate=false`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+#[allow(dead_code)]
+mod common;
 
+use std::net::{Ipv4Addr, SocketAddr};
+
+use common::Kubectl;
 use kube_sim::ApiServer;
 
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds.yaml");
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed.yaml");
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Kubectl {
-    async fn setup(server: &ApiServer, dir: &Path) -> Self {
-        let kubeconfig = dir.join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig)
-            .expect("write kubeconfig");
-        Self {
-            kubeconfig,
-            cache: dir.join("cache"),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Outcome {
-        self.run_with_input(args, None).await
-    }
-
-    async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Outcome {
-        use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args);
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .expect("kubectl is installed (hack/test.sh installs it)");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        if let Some(text) = input {
-            stdin.write_all(text.as_bytes()).await.expect("write stdin");
-        }
-        drop(stdin);
-        let out = child.wait_with_output().await.expect("kubectl runs");
-        Outcome {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn must(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.ok,
-            "kubectl {args:?} failed:\n{}\n{}",
-            out.stdout, out.stderr
-        );
-        out.stdout
-    }
-
-    async fn yaml(&self, args: &[&str]) -> serde_yaml::Value {
-        let mut full = args.to_vec();
-        full.extend(["-o", "yaml"]);
-        serde_yaml::from_str(&self.must(&full).await).expect("kubectl prints YAML")
-    }
-}
 
 async fn start() -> (ApiServer, tempfile::TempDir) {
     let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))

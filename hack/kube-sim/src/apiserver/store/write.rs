@@ -77,6 +77,7 @@ impl Store {
         body["apiVersion"] = json!(rt.api_version(rt.versions[0].as_str()));
         body["kind"] = json!(rt.kind);
         reset_status_on_create(rt, &mut body);
+        apply_defaults(rt, &mut body);
         let mut body = check_schema(rt, version, body, opts)?;
         let mut st = self.lock();
         if !ns.is_empty() {
@@ -299,6 +300,7 @@ impl Store {
         };
         next["apiVersion"] = json!(rt.api_version(rt.versions[0].as_str()));
         next["kind"] = json!(rt.kind);
+        apply_defaults(rt, &mut next);
         let mut next = check_schema(rt, version, next, opts)?;
         if is_crd(rt) && part == Part::Main {
             register_crd(st, &mut next)?;
@@ -434,6 +436,91 @@ fn reset_status_on_create(rt: &ResourceType, body: &mut Value) {
             fields.remove("status");
         }
         _ => {}
+    }
+}
+
+/// The defaults kube-apiserver fills in on every write of the kinds whose readers rely on them
+/// (`kubectl rollout status` refuses a StatefulSet without `updateStrategy.type`).
+fn apply_defaults(rt: &ResourceType, body: &mut Value) {
+    let defaults: &[(&str, Value)] = match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Secret") => &[("/type", json!("Opaque"))],
+        ("apps", "Deployment") => &[
+            ("/spec/replicas", json!(1)),
+            ("/spec/revisionHistoryLimit", json!(10)),
+            ("/spec/progressDeadlineSeconds", json!(600)),
+            ("/spec/strategy/type", json!("RollingUpdate")),
+        ],
+        ("apps", "ReplicaSet") => &[("/spec/replicas", json!(1))],
+        ("apps", "DaemonSet") => &[
+            ("/spec/revisionHistoryLimit", json!(10)),
+            ("/spec/updateStrategy/type", json!("RollingUpdate")),
+        ],
+        ("apps", "StatefulSet") => &[
+            ("/spec/replicas", json!(1)),
+            ("/spec/revisionHistoryLimit", json!(10)),
+            ("/spec/podManagementPolicy", json!("OrderedReady")),
+            ("/spec/updateStrategy/type", json!("RollingUpdate")),
+        ],
+        _ => &[],
+    };
+    for (pointer, value) in defaults {
+        set_if_absent(body, pointer, value);
+    }
+    let rolling = body
+        .pointer("/spec/strategy/type")
+        .or_else(|| body.pointer("/spec/updateStrategy/type"))
+        == Some(&json!("RollingUpdate"));
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("apps", "Deployment") if rolling => {
+            set_if_absent(body, "/spec/strategy/rollingUpdate/maxSurge", &json!("25%"));
+            set_if_absent(
+                body,
+                "/spec/strategy/rollingUpdate/maxUnavailable",
+                &json!("25%"),
+            );
+        }
+        ("apps", "DaemonSet") if rolling => {
+            set_if_absent(
+                body,
+                "/spec/updateStrategy/rollingUpdate/maxUnavailable",
+                &json!(1),
+            );
+            set_if_absent(
+                body,
+                "/spec/updateStrategy/rollingUpdate/maxSurge",
+                &json!(0),
+            );
+        }
+        ("apps", "StatefulSet") if rolling => {
+            set_if_absent(
+                body,
+                "/spec/updateStrategy/rollingUpdate/partition",
+                &json!(0),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Set the field at `pointer` (creating the objects on the way) unless it holds a value.
+fn set_if_absent(body: &mut Value, pointer: &str, value: &Value) {
+    if body.pointer(pointer).is_some_and(|v| !v.is_null()) {
+        return;
+    }
+    let mut at = body;
+    let mut keys = pointer.split('/').skip(1).peekable();
+    while let Some(key) = keys.next() {
+        let Some(fields) = at.as_object_mut() else {
+            return;
+        };
+        if keys.peek().is_none() {
+            fields.insert(key.to_string(), value.clone());
+            return;
+        }
+        at = fields.entry(key).or_insert_with(|| json!({}));
+        if at.is_null() {
+            *at = json!({});
+        }
     }
 }
 
