@@ -109,6 +109,15 @@ impl Bed {
         pods
     }
 
+    /// Poll until `kubectl get <target> -o jsonpath=<path>` prints `expected`.
+    async fn until(&self, target: &[&str], path: &str, expected: &str) {
+        let jsonpath = format!("jsonpath={path}");
+        let mut args = vec!["get"];
+        args.extend(target);
+        args.extend(["-o", jsonpath.as_str()]);
+        self.eventually(&args, |o| o == expected).await;
+    }
+
     /// Poll until `check` holds on what kubectl prints for `args` (the controllers and the
     /// kubelet act asynchronously; no timing is asserted, only an upper bound to fail on).
     async fn eventually(&self, args: &[&str], check: impl Fn(&str) -> bool) -> String {
@@ -305,15 +314,10 @@ async fn node_labels_and_taints_steer_pods_and_daemons() {
     bed.kubectl
         .must(&["label", "node", "node-2", "zone=b"])
         .await;
-    bed.eventually(
-        &[
-            "get",
-            "pod",
-            "picky",
-            "-o",
-            "jsonpath={.spec.nodeName} {.status.phase}",
-        ],
-        |o| o == "node-2 Running",
+    bed.until(
+        &["pod", "picky"],
+        "{.spec.nodeName} {.status.phase}",
+        "node-2 Running",
     )
     .await;
 
@@ -325,15 +329,10 @@ async fn node_labels_and_taints_steer_pods_and_daemons() {
         bed.apply(&format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: busybox}}]\n")).await;
     }
     for name in ["t1", "t2"] {
-        bed.eventually(
-            &[
-                "get",
-                "pod",
-                name,
-                "-o",
-                "jsonpath={.spec.nodeName} {.status.phase}",
-            ],
-            |o| o == "node-2 Running",
+        bed.until(
+            &["pod", name],
+            "{.spec.nodeName} {.status.phase}",
+            "node-2 Running",
         )
         .await;
     }
@@ -341,32 +340,18 @@ async fn node_labels_and_taints_steer_pods_and_daemons() {
     // Daemons follow: one on each node that admits them, and a label brings one where its
     // selector now matches; a NoExecute taint takes one away.
     bed.apply(&DAEMONSET.replace("IMAGE", "busybox:1")).await;
-    bed.eventually(
-        &[
-            "get",
-            "daemonset",
-            "agent",
-            "-o",
-            "jsonpath={.status.desiredNumberScheduled}",
-        ],
-        |o| o == "1",
+    bed.until(
+        &["daemonset", "agent"],
+        "{.status.desiredNumberScheduled}",
+        "1",
     )
     .await;
     bed.rollout("daemonset/agent").await;
     bed.kubectl
         .must(&["taint", "node", "node-1", "dedicated=infra:NoSchedule-"])
         .await;
-    bed.eventually(
-        &[
-            "get",
-            "daemonset",
-            "agent",
-            "-o",
-            "jsonpath={.status.numberReady}",
-        ],
-        |o| o == "2",
-    )
-    .await;
+    bed.until(&["daemonset", "agent"], "{.status.numberReady}", "2")
+        .await;
     bed.kubectl
         .must(&["taint", "node", "node-2", "drain=now:NoExecute"])
         .await;
@@ -391,17 +376,8 @@ async fn node_labels_and_taints_steer_pods_and_daemons() {
             "    spec: {nodeSelector: {role: edge}, containers",
         );
     bed.apply(&edge.replace("IMAGE", "busybox:1")).await;
-    bed.eventually(
-        &[
-            "get",
-            "daemonset",
-            "edge",
-            "-o",
-            "jsonpath={.status.observedGeneration}",
-        ],
-        |o| o == "1",
-    )
-    .await;
+    bed.until(&["daemonset", "edge"], "{.status.observedGeneration}", "1")
+        .await;
     let none = bed
         .kubectl
         .must(&["get", "pods", "-l", "app=edge", "-o", "name"])
@@ -440,29 +416,11 @@ async fn on_delete_waits_and_a_stateful_update_goes_down_from_the_highest_ordina
         "{type: OnDelete}",
     );
     bed.apply(&on_delete.replace("IMAGE", "busybox:1")).await;
-    bed.eventually(
-        &[
-            "get",
-            "daemonset",
-            "agent",
-            "-o",
-            "jsonpath={.status.numberReady}",
-        ],
-        |o| o == "2",
-    )
-    .await;
+    bed.until(&["daemonset", "agent"], "{.status.numberReady}", "2")
+        .await;
     bed.apply(&on_delete.replace("IMAGE", "busybox:2")).await;
-    bed.eventually(
-        &[
-            "get",
-            "daemonset",
-            "agent",
-            "-o",
-            "jsonpath={.status.observedGeneration}",
-        ],
-        |o| o == "2",
-    )
-    .await;
+    bed.until(&["daemonset", "agent"], "{.status.observedGeneration}", "2")
+        .await;
     let updated = bed
         .kubectl
         .must(&[
@@ -490,15 +448,10 @@ async fn on_delete_waits_and_a_stateful_update_goes_down_from_the_highest_ordina
     bed.kubectl
         .must(&["delete", on_node_1.trim(), "--wait=false"])
         .await;
-    bed.eventually(
-        &[
-            "get",
-            "daemonset",
-            "agent",
-            "-o",
-            "jsonpath={.status.updatedNumberScheduled}",
-        ],
-        |o| o == "1",
+    bed.until(
+        &["daemonset", "agent"],
+        "{.status.updatedNumberScheduled}",
+        "1",
     )
     .await;
 
@@ -521,17 +474,8 @@ async fn on_delete_waits_and_a_stateful_update_goes_down_from_the_highest_ordina
     bed.rollout("statefulset/db").await;
     bed.apply(&three.replace("IMAGE", "busybox:2")).await;
     bed.rollout("statefulset/db").await;
-    bed.eventually(
-        &[
-            "get",
-            "statefulset",
-            "db",
-            "-o",
-            "jsonpath={.status.updatedReplicas}",
-        ],
-        |o| o == "3",
-    )
-    .await;
+    bed.until(&["statefulset", "db"], "{.status.updatedReplicas}", "3")
+        .await;
     watch.abort();
     let order = deleted.lock().expect("lock").clone();
     assert_eq!(order, vec!["db-2", "db-1", "db-0"], "reverse ordinal order");
