@@ -1,7 +1,7 @@
 //! The DaemonSet controller: one pod per node that admits the template (its nodeSelector
 //! against the node's labels, its tolerations against the node's taints: the scheduler's rules,
-//! read live, so `kubectl label node` and `kubectl taint` move daemons), bound to that node at
-//! creation. Updates follow the strategy: RollingUpdate within maxUnavailable (replace in place)
+//! read live, so `kubectl label node` and `kubectl taint` move daemons; a `NoSchedule` taint
+//! keeps new daemons off but leaves a running one), bound to that node at creation. Updates follow the strategy: RollingUpdate within maxUnavailable (replace in place)
 //! or maxSurge (new pod beside the old until it is ready), or OnDelete (a new pod only where
 //! the old one was deleted). Templates are recorded as ControllerRevisions and pods labelled
 //! `controller-revision-hash`. `plan_daemons` decides, pure.
@@ -52,28 +52,41 @@ pub struct DaemonPlan {
     pub delete: Vec<String>,
 }
 
-/// The nodes (of `nodes`) that should run a pod of `template`.
-pub fn eligible_nodes(nodes: &[Candidate], template: &PodSpec) -> BTreeSet<String> {
-    nodes
-        .iter()
-        .filter(|n| n.admits(template))
-        .map(|n| n.name.clone())
-        .collect()
+/// Where daemons of a template belong.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// Nodes that should run one: they admit the template.
+    pub eligible: BTreeSet<String>,
+    /// Nodes whose daemon may stay though no new one would be placed (a `NoSchedule` taint).
+    pub tolerated: BTreeSet<String>,
+}
+
+/// Where pods of `template` belong among `nodes`.
+pub fn placement(nodes: &[Candidate], template: &PodSpec) -> Placement {
+    let names = |keep: &dyn Fn(&Candidate) -> bool| {
+        nodes
+            .iter()
+            .filter(|n| keep(n))
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    Placement {
+        eligible: names(&|n| n.admits(template)),
+        tolerated: names(&|n| !n.admits(template) && n.keeps(template)),
+    }
 }
 
 /// Pods to create and delete so that every eligible node runs one pod (of the current
-/// template, as far as the update strategy allows this step) and no other node runs any.
-pub fn plan_daemons(
-    eligible: &BTreeSet<String>,
-    pods: &[DaemonPod],
-    update: DaemonUpdate,
-) -> DaemonPlan {
+/// template, as far as the update strategy allows this step) and no other node runs any,
+/// except the daemons a `NoSchedule` taint merely tolerates.
+pub fn plan_daemons(place: &Placement, pods: &[DaemonPod], update: DaemonUpdate) -> DaemonPlan {
+    let eligible = &place.eligible;
     let mut plan = DaemonPlan::default();
     let mut by_node: BTreeMap<&str, Vec<&DaemonPod>> = BTreeMap::new();
     for pod in pods {
         if eligible.contains(&pod.node) {
             by_node.entry(pod.node.as_str()).or_default().push(pod);
-        } else {
+        } else if !place.tolerated.contains(&pod.node) {
             plan.delete.push(pod.name.clone());
         }
     }
@@ -178,7 +191,8 @@ async fn reconcile(ds: Arc<DaemonSet>, client: Arc<Client>) -> Result<Action, Co
         .iter()
         .map(Candidate::of)
         .collect();
-    let eligible = eligible_nodes(&nodes, &template.spec.clone().unwrap_or_default());
+    let place = placement(&nodes, &template.spec.clone().unwrap_or_default());
+    let eligible = &place.eligible;
     let pods: Vec<Pod> = owned_pods(&client, ds, &uid)
         .await?
         .into_iter()
@@ -215,7 +229,7 @@ async fn reconcile(ds: Arc<DaemonSet>, client: Arc<Client>) -> Result<Action, Co
             }
         }
     };
-    let plan = plan_daemons(&eligible, &views, update);
+    let plan = plan_daemons(&place, &views, update);
     let labels = BTreeMap::from([(REVISION_HASH_LABEL.to_string(), hash.clone())]);
     for node in &plan.create_on {
         let mut pod = pod_from_template(&template, controller_ref(ds), &ns, &labels);
@@ -266,8 +280,11 @@ mod tests {
         }
     }
 
-    fn nodes(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|n| n.to_string()).collect()
+    fn nodes(names: &[&str]) -> Placement {
+        Placement {
+            eligible: names.iter().map(|n| n.to_string()).collect(),
+            tolerated: BTreeSet::new(),
+        }
     }
 
     const ONE_AT_A_TIME: DaemonUpdate = DaemonUpdate::RollingUpdate {
@@ -308,7 +325,17 @@ mod tests {
             node_selector: Some(BTreeMap::from([("role".into(), "edge".into())])),
             ..Default::default()
         };
-        assert_eq!(eligible_nodes(&[a, b, c], &template), nodes(&["a"]));
+        let place = placement(&[a, b, c], &template);
+        assert_eq!(place.eligible, nodes(&["a"]).eligible);
+        // b's NoSchedule taint keeps a new daemon off, not one already there.
+        assert_eq!(place.tolerated, nodes(&["b"]).eligible);
+        let plan = plan_daemons(
+            &place,
+            &[pod("p-b", "b", true, true), pod("p-c", "c", true, true)],
+            ONE_AT_A_TIME,
+        );
+        assert_eq!(plan.delete, vec!["p-c"]);
+        assert_eq!(plan.create_on, vec!["a"]);
     }
 
     #[test]

@@ -136,14 +136,21 @@ pub fn rollout_status(
     let available: i32 = all().map(|r| r.available).sum();
     let updated = new.map_or(0, |n| n.pods);
     let complete = updated == desired && available >= desired && pods == desired;
+    // A condition that says the same keeps its times: a status that does not change is not
+    // written, so it wakes no watcher (and no reconcile of this Deployment).
     let condition = |kind: &str, ok: bool, reason: &str, message: String| {
-        let now = crate::apiserver::store::now();
-        let since = previous_conditions
+        let status = if ok { "True" } else { "False" };
+        let previous = previous_conditions
             .iter()
-            .find(|c| c["type"] == kind && c["status"] == if ok { "True" } else { "False" })
+            .find(|c| c["type"] == kind && c["status"] == status);
+        if let Some(same) = previous.filter(|c| c["reason"] == reason && c["message"] == message) {
+            return same.clone();
+        }
+        let now = crate::apiserver::store::now();
+        let since = previous
             .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
             .unwrap_or_else(|| now.clone());
-        json!({ "type": kind, "status": if ok { "True" } else { "False" }, "reason": reason,
+        json!({ "type": kind, "status": status, "reason": reason,
                 "message": message, "lastUpdateTime": now, "lastTransitionTime": since })
     };
     let new_name = new.map(|n| n.name.as_str()).unwrap_or_default();
@@ -493,5 +500,11 @@ mod tests {
         let status = rollout_status(3, 2, 1, Some(&new), &[rs("web-old", 1, 1)], &[]);
         assert_eq!(status["replicas"], 3);
         assert_eq!(status["conditions"][1]["reason"], "ReplicaSetUpdated");
+        // Unchanged conditions come back as they were, times included.
+        let earlier = json!({ "type": "Available", "status": "True",
+            "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability.",
+            "lastUpdateTime": "2020-01-01T00:00:00Z", "lastTransitionTime": "2020-01-01T00:00:00Z" });
+        let again = rollout_status(3, 2, 1, Some(&new), &[], std::slice::from_ref(&earlier));
+        assert_eq!(again["conditions"][0], earlier);
     }
 }

@@ -34,8 +34,18 @@ impl Candidate {
     }
 
     /// Whether a pod with `spec` may be placed here: its node selector matches and it
-    /// tolerates every taint that keeps pods off.
+    /// tolerates every taint that keeps new pods off.
     pub fn admits(&self, spec: &PodSpec) -> bool {
+        self.selected_and_tolerated(spec, &["NoSchedule", "NoExecute"])
+    }
+
+    /// Whether a pod with `spec` already here may stay: a `NoSchedule` taint keeps new pods
+    /// off but evicts nobody; `NoExecute` evicts.
+    pub fn keeps(&self, spec: &PodSpec) -> bool {
+        self.selected_and_tolerated(spec, &["NoExecute"])
+    }
+
+    fn selected_and_tolerated(&self, spec: &PodSpec, effects: &[&str]) -> bool {
         let selected = spec
             .node_selector
             .iter()
@@ -46,7 +56,7 @@ impl Candidate {
             && self
                 .taints
                 .iter()
-                .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                .filter(|t| effects.contains(&t.effect.as_str()))
                 .all(|t| tolerates(tolerations, t))
     }
 }
