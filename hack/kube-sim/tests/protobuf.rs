@@ -182,3 +182,146 @@ async fn a_protobuf_body_of_an_unsupported_group_is_a_415_naming_it() {
         other => panic!("expected a 415, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_wrapper_types_and_embedded_structs_read_back_as_json() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use k8s_pb::api::apps::v1 as pb_apps;
+    use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+
+    let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("server starts");
+    let client = server.client().expect("client");
+
+    let labels = std::collections::BTreeMap::from([("app".to_string(), "agent".to_string())]);
+    let container = pb::Container {
+        name: Some("agent".into()),
+        image: Some("kube-ovn:v1".into()),
+        resources: Some(pb::ResourceRequirements {
+            limits: [(
+                "cpu".to_string(),
+                Quantity {
+                    string: Some("100m".into()),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let volume = pb::Volume {
+        name: Some("config".into()),
+        volume_source: Some(pb::VolumeSource {
+            config_map: Some(pb::ConfigMapVolumeSource {
+                local_object_reference: Some(pb::LocalObjectReference {
+                    name: Some("settings".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let daemonset = pb_apps::DaemonSet {
+        metadata: meta("agent"),
+        spec: Some(pb_apps::DaemonSetSpec {
+            selector: Some(pb_meta::LabelSelector {
+                match_labels: labels.clone(),
+                match_expressions: vec![],
+            }),
+            template: Some(pb::PodTemplateSpec {
+                metadata: Some(pb_meta::ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
+                spec: Some(pb::PodSpec {
+                    containers: vec![container],
+                    volumes: vec![volume],
+                    host_network: Some(true),
+                    ..Default::default()
+                }),
+            }),
+            update_strategy: Some(pb_apps::DaemonSetUpdateStrategy {
+                r#type: Some("RollingUpdate".into()),
+                rolling_update: Some(pb_apps::RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(1),
+                        int_val: None,
+                        str_val: Some("50%".into()),
+                    }),
+                    max_surge: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(0),
+                        str_val: None,
+                    }),
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    send(
+        &client,
+        "POST",
+        "/apis/apps/v1/namespaces/default/daemonsets",
+        framed("apps/v1", "DaemonSet", &daemonset),
+    )
+    .await;
+    let stored = Api::<DaemonSet>::namespaced(client.clone(), "default")
+        .get("agent")
+        .await
+        .expect("get daemonset");
+    let stored = serde_json::to_value(&stored).expect("json");
+    let pod_spec = &stored["spec"]["template"]["spec"];
+    assert_eq!(pod_spec["hostNetwork"], true);
+    assert_eq!(
+        pod_spec["containers"][0]["resources"]["limits"]["cpu"],
+        "100m"
+    );
+    assert_eq!(
+        pod_spec["volumes"][0],
+        serde_json::json!({ "name": "config", "configMap": { "name": "settings" } })
+    );
+    let rolling = &stored["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(rolling["maxUnavailable"], "50%");
+    assert_eq!(rolling["maxSurge"], 0);
+
+    let event = k8s_pb::api::events::v1::Event {
+        metadata: meta("agent.1"),
+        event_time: Some(pb_meta::MicroTime {
+            seconds: Some(1_700_000_000),
+            nanos: Some(123_456_000),
+        }),
+        reporting_controller: Some("multus".into()),
+        reporting_instance: Some("node-1".into()),
+        action: Some("Attach".into()),
+        reason: Some("AddedInterface".into()),
+        regarding: Some(pb::ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("default".into()),
+            name: Some("p".into()),
+            ..Default::default()
+        }),
+        note: Some("Add net1".into()),
+        r#type: Some("Normal".into()),
+        ..Default::default()
+    };
+    send(
+        &client,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        framed("events.k8s.io/v1", "Event", &event),
+    )
+    .await;
+    let stored = Api::<EventV1>::namespaced(client, "default")
+        .get("agent.1")
+        .await
+        .expect("get event");
+    assert_eq!(stored.note.as_deref(), Some("Add net1"));
+    assert_eq!(
+        serde_json::to_value(&stored.event_time).expect("time"),
+        serde_json::json!("2023-11-14T22:13:20.123456Z")
+    );
+}

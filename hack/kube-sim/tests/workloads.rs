@@ -269,6 +269,18 @@ async fn workloads_roll_out_and_roll_a_template_change() {
         "both StatefulSet pods run the update revision: {new_db:?}"
     );
 
+    // Deleting a workload takes what it owns with it (ReplicaSets, pods, revisions).
+    for workload in ["deployment/web", "daemonset/agent", "statefulset/db"] {
+        bed.kubectl
+            .must(&["delete", workload, "--wait=false"])
+            .await;
+    }
+    bed.eventually(
+        &["get", "replicasets,controllerrevisions,pods", "-o", "name"],
+        str::is_empty,
+    )
+    .await;
+
     bed.down().await;
 }
 

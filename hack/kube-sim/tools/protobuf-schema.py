@@ -38,8 +38,21 @@ def crate_dir(name):
     sys.exit(f"{name} is not a dependency of the workspace")
 
 
-FIELD = re.compile(
-    r'#\[prost\((?P<attr>[^\]]*)\)\]\s*pub (?:r#)?(?P<name>\w+):\s*(?P<ty>.*?),\s*\n', re.S)
+FIELD = re.compile(r'#\[prost\((?P<attr>[^\]]*)\)\]\s*pub (?:r#)?(?P<name>\w+):', re.S)
+
+
+def field_type(text, start):
+    """The Rust type that starts at `start`: up to the first comma outside `<…>`."""
+    depth = 0
+    for i in range(start, len(text)):
+        c = text[i]
+        if c == "<":
+            depth += 1
+        elif c == ">":
+            depth -= 1
+        elif c == "," and depth == 0:
+            return re.sub(r"\s+", "", text[start:i])
+    return re.sub(r"\s+", "", text[start:])
 STRUCT = re.compile(r'pub struct (\w+) \{(.*?)\n\}', re.S)
 
 
@@ -98,15 +111,17 @@ def main():
         for struct, body in STRUCT.findall(text):
             json_names = openapi.get((module, struct.lower()))
             fields = []
-            for m in FIELD.finditer(body + "\n"):
-                attr, name, ty = m.group("attr"), m.group("name"), m.group("ty")
+            for m in FIELD.finditer(body):
+                attr, name = m.group("attr"), m.group("name")
+                ty = field_type(body, m.end())
                 tag = int(re.search(r'tag = "(\d+)"', attr).group(1))
                 repeated = "repeated" in attr
                 if attr.startswith("btree_map"):
                     value = re.search(r'btree_map = "string, (\w+)"', attr).group(1)
                     kind = {"string": "Kind::MapOfString", "bytes": "Kind::MapOfBytes"}.get(value)
                     if kind is None:
-                        kind = f'Kind::MapOfMessage("{resolve(module, ty.split(",")[-1])}")'
+                        value_type = ty.rstrip(">").rstrip(",").split(",", 1)[1]
+                        kind = f'Kind::MapOfMessage("{resolve(module, value_type)}")'
                 elif attr.startswith("message"):
                     kind = f'Kind::Message("{resolve(module, ty)}")'
                 else:

@@ -521,6 +521,23 @@ mod tests {
     }
 
     #[test]
+    fn every_message_the_schema_refers_to_is_in_it() {
+        for m in schema::MESSAGES {
+            for f in m.fields {
+                if let Kind::Message(name) | Kind::Inline(name) | Kind::MapOfMessage(name) = f.kind
+                {
+                    assert!(
+                        message(name).is_ok(),
+                        "{}.{} refers to {name}",
+                        m.name,
+                        f.json
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn go_durations_print_as_go_does() {
         assert_eq!(go_duration(0), "0s");
         assert_eq!(go_duration(1_500_000_000), "1.5s");

@@ -433,7 +433,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 7, json: "imageID", kind: Kind::String, repeated: false },
         Field { number: 8, json: "containerID", kind: Kind::String, repeated: false },
         Field { number: 9, json: "started", kind: Kind::Bool, repeated: false },
-        Field { number: 10, json: "allocatedResources", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 10, json: "allocatedResources", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 11, json: "resources", kind: Kind::Message("api.core.v1.ResourceRequirements"), repeated: false },
         Field { number: 12, json: "volumeMounts", kind: Kind::Message("api.core.v1.VolumeMountStatus"), repeated: true },
         Field { number: 13, json: "user", kind: Kind::Message("api.core.v1.ContainerUser"), repeated: false },
@@ -837,11 +837,11 @@ pub(super) static MESSAGES: &[Message] = &[
         name: "api.core.v1.LimitRangeItem",
         fields: &[
         Field { number: 1, json: "type", kind: Kind::String, repeated: false },
-        Field { number: 2, json: "max", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 3, json: "min", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 4, json: "default", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 5, json: "defaultRequest", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 6, json: "maxLimitRequestRatio", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 2, json: "max", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 3, json: "min", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 4, json: "default", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 5, json: "defaultRequest", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 6, json: "maxLimitRequestRatio", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         ],
     },
     Message {
@@ -1076,8 +1076,8 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeStatus",
         fields: &[
-        Field { number: 1, json: "capacity", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 2, json: "allocatable", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 1, json: "capacity", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 2, json: "allocatable", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 3, json: "phase", kind: Kind::String, repeated: false },
         Field { number: 4, json: "conditions", kind: Kind::Message("api.core.v1.NodeCondition"), repeated: true },
         Field { number: 5, json: "addresses", kind: Kind::Message("api.core.v1.NodeAddress"), repeated: true },
@@ -1186,9 +1186,9 @@ pub(super) static MESSAGES: &[Message] = &[
         fields: &[
         Field { number: 1, json: "phase", kind: Kind::String, repeated: false },
         Field { number: 2, json: "accessModes", kind: Kind::String, repeated: true },
-        Field { number: 3, json: "capacity", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 3, json: "capacity", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 4, json: "conditions", kind: Kind::Message("api.core.v1.PersistentVolumeClaimCondition"), repeated: true },
-        Field { number: 5, json: "allocatedResources", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 5, json: "allocatedResources", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 7, json: "allocatedResourceStatuses", kind: Kind::MapOfString, repeated: false },
         Field { number: 8, json: "currentVolumeAttributesClassName", kind: Kind::String, repeated: false },
         Field { number: 9, json: "modifyVolumeStatus", kind: Kind::Message("api.core.v1.ModifyVolumeStatus"), repeated: false },
@@ -1245,7 +1245,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PersistentVolumeSpec",
         fields: &[
-        Field { number: 1, json: "capacity", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 1, json: "capacity", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 2, json: "", kind: Kind::Inline("api.core.v1.PersistentVolumeSource"), repeated: false },
         Field { number: 3, json: "accessModes", kind: Kind::String, repeated: true },
         Field { number: 4, json: "claimRef", kind: Kind::Message("api.core.v1.ObjectReference"), repeated: false },
@@ -1505,7 +1505,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 29, json: "runtimeClassName", kind: Kind::String, repeated: false },
         Field { number: 30, json: "enableServiceLinks", kind: Kind::Bool, repeated: false },
         Field { number: 31, json: "preemptionPolicy", kind: Kind::String, repeated: false },
-        Field { number: 32, json: "overhead", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 32, json: "overhead", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 33, json: "topologySpreadConstraints", kind: Kind::Message("api.core.v1.TopologySpreadConstraint"), repeated: true },
         Field { number: 35, json: "setHostnameAsFQDN", kind: Kind::Bool, repeated: false },
         Field { number: 36, json: "os", kind: Kind::Message("api.core.v1.PodOs"), repeated: false },
@@ -1538,7 +1538,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field { number: 14, json: "resize", kind: Kind::String, repeated: false },
         Field { number: 15, json: "resourceClaimStatuses", kind: Kind::Message("api.core.v1.PodResourceClaimStatus"), repeated: true },
         Field { number: 18, json: "extendedResourceClaimStatus", kind: Kind::Message("api.core.v1.PodExtendedResourceClaimStatus"), repeated: false },
-        Field { number: 19, json: "allocatedResources", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 19, json: "allocatedResources", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 20, json: "resources", kind: Kind::Message("api.core.v1.ResourceRequirements"), repeated: false },
         ],
     },
@@ -1766,7 +1766,7 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ResourceQuotaSpec",
         fields: &[
-        Field { number: 1, json: "hard", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 1, json: "hard", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 2, json: "scopes", kind: Kind::String, repeated: true },
         Field { number: 3, json: "scopeSelector", kind: Kind::Message("api.core.v1.ScopeSelector"), repeated: false },
         ],
@@ -1774,15 +1774,15 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ResourceQuotaStatus",
         fields: &[
-        Field { number: 1, json: "hard", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 2, json: "used", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 1, json: "hard", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 2, json: "used", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         ],
     },
     Message {
         name: "api.core.v1.ResourceRequirements",
         fields: &[
-        Field { number: 1, json: "limits", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 2, json: "requests", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 1, json: "limits", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 2, json: "requests", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         Field { number: 3, json: "claims", kind: Kind::Message("api.core.v1.ResourceClaim"), repeated: true },
         ],
     },
@@ -2183,8 +2183,8 @@ pub(super) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.VolumeResourceRequirements",
         fields: &[
-        Field { number: 1, json: "limits", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
-        Field { number: 2, json: "requests", kind: Kind::MapOfMessage("api.core.v1.prost.alloc.string.String"), repeated: false },
+        Field { number: 1, json: "limits", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
+        Field { number: 2, json: "requests", kind: Kind::MapOfMessage("apimachinery.pkg.api.resource.Quantity"), repeated: false },
         ],
     },
     Message {
