@@ -269,6 +269,28 @@ async fn workloads_roll_out_and_roll_a_template_change() {
         "both StatefulSet pods run the update revision: {new_db:?}"
     );
 
+    let out = bed
+        .kubectl
+        .must(&["scale", "deployment/web", "--replicas=3"])
+        .await;
+    assert!(out.contains("scaled"), "{out}");
+    bed.rollout("deployment/web").await;
+    bed.eventually(&["get", "pods", "-l", "app=web", "-o", "name"], |o| {
+        o.lines().count() == 3
+    })
+    .await;
+    assert_eq!(bed.pods("app=web", "pod-template-hash").await.len(), 3);
+
+    for workload in ["daemonset/agent", "statefulset/db"] {
+        let history = bed.kubectl.must(&["rollout", "history", workload]).await;
+        let revisions: Vec<&str> = history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|r| r.parse::<u32>().is_ok())
+            .collect();
+        assert_eq!(revisions, vec!["1", "2"], "{workload}: {history}");
+    }
+
     // Deleting a workload takes what it owns with it (ReplicaSets, pods, revisions).
     for workload in ["deployment/web", "daemonset/agent", "statefulset/db"] {
         bed.kubectl

@@ -20,6 +20,7 @@ use super::openapi;
 use super::patch::{self, PatchKind};
 use super::protobuf;
 use super::resources::{ResourceTable, ResourceType};
+use super::scale::{self, ScaleRequest};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{
@@ -219,6 +220,26 @@ async fn serve_resource(
     let part = match rp.subresource.as_deref() {
         None => Part::Main,
         Some("status") if rt.status_subresource => Part::Status,
+        Some("scale") if scale::serves(&rt) => {
+            let name = rp.name.as_deref().unwrap_or_default();
+            let request = match method {
+                Method::GET => ScaleRequest::Get,
+                Method::PUT => ScaleRequest::Replace(parse_body(body)?),
+                Method::PATCH => {
+                    let kind = patch_kind(headers)?;
+                    ScaleRequest::Patch(
+                        kind,
+                        patch::parse_body(kind, body).map_err(ApiError::bad_request)?,
+                    )
+                }
+                other => {
+                    return Err(ApiError::method_not_allowed(format!(
+                        "{other} is not supported on a scale"
+                    )))
+                }
+            };
+            return scale::serve(store, &rt, version, ns, name, request).map(ok);
+        }
         Some("binding") if rt.group.is_empty() && rt.plural == "pods" && method == Method::POST => {
             let name = rp.name.as_deref().unwrap_or_default();
             return bind_pod(store, &rt, ns, name, body);
@@ -268,12 +289,7 @@ async fn serve_resource(
             ))
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let kind = PatchKind::from_content_type(content_type)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            let kind = patch_kind(headers)?;
             let patch_body = patch::parse_body(kind, body).map_err(ApiError::bad_request)?;
             let existed = store.get(&rt, version, ns, name).is_ok();
             let result = store.patch(&rt, version, ns, name, kind, &patch_body, part, &opts)?;
@@ -313,6 +329,16 @@ async fn serve_resource(
             rp.name.map(|n| format!("/{n}")).unwrap_or_default()
         ))),
     }
+}
+
+/// The kind of patch a PATCH request's content type names.
+fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    PatchKind::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type))
 }
 
 /// A request body as JSON: JSON as it is, Kubernetes protobuf (told by its magic) decoded.

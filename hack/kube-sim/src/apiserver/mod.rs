@@ -3,7 +3,7 @@
 //! listens, a kubeconfig for it, and a way to stop it. The parts: `resources` (what is
 //! served, discovery), `openapi` (what kubectl reads before writing), `store` (objects and
 //! their semantics), `apply` (server-side apply ownership), `events` (the two Event APIs),
-//! `http` (routing, watches, tables), `printers` (computed table cells), `protobuf` (protobuf request bodies), `schema` (CRD
+//! `http` (routing, watches, tables), `printers` (computed table cells), `scale` (the scale subresource), `protobuf` (protobuf request bodies), `schema` (CRD
 //! and metadata validation), `patch`, `selector`, `status` (error bodies).
 //!
 //! In a test:
@@ -31,6 +31,7 @@ pub mod patch;
 pub mod printers;
 pub mod protobuf;
 pub mod resources;
+pub mod scale;
 pub mod schema;
 pub mod selector;
 pub mod status;

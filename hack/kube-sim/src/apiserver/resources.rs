@@ -207,6 +207,17 @@ impl ResourceType {
                 "verbs": STATUS_VERBS,
             }));
         }
+        if super::scale::serves(self) {
+            entries.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": STATUS_VERBS,
+            }));
+        }
         entries
     }
 }

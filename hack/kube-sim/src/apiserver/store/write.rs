@@ -1,6 +1,7 @@
 //! How objects are written: create (names, metadata the server owns, initial status),
 //! update and patch (optimistic concurrency, the status subresource, generation, server-side
-//! apply's field ownership), schema checks, and registering what a CRD defines. Deletion and
+//! apply's field ownership), the defaults kube-apiserver fills in (apps workloads' strategies
+//! and replicas, a Secret's type), schema checks, and registering what a CRD defines. Deletion and
 //! what follows from it are in `lifecycle.rs`; storage and watches in `store.rs`.
 
 use rand::Rng;
