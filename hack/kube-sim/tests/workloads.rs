@@ -541,3 +541,68 @@ async fn on_delete_waits_and_a_stateful_update_goes_down_from_the_highest_ordina
 
     bed.down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_deployment_waits_for_resume_and_claims_are_refused_by_name() {
+    let bed = bed().await;
+    bed.apply(&DEPLOYMENT.replace("IMAGE", "busybox:1")).await;
+    bed.rollout("deployment/web").await;
+
+    bed.kubectl
+        .must(&["rollout", "pause", "deployment/web"])
+        .await;
+    bed.apply(&DEPLOYMENT.replace("IMAGE", "busybox:2")).await;
+    bed.until(&["deployment", "web"], "{.status.observedGeneration}", "3")
+        .await;
+    let sets = bed
+        .kubectl
+        .must(&["get", "replicasets", "-l", "app=web", "-o", "name"])
+        .await;
+    assert_eq!(sets.lines().count(), 1, "paused: no new ReplicaSet: {sets}");
+    bed.kubectl
+        .must(&["rollout", "resume", "deployment/web"])
+        .await;
+    bed.rollout("deployment/web").await;
+    let images = bed
+        .kubectl
+        .must(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(images, "busybox:2 busybox:2");
+
+    let claims = STATEFULSET.replace(
+        "  serviceName: db\n",
+        "  serviceName: db\n  volumeClaimTemplates: [{metadata: {name: data}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}]\n",
+    );
+    bed.apply(&claims.replace("IMAGE", "busybox:1")).await;
+    let warning = bed
+        .eventually(
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=db",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+            |o| !o.is_empty(),
+        )
+        .await;
+    assert!(
+        warning.contains("volumeClaimTemplates are not supported yet"),
+        "{warning}"
+    );
+    let pods = bed
+        .kubectl
+        .must(&["get", "pods", "-l", "app=db", "-o", "name"])
+        .await;
+    assert!(pods.is_empty(), "{pods}");
+
+    bed.down().await;
+}

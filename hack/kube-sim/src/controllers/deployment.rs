@@ -2,8 +2,9 @@
 //! and selected by `pod-template-hash`, numbered by `deployment.kubernetes.io/revision`), the
 //! rollout between them (RollingUpdate within maxSurge/maxUnavailable, or Recreate: all old
 //! pods gone before the new ones start), old ReplicaSets pruned past `revisionHistoryLimit`, and
-//! the status `kubectl rollout status` reads. The rollout step is `plan_rollout`, the status
-//! `rollout_status`; both pure.
+//! the status `kubectl rollout status` reads; a paused Deployment only reports. The rollout step
+//! is `plan_rollout`, the status `rollout_status`; both pure. Not modelled: `minReadySeconds`
+//! (a pod is available once Ready), the progress deadline, proportional scaling while paused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -265,7 +266,10 @@ async fn reconcile(
     let new_state = new_rs.as_ref().map(state_of);
     let step = plan_rollout(desired, strategy, new_state.as_ref(), &old_states);
 
+    // A paused Deployment (`kubectl rollout pause`) rolls nothing; it only reports.
+    let paused = spec.paused.unwrap_or(false);
     match &new_rs {
+        _ if paused => {}
         None => {
             let mut template = spec.template.clone();
             let mut meta = template.metadata.clone().unwrap_or_default();
@@ -321,7 +325,7 @@ async fn reconcile(
         }
     }
     for ((name, replicas), state) in step.old_replicas.iter().zip(&old_states) {
-        if *replicas != state.replicas {
+        if *replicas != state.replicas && !paused {
             scale(&api, d, name, &json!({ "spec": { "replicas": replicas } })).await?;
         }
     }

@@ -72,14 +72,18 @@ pub(crate) fn api_error<'a, K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Retry a failed reconcile soon: the usual cause is a conflict with another writer.
+/// Retry a failed reconcile soon (the usual cause is a conflict with another writer); a spec
+/// kube-sim cannot run waits for a change instead.
 pub(crate) fn retry_soon<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &ControllerError,
     _: Arc<Client>,
 ) -> Action {
-    tracing::warn!(object = %object_ref(object.as_ref()), %error, "reconcile failed, retrying");
-    Action::requeue(Duration::from_secs(1))
+    tracing::warn!(object = %object_ref(object.as_ref()), %error, "reconcile failed");
+    match error {
+        ControllerError::Invalid { .. } => Action::await_change(),
+        ControllerError::Api { .. } => Action::requeue(Duration::from_secs(1)),
+    }
 }
 
 /// The running controllers. Dropping the handle stops them.
@@ -245,6 +249,41 @@ where
     .await
     .map(drop)
     .map_err(api_error(owner, "write status"))
+}
+
+/// Tell the user why `object` cannot be run, as a Warning Event (`kubectl describe` shows it),
+/// and hand back the error that stops retrying until the spec changes.
+pub(crate) async fn refuse<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    object: &K,
+    reason: &str,
+) -> ControllerError {
+    let ns = object.namespace().unwrap_or_default();
+    let event = k8s_openapi::api::core::v1::Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", object.name_any())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: object.object_ref(&()),
+        reason: Some("NotSupported".into()),
+        message: Some(reason.to_string()),
+        type_: Some("Warning".into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some(MANAGER.into()),
+            host: None,
+        }),
+        count: Some(1),
+        ..Default::default()
+    };
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = events.create(&PostParams::default(), &event).await {
+        tracing::warn!(object = %object_ref(object), error = %e, "recording an Event");
+    }
+    ControllerError::Invalid {
+        object: object_ref(object),
+        reason: reason.to_string(),
+    }
 }
 
 /// The pods in `namespace` that `uid` controls.

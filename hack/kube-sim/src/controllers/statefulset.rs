@@ -166,6 +166,15 @@ async fn reconcile(sts: Arc<StatefulSet>, client: Arc<Client>) -> Result<Action,
     let ns = sts.namespace().unwrap_or_default();
     let uid = sts.uid().unwrap_or_default();
     let spec = sts.spec.clone().unwrap_or_default();
+    if !spec
+        .volume_claim_templates
+        .clone()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        let reason = "volumeClaimTemplates are not supported yet (kube-sim serves no PersistentVolumeClaims)";
+        return Err(super::refuse(&client, sts, reason).await);
+    }
     let replicas = spec.replicas.unwrap_or(1);
     let template = spec.template.clone();
     let update_revision = format!("{name}-{}", template_hash(&template));
