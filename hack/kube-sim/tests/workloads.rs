@@ -109,6 +109,13 @@ impl Bed {
         pods
     }
 
+    /// `kubectl get <kind> -l <selector> -o name`.
+    async fn names(&self, kind: &str, selector: &str) -> String {
+        self.kubectl
+            .must(&["get", kind, "-l", selector, "-o", "name"])
+            .await
+    }
+
     /// Poll until `kubectl get <target> -o jsonpath=<path>` prints `expected`.
     async fn until(&self, target: &[&str], path: &str, expected: &str) {
         let jsonpath = format!("jsonpath={path}");
@@ -412,10 +419,7 @@ async fn node_labels_and_taints_steer_pods_and_daemons() {
     bed.apply(&edge.replace("IMAGE", "busybox:1")).await;
     bed.until(&["daemonset", "edge"], "{.status.observedGeneration}", "1")
         .await;
-    let none = bed
-        .kubectl
-        .must(&["get", "pods", "-l", "app=edge", "-o", "name"])
-        .await;
+    let none = bed.names("pods", "app=edge").await;
     assert!(none.is_empty(), "{none}");
     bed.kubectl
         .must(&["label", "node", "node-1", "role=edge"])
@@ -554,10 +558,7 @@ async fn a_paused_deployment_waits_for_resume_and_claims_are_refused_by_name() {
     bed.apply(&DEPLOYMENT.replace("IMAGE", "busybox:2")).await;
     bed.until(&["deployment", "web"], "{.status.observedGeneration}", "3")
         .await;
-    let sets = bed
-        .kubectl
-        .must(&["get", "replicasets", "-l", "app=web", "-o", "name"])
-        .await;
+    let sets = bed.names("replicasets", "app=web").await;
     assert_eq!(sets.lines().count(), 1, "paused: no new ReplicaSet: {sets}");
     bed.kubectl
         .must(&["rollout", "resume", "deployment/web"])
@@ -598,10 +599,7 @@ async fn a_paused_deployment_waits_for_resume_and_claims_are_refused_by_name() {
         warning.contains("volumeClaimTemplates are not supported yet"),
         "{warning}"
     );
-    let pods = bed
-        .kubectl
-        .must(&["get", "pods", "-l", "app=db", "-o", "name"])
-        .await;
+    let pods = bed.names("pods", "app=db").await;
     assert!(pods.is_empty(), "{pods}");
 
     bed.down().await;
