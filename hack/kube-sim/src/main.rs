@@ -1,5 +1,6 @@
-//! The `kube-sim` binary: `kube-sim serve --kubeconfig PATH` runs the API server (and, with
-//! `--nodes`, the node simulator) until SIGINT/SIGTERM; SIGUSR1 dumps the state to `--dump`.
+//! The `kube-sim` binary: `kube-sim serve --kubeconfig PATH` runs the API server and the
+//! workload controllers (and, with `--nodes`, the node simulator) until SIGINT/SIGTERM;
+//! SIGUSR1 dumps the state to `--dump`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -133,6 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))).await?;
     server.write_kubeconfig(&args.kubeconfig)?;
     tracing::info!(url = %server.url(), kubeconfig = %args.kubeconfig.display(), "kube-sim is serving");
+    let controllers = kube_sim::controllers::WorkloadControllers::start(server.client()?);
 
     let nodes = match args.nodes {
         0 => None,
@@ -158,6 +160,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for child in node_commands {
         stop_node_command(child).await;
     }
+    controllers.shutdown().await;
     if let Some(nodes) = nodes {
         nodes.shutdown().await;
     }

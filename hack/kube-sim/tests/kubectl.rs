@@ -3,84 +3,16 @@
 //! a finalizer holds a deletion until it is removed. kubectl validates with the server
 //! (`--validate=strict`, the default), never with `--validate=false`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+#[allow(dead_code)]
+mod common;
 
+use std::net::{Ipv4Addr, SocketAddr};
+
+use common::Kubectl;
 use kube_sim::ApiServer;
 
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds.yaml");
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed.yaml");
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Kubectl {
-    async fn setup(server: &ApiServer, dir: &Path) -> Self {
-        let kubeconfig = dir.join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig)
-            .expect("write kubeconfig");
-        Self {
-            kubeconfig,
-            cache: dir.join("cache"),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Outcome {
-        self.run_with_input(args, None).await
-    }
-
-    async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Outcome {
-        use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args);
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .expect("kubectl is installed (hack/test.sh installs it)");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        if let Some(text) = input {
-            stdin.write_all(text.as_bytes()).await.expect("write stdin");
-        }
-        drop(stdin);
-        let out = child.wait_with_output().await.expect("kubectl runs");
-        Outcome {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn must(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.ok,
-            "kubectl {args:?} failed:\n{}\n{}",
-            out.stdout, out.stderr
-        );
-        out.stdout
-    }
-
-    async fn yaml(&self, args: &[&str]) -> serde_yaml::Value {
-        let mut full = args.to_vec();
-        full.extend(["-o", "yaml"]);
-        serde_yaml::from_str(&self.must(&full).await).expect("kubectl prints YAML")
-    }
-}
 
 async fn start() -> (ApiServer, tempfile::TempDir) {
     let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -252,4 +184,86 @@ async fn a_finalizer_holds_a_kubectl_delete() {
     .await;
     let out = k.run(&["get", "configmap", "held"]).await;
     assert!(!out.ok && out.stderr.contains("NotFound"), "{}", out.stderr);
+}
+
+/// kubectl's generator commands send protobuf bodies (and do not fall back to JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_write_protobuf_bodies() {
+    let (server, dir) = start().await;
+    let k = Kubectl::setup(&server, dir.path()).await;
+
+    let out = k.must(&["create", "namespace", "x"]).await;
+    assert!(out.contains("namespace/x created"), "{out}");
+    let ns = k.yaml(&["get", "namespace", "x"]).await;
+    assert_eq!(ns["status"]["phase"].as_str(), Some("Active"));
+
+    let out = k
+        .must(&["create", "deployment", "d", "--image=busybox", "-n", "x"])
+        .await;
+    assert!(out.contains("deployment.apps/d created"), "{out}");
+    let deployment = k.yaml(&["get", "deployment", "d", "-n", "x"]).await;
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(1));
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"]["app"].as_str(),
+        Some("d")
+    );
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"].as_str(), Some("busybox"));
+    assert_eq!(container["image"].as_str(), Some("busybox"));
+
+    let out = k
+        .must(&["create", "configmap", "c", "--from-literal=a=b", "-n", "x"])
+        .await;
+    assert!(out.contains("configmap/c created"), "{out}");
+    let value = k
+        .must(&[
+            "get",
+            "configmap",
+            "c",
+            "-n",
+            "x",
+            "-o",
+            "jsonpath={.data.a}",
+        ])
+        .await;
+    assert_eq!(value, "b");
+
+    let out = k
+        .must(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=k=v",
+            "-n",
+            "x",
+        ])
+        .await;
+    assert!(out.contains("secret/s created"), "{out}");
+    let secret = k.yaml(&["get", "secret", "s", "-n", "x"]).await;
+    assert_eq!(secret["data"]["k"].as_str(), Some("dg=="));
+
+    let out = k
+        .must(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+            "-n",
+            "x",
+        ])
+        .await;
+    assert!(out.contains("service/web created"), "{out}");
+    let service = k.yaml(&["get", "service", "web", "-n", "x"]).await;
+    assert_eq!(service["spec"]["ports"][0]["port"].as_i64(), Some(80));
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_i64(),
+        Some(8080)
+    );
+
+    let out = k
+        .must(&["create", "serviceaccount", "robot", "-n", "x"])
+        .await;
+    assert!(out.contains("serviceaccount/robot created"), "{out}");
 }

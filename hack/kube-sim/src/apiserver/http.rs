@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::events;
 use super::openapi;
 use super::patch::{self, PatchKind};
+use super::protobuf;
 use super::resources::{ResourceTable, ResourceType};
+use super::scale::{self, ScaleRequest};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{
@@ -218,6 +220,26 @@ async fn serve_resource(
     let part = match rp.subresource.as_deref() {
         None => Part::Main,
         Some("status") if rt.status_subresource => Part::Status,
+        Some("scale") if scale::serves(&rt) => {
+            let name = rp.name.as_deref().unwrap_or_default();
+            let request = match method {
+                Method::GET => ScaleRequest::Get,
+                Method::PUT => ScaleRequest::Replace(parse_body(body)?),
+                Method::PATCH => {
+                    let kind = patch_kind(headers)?;
+                    ScaleRequest::Patch(
+                        kind,
+                        patch::parse_body(kind, body).map_err(ApiError::bad_request)?,
+                    )
+                }
+                other => {
+                    return Err(ApiError::method_not_allowed(format!(
+                        "{other} is not supported on a scale"
+                    )))
+                }
+            };
+            return scale::serve(store, &rt, version, ns, name, request).map(ok);
+        }
         Some("binding") if rt.group.is_empty() && rt.plural == "pods" && method == Method::POST => {
             let name = rp.name.as_deref().unwrap_or_default();
             return bind_pod(store, &rt, ns, name, body);
@@ -254,25 +276,20 @@ async fn serve_resource(
             false,
         )),
         (Method::POST, None) => {
-            let object = parse_json(body)?;
+            let object = parse_body(body)?;
             Ok(json_response(
                 StatusCode::CREATED,
                 store.create(&rt, version, ns, object, &opts)?,
             ))
         }
         (Method::PUT, Some(name)) => {
-            let object = parse_json(body)?;
+            let object = parse_body(body)?;
             Ok(ok(
                 store.replace(&rt, version, ns, name, object, part, &opts)?
             ))
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let kind = PatchKind::from_content_type(content_type)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            let kind = patch_kind(headers)?;
             let patch_body = patch::parse_body(kind, body).map_err(ApiError::bad_request)?;
             let existed = store.get(&rt, version, ns, name).is_ok();
             let result = store.patch(&rt, version, ns, name, kind, &patch_body, part, &opts)?;
@@ -314,11 +331,25 @@ async fn serve_resource(
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    if body.first().is_some_and(|b| *b == b'k') && body.starts_with(b"k8s\0") {
-        return Err(ApiError::unsupported_media_type(
-            "application/vnd.kubernetes.protobuf (kube-sim speaks JSON only)",
-        ));
+/// The kind of patch a PATCH request's content type names.
+fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    PatchKind::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type))
+}
+
+/// A request body as JSON: JSON as it is, Kubernetes protobuf (told by its magic) decoded.
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if protobuf::is_protobuf(body) {
+        return protobuf::decode(body).map_err(|e| match e {
+            protobuf::DecodeError::UnsupportedKind { .. } => {
+                ApiError::unsupported_media_type(&format!("{} ({e})", protobuf::MEDIA_TYPE))
+            }
+            other => ApiError::bad_request(format!("error decoding protobuf body: {other}")),
+        });
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
@@ -368,7 +399,7 @@ fn delete_options(
     let body: Value = if body.is_empty() {
         json!({})
     } else {
-        parse_json(body)?
+        parse_body(body)?
     };
     let policy = query
         .get("propagationPolicy")
@@ -411,7 +442,7 @@ fn bind_pod(
     name: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let binding = parse_json(body)?;
+    let binding = parse_body(body)?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -479,7 +510,10 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             for column in &rt.printer_columns {
-                cells.push(o.pointer(&column.pointer).cloned().unwrap_or(Value::Null));
+                cells.push(match column.derive {
+                    Some(derive) => derive(o),
+                    None => o.pointer(&column.pointer).cloned().unwrap_or(Value::Null),
+                });
             }
             if with_age {
                 cells.push(json!(age(o

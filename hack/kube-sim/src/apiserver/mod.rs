@@ -3,9 +3,10 @@
 //! listens, a kubeconfig for it, and a way to stop it. The parts: `resources` (what is
 //! served, discovery), `openapi` (what kubectl reads before writing), `store` (objects and
 //! their semantics), `apply` (server-side apply ownership), `events` (the two Event APIs),
-//! `http` (routing, watches, tables), `schema` (CRD and metadata validation), `patch`,
-//! `selector`, `status` (error bodies), `kubelet_proxy` (pods/log and pods/exec, proxied to
-//! the node's kubelet).
+//! `http` (routing, watches, tables), `printers` (computed table cells), `scale` (the scale
+//! subresource), `protobuf` (protobuf request bodies), `schema` (CRD and metadata validation),
+//! `patch`, `selector`, `status` (error bodies), `kubelet_proxy` (pods/log and pods/exec,
+//! proxied to the node's kubelet).
 //!
 //! In a test:
 //!
@@ -17,12 +18,13 @@
 //! server.shutdown().await;                       // or just drop it
 //! ```
 //!
-//! Not modelled (each fails loudly or is documented where it matters): protobuf request
-//! bodies (415; kubectl's generator commands such as `kubectl create namespace` send them,
-//! `kubectl create -f`/`apply -f` do not), `dryRun`, aggregated discovery, admission
-//! webhooks, server-side apply conflicts between managers, pagination (`limit` returns
-//! everything), authentication, `pods/attach` and `pods/portforward`, exec with a TTY, and
-//! exec over SPDY (kubectl before 1.30).
+//! Protobuf request bodies of core/v1, apps/v1 and events.k8s.io/v1 are decoded by
+//! `protobuf` (other groups get a 415 naming the kind); answers are always JSON.
+//!
+//! Not modelled (each fails loudly or is documented where it matters): protobuf answers,
+//! `dryRun`, aggregated discovery, admission webhooks, server-side apply conflicts between
+//! managers, pagination (`limit` returns everything), authentication, `pods/attach` and
+//! `pods/portforward`, exec with a TTY, and exec over SPDY (kubectl before 1.30).
 
 pub mod apply;
 pub mod events;
@@ -30,7 +32,10 @@ pub mod http;
 pub mod kubelet_proxy;
 pub mod openapi;
 pub mod patch;
+pub mod printers;
+pub mod protobuf;
 pub mod resources;
+pub mod scale;
 pub mod schema;
 pub mod selector;
 pub mod status;

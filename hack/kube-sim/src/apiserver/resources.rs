@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::printers;
 use super::status::FieldError;
 
 /// Verbs of every collection we serve.
@@ -23,7 +24,7 @@ const VERBS: [&str; 8] = [
 const STATUS_VERBS: [&str; 3] = ["get", "patch", "update"];
 
 /// One served resource (a collection such as `pods` or `subnets.kubeovn.io`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ResourceType {
     pub group: String,
     /// Served versions; the first is the preferred (and storage) version.
@@ -46,13 +47,15 @@ pub struct ResourceType {
 }
 
 /// One column of the Table that `kubectl get` shows.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PrinterColumn {
     pub name: String,
     /// OpenAPI type: string, integer, number, boolean, date.
     pub kind: String,
     /// The field, as a JSON pointer (`.spec.cidrBlock` becomes `/spec/cidrBlock`).
     pub pointer: String,
+    /// A cell computed from the whole object (see `printers.rs`), instead of the pointer.
+    pub derive: Option<fn(&Value) -> Value>,
 }
 
 impl PrinterColumn {
@@ -61,6 +64,14 @@ impl PrinterColumn {
             name: name.to_string(),
             kind: "string".to_string(),
             pointer: pointer.to_string(),
+            derive: None,
+        }
+    }
+
+    fn derived(name: &str, derive: fn(&Value) -> Value) -> Self {
+        Self {
+            derive: Some(derive),
+            ..Self::new(name, "")
         }
     }
 
@@ -86,6 +97,7 @@ impl PrinterColumn {
                 .unwrap_or("string")
                 .to_string(),
             pointer: path.replace('.', "/"),
+            derive: None,
         })
     }
 }
@@ -114,6 +126,11 @@ impl ResourceType {
             .iter()
             .map(|(name, pointer)| PrinterColumn::new(name, pointer))
             .collect();
+        self
+    }
+
+    fn derived_columns(mut self, columns: Vec<PrinterColumn>) -> Self {
+        self.printer_columns = columns;
         self
     }
 
@@ -190,6 +207,17 @@ impl ResourceType {
                 "verbs": STATUS_VERBS,
             }));
         }
+        if super::scale::serves(self) {
+            entries.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": STATUS_VERBS,
+            }));
+        }
         entries
     }
 }
@@ -241,7 +269,13 @@ impl ResourceTable {
             ResourceType::builtin("", "v1", "Node", "nodes", false)
                 .short(&["no"])
                 .with_status()
-                .fields(&["spec.unschedulable"]),
+                .fields(&["spec.unschedulable"])
+                .derived_columns(vec![
+                    PrinterColumn::derived("Status", printers::node_status),
+                    PrinterColumn::derived("Roles", printers::node_roles),
+                    PrinterColumn::new("Version", "/status/nodeInfo/kubeletVersion"),
+                    PrinterColumn::derived("Internal-IP", printers::node_internal_ip),
+                ]),
             ResourceType::builtin("", "v1", "Pod", "pods", true)
                 .short(&["po"])
                 .with_status()
@@ -280,15 +314,48 @@ impl ResourceTable {
             ResourceType::builtin("apps", "v1", "DaemonSet", "daemonsets", true)
                 .short(&["ds"])
                 .with_status()
-                .in_all(),
+                .in_all()
+                .columns(&[
+                    ("Desired", "/status/desiredNumberScheduled"),
+                    ("Current", "/status/currentNumberScheduled"),
+                    ("Ready", "/status/numberReady"),
+                    ("Up-to-date", "/status/updatedNumberScheduled"),
+                    ("Available", "/status/numberAvailable"),
+                ]),
             ResourceType::builtin("apps", "v1", "Deployment", "deployments", true)
                 .short(&["deploy"])
                 .with_status()
-                .in_all(),
+                .in_all()
+                .derived_columns(vec![
+                    PrinterColumn::derived("Ready", printers::ready_of_replicas),
+                    PrinterColumn::new("Up-to-date", "/status/updatedReplicas"),
+                    PrinterColumn::new("Available", "/status/availableReplicas"),
+                ]),
+            ResourceType::builtin("apps", "v1", "ReplicaSet", "replicasets", true)
+                .short(&["rs"])
+                .with_status()
+                .in_all()
+                .columns(&[
+                    ("Desired", "/spec/replicas"),
+                    ("Current", "/status/replicas"),
+                    ("Ready", "/status/readyReplicas"),
+                ]),
             ResourceType::builtin("apps", "v1", "StatefulSet", "statefulsets", true)
                 .short(&["sts"])
                 .with_status()
-                .in_all(),
+                .in_all()
+                .derived_columns(vec![PrinterColumn::derived(
+                    "Ready",
+                    printers::ready_of_replicas,
+                )]),
+            ResourceType::builtin(
+                "apps",
+                "v1",
+                "ControllerRevision",
+                "controllerrevisions",
+                true,
+            )
+            .columns(&[("Revision", "/revision")]),
             ResourceType::builtin(rbac, "v1", "ClusterRole", "clusterroles", false),
             ResourceType::builtin(
                 rbac,

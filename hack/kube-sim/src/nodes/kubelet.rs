@@ -9,7 +9,7 @@
 //! A pod whose images are mapped to local programs (`workloads`) also gets its containers
 //! started (`containers`), which then own the pod's status; deleting it stops them first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ use super::result::{
     network_statuses, render_network_status, CniResult, NETWORK_STATUS_ANNOTATION,
 };
 use super::sandbox::Sandbox;
-use super::scheduler::{pick_node, Candidate};
+use super::scheduler::{candidates, pick_node};
 use super::selection::{
     parse_networks, NetworkSelection, DEFAULT_NETWORK_ANNOTATION, MULTUS_NAMESPACE,
     NETWORKS_ANNOTATION,
@@ -92,7 +92,6 @@ pub(crate) struct Context {
     /// Where processes reach the API server (see `SimulatorConfig::api_server`).
     pub api_server: Option<SocketAddr>,
     pub backoff: Backoff,
-    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub running: Mutex<HashMap<String, Running>>,
     pub failures: Mutex<HashMap<String, u32>>,
     pub cursor: AtomicUsize,
@@ -166,22 +165,17 @@ pub(crate) fn error_policy(pod: Arc<Pod>, error: &KubeletError, ctx: Arc<Context
 }
 
 async fn schedule(pod: &Pod, ctx: &Context) -> Result<Action, KubeletError> {
-    let candidates: Vec<Candidate> = ctx
-        .fabric
-        .nodes
-        .iter()
-        .map(|n| Candidate {
-            name: n.name.clone(),
-            labels: ctx.node_labels.get(&n.name).cloned().unwrap_or_default(),
-        })
-        .collect();
-    let selector = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref());
+    let simulated: Vec<&str> = ctx.fabric.nodes.iter().map(|n| n.name.as_str()).collect();
+    let candidates = candidates(&ctx.client, &simulated)
+        .await
+        .map_err(api_error(pod, "list nodes"))?;
+    let spec = pod.spec.clone().unwrap_or_default();
     let mut cursor = ctx.cursor.load(Ordering::Relaxed);
-    let picked = pick_node(&candidates, selector, &mut cursor).map(|c| c.name.clone());
+    let picked = pick_node(&candidates, &spec, &mut cursor).map(|c| c.name.clone());
     ctx.cursor.store(cursor, Ordering::Relaxed);
     let Some(node) = picked else {
         let message = format!(
-            "0/{} nodes are available: none matches the pod's node selector",
+            "0/{} nodes are available: none matches the pod's node selector and tolerations",
             candidates.len()
         );
         record_event(ctx, pod, None, "Warning", "FailedScheduling", &message).await;

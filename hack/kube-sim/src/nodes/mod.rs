@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node as NodeObject, Pod};
+use k8s_openapi::api::core::v1::{Node as NodeObject, Pod, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, Controller};
 use kube::Client;
@@ -60,13 +60,20 @@ pub use kubelet::{Backoff, NETNS_ANNOTATION};
 pub use node::{Node, TUNNEL_NIC};
 pub use workloads::ContainerRuntime;
 
+/// The label kubectl reads a node's ROLES from (`node-role.kubernetes.io/<role>`).
+pub const ROLE_LABEL_PREFIX: &str = "node-role.kubernetes.io/";
+
 /// Everything `Simulator::start` needs besides the client.
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
     pub fabric: FabricConfig,
     /// Extra labels per node name (every node also gets `kubernetes.io/hostname`,
-    /// `kubernetes.io/os=linux`, `kubernetes.io/arch=amd64`).
+    /// `kubernetes.io/os=linux`, `kubernetes.io/arch=amd64` and the role label
+    /// `node-role.kubernetes.io/worker`, which a role label given here replaces).
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Taints per node name, registered in the Node's `spec.taints` (`kubectl taint` changes
+    /// them later); the scheduler and the DaemonSet controller honour them.
+    pub node_taints: BTreeMap<String, Vec<Taint>>,
     pub backoff: Backoff,
     pub runtime: ContainerRuntime,
     /// The API server's address (a `127.0.0.1` one): every node then listens on the same
@@ -81,6 +88,7 @@ impl SimulatorConfig {
         SimulatorConfig {
             fabric: FabricConfig::new(nodes, state_dir),
             node_labels: BTreeMap::new(),
+            node_taints: BTreeMap::new(),
             backoff: Backoff {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(10),
@@ -125,22 +133,27 @@ impl Simulator {
         config: SimulatorConfig,
     ) -> Result<Simulator, SimulatorError> {
         let fabric = Arc::new(Fabric::up(&config.fabric).await?);
-        let mut node_labels = BTreeMap::new();
         for node in &fabric.nodes {
+            let extra = config
+                .node_labels
+                .get(&node.name)
+                .cloned()
+                .unwrap_or_default();
             let mut labels = BTreeMap::from([
                 ("kubernetes.io/hostname".to_string(), node.name.clone()),
                 ("kubernetes.io/os".to_string(), "linux".to_string()),
                 ("kubernetes.io/arch".to_string(), "amd64".to_string()),
             ]);
-            labels.extend(
-                config
-                    .node_labels
-                    .get(&node.name)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-            register_node(&client, node, &labels).await?;
-            node_labels.insert(node.name.clone(), labels);
+            if !extra.keys().any(|k| k.starts_with(ROLE_LABEL_PREFIX)) {
+                labels.insert(format!("{ROLE_LABEL_PREFIX}worker"), String::new());
+            }
+            labels.extend(extra);
+            let taints = config
+                .node_taints
+                .get(&node.name)
+                .cloned()
+                .unwrap_or_default();
+            register_node(&client, node, &labels, &taints).await?;
         }
         let context = Arc::new(kubelet::Context {
             client: client.clone(),
@@ -149,7 +162,6 @@ impl Simulator {
             processes: Arc::default(),
             api_server: config.api_server,
             backoff: config.backoff,
-            node_labels,
             running: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             cursor: AtomicUsize::new(0),
@@ -314,11 +326,13 @@ pub(crate) async fn forward_api(listener: tokio::net::TcpListener, api: SocketAd
     }
 }
 
-/// Creates (or refreshes) the Node object and marks it Ready.
+/// Creates (or refreshes) the Node object as `kubectl get nodes -o wide` shows a kubelet's:
+/// labels, taints, addresses, capacity, node info; and marks it Ready.
 async fn register_node(
     client: &Client,
     node: &Node,
     labels: &BTreeMap<String, String>,
+    taints: &[Taint],
 ) -> Result<(), SimulatorError> {
     let api: Api<NodeObject> = Api::all(client.clone());
     let registering = |source| SimulatorError::Register {
@@ -330,13 +344,13 @@ async fn register_node(
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": node.name, "labels": labels},
-        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "taints": taints},
     }))
     .expect("a valid Node");
     match api.create(&PostParams::default(), &object).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let patch = json!({"metadata": {"labels": labels}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+            let patch = json!({"metadata": {"labels": labels}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "taints": taints}});
             api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(registering)?;
@@ -352,9 +366,23 @@ async fn register_node(
                         "message": "kube-sim node is ready", "lastHeartbeatTime": now, "lastTransitionTime": now}],
         "capacity": {"pods": "110", "cpu": "2", "memory": "4Gi"},
         "allocatable": {"pods": "110", "cpu": "2", "memory": "4Gi"},
+        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "osImage": "kube-sim",
+                     "kernelVersion": kernel_version(), "kubeletVersion": KUBELET_VERSION,
+                     "kubeProxyVersion": KUBELET_VERSION, "containerRuntimeVersion": "kube-sim://0.1.0",
+                     "machineID": "", "systemUUID": "", "bootID": ""},
     }});
     api.patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .map_err(registering)?;
     Ok(())
+}
+
+/// The kubelet version nodes report (the Kubernetes API version kube-sim's clients are built for).
+const KUBELET_VERSION: &str = "v1.33.0-kube-sim";
+
+/// The host's kernel: the nodes share it.
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -1,0 +1,77 @@
+//! What the kubectl-driven tests share: running the real `kubectl` against a kube-sim server
+//! with its own kubeconfig and cache, and reading what it prints.
+
+use std::path::{Path, PathBuf};
+
+use kube_sim::ApiServer;
+
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+pub struct Outcome {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    pub async fn setup(server: &ApiServer, dir: &Path) -> Self {
+        let kubeconfig = dir.join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("write kubeconfig");
+        Self {
+            kubeconfig,
+            cache: dir.join("cache"),
+        }
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Outcome {
+        self.run_with_input(args, None).await
+    }
+
+    pub async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Outcome {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .expect("kubectl is installed (hack/test.sh installs it)");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).await.expect("write stdin");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().await.expect("kubectl runs");
+        Outcome {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub async fn must(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            out.ok,
+            "kubectl {args:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        out.stdout
+    }
+
+    pub async fn yaml(&self, args: &[&str]) -> serde_yaml::Value {
+        let mut full = args.to_vec();
+        full.extend(["-o", "yaml"]);
+        serde_yaml::from_str(&self.must(&full).await).expect("kubectl prints YAML")
+    }
+}
