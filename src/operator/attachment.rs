@@ -136,8 +136,9 @@ pub struct AttachmentPlan {
     pub cidrs: Vec<IpNet>,
     /// Interface name in the pod.
     pub interface: String,
-    /// Requested static addresses (empty: allocate dynamically).
-    pub ips: Vec<IpAddr>,
+    /// Requested static addresses, as written (empty: allocate dynamically). IPAM checks
+    /// them against the subnet.
+    pub ips: Vec<IpRequest>,
     pub ips_source: Option<RequestSource>,
     pub mac: Option<MacAddr>,
     pub mac_source: Option<RequestSource>,
@@ -221,29 +222,6 @@ pub enum AttachmentError {
         origin: RequestSource,
         value: String,
     },
-    #[error("network {network}: static IP {ip} ({origin}) is outside subnet {subnet:?} ({cidrs})")]
-    StaticIpOutsideSubnet {
-        network: String,
-        subnet: String,
-        ip: String,
-        cidrs: String,
-        origin: RequestSource,
-    },
-    #[error("network {network}: static IP {ip} ({origin}) has prefix /{requested}, subnet {subnet:?} is {cidr}")]
-    StaticIpPrefixMismatch {
-        network: String,
-        subnet: String,
-        ip: String,
-        requested: u8,
-        cidr: IpNet,
-        origin: RequestSource,
-    },
-    #[error("network {network}: more than one static {family} address requested ({origin})")]
-    StaticIpSameFamily {
-        network: String,
-        family: &'static str,
-        origin: RequestSource,
-    },
     #[error("network {network}: {origin}: {value:?} is not a usable MAC address")]
     InvalidMac {
         network: String,
@@ -265,10 +243,7 @@ impl AttachmentError {
             Self::SubnetNotFound { .. } => "SubnetNotFound",
             Self::SubnetProviderMismatch { .. } => "SubnetProviderMismatch",
             Self::SubnetCidr { .. } => "InvalidSubnet",
-            Self::InvalidStaticIp { .. }
-            | Self::StaticIpOutsideSubnet { .. }
-            | Self::StaticIpPrefixMismatch { .. }
-            | Self::StaticIpSameFamily { .. } => "InvalidStaticIP",
+            Self::InvalidStaticIp { .. } => "InvalidStaticIP",
             Self::InvalidMac { .. } => "InvalidMAC",
         }
     }
@@ -287,9 +262,6 @@ impl AttachmentError {
             | Self::SubnetProviderMismatch { network, .. }
             | Self::SubnetCidr { network, .. }
             | Self::InvalidStaticIp { network, .. }
-            | Self::StaticIpOutsideSubnet { network, .. }
-            | Self::StaticIpPrefixMismatch { network, .. }
-            | Self::StaticIpSameFamily { network, .. }
             | Self::InvalidMac { network, .. } => Some(network),
         }
     }
@@ -407,11 +379,9 @@ fn plan_one(
             source,
         })?;
 
+    // Parsed here; whether they fit the subnet is IPAM's rule (checked once, at allocation).
     let (ips, ips_source) = match requested_ips(pod, selection, &network, &provider, &key)? {
-        Some((requests, source)) => {
-            let ips = check_static_ips(&network, &subnet.name, &cidrs, &requests, &source)?;
-            (ips, Some(source))
-        }
+        Some((requests, source)) => (requests, Some(source)),
         None => (Vec::new(), None),
     };
     let (mac, mac_source) = match requested_mac(pod, selection, &network, &provider, &key)? {
@@ -536,57 +506,6 @@ fn requested_ips(
             value: value.to_owned(),
         })?;
     Ok(Some((requests, source)))
-}
-
-fn check_static_ips(
-    network: &str,
-    subnet: &str,
-    cidrs: &[IpNet],
-    requests: &[IpRequest],
-    source: &RequestSource,
-) -> Result<Vec<IpAddr>, AttachmentError> {
-    let mut ips: Vec<IpAddr> = Vec::with_capacity(requests.len());
-    for request in requests {
-        let Some(cidr) = cidrs.iter().find(|c| c.contains(&request.address)) else {
-            return Err(AttachmentError::StaticIpOutsideSubnet {
-                network: network.to_owned(),
-                subnet: subnet.to_owned(),
-                ip: request.to_string(),
-                cidrs: cidrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                origin: source.clone(),
-            });
-        };
-        if let Some(requested) = request.prefix_len.filter(|p| *p != cidr.prefix_len()) {
-            return Err(AttachmentError::StaticIpPrefixMismatch {
-                network: network.to_owned(),
-                subnet: subnet.to_owned(),
-                ip: request.to_string(),
-                requested,
-                cidr: *cidr,
-                origin: source.clone(),
-            });
-        }
-        if ips
-            .iter()
-            .any(|ip| ip.is_ipv4() == request.address.is_ipv4())
-        {
-            return Err(AttachmentError::StaticIpSameFamily {
-                network: network.to_owned(),
-                family: if request.address.is_ipv4() {
-                    "IPv4"
-                } else {
-                    "IPv6"
-                },
-                origin: source.clone(),
-            });
-        }
-        ips.push(request.address);
-    }
-    Ok(ips)
 }
 
 fn requested_mac(
@@ -740,8 +659,12 @@ mod tests {
         );
     }
 
+    fn addresses(plan: &AttachmentPlan) -> Vec<IpAddr> {
+        plan.ips.iter().map(|r| r.address).collect()
+    }
+
     #[test]
-    fn seed_static_ip_in_cidr_form_is_requested_bare() {
+    fn seed_static_ip_in_cidr_form_keeps_its_prefix_for_ipam() {
         // The seed's static-IP fragment names NAD default/kube-ovn-network.
         let annotations = seed::annotations(seed::META_STATIC_IP);
         let nads = nads(&["kube-ovn-network"]);
@@ -754,7 +677,13 @@ mod tests {
         let plans = plan("static", &annotations, &nads, &subnets)
             .into_result()
             .unwrap();
-        assert_eq!(plans[0].ips, ["10.100.0.100".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            plans[0].ips,
+            [IpRequest {
+                address: "10.100.0.100".parse().unwrap(),
+                prefix_len: Some(16)
+            }]
+        );
         assert_eq!(plans[0].ips_source, Some(RequestSource::NetworkElement));
     }
 
@@ -896,7 +825,10 @@ mod tests {
         let plans = plan("p", &annotations, &nads(&[]), &[seed_subnet()])
             .into_result()
             .unwrap();
-        assert_eq!(plans[0].ips, ["10.100.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            addresses(&plans[0]),
+            ["10.100.0.7".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(
             plans[0].ips_source,
             Some(RequestSource::Annotation(format!(
@@ -905,7 +837,10 @@ mod tests {
         );
         assert_eq!(plans[0].mac.unwrap().to_string(), "0a:58:0a:64:00:07");
         assert!(plans[0].default_route);
-        assert_eq!(plans[1].ips, ["10.100.0.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            addresses(&plans[1]),
+            ["10.100.0.8".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(plans[1].mac.unwrap().to_string(), "0a:58:0a:64:00:08");
         // `default_route` was set for the first attachment's key only.
         assert!(!plans[1].default_route);
@@ -923,7 +858,10 @@ mod tests {
         let plans = plan("p", &annotations, &nads(&[]), &[seed_subnet()])
             .into_result()
             .unwrap();
-        assert_eq!(plans[0].ips, ["10.100.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            addresses(&plans[0]),
+            ["10.100.0.9".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(plans[0].mac_source, Some(RequestSource::NetworkElement));
         assert!(plans[0].default_route);
         assert_eq!(
@@ -945,17 +883,17 @@ mod tests {
         .into_result()
         .unwrap();
         assert_eq!(plans[0].ips.len(), 2);
-        let err = only_error(plan(
+        // Two of one family are passed on as written: IPAM refuses them (its rule, checked
+        // once; see the pod controller's refusal test).
+        let plans = plan(
             "p",
             &networks(r#"[{"name":"ds","ips":["10.0.0.5","10.0.0.6"]}]"#),
             &nads,
             &subnets,
-        ));
-        assert_eq!(err.reason(), "InvalidStaticIP");
-        assert!(
-            err.to_string().contains("more than one static IPv4"),
-            "{err}"
-        );
+        )
+        .into_result()
+        .unwrap();
+        assert_eq!(plans[0].ips.len(), 2);
     }
 
     #[test]
@@ -1097,30 +1035,6 @@ mod tests {
                 "belongs to provider other.default.ovn, not kube-ovn-vpc-network.default.ovn"
             ),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn static_ip_outside_the_subnet_or_with_another_prefix() {
-        let err = only_error(plan(
-            "p",
-            &networks(r#"[{"name":"kube-ovn-vpc-network","ips":["10.200.0.100"]}]"#),
-            &nads(&[]),
-            &[seed_subnet()],
-        ));
-        assert_eq!(
-            err.to_string(),
-            "network default/kube-ovn-vpc-network: static IP 10.200.0.100 (annotation k8s.v1.cni.cncf.io/networks) is outside subnet \"subnet-secondary\" (10.100.0.0/16)"
-        );
-        let err = only_error(plan(
-            "p",
-            &networks(r#"[{"name":"kube-ovn-vpc-network","ips":["10.100.0.100/24"]}]"#),
-            &nads(&[]),
-            &[seed_subnet()],
-        ));
-        assert_eq!(
-            err.to_string(),
-            "network default/kube-ovn-vpc-network: static IP 10.100.0.100/24 (annotation k8s.v1.cni.cncf.io/networks) has prefix /24, subnet \"subnet-secondary\" is 10.100.0.0/16"
         );
     }
 

@@ -42,7 +42,6 @@ use super::context::{Context, PodKey};
 use super::ports::PortChange;
 use crate::api::annotations::{parse_provider_annotation, ProviderKey};
 use crate::api::ip::IP;
-use crate::api::selection::IpRequest;
 use crate::ipam::{Allocation, AllocationRequest, IpamError, Release};
 use crate::ovn::external_ids;
 
@@ -190,6 +189,29 @@ pub fn ipam_reason(e: &IpamError) -> &'static str {
     }
 }
 
+/// The pod Event message for an IPAM refusal of `plan`: IPAM's reason, and where the pod asked
+/// for the refused address or MAC.
+pub fn refusal_message(key: &PodKey, plan: &AttachmentPlan, e: &IpamError) -> String {
+    let origin = match e {
+        IpamError::MacHeldBy { .. } | IpamError::BadMac { .. } => plan.mac_source.as_ref(),
+        IpamError::Excluded { .. }
+        | IpamError::IsGateway { .. }
+        | IpamError::HeldBy { .. }
+        | IpamError::OutOfRange { .. }
+        | IpamError::WrongFamily { .. }
+        | IpamError::PrefixMismatch { .. }
+        | IpamError::SecondAddress { .. } => plan.ips_source.as_ref(),
+        _ => None,
+    };
+    match origin {
+        Some(origin) => format!(
+            "pod {key}: network {}: {e} (requested in {origin})",
+            plan.network
+        ),
+        None => format!("pod {key}: network {}: {e}", plan.network),
+    }
+}
+
 /// What IPAM already holds for an attachment, measured against its plan.
 enum Held {
     /// The allocation satisfies the plan: use it as is.
@@ -204,7 +226,7 @@ fn held(current: Option<Allocation>, plan: &AttachmentPlan) -> Held {
         None => Held::Nothing,
         Some(a)
             if *a.subnet == *plan.subnet
-                && plan.ips.iter().all(|ip| a.ips.contains(ip))
+                && plan.ips.iter().all(|r| a.ips.contains(&r.address))
                 && plan.mac.is_none_or(|m| m == a.mac) =>
         {
             Held::Fits(a)
@@ -379,10 +401,7 @@ async fn allocate(
             Held::Nothing => {}
         }
         let mut request = AllocationRequest::new(ipam_key.clone(), plan.subnet.clone())
-            .with_ips(plan.ips.iter().map(|&address| IpRequest {
-                address,
-                prefix_len: None,
-            }))
+            .with_ips(plan.ips.iter().copied())
             .sticky(sticky);
         if let Some(mac) = plan.mac {
             request = request.with_mac(mac);
@@ -403,7 +422,7 @@ async fn allocate(
                     let _ = ctx.ipam.release(k, Release::Claim).await;
                 }
                 let reason = ipam_reason(&e);
-                let message = format!("pod {key}: network {}: {e}", plan.network);
+                let message = refusal_message(key, plan, &e);
                 report(ctx, pod, reason, &message).await;
                 // A taken address or a full subnet may free up.
                 let retry = matches!(e, IpamError::HeldBy { .. } | IpamError::Full { .. });
@@ -553,6 +572,7 @@ pub async fn release_pod(
 mod tests {
     use super::*;
     use crate::api::annotations::Provider;
+    use crate::operator::attachment::RequestSource;
 
     fn plan(subnet: &str, ips: &[&str]) -> AttachmentPlan {
         let provider = Provider::for_nad("n1", "default").unwrap();
@@ -615,6 +635,59 @@ mod tests {
             annotated_keys(&pod),
             BTreeSet::from(["n1.default.ovn".to_owned()])
         );
+    }
+
+    #[test]
+    fn static_ips_are_refused_by_ipam_saying_where_the_pod_asked() {
+        use crate::ipam::{Allocator, SubnetSpec};
+        let mut ipam = Allocator::new();
+        ipam.add_subnet(SubnetSpec {
+            name: "s".into(),
+            cidr_block: "10.100.0.0/16".into(),
+            gateway: None,
+            exclude_ips: vec![],
+            pools: Default::default(),
+        })
+        .expect("valid subnet");
+        let cases: [(&[&str], &str, &str); 5] = [
+            (
+                &["10.200.0.100"],
+                "InvalidStaticIP",
+                "10.200.0.100 is outside the usable range",
+            ),
+            (&["10.100.0.100/24"], "InvalidStaticIP", "has prefix /24"),
+            (
+                &["10.100.0.5", "10.100.0.6"],
+                "InvalidStaticIP",
+                "at most one per family",
+            ),
+            (&["fd00::5"], "InvalidStaticIP", "fd00::5"),
+            (
+                &["10.100.0.1"],
+                "StaticIPIsGateway",
+                "10.100.0.1 is the gateway",
+            ),
+        ];
+        for (ips, reason, says) in cases {
+            let mut p = plan("s", ips);
+            p.ips_source = Some(RequestSource::NetworkElement);
+            let request = AllocationRequest::new("default/p/n1.default.ovn", "s")
+                .with_ips(p.ips.iter().copied());
+            let e = ipam.allocate(&request).expect_err("refused");
+            assert_eq!(ipam_reason(&e), reason, "{ips:?}: {e}");
+            let message = refusal_message(&PodKey::new("default", "p"), &p, &e);
+            assert!(
+                message.starts_with("pod default/p: network default/n1: "),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+            assert!(
+                message.ends_with("(requested in annotation k8s.v1.cni.cncf.io/networks)"),
+                "{message}"
+            );
+        }
+        // Nothing was allocated by the refusals.
+        assert_eq!(ipam.len(), 0);
     }
 
     #[test]
