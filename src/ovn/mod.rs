@@ -23,6 +23,12 @@ pub use vswitch::{QosKind, Vswitch};
 
 use crate::ovsdb;
 
+/// Attempts when a concurrent writer makes a planned transaction fail.
+const ATTEMPTS: usize = 3;
+
+/// An `external_ids` (or `options`) column.
+type Map = std::collections::BTreeMap<String, String>;
+
 /// What an OVN/OVS operation could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

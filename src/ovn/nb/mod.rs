@@ -9,13 +9,12 @@ mod txn;
 pub(crate) use txn::changed_columns;
 pub use txn::NbTxn;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use tracing::debug;
 
 use super::external_ids::{self, POD as POD_KEY};
-use super::{is_conflict, Error, Result};
+use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::api::mac::MacAddr;
 use crate::ovsdb::model::nb::{
     LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
@@ -23,10 +22,6 @@ use crate::ovsdb::model::nb::{
 use crate::ovsdb::{Atom, Client, ClientOptions, Condition, IndexSpec, Table, TableSpec, Value};
 
 pub const DATABASE: &str = "OVN_Northbound";
-/// Attempts when a concurrent writer makes a planned transaction fail.
-const ATTEMPTS: usize = 3;
-
-type Map = BTreeMap<String, String>;
 
 /// A logical switch port for one pod attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]

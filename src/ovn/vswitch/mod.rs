@@ -7,14 +7,13 @@
 
 mod qos;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::external_ids::{self, IFACE_ID, OVN_INSTALLED, SANDBOX as SANDBOX_ID};
-use super::{is_conflict, Error, Result};
+use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::ovsdb::model::vswitch::{Bridge, Interface, OpenVswitch, Port, Qos, Queue};
 use crate::ovsdb::{
     row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Table, TableSpec, Uuid,
@@ -24,9 +23,6 @@ use crate::ovsdb::{
 pub use qos::{bandwidth, Bandwidth, QosKind};
 
 pub const DATABASE: &str = "Open_vSwitch";
-const ATTEMPTS: usize = 3;
-
-type Map = BTreeMap<String, String>;
 
 /// An OVS interface as the node role reads it back: its name and the `external_ids` that
 /// say which pod attachment it carries (see [`external_ids`]).
