@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kube_ovn::cni::protocol::{
-    CniRequest, CniResponse, IpConfig, MacAddr, PodInterface, RouteConfig,
-};
+use kube_ovn::api::mac::MacAddr;
+use kube_ovn::cni::protocol::{CniRequest, CniResponse, IpConfig, PodInterface, RouteConfig};
 use kube_ovn::cni::{CniError, ErrorCode};
 use kube_ovn::node::attachment::{host_veth_name, VethPlan};
 use kube_ovn::node::netlink::{inspect, Netlink};

@@ -12,8 +12,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::error::{CniError, ErrorCode};
-use super::protocol::{CniRequest, MacAddr};
+use super::protocol::CniRequest;
 use super::version;
+use crate::api::mac::MacAddr;
 use crate::api::mac::MacParseError;
 
 /// The provider a NAD config without `provider` gets (Kube-OVN's default).

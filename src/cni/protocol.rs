@@ -31,6 +31,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::api::mac::MacAddr;
+
 pub const ADD_PATH: &str = "/api/v1/add";
 pub const DEL_PATH: &str = "/api/v1/del";
 pub const CHECK_PATH: &str = "/api/v1/check";
@@ -102,28 +104,9 @@ pub struct RouteConfig {
     pub gw: Option<IpAddr>,
 }
 
-pub use crate::api::mac::MacAddr;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_parses_colon_and_dash_forms_and_prints_lower_case() {
-        let mac: MacAddr = "0A:58:0a:10:00:05".parse().expect("mac");
-        assert_eq!(mac.0, [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x05]);
-        assert_eq!(mac.to_string(), "0a:58:0a:10:00:05");
-        assert_eq!("0a-58-0a-10-00-05".parse::<MacAddr>(), Ok(mac));
-        for bad in [
-            "",
-            "0a:58:0a:10:00",
-            "0a:58:0a:10:00:05:06",
-            "0a:58:0a:10:00:zz",
-            "a:58:0a:10:00:05",
-        ] {
-            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} parsed");
-        }
-    }
 
     #[test]
     fn request_round_trips_with_optional_fields_absent() {
