@@ -719,7 +719,7 @@ async fn a_paused_deployment_waits_for_resume_and_claims_are_refused_by_name() {
 /// A workload of `kind` running `sim-workload` on `port` with an HTTP readiness probe; its
 /// `VERSION` (which the program prints) tells the template revisions apart.
 fn workload(kind: &str, name: &str, port: u16, version: &str, extra_spec: &str) -> String {
-    let (head, replicas) = match kind {
+    let (strategy, replicas) = match kind {
         "Deployment" => (
             "  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}\n",
             "  replicas: 2\n",
@@ -732,7 +732,7 @@ fn workload(kind: &str, name: &str, port: u16, version: &str, extra_spec: &str) 
 kind: {kind}
 metadata: {{name: {name}}}
 spec:
-{replicas}{head}  selector: {{matchLabels: {{app: {name}}}}}
+{replicas}{strategy}  selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata: {{labels: {{app: {name}}}}}
     spec:
@@ -747,11 +747,11 @@ spec:
     )
 }
 
-fn deployment(version: &str) -> String {
+fn web_of_processes(version: &str) -> String {
     workload("Deployment", "web", 8080, version, "")
 }
 
-fn daemonset(version: &str) -> String {
+fn agents_of_processes(version: &str) -> String {
     workload(
         "DaemonSet",
         "agent",
@@ -761,7 +761,7 @@ fn daemonset(version: &str) -> String {
     )
 }
 
-fn statefulset(version: &str) -> String {
+fn db_of_processes(version: &str) -> String {
     workload("StatefulSet", "db", 8082, version, "")
 }
 
@@ -828,9 +828,9 @@ impl Watch {
 async fn workloads_of_processes_run_ready_answer_logs_and_exec_and_roll_by_strategy() {
     let bed = bed_of_processes().await;
 
-    bed.apply(&deployment("v1")).await;
-    bed.apply(&daemonset("v1")).await;
-    bed.apply(&statefulset("v1")).await;
+    bed.apply(&web_of_processes("v1")).await;
+    bed.apply(&agents_of_processes("v1")).await;
+    bed.apply(&db_of_processes("v1")).await;
     bed.rollout("deployment/web").await;
     bed.rollout("statefulset/db").await;
     bed.until(&["daemonset", "agent"], "{.status.numberReady}", "2")
@@ -905,7 +905,7 @@ async fn workloads_of_processes_run_ready_answer_logs_and_exec_and_roll_by_strat
             .and_then(|s| s.replicas)
             .map_or(0, i64::from)
     });
-    bed.apply(&deployment("v2")).await;
+    bed.apply(&web_of_processes("v2")).await;
     bed.rollout("deployment/web").await;
     let new_web = bed.processes("app=web", 2).await;
     let (most, _) = watch.stop();
@@ -919,7 +919,8 @@ async fn workloads_of_processes_run_ready_answer_logs_and_exec_and_roll_by_strat
     bed.gone(&web).await;
 
     // OnDelete: the new template waits for a delete; the old daemons keep running until then.
-    bed.apply_on_delete_template(&daemonset("v2")).await;
+    bed.apply_on_delete_template(&agents_of_processes("v2"))
+        .await;
     assert!(agents.values().all(|pid| alive(*pid)), "{agents:?}");
     for (name, pid) in &agents {
         bed.kubectl.must(&["delete", "pod", name]).await;
@@ -940,7 +941,7 @@ async fn workloads_of_processes_run_ready_answer_logs_and_exec_and_roll_by_strat
 
     // A StatefulSet rolls from the highest ordinal down; the names stay, the processes change.
     let watch = Watch::start(bed.pod_api(), "app=db", |_| 1);
-    bed.apply(&statefulset("v2")).await;
+    bed.apply(&db_of_processes("v2")).await;
     bed.rollout("statefulset/db").await;
     bed.until(&["statefulset", "db"], "{.status.updatedReplicas}", "2")
         .await;
