@@ -4,7 +4,9 @@
 # Brings up OVN central (hack/ovn-sandbox.sh, no chassis), kube-sim with two nodes (each a
 # network namespace whose kubelet+Multus emulation gives pods eth0 from Debian's bridge
 # plugin and execs /opt/cni/bin/kube-ovn for kube-ovn NADs), `kube-ovn node` on every node
-# (embedded OVS + ovn-controller, netdev datapath), and `kube-ovn operator`. Then applies
+# (embedded OVS + ovn-controller, netdev datapath), and `kube-ovn operator` as the Deployment
+# kube-ovn-operator in kube-system (kube-sim runs the image kube-ovn:dev as this build's
+# binary, in the pod's network namespace and its node's mount namespace). Then applies
 # the guide's manifests verbatim (hack/demo/seed) plus the networks they name without
 # defining (hack/demo/extra), prints every pod's interfaces, addresses and network-status,
 # pings inside a VPC (must work) and across tenants (must fail), and tears everything down.
@@ -26,16 +28,18 @@ bin=$repo/target/debug/kube-ovn
 sim=$repo/target/debug/kube-sim
 
 work=$(mktemp -d /tmp/kovn-demo.XXXX)
-sim_pid='' operator_pid=''
+sim_pid=''
 cleanup() {
   rc=$?
   if [ "${KEEP:-0}" = 1 ]; then
-    echo "KEEP=1: left running; KUBECONFIG=$work/kubeconfig; stop with: kill $sim_pid $operator_pid; hack/ovn-sandbox.sh down $work/ovn"
+    echo "KEEP=1: left running; KUBECONFIG=$work/kubeconfig; stop with: kill $sim_pid; hack/ovn-sandbox.sh down $work/ovn"
     exit $rc
   fi
-  [ $rc -ne 0 ] && { echo "--- operator log (tail)"; tail -20 "$work/operator.log" 2>/dev/null || true
+  [ $rc -ne 0 ] && { echo "--- operator log (tail)"
+                     kubectl logs -n kube-system deployment/kube-ovn-operator --tail 20 2>&1 || true
+                     kubectl get pods -n kube-system -o wide 2>&1 || true
                      for f in "$work"/nodes/*/node-command.log; do echo "--- $f (tail)"; tail -20 "$f" || true; done; }
-  [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
+  # Stopping kube-sim stops every process it runs, the operator's too.
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
   hack/ovn-sandbox.sh down "$work/ovn" || true
   rm -rf "$work"
@@ -55,7 +59,7 @@ node_cmd="exec $bin node --node-name \$NODE_NAME --ovs embedded --datapath netde
 --ovs-run-dir /run/openvswitch --ovn-sb $sb --encap-ip \${TUNNEL_IP%/*} \
 --tunnel-nic \$TUNNEL_NIC --tunnel-address \$TUNNEL_IP --cni-bin-dir /opt/cni/bin"
 "$sim" serve --kubeconfig "$work/kubeconfig" --nodes 2 --state-dir "$work/nodes" \
-  --node-command "$node_cmd" >"$work/kube-sim.log" 2>&1 &
+  --node-command "$node_cmd" --image-map "kube-ovn:dev=$bin" >"$work/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
 export KUBECONFIG=$work/kubeconfig
@@ -65,8 +69,43 @@ kubectl get nodes -o wide
 say "CRDs (kube-ovn crd) and the operator"
 "$bin" crd | kubectl apply -f - >/dev/null
 kubectl get crd -o name
-"$bin" operator --ovn-nb "$nb" --ipam-db "$work/ipam" >"$work/operator.log" 2>&1 &
-operator_pid=$!
+# The operator as a Deployment, the way OLM would run it. Its pod reaches the API with the
+# in-cluster settings kube-sim gives every container (Client::try_default()). NB is a unix
+# socket of the sandbox under $work: the pod's mount namespace is its node's, which shares
+# the host's filesystem except the node-private directories (/run/openvswitch,
+# /var/lib/kube-ovn, ...), so the path is reachable as it is; the hostPath volume says so
+# in the manifest (it resolves to the same directory). The IPAM store is node-private.
+kubectl apply -f - <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kube-ovn-operator, namespace: kube-system}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: kube-ovn-operator, namespace: kube-system}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: kube-ovn-operator}}
+  template:
+    metadata: {labels: {app: kube-ovn-operator}}
+    spec:
+      serviceAccountName: kube-ovn-operator
+      containers:
+      - name: operator
+        image: kube-ovn:dev
+        args: [operator, --ovn-nb, "$nb", --ipam-db, /var/lib/kube-ovn/ipam,
+               --status-addr, "0.0.0.0:10660"]
+        readinessProbe:
+          httpGet: {path: /readyz, port: 10660}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: ovn-central, mountPath: $work/ovn/central}
+      volumes:
+      - name: ovn-central
+        hostPath: {path: $work/ovn/central, type: Directory}
+EOF
+kubectl rollout status -n kube-system deployment/kube-ovn-operator --timeout=120s
+kubectl get pods -n kube-system -o wide
 
 say "the guide's manifests, verbatim"
 for f in 01-nad.yaml 02-vpc-subnet.yaml; do echo "# hack/demo/seed/$f"; kubectl apply -f "hack/demo/seed/$f"; done
@@ -172,5 +211,8 @@ kubectl delete pod --all >/dev/null
 for _ in $(seq 1 600); do [ -z "$(kubectl get pods -o name)" ] && break; sleep 0.1; done
 left=$(ovn-nbctl --db="$nb" --bare --columns=name list logical_switch_port | grep -c '\.default\.' || true)
 desc="no pod ports left in NB ($left)"; check [ "$left" = 0 ]
+say "troubleshooting, as the guide shows it: the operator's log"
+kubectl logs -n kube-system deployment/kube-ovn-operator --tail 15
+
 echo
 echo "DEMO OK"

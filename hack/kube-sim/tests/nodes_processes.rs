@@ -5,6 +5,9 @@
 //! readiness probe takes the pod out of Ready; deletion sends SIGTERM then SIGKILL; and
 //! shutting kube-sim down leaves no process behind.
 
+#[allow(dead_code)]
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +21,8 @@ use serde_json::{json, Value};
 use kube_sim::nodes::node::{netns_with_prefix, processes_mentioning};
 use kube_sim::nodes::{pod_files, pod_netns_path, ContainerRuntime, Simulator, SimulatorConfig};
 use kube_sim::ApiServer;
+
+use common::{alive, pid_in, same_netns};
 
 const WAIT: Duration = Duration::from_secs(90);
 const IMAGE: &str = "sim-workload:v1";
@@ -202,26 +207,6 @@ fn first_container(pod: &Pod) -> Option<&ContainerStatus> {
 
 fn restarts(pod: &Pod) -> i32 {
     first_container(pod).map_or(0, |c| c.restart_count)
-}
-
-fn pid_in(log: &str) -> i32 {
-    log.lines()
-        .find_map(|l| l.strip_prefix("started pid "))
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in the log: {log}"))
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.contains(") Z "))
-        .unwrap_or(false)
-}
-
-fn same_netns(pid: i32, netns: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let of_pid = std::fs::metadata(format!("/proc/{pid}/ns/net")).expect("pid netns");
-    let pod = std::fs::metadata(netns).expect("pod netns");
-    (of_pid.dev(), of_pid.ino()) == (pod.dev(), pod.ino())
 }
 
 #[tokio::test]

@@ -1,31 +1,56 @@
 //! Workloads on simulated nodes, driven and read with the real kubectl: a Deployment, a
 //! DaemonSet and a StatefulSet reach Running and Ready, roll a template change as their
 //! strategy says, and `kubectl rollout status` returns when done; nodes show as kubectl shows
-//! them, and `kubectl label node` / `kubectl taint` move pods and daemons. Pods here are
-//! sandboxes (no image is mapped to a process). Root: real namespaces.
+//! them, and `kubectl label node` / `kubectl taint` move pods and daemons. Most pods here are
+//! sandboxes; the image `sim-workload:v1` is mapped to the `sim-workload` program, whose
+//! workloads run as real processes: Ready through HTTP probes, in the right network
+//! namespaces, answering `kubectl logs` (`-f`) and `kubectl exec`, and gone after a roll.
+//! What one process pod does alone is `nodes_processes.rs`. Root: real namespaces.
 
 #[allow(dead_code)]
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Kubectl;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use common::{alive, pid_in, same_netns, Kubectl};
+use futures::TryStreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::ResourceExt;
 use kube_sim::controllers::WorkloadControllers;
-use kube_sim::nodes::{Simulator, SimulatorConfig};
+use kube_sim::nodes::node::{netns_with_prefix, processes_mentioning};
+use kube_sim::nodes::{pod_netns_path, ContainerRuntime, Simulator, SimulatorConfig};
 use kube_sim::ApiServer;
+use tokio::io::AsyncBufReadExt;
+
+/// The image kube-sim runs as the `sim-workload` program.
+const IMAGE: &str = "sim-workload:v1";
 
 struct Bed {
     server: ApiServer,
     sim: Simulator,
     controllers: WorkloadControllers,
     kubectl: Kubectl,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn bed() -> Bed {
+    bed_with(ContainerRuntime::SandboxOnly).await
+}
+
+/// A bed whose nodes run `sim-workload:v1` as the `sim-workload` program.
+async fn bed_of_processes() -> Bed {
+    let entry = format!("{IMAGE}={}", env!("CARGO_BIN_EXE_sim-workload"));
+    bed_with(ContainerRuntime::from_entries([entry.as_str()]).expect("image map")).await
+}
+
+async fn bed_with(runtime: ContainerRuntime) -> Bed {
     let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("API server");
@@ -39,6 +64,8 @@ async fn bed() -> Bed {
     let mut config = SimulatorConfig::new(2, dir.path().join("nodes"));
     config.backoff.initial = Duration::from_millis(200);
     config.backoff.max = Duration::from_secs(1);
+    config.api_server = Some(server.addr());
+    config.runtime = runtime;
     let sim = Simulator::start(client.clone(), config)
         .await
         .expect("simulator");
@@ -49,15 +76,24 @@ async fn bed() -> Bed {
         sim,
         controllers,
         kubectl,
-        _dir: dir,
+        dir,
     }
 }
 
 impl Bed {
+    /// Shuts everything down and checks no namespace or process of it is left.
     async fn down(self) {
+        let prefix = self.sim.netns_prefix().to_string();
+        let state_dir = self.dir.path().display().to_string();
         self.controllers.shutdown().await;
         self.sim.shutdown().await;
         self.server.shutdown().await;
+        assert!(
+            netns_with_prefix(&prefix).is_empty(),
+            "namespaces left behind"
+        );
+        let left = processes_mentioning(&state_dir);
+        assert!(left.is_empty(), "processes left behind: {left:?}");
     }
 
     async fn apply(&self, manifest: &str) {
@@ -73,11 +109,77 @@ impl Bed {
             .kubectl
             .run(&["rollout", "status", target, "--timeout=120s"])
             .await;
-        assert!(
-            out.ok,
-            "rollout status {target}: {}{}",
-            out.stdout, out.stderr
-        );
+        if !out.ok {
+            let state = self
+                .kubectl
+                .run(&["get", "replicasets", "-o", "yaml"])
+                .await;
+            panic!(
+                "rollout status {target}: {}{}\n{}{}",
+                out.stdout, out.stderr, state.stdout, state.stderr
+            );
+        }
+    }
+
+    fn pod_api(&self) -> Api<Pod> {
+        Api::namespaced(self.server.client().expect("client"), "default")
+    }
+
+    /// The pods with `selector` that are Running, Ready and not being deleted.
+    async fn ready_pods(&self, selector: &str) -> Vec<Pod> {
+        let list = self
+            .pod_api()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list pods");
+        let mut pods: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
+            .collect();
+        pods.sort_by_key(|p| p.name_any());
+        pods
+    }
+
+    /// The process of each Ready pod with `selector` (pod name → pid, from the program's
+    /// `started pid N` line read through `kubectl logs`), once there are `count` of them.
+    async fn processes(&self, selector: &str, count: usize) -> BTreeMap<String, i32> {
+        for _ in 0..240 {
+            let pods = self.ready_pods(selector).await;
+            if pods.len() == count {
+                let mut pids = BTreeMap::new();
+                for pod in &pods {
+                    let log = self.kubectl.must(&["logs", &pod.name_any()]).await;
+                    pids.insert(pod.name_any(), pid_in(&log));
+                }
+                return pids;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{selector}: never {count} Ready pods");
+    }
+
+    /// Waits until none of `pids` is a live process.
+    async fn gone(&self, pids: &BTreeMap<String, i32>) {
+        for _ in 0..240 {
+            if pids.values().all(|pid| !alive(*pid)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("old processes still running: {pids:?}");
+    }
+
+    /// The network namespace `pod`'s processes must be in: its own, or its node's for
+    /// hostNetwork pods.
+    fn netns_of(&self, pod: &Pod) -> PathBuf {
+        let spec = pod.spec.as_ref().expect("spec");
+        if spec.host_network == Some(true) {
+            let node = spec.node_name.as_deref().expect("scheduled");
+            self.sim.node(node).expect("a simulated node").netns_path()
+        } else {
+            pod_netns_path(pod).expect("the pod's netns is recorded")
+        }
     }
 
     /// `name node revision-label` of the pods with `selector`, sorted.
@@ -114,6 +216,27 @@ impl Bed {
         self.kubectl
             .must(&["get", kind, "-l", selector, "-o", "name"])
             .await
+    }
+
+    /// Applies the second template of the OnDelete DaemonSet `agent` and checks that it
+    /// replaces no pod by itself.
+    async fn apply_on_delete_template(&self, manifest: &str) {
+        self.apply(manifest).await;
+        self.until(&["daemonset", "agent"], "{.status.observedGeneration}", "2")
+            .await;
+        let updated = self
+            .field(&["daemonset", "agent"], "{.status.updatedNumberScheduled}")
+            .await;
+        assert_eq!(updated, "0", "OnDelete replaces nothing by itself");
+    }
+
+    /// What `kubectl get <target> -o jsonpath=<path>` prints.
+    async fn field(&self, target: &[&str], path: &str) -> String {
+        let jsonpath = format!("jsonpath={path}");
+        let mut args = vec!["get"];
+        args.extend(target);
+        args.extend(["-o", jsonpath.as_str()]);
+        self.kubectl.must(&args).await
     }
 
     /// Poll until `kubectl get <target> -o jsonpath=<path>` prints `expected`.
@@ -456,20 +579,8 @@ async fn on_delete_waits_and_a_stateful_update_goes_down_from_the_highest_ordina
     bed.apply(&on_delete.replace("IMAGE", "busybox:1")).await;
     bed.until(&["daemonset", "agent"], "{.status.numberReady}", "2")
         .await;
-    bed.apply(&on_delete.replace("IMAGE", "busybox:2")).await;
-    bed.until(&["daemonset", "agent"], "{.status.observedGeneration}", "2")
+    bed.apply_on_delete_template(&on_delete.replace("IMAGE", "busybox:2"))
         .await;
-    let updated = bed
-        .kubectl
-        .must(&[
-            "get",
-            "daemonset",
-            "agent",
-            "-o",
-            "jsonpath={.status.updatedNumberScheduled}",
-        ])
-        .await;
-    assert_eq!(updated, "0", "OnDelete replaces nothing by itself");
     let on_node_1 = bed
         .kubectl
         .must(&[
@@ -603,4 +714,292 @@ async fn a_paused_deployment_waits_for_resume_and_claims_are_refused_by_name() {
     assert!(pods.is_empty(), "{pods}");
 
     bed.down().await;
+}
+
+/// A workload of `kind` running `sim-workload` on `port` with an HTTP readiness probe; its
+/// `VERSION` (which the program prints) tells the template revisions apart.
+fn workload(kind: &str, name: &str, port: u16, version: &str, extra_spec: &str) -> String {
+    let (strategy, replicas) = match kind {
+        "Deployment" => (
+            "  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}\n",
+            "  replicas: 2\n",
+        ),
+        "DaemonSet" => ("  updateStrategy: {type: OnDelete}\n", ""),
+        _ => ("  serviceName: db\n", "  replicas: 2\n"),
+    };
+    format!(
+        "apiVersion: apps/v1
+kind: {kind}
+metadata: {{name: {name}}}
+spec:
+{replicas}{strategy}  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+{extra_spec}      terminationGracePeriodSeconds: 5
+      containers:
+      - name: {name}
+        image: {IMAGE}
+        args: [--serve, \"{port}\", --tick-ms, \"300\", --show-env, VERSION]
+        env: [{{name: VERSION, value: {version}}}]
+        readinessProbe: {{httpGet: {{path: /ready, port: {port}}}, periodSeconds: 1}}
+"
+    )
+}
+
+fn web_of_processes(version: &str) -> String {
+    workload("Deployment", "web", 8080, version, "")
+}
+
+fn agents_of_processes(version: &str) -> String {
+    workload(
+        "DaemonSet",
+        "agent",
+        8081,
+        version,
+        "      hostNetwork: true\n",
+    )
+}
+
+fn db_of_processes(version: &str) -> String {
+    workload("StatefulSet", "db", 8082, version, "")
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Records, from a watch of objects with `selector`, the highest total of `weight` over the
+/// objects at any moment (e.g. the replicas all ReplicaSets of a Deployment ask for), and the
+/// order in which objects were deleted.
+struct Watch {
+    task: tokio::task::JoinHandle<()>,
+    most_at_once: Arc<Mutex<i64>>,
+    deleted: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn start<K>(api: Api<K>, selector: &str, weight: fn(&K) -> i64) -> Watch
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let most_at_once = Arc::new(Mutex::new(0));
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let (most, gone) = (most_at_once.clone(), deleted.clone());
+        let config = watcher::Config::default().labels(selector);
+        let task = tokio::spawn(async move {
+            let mut live = BTreeMap::new();
+            let stream = watcher(api, config);
+            futures::pin_mut!(stream);
+            while let Ok(Some(event)) = stream.try_next().await {
+                match event {
+                    watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                        live.insert(object.name_any(), weight(&object));
+                    }
+                    watcher::Event::Delete(object) => {
+                        live.remove(&object.name_any());
+                        gone.lock().expect("lock").push(object.name_any());
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => {}
+                }
+                let mut most = most.lock().expect("lock");
+                *most = (*most).max(live.values().sum());
+            }
+        });
+        Watch {
+            task,
+            most_at_once,
+            deleted,
+        }
+    }
+
+    fn stop(self) -> (i64, Vec<String>) {
+        self.task.abort();
+        let most = *self.most_at_once.lock().expect("lock");
+        let deleted = self.deleted.lock().expect("lock").clone();
+        (most, deleted)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workloads_of_processes_run_ready_answer_logs_and_exec_and_roll_by_strategy() {
+    let bed = bed_of_processes().await;
+
+    bed.apply(&web_of_processes("v1")).await;
+    bed.apply(&agents_of_processes("v1")).await;
+    bed.apply(&db_of_processes("v1")).await;
+    bed.rollout("deployment/web").await;
+    bed.rollout("statefulset/db").await;
+    bed.until(&["daemonset", "agent"], "{.status.numberReady}", "2")
+        .await;
+
+    // Every pod is Running and Ready (the HTTP readiness probe answers), and its process runs
+    // in its own network namespace, or its node's for the host-network daemons.
+    let web = bed.processes("app=web", 2).await;
+    let agents = bed.processes("app=agent", 2).await;
+    let db = bed.processes("app=db", 2).await;
+    assert_eq!(db.keys().collect::<Vec<_>>(), ["db-0", "db-1"]);
+    let mut nodes = Vec::new();
+    for selector in ["app=web", "app=agent", "app=db"] {
+        for pod in bed.ready_pods(selector).await {
+            let pids = [&web, &agents, &db];
+            let pid = pids
+                .iter()
+                .find_map(|m| m.get(&pod.name_any()))
+                .expect("a process of the pod");
+            assert!(alive(*pid), "{}: process {pid} runs", pod.name_any());
+            let netns = bed.netns_of(&pod);
+            assert!(
+                same_netns(*pid, &netns),
+                "{}: process {pid} is in {}",
+                pod.name_any(),
+                netns.display()
+            );
+            if selector == "app=agent" {
+                nodes.push(pod.spec.and_then(|s| s.node_name).expect("node"));
+            }
+        }
+    }
+    nodes.sort();
+    assert_eq!(nodes, ["node-1", "node-2"], "one daemon per node");
+
+    // Logs of a workload (kubectl picks one of its pods), and of one pod followed.
+    let logs = bed.kubectl.must(&["logs", "deployment/web"]).await;
+    assert!(
+        logs.contains("serving on 8080") && logs.contains("VERSION=v1"),
+        "{logs}"
+    );
+    let first = web.keys().next().expect("a web pod").clone();
+    let seen = bed.kubectl.must(&["logs", &first]).await;
+    let last_tick = ticks(&seen).last().copied().unwrap_or(0);
+    let followed = follow_until_tick(&bed, &first, last_tick + 2).await;
+    assert!(
+        followed.contains("started pid"),
+        "-f starts at the beginning: {followed}"
+    );
+
+    // exec runs in the pod's network namespace: it shows the pod's address on eth0.
+    for name in [first.as_str(), "db-1"] {
+        let pod = bed.pod_api().get(name).await.expect("pod");
+        let ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
+        let addrs = bed
+            .kubectl
+            .must(&["exec", name, "--", "ip", "addr", "show"])
+            .await;
+        assert!(
+            addrs.contains("eth0") && addrs.contains(&format!("inet {ip}/")),
+            "{name} ({ip}): {addrs}"
+        );
+    }
+
+    // RollingUpdate with maxSurge 1, maxUnavailable 0: one new pod at a time, the ReplicaSets
+    // never asking for more than replicas + 1 pods, and rollout status returns once all run the new template.
+    let replica_sets: Api<ReplicaSet> =
+        Api::namespaced(bed.server.client().expect("client"), "default");
+    let watch = Watch::start(replica_sets, "app=web", |rs| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .map_or(0, i64::from)
+    });
+    bed.apply(&web_of_processes("v2")).await;
+    bed.rollout("deployment/web").await;
+    let new_web = bed.processes("app=web", 2).await;
+    let (most, _) = watch.stop();
+    assert!(
+        most <= 3,
+        "at most one surge pod at a time: the ReplicaSets asked for {most} pods at once"
+    );
+    assert!(new_web.keys().all(|n| !web.contains_key(n)), "{new_web:?}");
+    let logs = bed.kubectl.must(&["logs", "deployment/web"]).await;
+    assert!(logs.contains("VERSION=v2"), "{logs}");
+    bed.gone(&web).await;
+
+    // OnDelete: the new template waits for a delete; the old daemons keep running until then.
+    bed.apply_on_delete_template(&agents_of_processes("v2"))
+        .await;
+    assert!(agents.values().all(|pid| alive(*pid)), "{agents:?}");
+    for (name, pid) in &agents {
+        bed.kubectl.must(&["delete", "pod", name]).await;
+        bed.gone(&BTreeMap::from([(name.clone(), *pid)])).await;
+    }
+    bed.until(
+        &["daemonset", "agent"],
+        "{.status.updatedNumberScheduled} {.status.numberReady}",
+        "2 2",
+    )
+    .await;
+    let new_agents = bed.processes("app=agent", 2).await;
+    assert!(new_agents.keys().all(|n| !agents.contains_key(n)));
+    for name in new_agents.keys() {
+        let log = bed.kubectl.must(&["logs", name]).await;
+        assert!(log.contains("VERSION=v2"), "{name}: {log}");
+    }
+
+    // A StatefulSet rolls from the highest ordinal down; the names stay, the processes change.
+    let watch = Watch::start(bed.pod_api(), "app=db", |_| 1);
+    bed.apply(&db_of_processes("v2")).await;
+    bed.rollout("statefulset/db").await;
+    bed.until(&["statefulset", "db"], "{.status.updatedReplicas}", "2")
+        .await;
+    let new_db = bed.processes("app=db", 2).await;
+    let (_, deleted) = watch.stop();
+    assert_eq!(deleted, ["db-1", "db-0"], "reverse ordinal order");
+    bed.gone(&db).await;
+    for (name, pid) in &new_db {
+        assert!(
+            !db.values().any(|old| old == pid),
+            "{name} has a new process"
+        );
+        let log = bed.kubectl.must(&["logs", name]).await;
+        assert!(log.contains("VERSION=v2"), "{name}: {log}");
+    }
+
+    bed.down().await;
+}
+
+/// The `tick N` numbers of a log.
+fn ticks(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+        .collect()
+}
+
+/// Follows `pod`'s log with `kubectl logs -f` until it shows tick `until` (written after the
+/// follow started); returns what it printed.
+async fn follow_until_tick(bed: &Bed, pod: &str, until: u64) -> String {
+    let kubeconfig = bed.dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["logs", "-f", pod])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read kubectl") {
+            printed.push_str(&line);
+            printed.push('\n');
+            if ticks(&line).first().is_some_and(|n| *n >= until) {
+                return true;
+            }
+        }
+        false
+    };
+    let reached = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .unwrap_or(false);
+    let _ = child.kill().await;
+    assert!(
+        reached,
+        "kubectl logs -f {pod} never showed tick {until}: {printed}"
+    );
+    printed
 }

@@ -1,5 +1,6 @@
-//! What the kubectl-driven tests share: running the real `kubectl` against a kube-sim server
-//! with its own kubeconfig and cache, and reading what it prints.
+//! What the kubectl-driven and process tests share: running the real `kubectl` against a
+//! kube-sim server with its own kubeconfig and cache, and reading what it prints; finding and
+//! checking the processes of `sim-workload` containers.
 
 use std::path::{Path, PathBuf};
 
@@ -74,4 +75,27 @@ impl Kubectl {
         full.extend(["-o", "yaml"]);
         serde_yaml::from_str(&self.must(&full).await).expect("kubectl prints YAML")
     }
+}
+
+/// The pid a `sim-workload` process printed first (`started pid N`) in its log.
+pub fn pid_in(log: &str) -> i32 {
+    log.lines()
+        .find_map(|l| l.strip_prefix("started pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the log: {log}"))
+}
+
+/// Whether `pid` is a running process (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// Whether `pid` runs in the network namespace `netns` (a bind-mounted namespace file).
+pub fn same_netns(pid: i32, netns: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let of_pid = std::fs::metadata(format!("/proc/{pid}/ns/net")).expect("pid netns");
+    let expected = std::fs::metadata(netns).expect("netns");
+    (of_pid.dev(), of_pid.ino()) == (expected.dev(), expected.ino())
 }
