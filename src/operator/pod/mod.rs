@@ -304,7 +304,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
     let mut existing_keys = port_keys(ctx, key);
     existing_keys.extend(annotated_keys(pod));
     let observed = ObservedPod {
-        annotations: annotations.clone(),
+        annotations: std::borrow::Cow::Borrowed(annotations),
         node_name: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
         sticky,
         existing_keys,

@@ -5,6 +5,7 @@
 //! nothing is read from a client: `mod.rs` gathers the observations and applies the result, so
 //! re-planning an attached pod yields no writes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -38,7 +39,8 @@ pub struct ObservedPort {
 /// What is observed of one pod, gathered from reflector stores and the NB cache.
 #[derive(Debug, Default)]
 pub struct ObservedPod<'a> {
-    pub annotations: BTreeMap<String, String>,
+    /// Borrowed from the pod store (no copy per reconcile).
+    pub annotations: Cow<'a, BTreeMap<String, String>>,
     pub node_name: Option<&'a str>,
     /// Owned by a StatefulSet: its addresses outlive the pod.
     pub sticky: bool,
@@ -246,8 +248,8 @@ mod tests {
         }
         for (k, v) in &writes.annotations {
             match v {
-                Some(v) => now.annotations.insert(k.clone(), v.clone()),
-                None => now.annotations.remove(k),
+                Some(v) => now.annotations.to_mut().insert(k.clone(), v.clone()),
+                None => now.annotations.to_mut().remove(k),
             };
         }
         for ip in &writes.ips {
