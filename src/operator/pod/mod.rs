@@ -339,7 +339,8 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .collect(),
     };
     let writes = plan_pod_writes(key, &plans, &allocations, &observed);
-    let wrote = apply(ctx, key, &writes).await?;
+    let stale = writes.stale.len();
+    let wrote = apply(ctx, key, writes).await?;
 
     let had_waited = ctx
         .waiting
@@ -364,7 +365,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .fetch_add(newly_wired as u64, Ordering::Relaxed);
         info!(pod = %key, attachments = plans.len(), ips = ?allocations.iter().map(Allocation::ip_annotation).collect::<Vec<_>>(), "pod attached");
     } else if wrote {
-        debug!(pod = %key, stale = writes.stale.len(), "pod attachments repaired");
+        debug!(pod = %key, stale, "pod attachments repaired");
     }
     Ok(None)
 }
@@ -436,9 +437,13 @@ async fn allocate(
 /// Applies a pod's writes in order: ports (one NB transaction, possibly shared), the
 /// annotation patch, the IP CRs, then what the pod no longer asks for. Returns whether
 /// anything was written.
-async fn apply(ctx: &Context, key: &PodKey, writes: &PodWrites) -> Result<bool, PodError> {
+async fn apply(ctx: &Context, key: &PodKey, mut writes: PodWrites) -> Result<bool, PodError> {
+    let wrote = !writes.ports.is_empty()
+        || !writes.annotations.is_empty()
+        || !writes.ips.is_empty()
+        || !writes.stale.is_empty();
     ctx.ports
-        .apply(writes.ports.clone())
+        .apply(std::mem::take(&mut writes.ports))
         .await
         .map_err(|message| PodError::Nb {
             pod: key.to_string(),
@@ -477,10 +482,7 @@ async fn apply(ctx: &Context, key: &PodKey, writes: &PodWrites) -> Result<bool, 
         delete_ip(ctx, &key.port_name(k)).await?;
         release(ctx, key, k).await?;
     }
-    Ok(!writes.ports.is_empty()
-        || !writes.annotations.is_empty()
-        || !writes.ips.is_empty()
-        || !writes.stale.is_empty())
+    Ok(wrote)
 }
 
 pub(crate) async fn delete_ip(ctx: &Context, name: &str) -> Result<(), PodError> {
