@@ -18,7 +18,6 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::Client;
 use serde_json::{json, Value};
 
-use kube_sim::nodes::node::{netns_with_prefix, processes_mentioning};
 use kube_sim::nodes::{pod_files, pod_netns_path, ContainerRuntime, Simulator, SimulatorConfig};
 use kube_sim::ApiServer;
 
@@ -72,12 +71,7 @@ impl Bed {
         let state_dir = self.dir.path().display().to_string();
         self.sim.shutdown().await;
         self.server.shutdown().await;
-        assert!(
-            netns_with_prefix(&prefix).is_empty(),
-            "namespaces left behind"
-        );
-        let left = processes_mentioning(&state_dir);
-        assert!(left.is_empty(), "processes left behind: {left:?}");
+        common::assert_nothing_left(&prefix, &state_dir);
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -449,10 +443,12 @@ async fn a_crashing_container_restarts_with_backoff() {
 async fn a_failing_liveness_probe_restarts_the_container() {
     let bed = bed().await;
     // Nothing listens on 9999: the liveness probe fails, the container is killed and restarted.
+    // The initial delay lets the program install its SIGTERM handler before the first probe.
     bed.create(json!({"metadata": {"name": "dead", "namespace": "default"},
         "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app", "image": IMAGE,
             "args": ["--serve", "8080"],
-            "livenessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
+            "livenessProbe": {"tcpSocket": {"port": 9999}, "initialDelaySeconds": 2,
+                "periodSeconds": 1, "failureThreshold": 1}}]}}))
         .await;
     let pod = bed.until("dead", "restarted", |p| restarts(p) >= 1).await;
     let unhealthy = bed.event("dead", "Unhealthy").await;

@@ -24,7 +24,6 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use kube_sim::controllers::WorkloadControllers;
-use kube_sim::nodes::node::{netns_with_prefix, processes_mentioning};
 use kube_sim::nodes::{pod_netns_path, ContainerRuntime, Simulator, SimulatorConfig};
 use kube_sim::ApiServer;
 use tokio::io::AsyncBufReadExt;
@@ -88,12 +87,7 @@ impl Bed {
         self.controllers.shutdown().await;
         self.sim.shutdown().await;
         self.server.shutdown().await;
-        assert!(
-            netns_with_prefix(&prefix).is_empty(),
-            "namespaces left behind"
-        );
-        let left = processes_mentioning(&state_dir);
-        assert!(left.is_empty(), "processes left behind: {left:?}");
+        common::assert_nothing_left(&prefix, &state_dir);
     }
 
     async fn apply(&self, manifest: &str) {

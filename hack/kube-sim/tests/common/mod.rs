@@ -99,3 +99,14 @@ pub fn same_netns(pid: i32, netns: &Path) -> bool {
     let expected = std::fs::metadata(netns).expect("netns");
     (of_pid.dev(), of_pid.ino()) == (expected.dev(), expected.ino())
 }
+
+/// Asserts that no network namespace of a simulator (`netns_prefix`) and no process mentioning
+/// its state directory outlived its shutdown.
+pub fn assert_nothing_left(netns_prefix: &str, state_dir: &str) {
+    assert!(
+        kube_sim::nodes::node::netns_with_prefix(netns_prefix).is_empty(),
+        "namespaces left behind"
+    );
+    let left = kube_sim::nodes::node::processes_mentioning(state_dir);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
