@@ -318,9 +318,14 @@ fn pods_ping_over_net1_on_one_node_and_across_nodes_and_eth0_still_works() {
 }
 
 /// A one-shot iperf3 server in `pod`, daemonized.
-fn iperf_server(pod: &PodNetns) {
+/// A one-off iperf3 server on `port`: each measurement gets its own port, so it never meets
+/// the previous one-off server while that one is still closing.
+fn iperf_server(pod: &PodNetns, port: u16) {
+    let port = port.to_string();
     let server = std::process::Command::new("ip")
-        .args(["netns", "exec", &pod.name, "iperf3", "-s", "-1", "-D"])
+        .args([
+            "netns", "exec", &pod.name, "iperf3", "-s", "-1", "-D", "-p", &port,
+        ])
         .status()
         .expect("iperf3 server");
     assert!(server.success());
@@ -328,10 +333,12 @@ fn iperf_server(pod: &PodNetns) {
 }
 
 /// iperf3 from `client` to `server_ip` for `secs` seconds; the receiver's Mbit/s.
-fn iperf_mbps(bed: &Bed, client: &PodNetns, server_ip: &str) -> f64 {
-    let out = bed
-        .sandbox
-        .exec_in(&client.name, &["iperf3", "-c", server_ip, "-t", "3", "-J"]);
+fn iperf_mbps(bed: &Bed, client: &PodNetns, server_ip: &str, port: u16) -> f64 {
+    let port = port.to_string();
+    let out = bed.sandbox.exec_in(
+        &client.name,
+        &["iperf3", "-c", server_ip, "-p", &port, "-t", "3", "-J"],
+    );
     assert!(
         out.status.success(),
         "iperf3: {}",
@@ -359,8 +366,8 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
     let b = bed.pod(1, "qb", "10.66.0.32", "0a:58:0a:42:00:32", &[]);
     bed.add(1, &a, "1.0.0").assert_ok("ADD qa");
     bed.add(1, &b, "1.0.0").assert_ok("ADD qb");
-    iperf_server(&b);
-    let capped = iperf_mbps(&bed, &a, "10.66.0.32");
+    iperf_server(&b, 5301);
+    let capped = iperf_mbps(&bed, &a, "10.66.0.32", 5301);
     eprintln!("egress_rate=10: {capped:.1} Mbit/s");
     assert!(
         capped <= 11.0,
@@ -392,8 +399,8 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
         assert!(std::time::Instant::now() < deadline, "limit not lifted");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    iperf_server(&b);
-    let free = iperf_mbps(&bed, &a, "10.66.0.32");
+    iperf_server(&b, 5302);
+    let free = iperf_mbps(&bed, &a, "10.66.0.32", 5302);
     eprintln!("no egress_rate: {free:.1} Mbit/s");
     assert!(
         free > 20.0,
@@ -410,8 +417,8 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(bed.qos_rows(1), 1);
-    iperf_server(&b);
-    let shaped = iperf_mbps(&bed, &a, "10.66.0.32");
+    iperf_server(&b, 5303);
+    let shaped = iperf_mbps(&bed, &a, "10.66.0.32", 5303);
     eprintln!("ingress_rate=10 on the receiver: {shaped:.1} Mbit/s");
     assert!(
         shaped <= 11.0,
