@@ -33,6 +33,9 @@ enum Role {
     NatGw(natgw::NatGwArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Print the operator's manifests (CRDs, RBAC, Deployment, Service, a sample KubeOvn)
+    /// for a cluster without OLM: `kube-ovn render | kubectl apply -f -`.
+    Render(operator::install::plain::RenderArgs),
     /// Print the version.
     Version,
 }
@@ -71,6 +74,10 @@ fn run(role: Role) -> anyhow::Result<()> {
         Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
         Role::Crd => {
             print!("{}", kube_ovn::api::crds_yaml()?);
+            Ok(())
+        }
+        Role::Render(args) => {
+            print!("{}", operator::install::plain::render_plain(&args)?);
             Ok(())
         }
         Role::Version => {

@@ -31,11 +31,17 @@ pub const KUBE_OVN_SINGLETON: &str = "kube-ovn";
     derive = "PartialEq",
     doc = "The kube-ovn installation (a singleton named kube-ovn): secondary OVN networks next to the cluster's primary CNI.",
     printcolumn(
-        name = "NonPrimaryCNI",
-        type_ = "boolean",
-        json_path = ".spec.nonPrimaryCNI"
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
     ),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Available\")].reason"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -48,7 +54,13 @@ pub struct KubeOvnSpec {
     /// supported: the operator reports it as a condition and installs nothing.
     #[serde(rename = "nonPrimaryCNI", default = "default_true")]
     pub non_primary_cni: bool,
-    /// Image of the node and NAT gateway roles; defaults to the operator's own.
+    /// Namespace of the workloads the operator runs (`ovn-central`, `ovs-ovn`,
+    /// `kube-ovn-cni`); created if absent, never deleted.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Image of every role (central, chassis, node, NAT gateway), e.g.
+    /// `registry.example.com/kube-ovn:v0.2.0`; defaults to the operator's own
+    /// (`RELATED_IMAGE_KUBE_OVN`, else the operator pod's image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +71,15 @@ pub struct KubeOvnSpec {
     /// Whether the node role runs its own OVS/ovn-controller or uses the host's.
     #[serde(default)]
     pub node_ovs: NodeOvsMode,
+    /// The bridges' datapath: `System` (the kernel module, production) or `Netdev`
+    /// (userspace, for hosts without the module; needs `tunnelInterface`).
+    #[serde(default)]
+    pub datapath: DatapathType,
+    /// `Netdev` only: the NIC that carries Geneve tunnels, taken over by OVS on every
+    /// node. Each node's tunnel address is its annotation `kube-ovn.io/tunnel-address`
+    /// (e.g. `172.31.1.10/24`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_interface: Option<String>,
     /// Nodes that get the node role (and thus secondary interfaces).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -79,10 +100,13 @@ impl Default for KubeOvnSpec {
     fn default() -> Self {
         Self {
             non_primary_cni: true,
+            namespace: default_namespace(),
             image: None,
             image_pull_policy: None,
             ovn_central: OvnCentral::default(),
             node_ovs: NodeOvsMode::default(),
+            datapath: DatapathType::default(),
+            tunnel_interface: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             mtu: None,
@@ -100,18 +124,50 @@ fn default_cni_bin_dir() -> String {
     "/opt/cni/bin".into()
 }
 
+fn default_namespace() -> String {
+    "kube-system".into()
+}
+
+fn default_central_replicas() -> u32 {
+    1
+}
+
+/// The datapath of the node's bridges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DatapathType {
+    /// The Open vSwitch kernel module.
+    #[default]
+    System,
+    /// The userspace datapath (no kernel module; slower).
+    Netdev,
+}
+
 /// Where OVN central (NB, SB, northd) runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OvnCentral {
     #[serde(default)]
     pub mode: OvnCentralMode,
+    /// `Embedded` only: 1, or 3 for NB and SB as raft clusters (one member per node).
+    #[serde(default = "default_central_replicas")]
+    pub replicas: u32,
     /// `tcp:host:6641`, `ssl:…` or `unix:…`; required when `mode` is `External`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nb_address: Option<String>,
     /// Required when `mode` is `External`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sb_address: Option<String>,
+}
+
+impl Default for OvnCentral {
+    fn default() -> Self {
+        Self {
+            mode: OvnCentralMode::default(),
+            replicas: default_central_replicas(),
+            nb_address: None,
+            sb_address: None,
+        }
+    }
 }
 
 /// Who runs OVN central.
@@ -140,17 +196,48 @@ pub enum NodeOvsMode {
 // Status fields written by newer controllers survive an older CRD.
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct KubeOvnStatus {
+    /// `Available`, `Progressing`, `Degraded` (and `Validated`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The version every role runs (set once all of them do).
+    /// The version every component runs (set once all of them do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    #[serde(default)]
-    pub nodes_desired: u32,
-    #[serde(default)]
-    pub nodes_ready: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// One entry per workload the operator runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+    /// Where OVN central runs and how to reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central: Option<CentralStatus>,
+}
+
+/// The rollout of one workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// `ovn-central`, `ovs-ovn`, `kube-ovn-cni`.
+    pub name: String,
+    /// Pods wanted.
+    pub desired: u32,
+    /// Pods ready.
+    pub ready: u32,
+    /// The version all its pods run, once they all run the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// OVN central as the nodes and the operator reach it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CentralStatus {
+    /// The nodes that run a member (embedded mode), kept stable once chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// NB endpoints, comma-separated (`tcp:10.0.0.1:6641,…`).
+    pub nb_address: String,
+    /// SB endpoints, comma-separated.
+    pub sb_address: String,
 }
 
 #[cfg(test)]
@@ -172,6 +259,9 @@ spec: {}
         assert_eq!(kube_ovn.spec.ovn_central.mode, OvnCentralMode::Embedded);
         assert_eq!(kube_ovn.spec.node_ovs, NodeOvsMode::Embedded);
         assert_eq!(kube_ovn.spec.cni_bin_dir, "/opt/cni/bin");
+        assert_eq!(kube_ovn.spec.namespace, "kube-system");
+        assert_eq!(kube_ovn.spec.ovn_central.replicas, 1);
+        assert_eq!(kube_ovn.spec.datapath, DatapathType::System);
         assert_eq!(kube_ovn.spec, KubeOvnSpec::default());
     }
 

@@ -20,6 +20,7 @@ use tracing::warn;
 
 use super::context::Context;
 use super::pod::MANAGER;
+use super::status::Metrics;
 
 /// What to do after a failed reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,26 @@ pub enum Retry {
 pub trait ControllerError: std::error::Error + Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     fn retry(&self) -> Retry;
+}
+
+/// What the shell needs of a controller's context: the API client, the per-object failure
+/// counts and the metrics the failures are counted in.
+pub trait ShellContext {
+    fn client(&self) -> &kube::Client;
+    fn failures(&self) -> &Failures;
+    fn metrics(&self) -> &Metrics;
+}
+
+impl ShellContext for Context {
+    fn client(&self) -> &kube::Client {
+        &self.client
+    }
+    fn failures(&self) -> &Failures {
+        &self.failures
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 /// The error a controller built on this shell returns to kube-runtime.
@@ -83,7 +104,7 @@ impl Failures {
 /// it is being deleted (then the finalizer goes).
 pub async fn reconcile<K, E, A, AF, C, CF>(
     controller: &'static str,
-    ctx: &Arc<Context>,
+    ctx: &impl ShellContext,
     finalizer: &str,
     obj: Arc<K>,
     apply: A,
@@ -98,7 +119,7 @@ where
     C: FnOnce(Arc<K>) -> CF,
     CF: std::future::Future<Output = Result<Action, E>>,
 {
-    let api: Api<K> = Api::all(ctx.client.clone());
+    let api: Api<K> = Api::all(ctx.client().clone());
     let name = obj.name_any();
     let result = with_finalizer(&api, finalizer, obj, |event| async move {
         match event {
@@ -108,7 +129,7 @@ where
     })
     .await;
     if result.is_ok() {
-        ctx.failures.clear(controller, &name);
+        ctx.failures().clear(controller, &name);
     }
     result
 }
@@ -170,18 +191,18 @@ pub fn error_policy<K, E>(
     controller: &'static str,
     obj: &K,
     error: &Failure<E>,
-    ctx: &Context,
+    ctx: &impl ShellContext,
 ) -> Action
 where
     K: Resource,
     E: ControllerError,
 {
     let (kind, retry) = classify(error);
-    ctx.metrics.count_reconcile_error(controller, kind);
+    ctx.metrics().count_reconcile_error(controller, kind);
     let name = obj.meta().name.clone().unwrap_or_default();
     match retry {
         Retry::Backoff => {
-            let delay = backoff(ctx.failures.record(controller, name.clone()));
+            let delay = backoff(ctx.failures().record(controller, name.clone()));
             warn!(controller, object = %name, error = %error, kind, retry_in = ?delay, "reconcile failed; retrying");
             Action::requeue(delay)
         }

@@ -5,6 +5,8 @@
 //! - `attachment`: pure planning of a pod's attachments.
 //! - `pod`: the pod controller (IPAM → NB → annotations → IP CR, and release).
 //! - `ports`: NB port changes of many pods batched into few transactions.
+//! - `install`: the KubeOvn controller (the install switch: renders and runs central, the
+//!   chassis and the node role, and says where NB is).
 //! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status).
 //! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
@@ -16,6 +18,7 @@ pub mod context;
 pub mod controller;
 pub mod events;
 pub mod gc;
+pub mod install;
 pub mod nad;
 pub mod pod;
 pub mod ports;
@@ -54,7 +57,8 @@ pub struct OperatorArgs {
     /// not supported: `false` makes the operator exit with an error.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub non_primary_cni_mode: bool,
-    /// The OVN Northbound database (`unix:/path/ovnnb_db.sock` or `tcp:host:6641`).
+    /// The OVN Northbound database (`unix:/path/ovnnb_db.sock` or `tcp:host:6641`, a
+    /// comma-separated list for a cluster). Default: the central the `KubeOvn` object installs.
     #[arg(long, env = "OVN_NB")]
     pub ovn_nb: Option<String>,
     /// Directory of the IPAM store (sled).
@@ -72,7 +76,11 @@ pub struct OperatorArgs {
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
-const REQUIRED_CRDS: [(&str, &str); 4] = [
+const REQUIRED_CRDS: [(&str, &str); 5] = [
+    (
+        "kubeovns.operator.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
     ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
@@ -141,18 +149,60 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let nb_endpoint = args.ovn_nb.clone().context(
-        "--ovn-nb is required (the OVN Northbound database, e.g. unix:/run/ovn/ovnnb_db.sock); \
-         embedding OVN central is not supported yet",
-    )?;
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
+    let metrics = Arc::new(status::Metrics::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = args.status_addr {
+        let m = metrics.clone();
+        tasks.spawn(async move {
+            if let Err(e) = status::serve(addr, m).await {
+                warn!("{e:#}");
+            }
+        });
+    }
+
+    // The install switch runs first: with no --ovn-nb, NB is the central it installs.
+    let (central_tx, mut central_rx) = tokio::sync::watch::channel(None);
+    let install_ctx = Arc::new(install::InstallContext {
+        operator: install::discover_operator(&client).await,
+        client: client.clone(),
+        metrics: metrics.clone(),
+        failures: Default::default(),
+        central: central_tx,
+    });
+    info!(version = %install_ctx.operator.version, image = ?install_ctx.operator.image, "KubeOvn controller starting");
+    tasks.spawn(install::run(install_ctx));
+    let nb_endpoint = match args.ovn_nb.clone() {
+        Some(endpoint) => endpoint,
+        None => {
+            // Waiting for an install is a normal state of a healthy operator (OLM waits for
+            // it to be ready before the user creates the KubeOvn object).
+            metrics
+                .ready
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            info!(
+                "waiting for OVN central: create the KubeOvn object kube-ovn (kubectl get kubeovn)"
+            );
+            let endpoint = tokio::select! {
+                got = central_rx.wait_for(Option::is_some) => got
+                    .context("the KubeOvn controller stopped")?
+                    .as_ref()
+                    .map(|c| c.nb_address.clone())
+                    .unwrap_or_default(),
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            metrics
+                .ready
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            endpoint
+        }
+    };
     // Listing every pod is the longest part of a restart: start it now.
     let (pods, pod_writer) = reflector::store();
     let (pod_notes, pod_feed) = tokio::sync::mpsc::unbounded_channel();
-    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pod::watch_pods(client.clone(), pod_writer, pod_notes));
 
     // IPAM's reload and NB's initial monitor are independent: overlap them.
@@ -175,7 +225,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         "IPAM store opened"
     );
     let ports = ports::PortBatcher::start(nb.clone());
-    let metrics = Arc::new(status::Metrics::default());
     *metrics.ports.lock().expect("metrics lock poisoned") = Some(ports.stats.clone());
 
     let (subnets, subnet_writer) = reflector::store();
@@ -206,14 +255,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         changes: Default::default(),
     });
 
-    if let Some(addr) = args.status_addr {
-        let m = metrics.clone();
-        tasks.spawn(async move {
-            if let Err(e) = status::serve(addr, m).await {
-                warn!("{e:#}");
-            }
-        });
-    }
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
@@ -257,10 +298,32 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tasks.spawn(vpc::run(ctx.clone()));
     info!("operator running (secondary-network mode)");
 
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
-        _ = tasks.join_next() => warn!("a controller task ended; stopping"),
-    }
+    let explicit_nb = args.ovn_nb.is_some();
+    let moved = async move {
+        // A central that moved (another member set) needs a fresh start of the controllers.
+        loop {
+            if central_rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = central_rx.borrow().as_ref().map(|c| c.nb_address.clone());
+            if !explicit_nb && now.as_deref() != Some(nb_endpoint.as_str()) {
+                return now;
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            info!("interrupted; stopping");
+            Ok(())
+        }
+        _ = tasks.join_next() => {
+            warn!("a controller task ended; stopping");
+            Ok(())
+        }
+        now = moved => Err(anyhow::anyhow!(
+            "OVN central moved (NB now {now:?}); exiting so the restart connects to it"
+        )),
+    };
     tasks.abort_all();
-    Ok(())
+    result
 }

@@ -200,7 +200,7 @@ const CONTROLLER: &str = "subnet";
 async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Failure<Error>> {
     controller::reconcile(
         CONTROLLER,
-        &ctx,
+        &*ctx,
         FINALIZER,
         subnet,
         |s| apply(s, &ctx),
@@ -426,7 +426,7 @@ pub async fn refresh_usage(ctx: Arc<Context>) {
 }
 
 fn error_policy(subnet: Arc<Subnet>, error: &Failure<Error>, ctx: Arc<Context>) -> Action {
-    controller::error_policy(CONTROLLER, &*subnet, error, &ctx)
+    controller::error_policy(CONTROLLER, &*subnet, error, &*ctx)
 }
 
 /// Runs the Subnet controller until the process stops.

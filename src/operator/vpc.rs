@@ -79,7 +79,7 @@ pub fn desired_status(vpc: &Vpc, subnets: Vec<String>, now: Time) -> VpcStatus {
 async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Failure<Error>> {
     controller::reconcile(
         CONTROLLER,
-        &ctx,
+        &*ctx,
         FINALIZER,
         vpc,
         |v| apply(v, &ctx),
@@ -136,7 +136,7 @@ async fn cleanup(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
 }
 
 fn error_policy(vpc: Arc<Vpc>, error: &Failure<Error>, ctx: Arc<Context>) -> Action {
-    controller::error_policy(CONTROLLER, &*vpc, error, &ctx)
+    controller::error_policy(CONTROLLER, &*vpc, error, &*ctx)
 }
 
 /// Runs the Vpc controller until the process stops.

@@ -498,8 +498,15 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
         json!({ "name": "Name", "type": "string", "format": "name", "description": "Name of the object" }),
     ];
     for column in &rt.printer_columns {
+        // Dates are shown as ages, the way the API server renders them.
+        let kind = if column.kind == "date" {
+            "string"
+        } else {
+            column.kind.as_str()
+        };
         columns.push(
-            json!({ "name": column.name, "type": column.kind, "format": "", "description": "" }),
+            json!({ "name": column.name, "type": kind, "format": "", "description": "",
+                             "priority": column.priority }),
         );
     }
     if with_age {
@@ -510,9 +517,10 @@ fn render(rt: &ResourceType, headers: &HeaderMap, value: Value, is_list: bool) -
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             for column in &rt.printer_columns {
-                cells.push(match column.derive {
-                    Some(derive) => derive(o),
-                    None => o.pointer(&column.pointer).cloned().unwrap_or(Value::Null),
+                let cell = column.cell(o);
+                cells.push(match (column.kind.as_str(), cell.as_str()) {
+                    ("date", Some(time)) => json!(age(Some(time))),
+                    _ => cell,
                 });
             }
             if with_age {

@@ -56,6 +56,72 @@ pub struct PrinterColumn {
     pub pointer: String,
     /// A cell computed from the whole object (see `printers.rs`), instead of the pointer.
     pub derive: Option<fn(&Value) -> Value>,
+    /// A CRD column's JSONPath with list filters (`.status.conditions[?(@.type=="Ready")].status`),
+    /// instead of the pointer.
+    pub steps: Option<Vec<PathStep>>,
+    /// 0 shows always; more only with `-o wide` (as the API server marks them).
+    pub priority: i64,
+}
+
+/// One step of the JSONPath subset CRD printer columns use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathStep {
+    Field(String),
+    /// `[?(@.key=="value")]`: the first list element whose `key` equals `value`.
+    Filter {
+        key: String,
+        value: String,
+    },
+}
+
+/// Parses `.a.b[?(@.k=="v")].c`; `None` for anything beyond fields and equality filters.
+pub fn parse_json_path(path: &str) -> Option<Vec<PathStep>> {
+    let mut steps = Vec::new();
+    let mut rest = path.strip_prefix('.')?;
+    let field_ok = |f: &str| {
+        !f.is_empty()
+            && f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    };
+    while !rest.is_empty() {
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        let field = &rest[..end];
+        if !field_ok(field) {
+            return None;
+        }
+        steps.push(PathStep::Field(field.to_string()));
+        rest = &rest[end..];
+        if let Some(filter) = rest.strip_prefix("[?(@.") {
+            let close = filter.find(")]")?;
+            let (key, value) = filter[..close].split_once("==")?;
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            if !field_ok(key.trim()) {
+                return None;
+            }
+            steps.push(PathStep::Filter {
+                key: key.trim().to_string(),
+                value: value.to_string(),
+            });
+            rest = &filter[close + 2..];
+        }
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    Some(steps)
+}
+
+/// Follows `steps` in `object`.
+pub fn eval_json_path<'v>(object: &'v Value, steps: &[PathStep]) -> Option<&'v Value> {
+    let mut at = object;
+    for step in steps {
+        at = match step {
+            PathStep::Field(f) => at.get(f)?,
+            PathStep::Filter { key, value } => at
+                .as_array()?
+                .iter()
+                .find(|e| e.get(key).and_then(Value::as_str) == Some(value.as_str()))?,
+        };
+    }
+    Some(at)
 }
 
 impl PrinterColumn {
@@ -65,6 +131,8 @@ impl PrinterColumn {
             kind: "string".to_string(),
             pointer: pointer.to_string(),
             derive: None,
+            steps: None,
+            priority: 0,
         }
     }
 
@@ -75,17 +143,12 @@ impl PrinterColumn {
         }
     }
 
-    /// From a CRD's `additionalPrinterColumns` entry; `None` for JSONPath beyond plain fields.
+    /// From a CRD's `additionalPrinterColumns` entry; `None` for JSONPath beyond fields and
+    /// equality filters.
     fn from_crd(column: &Value) -> Option<Self> {
         let path = column.get("jsonPath")?.as_str()?;
-        let simple = path.starts_with('.')
-            && path[1..].split('.').all(|seg| {
-                !seg.is_empty()
-                    && seg
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
-            });
-        simple.then(|| Self {
+        let steps = parse_json_path(path)?;
+        Some(Self {
             name: column
                 .get("name")
                 .and_then(Value::as_str)
@@ -96,9 +159,27 @@ impl PrinterColumn {
                 .and_then(Value::as_str)
                 .unwrap_or("string")
                 .to_string(),
-            pointer: path.replace('.', "/"),
+            pointer: String::new(),
             derive: None,
+            steps: Some(steps),
+            priority: column.get("priority").and_then(Value::as_i64).unwrap_or(0),
         })
+    }
+
+    /// The cell of this column for `object`.
+    pub fn cell(&self, object: &Value) -> Value {
+        if let Some(derive) = self.derive {
+            return derive(object);
+        }
+        match &self.steps {
+            Some(steps) => eval_json_path(object, steps)
+                .cloned()
+                .unwrap_or(Value::Null),
+            None => object
+                .pointer(&self.pointer)
+                .cloned()
+                .unwrap_or(Value::Null),
+        }
     }
 }
 
@@ -601,4 +682,27 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, FieldError> {
         custom: true,
         printer_columns,
     })
+}
+
+#[cfg(test)]
+mod printer_column_tests {
+    use super::*;
+
+    #[test]
+    fn printer_column_paths_follow_fields_and_filters() {
+        let obj = serde_json::json!({"status": {"version": "1", "conditions": [
+            {"type": "Progressing", "status": "False"},
+            {"type": "Available", "status": "True"}]}});
+        let steps = parse_json_path(".status.conditions[?(@.type==\"Available\")].status").unwrap();
+        assert_eq!(
+            eval_json_path(&obj, &steps),
+            Some(&serde_json::json!("True"))
+        );
+        let steps = parse_json_path(".status.version").unwrap();
+        assert_eq!(eval_json_path(&obj, &steps), Some(&serde_json::json!("1")));
+        let steps = parse_json_path(".status.conditions[?(@.type==\"Degraded\")].status").unwrap();
+        assert_eq!(eval_json_path(&obj, &steps), None);
+        assert!(parse_json_path(".status.conditions[0]").is_none());
+        assert!(parse_json_path("status").is_none());
+    }
 }
