@@ -11,33 +11,22 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{alive, pid_in, same_netns, Kubectl};
+use common::{alive, pid_in, same_netns, Bed};
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use kube_sim::controllers::WorkloadControllers;
-use kube_sim::nodes::{pod_netns_path, ContainerRuntime, Simulator, SimulatorConfig};
-use kube_sim::ApiServer;
+use kube_sim::nodes::{pod_netns_path, ContainerRuntime};
 use tokio::io::AsyncBufReadExt;
 
 /// The image kube-sim runs as the `sim-workload` program.
 const IMAGE: &str = "sim-workload:v1";
-
-struct Bed {
-    server: ApiServer,
-    sim: Simulator,
-    controllers: WorkloadControllers,
-    kubectl: Kubectl,
-    dir: tempfile::TempDir,
-}
 
 async fn bed() -> Bed {
     bed_with(ContainerRuntime::SandboxOnly).await
@@ -50,54 +39,10 @@ async fn bed_of_processes() -> Bed {
 }
 
 async fn bed_with(runtime: ContainerRuntime) -> Bed {
-    let server = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .expect("API server");
-    let client = server.client().expect("client");
-    let default: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).expect("ns");
-    let _ = Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &default)
-        .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = SimulatorConfig::new(2, dir.path().join("nodes"));
-    config.backoff.initial = Duration::from_millis(200);
-    config.backoff.max = Duration::from_secs(1);
-    config.api_server = Some(server.addr());
-    config.runtime = runtime;
-    let sim = Simulator::start(client.clone(), config)
-        .await
-        .expect("simulator");
-    let controllers = WorkloadControllers::start(client);
-    let kubectl = Kubectl::setup(&server, dir.path()).await;
-    Bed {
-        server,
-        sim,
-        controllers,
-        kubectl,
-        dir,
-    }
+    Bed::start(2, |config| config.runtime = runtime).await
 }
 
 impl Bed {
-    /// Shuts everything down and checks no namespace or process of it is left.
-    async fn down(self) {
-        let prefix = self.sim.netns_prefix().to_string();
-        let state_dir = self.dir.path().display().to_string();
-        self.controllers.shutdown().await;
-        self.sim.shutdown().await;
-        self.server.shutdown().await;
-        common::assert_nothing_left(&prefix, &state_dir);
-    }
-
-    async fn apply(&self, manifest: &str) {
-        let out = self
-            .kubectl
-            .run_with_input(&["apply", "-f", "-"], Some(manifest))
-            .await;
-        assert!(out.ok, "kubectl apply: {}", out.stderr);
-    }
-
     async fn rollout(&self, target: &str) {
         let out = self
             .kubectl
@@ -222,39 +167,6 @@ impl Bed {
             .field(&["daemonset", "agent"], "{.status.updatedNumberScheduled}")
             .await;
         assert_eq!(updated, "0", "OnDelete replaces nothing by itself");
-    }
-
-    /// What `kubectl get <target> -o jsonpath=<path>` prints.
-    async fn field(&self, target: &[&str], path: &str) -> String {
-        let jsonpath = format!("jsonpath={path}");
-        let mut args = vec!["get"];
-        args.extend(target);
-        args.extend(["-o", jsonpath.as_str()]);
-        self.kubectl.must(&args).await
-    }
-
-    /// Poll until `kubectl get <target> -o jsonpath=<path>` prints `expected`.
-    async fn until(&self, target: &[&str], path: &str, expected: &str) {
-        let jsonpath = format!("jsonpath={path}");
-        let mut args = vec!["get"];
-        args.extend(target);
-        args.extend(["-o", jsonpath.as_str()]);
-        self.eventually(&args, |o| o == expected).await;
-    }
-
-    /// Poll until `check` holds on what kubectl prints for `args` (the controllers and the
-    /// kubelet act asynchronously; no timing is asserted, only an upper bound to fail on).
-    async fn eventually(&self, args: &[&str], check: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        for _ in 0..240 {
-            let out = self.kubectl.run(args).await;
-            last = format!("{}{}", out.stdout, out.stderr);
-            if out.ok && check(&out.stdout) {
-                return out.stdout;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!("kubectl {args:?} never satisfied the check; last output:\n{last}");
     }
 }
 

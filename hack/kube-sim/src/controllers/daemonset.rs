@@ -1,6 +1,6 @@
-//! The DaemonSet controller: one pod per node that admits the template (its nodeSelector
-//! against the node's labels, its tolerations against the node's taints: the scheduler's rules,
-//! read live, so `kubectl label node` and `kubectl taint` move daemons; a `NoSchedule` taint
+//! The DaemonSet controller: one pod per node that admits the template (its nodeSelector and
+//! required node affinity against the node's labels, its tolerations against the node's
+//! taints: the scheduler's rules, read live, so `kubectl label node` and `kubectl taint` move daemons; a `NoSchedule` taint
 //! keeps new daemons off but leaves a running one), bound to that node at creation. Updates follow the strategy: RollingUpdate within maxUnavailable (replace in place)
 //! or maxSurge (new pod beside the old until it is ready), or OnDelete (a new pod only where
 //! the old one was deleted). Templates are recorded as ControllerRevisions and pods labelled

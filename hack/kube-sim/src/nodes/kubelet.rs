@@ -1,6 +1,8 @@
 //! The kubelet (+ Multus + scheduler) loop of all simulated nodes: one kube-runtime
 //! `Controller` over pods, each pod reconciled on its own (a slow or failing pod never holds up
-//! another). For a pod it binds a node if none is set, creates the sandbox (cluster default
+//! another). For a pod it binds a node if none is set (one pod at a time, so each pick sees the
+//! previous binding; a pod no node fits is marked Unschedulable and waits for a node or pod
+//! change, see `Simulator::start`), creates the sandbox (cluster default
 //! network on eth0, then the `k8s.v1.cni.cncf.io/networks` delegates), writes
 //! `k8s.v1.cni.cncf.io/network-status`, marks the pod Running; on failure it records an Event
 //! and retries with exponential backoff. On deletion (the API server marks a bound pod with a
@@ -9,7 +11,7 @@
 //! A pod whose images are mapped to local programs (`workloads`) also gets its containers
 //! started (`containers`), which then own the pod's status; deleting it stops them first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -95,6 +97,11 @@ pub(crate) struct Context {
     pub running: Mutex<HashMap<String, Running>>,
     pub failures: Mutex<HashMap<String, u32>>,
     pub cursor: AtomicUsize,
+    /// Held while a pod is placed and bound, so the next pick sees that binding (host ports,
+    /// anti-affinity), as kube-scheduler places one pod at a time.
+    pub scheduling: tokio::sync::Mutex<()>,
+    /// The pods no node fits, as (namespace, name): retried when a node or pod changes.
+    pub unschedulable: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 fn pod_ref(pod: &Pod) -> String {
@@ -165,21 +172,31 @@ pub(crate) fn error_policy(pod: Arc<Pod>, error: &KubeletError, ctx: Arc<Context
 }
 
 async fn schedule(pod: &Pod, ctx: &Context) -> Result<Action, KubeletError> {
+    let _turn = ctx.scheduling.lock().await;
     let simulated: Vec<&str> = ctx.fabric.nodes.iter().map(|n| n.name.as_str()).collect();
     let candidates = candidates(&ctx.client, &simulated)
         .await
         .map_err(api_error(pod, "list nodes"))?;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let placed = Api::<Pod>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(api_error(pod, "list pods"))?
+        .items;
     let mut cursor = ctx.cursor.load(Ordering::Relaxed);
-    let picked = pick_node(&candidates, &spec, &mut cursor).map(|c| c.name.clone());
+    let picked = pick_node(&candidates, pod, &placed, &mut cursor).map(|c| c.name.clone());
     ctx.cursor.store(cursor, Ordering::Relaxed);
-    let Some(node) = picked else {
-        let message = format!(
-            "0/{} nodes are available: none matches the pod's node selector and tolerations",
-            candidates.len()
-        );
-        record_event(ctx, pod, None, "Warning", "FailedScheduling", &message).await;
-        return Ok(Action::requeue(ctx.backoff.max));
+    let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+    let node = match picked {
+        Ok(node) => {
+            ctx.unschedulable.lock().expect("lock").remove(&key);
+            node
+        }
+        Err(message) => {
+            ctx.unschedulable.lock().expect("lock").insert(key);
+            report_unschedulable(ctx, pod, &message).await?;
+            // Node and pod changes retry it sooner (see `Simulator::start`).
+            return Ok(Action::requeue(ctx.backoff.max));
+        }
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     // POST pods/<name>/binding, as kube-scheduler binds; 409 means it is bound already.
@@ -205,6 +222,34 @@ async fn schedule(pod: &Pod, ctx: &Context) -> Result<Action, KubeletError> {
     let message = format!("Successfully assigned {} to {node}", pod_ref(pod));
     record_event(ctx, pod, None, "Normal", "Scheduled", &message).await;
     Ok(Action::await_change())
+}
+
+/// Marks a pod no node fits as kube-scheduler does: `PodScheduled=False`, reason
+/// `Unschedulable`, and a `FailedScheduling` Event; both only when the reason changed, so that
+/// the retries a status write itself triggers come to rest.
+async fn report_unschedulable(ctx: &Context, pod: &Pod, message: &str) -> Result<(), KubeletError> {
+    let already = pod
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.message.as_deref() == Some(message)
+        });
+    if already {
+        return Ok(());
+    }
+    tracing::info!(pod = %pod_ref(pod), %message, "pod unschedulable");
+    let now = serde_json::to_value(Time(Timestamp::now())).expect("a Time serializes");
+    let patch = json!({"status": {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": message, "lastTransitionTime": now}],
+    }});
+    patch_status(ctx, pod, &patch, "set condition PodScheduled=False").await?;
+    record_event(ctx, pod, None, "Warning", "FailedScheduling", message).await;
+    Ok(())
 }
 
 /// Creates what the pod needs on `node`; on failure reports it as an Event and returns an
@@ -447,14 +492,25 @@ async fn mark_running(
         "conditions": conditions,
         "containerStatuses": containers,
     }});
+    patch_status(ctx, pod, &patch, "set status Running").await?;
+    Ok(())
+}
+
+/// A merge patch of the pod's status; `action` names it in the error.
+async fn patch_status(
+    ctx: &Context,
+    pod: &Pod,
+    patch: &Value,
+    action: &str,
+) -> Result<(), KubeletError> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     api.patch_status(
         &pod.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &Patch::Merge(patch),
     )
     .await
-    .map_err(api_error(pod, "set status Running"))?;
+    .map_err(api_error(pod, action))?;
     Ok(())
 }
 

@@ -21,10 +21,11 @@
 //! Rooms: `selection` (networks annotation), `delegate` (per-network config, CNI_ARGS,
 //! runtimeConfig), `exec` (running plugins), `result` (CNI results, network-status),
 //! `sandbox` (one pod's namespace and delegates), `node`/`fabric` (namespaces, mounts,
-//! underlay, cluster default network), `scheduler`, `kubelet`; process pods: `workloads`
-//! (image map), `containers` (lifecycle, status), `pod_files` (volumes, env), `probes`,
-//! `kubelet_api` (the kubelet endpoint serving logs and exec).
+//! underlay, cluster default network), `scheduler` (with `affinity`), `kubelet`; process
+//! pods: `workloads` (image map), `containers` (lifecycle, status), `pod_files` (volumes,
+//! env), `probes`, `kubelet_api` (the kubelet endpoint serving logs and exec).
 
+pub mod affinity;
 pub mod containers;
 pub mod delegate;
 pub mod exec;
@@ -41,7 +42,7 @@ pub mod scheduler;
 pub mod selection;
 pub mod workloads;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -51,6 +52,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node as NodeObject, Pod, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::Client;
 use serde_json::json;
@@ -127,6 +129,20 @@ pub struct Simulator {
     client: Client,
 }
 
+/// For `Controller::watches`: whatever changed, the pods waiting for a node.
+fn waiting_pods<K>(
+    unschedulable: Arc<Mutex<BTreeSet<(String, String)>>>,
+) -> impl Fn(K) -> Vec<ObjectRef<Pod>> {
+    move |_changed| {
+        unschedulable
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(namespace, name)| ObjectRef::new(name).within(namespace))
+            .collect()
+    }
+}
+
 impl Simulator {
     pub async fn start(
         client: Client,
@@ -165,6 +181,8 @@ impl Simulator {
             running: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             cursor: AtomicUsize::new(0),
+            scheduling: tokio::sync::Mutex::new(()),
+            unschedulable: Arc::default(),
         });
         let mut tasks = Vec::new();
         if let Some(addr) = config.api_server {
@@ -181,8 +199,20 @@ impl Simulator {
         }
         tasks.push(kubelet_api::serve(context.clone()).await?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // A pod no node fitted is retried when any node changes (a label, a taint, cordon) or
+        // any pod does (one deleted frees its node, its host ports, its anti-affinity domain).
         let controller =
             Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default())
+                .watches(
+                    Api::<NodeObject>::all(client.clone()),
+                    watcher::Config::default(),
+                    waiting_pods(context.unschedulable.clone()),
+                )
+                .watches(
+                    Api::<Pod>::all(client.clone()),
+                    watcher::Config::default(),
+                    waiting_pods(context.unschedulable.clone()),
+                )
                 .graceful_shutdown_on(async move {
                     let _ = stopped.await;
                 });

@@ -110,3 +110,107 @@ pub fn assert_nothing_left(netns_prefix: &str, state_dir: &str) {
     let left = kube_sim::nodes::node::processes_mentioning(state_dir);
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+/// An API server, simulated nodes, the workload controllers and kubectl, for the tests that
+/// drive workloads through kubectl.
+pub struct Bed {
+    pub server: ApiServer,
+    pub sim: kube_sim::nodes::Simulator,
+    pub controllers: kube_sim::controllers::WorkloadControllers,
+    pub kubectl: Kubectl,
+    pub dir: tempfile::TempDir,
+}
+
+impl Bed {
+    /// `nodes` nodes, namespace `default`, a short retry backoff (1 s at most) unless
+    /// `adjust` changes it or anything else of the simulator's configuration.
+    pub async fn start(
+        nodes: usize,
+        adjust: impl FnOnce(&mut kube_sim::nodes::SimulatorConfig),
+    ) -> Bed {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{Api, PostParams};
+        let server = ApiServer::start(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        )))
+        .await
+        .expect("API server");
+        let client = server.client().expect("client");
+        let default: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
+                .expect("ns");
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &default)
+            .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = kube_sim::nodes::SimulatorConfig::new(nodes, dir.path().join("nodes"));
+        config.backoff.initial = std::time::Duration::from_millis(200);
+        config.backoff.max = std::time::Duration::from_secs(1);
+        config.api_server = Some(server.addr());
+        adjust(&mut config);
+        let sim = kube_sim::nodes::Simulator::start(client.clone(), config)
+            .await
+            .expect("simulator");
+        let controllers = kube_sim::controllers::WorkloadControllers::start(client);
+        let kubectl = Kubectl::setup(&server, dir.path()).await;
+        Bed {
+            server,
+            sim,
+            controllers,
+            kubectl,
+            dir,
+        }
+    }
+
+    /// Shuts everything down and checks no namespace or process of it is left.
+    pub async fn down(self) {
+        let prefix = self.sim.netns_prefix().to_string();
+        let state_dir = self.dir.path().display().to_string();
+        self.controllers.shutdown().await;
+        self.sim.shutdown().await;
+        self.server.shutdown().await;
+        assert_nothing_left(&prefix, &state_dir);
+    }
+
+    pub async fn apply(&self, manifest: &str) {
+        let out = self
+            .kubectl
+            .run_with_input(&["apply", "-f", "-"], Some(manifest))
+            .await;
+        assert!(out.ok, "kubectl apply: {}", out.stderr);
+    }
+
+    /// What `kubectl get <target> -o jsonpath=<path>` prints.
+    pub async fn field(&self, target: &[&str], path: &str) -> String {
+        let jsonpath = format!("jsonpath={path}");
+        let mut args = vec!["get"];
+        args.extend(target);
+        args.extend(["-o", jsonpath.as_str()]);
+        self.kubectl.must(&args).await
+    }
+
+    /// Poll until `kubectl get <target> -o jsonpath=<path>` prints `expected`.
+    pub async fn until(&self, target: &[&str], path: &str, expected: &str) {
+        let jsonpath = format!("jsonpath={path}");
+        let mut args = vec!["get"];
+        args.extend(target);
+        args.extend(["-o", jsonpath.as_str()]);
+        self.eventually(&args, |o| o == expected).await;
+    }
+
+    /// Poll until `check` holds on what kubectl prints for `args` (the controllers and the
+    /// kubelet act asynchronously; no timing is asserted, only an upper bound to fail on).
+    pub async fn eventually(&self, args: &[&str], check: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        for _ in 0..240 {
+            let out = self.kubectl.run(args).await;
+            last = format!("{}{}", out.stdout, out.stderr);
+            if out.ok && check(&out.stdout) {
+                return out.stdout;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!("kubectl {args:?} never satisfied the check; last output:\n{last}");
+    }
+}
