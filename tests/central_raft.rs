@@ -233,14 +233,56 @@ async fn one_member_serves_nb_and_sb_and_is_ready() {
     }
 }
 
+const ADDRESSES: [&str; 3] = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+
+/// Starts the three members last first, as a StatefulSet with parallel pod
+/// management may: the others wait as joiners until the first creates.
+fn three_members() -> Vec<Member> {
+    let mut members: Vec<Member> = ADDRESSES
+        .iter()
+        .rev()
+        .map(|a| Member::new(a, &ADDRESSES))
+        .collect();
+    members.reverse();
+    members
+}
+
+/// `member`'s `cluster/status` of `db` (its ctl socket `<db>.ctl`).
+fn cluster_status(member: &Member, db: &str, database: &str) -> String {
+    let out = Command::new("ovn-appctl")
+        .arg("-t")
+        .arg(member.run_dir().join(format!("{db}.ctl")))
+        .args(["cluster/status", database])
+        .output()
+        .expect("running ovn-appctl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The short server ids of a cluster, from `member`'s `cluster/status` of `db`.
+fn cluster_servers(member: &Member, db: &str, database: &str) -> Vec<String> {
+    cluster_status(member, db, database)
+        .lines()
+        .skip_while(|l| l.trim() != "Servers:")
+        .skip(1)
+        .filter(|l| l.contains(" at tcp:"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// `member`'s own short server id in `db`'s cluster.
+fn own_server_id(member: &Member, db: &str, database: &str) -> String {
+    cluster_status(member, db, database)
+        .lines()
+        .find_map(|l| l.strip_prefix("Server ID: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no Server ID for {database} on {}", member.address))
+        .to_string()
+}
+
 #[tokio::test]
 async fn three_members_keep_nb_and_sb_writable_when_one_dies_and_it_rejoins() {
     let _ports = PORTS.lock().await;
-    let addresses = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
-    let mut members: Vec<Member> = addresses
-        .iter()
-        .map(|a| Member::new(a, &addresses))
-        .collect();
+    let mut members = three_members();
     for m in &members {
         m.wait_ready().await;
     }
@@ -312,6 +354,90 @@ async fn three_members_keep_nb_and_sb_writable_when_one_dies_and_it_rejoins() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn a_first_member_that_lost_its_disk_joins_the_running_cluster_instead_of_making_another() {
+    let _ports = PORTS.lock().await;
+    let mut members = three_members();
+    for m in &members {
+        m.wait_ready().await;
+    }
+    let all: Vec<&Member> = members.iter().collect();
+    let nb = Northbound::connect(&endpoint_list(&all, 6641))
+        .await
+        .unwrap();
+    let no_ids = BTreeMap::new();
+    until_written("NB write before the loss", || {
+        nb.ensure_switch("ls-kept", &no_ids)
+    })
+    .await;
+
+    let dbs = [("nb", "OVN_Northbound"), ("sb", "OVN_Southbound")];
+    let lost: Vec<String> = dbs
+        .iter()
+        .map(|(db, database)| own_server_id(&members[0], db, database))
+        .collect();
+
+    // The first member comes back with an empty db-dir (a new disk).
+    members[0].kill();
+    for file in ["nb.db", "sb.db"] {
+        std::fs::remove_file(members[0].db_dir().join(file)).unwrap();
+    }
+    members[0].start();
+    members[0].wait_ready().await;
+
+    // It serves the cluster's data, so it joined rather than created.
+    let alone = Northbound::connect(&members[0].nb()).await.unwrap();
+    alone
+        .client()
+        .wait_until(generous(), "ls-kept on the member with a new disk", || {
+            alone.switch("ls-kept").ok().flatten()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", members[0].log_tail()));
+    // Its former self is gone: the clusters have three servers again, the
+    // new one among them and the lost one not.
+    for ((db, database), lost) in dbs.iter().zip(&lost) {
+        let new = own_server_id(&members[0], db, database);
+        assert_ne!(&new, lost, "{database}: a new disk makes a new server");
+        let deadline = generous();
+        loop {
+            let servers = cluster_servers(&members[1], db, database);
+            if servers.len() == 3 && servers.contains(&new) && !servers.contains(lost) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{database} servers {servers:?} still hold the lost {lost}; log:\n{}",
+                members[0].log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_member_is_alive_but_not_ready_until_it_is_in_its_cluster() {
+    let _ports = PORTS.lock().await;
+    // The second member alone: it waits to join a cluster nobody created yet.
+    let second = Member::new(ADDRESSES[1], &ADDRESSES);
+    let deadline = generous();
+    while second.http_status("/healthz").await != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "no /healthz: {}",
+            second.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(second.http_status("/readyz").await, Some(503));
+
+    // Once the first creates the clusters (and the third joins), it is ready.
+    let first = Member::new(ADDRESSES[0], &ADDRESSES);
+    let _third = Member::new(ADDRESSES[2], &ADDRESSES);
+    first.wait_ready().await;
+    second.wait_ready().await;
 }
 
 /// Runs `kube-ovn central` with `args` and returns (exit success, stderr).

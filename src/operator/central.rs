@@ -1,7 +1,8 @@
 //! The `central` role (`kube-ovn central`): one member of OVN central, as the
 //! `ovn-central` StatefulSet runs it. It validates the member list, gives this
 //! member its NB and SB database files on first start (create or join the raft
-//! cluster), supervises NB and SB `ovsdb-server` and `ovn-northd`, serves
+//! cluster; a member that lost its files joins and then kicks its former self
+//! out), supervises NB and SB `ovsdb-server` and `ovn-northd`, serves
 //! `/healthz` and `/readyz`, and stops the daemons on SIGTERM (the member stays
 //! in the cluster and rejoins when it starts again).
 //!
@@ -9,7 +10,7 @@
 //! StatefulSet that runs this (the operator's installer), and the OVSDB client.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,12 +171,12 @@ async fn cluster_elsewhere(layout: &CentralLayout, db: CentralDb) -> Option<IpAd
     None
 }
 
-/// Gives this member its database file for `db` if it has none.
-async fn prepare_db(layout: &CentralLayout, db: CentralDb) -> anyhow::Result<()> {
+/// Gives this member its database file for `db` if it has none; returns how.
+async fn prepare_db(layout: &CentralLayout, db: CentralDb) -> anyhow::Result<Option<Bootstrap>> {
     let file = layout.db_file(db);
     if file.exists() {
         info!(db = db.database(), file = %file.display(), "database file present: rejoining");
-        return Ok(());
+        return Ok(None);
     }
     let is_first = layout.members.first() == Some(&layout.address);
     let elsewhere = if is_first {
@@ -193,7 +194,69 @@ async fn prepare_db(layout: &CentralLayout, db: CentralDb) -> anyhow::Result<()>
         _ => info!(db = db.database(), ?how, "making the database file"),
     }
     layout.bootstrap(db, how).await?;
-    Ok(())
+    Ok(Some(how))
+}
+
+/// The servers of a cluster that carry `raft_address` but are not the
+/// answering server itself, from `cluster/status` text, whose server lines read
+/// `    bfb3 (bfb3 at tcp:10.0.0.1:6643) last msg 5 ms ago` (`(self)` marks its own).
+pub fn former_selves(cluster_status: &str, raft_address: &str) -> Vec<String> {
+    cluster_status
+        .lines()
+        .skip_while(|l| l.trim() != "Servers:")
+        .skip(1)
+        .filter(|l| !l.contains("(self)"))
+        .filter_map(|l| {
+            let (sid, rest) = l.trim().split_once(' ')?;
+            let (_, address) = rest.strip_prefix('(')?.split_once(" at ")?;
+            let address = address.split_once(')')?.0;
+            (address == raft_address).then(|| sid.to_string())
+        })
+        .collect()
+}
+
+/// Sends one command to an OVS daemon's control socket (unixctl speaks JSON-RPC).
+async fn unixctl(socket: &Path, command: &str, args: &[&str]) -> anyhow::Result<String> {
+    let endpoint = Endpoint::Unix(socket.to_path_buf());
+    let (conn, _notes) = Connection::open(&endpoint, PROBE_TIMEOUTS).await?;
+    let reply = conn
+        .call(command, serde_json::json!(args))
+        .await
+        .with_context(|| format!("{command} on {}", socket.display()))?;
+    Ok(reply.as_str().unwrap_or_default().to_string())
+}
+
+/// A member that lost its database file joins as a new server while the
+/// cluster still counts the old one at the same address, which can never
+/// come back and only raises the quorum. Once this member is in, ask the
+/// leader to remove the old one.
+async fn forget_former_selves(layout: Arc<CentralLayout>, db: CentralDb) {
+    let address = layout.raft_endpoint(db, layout.address);
+    let ctl = layout.ctl_socket(db);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if readiness(&layout, db).await.is_err() {
+            continue;
+        }
+        let status = match unixctl(&ctl, "cluster/status", &[db.database()]).await {
+            Ok(status) => status,
+            Err(e) => {
+                debug!(db = db.database(), error = %e, "cluster/status");
+                continue;
+            }
+        };
+        for sid in former_selves(&status, &address) {
+            match unixctl(&ctl, "cluster/kick", &[db.database(), &sid]).await {
+                Ok(reply) => {
+                    info!(db = db.database(), server = %sid, %address, reply = reply.trim(), "removing this member's former self from the cluster")
+                }
+                Err(e) => {
+                    warn!(db = db.database(), server = %sid, error = %e, "cannot remove this member's former self")
+                }
+            }
+        }
+        return;
+    }
 }
 
 /// How the local server holds `db`, as `/readyz` reports it.
@@ -257,10 +320,14 @@ pub async fn run(args: CentralArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
     }
+    let mut joined = Vec::new();
     for db in CentralDb::ALL {
-        prepare_db(&layout, db)
+        let how = prepare_db(&layout, db)
             .await
             .with_context(|| format!("preparing {}", db.database()))?;
+        if how == Some(Bootstrap::Join) {
+            joined.push(db);
+        }
     }
     let status = match args.status_addr {
         Some(addr) => Some(
@@ -277,14 +344,18 @@ pub async fn run(args: CentralArgs) -> anyhow::Result<()> {
         .map(|spec| daemons::supervise(spec, Backoff::default()))
         .collect();
     let layout = Arc::new(layout);
-    let status = status.map(|listener| tokio::spawn(serve_status(listener, layout.clone())));
+    let mut tasks: Vec<_> = joined
+        .into_iter()
+        .map(|db| tokio::spawn(forget_former_selves(layout.clone(), db)))
+        .collect();
+    tasks.extend(status.map(|listener| tokio::spawn(serve_status(listener, layout.clone()))));
     info!(
         nb = %layout.cluster_endpoints(CentralDb::Nb),
         sb = %layout.cluster_endpoints(CentralDb::Sb),
         "OVN central member running"
     );
     let signalled = shutdown_signal().await;
-    if let Some(task) = status {
+    for task in tasks {
         task.abort();
     }
     for daemon in running.into_iter().rev() {
@@ -342,6 +413,24 @@ mod tests {
         assert_eq!(bootstrap_for(true, true), Bootstrap::Join);
         assert_eq!(bootstrap_for(false, false), Bootstrap::Join);
         assert_eq!(bootstrap_for(false, true), Bootstrap::Join);
+    }
+
+    #[test]
+    fn former_selves_are_the_other_servers_at_this_members_raft_address() {
+        let status = "Name: OVN_Northbound\n\
+            Cluster ID: 3fe5 (3fe5b7e5-91aa-4e03-a4e5-c3c96dd71958)\n\
+            Server ID: bfb3 (bfb33562-a571-4f85-8d1b-86272aa59246)\n\
+            Address: tcp:127.0.0.11:6643\n\
+            Status: cluster member\n\
+            Servers:\n    \
+            326c (326c at tcp:127.0.0.13:6643) last msg 291 ms ago\n    \
+            bfb3 (bfb3 at tcp:127.0.0.11:6643) (self)\n    \
+            7a01 (7a01 at tcp:127.0.0.12:6643) last msg 291 ms ago\n    \
+            a604 (a604 at tcp:127.0.0.11:6643) last msg 9339 ms ago\n";
+        assert_eq!(former_selves(status, "tcp:127.0.0.11:6643"), ["a604"]);
+        let healed: Vec<&str> = status.lines().filter(|l| !l.contains("a604")).collect();
+        let healed = healed.join("\n");
+        assert!(former_selves(&healed, "tcp:127.0.0.11:6643").is_empty());
     }
 
     #[test]

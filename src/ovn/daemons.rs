@@ -292,7 +292,8 @@ impl CentralLayout {
         list.join(",")
     }
 
-    fn raft_endpoint(&self, db: CentralDb, member: IpAddr) -> String {
+    /// Where `member` takes part in `db`'s raft cluster.
+    pub fn raft_endpoint(&self, db: CentralDb, member: IpAddr) -> String {
         format!("tcp:{}", host_port(member, self.ports.raft(db)))
     }
 
@@ -351,7 +352,7 @@ impl CentralLayout {
                     IpAddr::V6(a) => format!("[{a}]"),
                 }
             ))
-            .arg(format!("--unixctl={}", self.run_file(db, "ctl").display()))
+            .arg(format!("--unixctl={}", self.ctl_socket(db).display()))
             .arg(format!("--pidfile={}", self.run_file(db, "pid").display()))
             .arg(self.db_file(db).display().to_string())
     }
@@ -373,6 +374,11 @@ impl CentralLayout {
             ))
             .arg(format!("--unixctl={}", self.northd_ctl().display()))
             .arg(format!("--pidfile={}", d.join("northd.pid").display()))
+    }
+
+    /// The control socket of `db`'s server (`cluster/status`, `cluster/kick`).
+    pub fn ctl_socket(&self, db: CentralDb) -> PathBuf {
+        self.run_file(db, "ctl")
     }
 
     /// northd's control socket (`ovn-appctl -t <it> status`).

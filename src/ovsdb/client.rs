@@ -27,8 +27,9 @@ use super::transact::{self, Op, OpResult};
 use super::value::{Atom, Uuid};
 
 const MONITOR_ID: &str = "kube-ovn";
+const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";
 /// `last-txn-id` meaning "no history": ask for everything.
-const NO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+const NO_TXN: &str = ZERO_UUID;
 
 /// A monitored table: its name, the columns to monitor (and require in the
 /// server's schema) and the client-side indexes to keep.
@@ -128,13 +129,15 @@ pub async fn server_database(conn: &Connection, database: &str) -> Result<Option
         model: text("model").ok_or_else(|| bad("no model"))?,
         connected: flag("connected").ok_or_else(|| bad("no connected flag"))?,
         leader: flag("leader").ok_or_else(|| bad("no leader flag"))?,
-        // An optional uuid: `["uuid", "<id>"]`, or the empty set `["set", []]`.
+        // An optional uuid: `["uuid", "<id>"]`, or the empty set `["set", []]`;
+        // a member still joining reports the all-zero uuid.
         cid: row
             .get("cid")
             .and_then(|c| match c.get(0).and_then(Json::as_str) {
                 Some("uuid") => c.get(1).and_then(Json::as_str),
                 _ => None,
             })
+            .filter(|cid| *cid != ZERO_UUID)
             .map(str::to_string),
     }))
 }
