@@ -27,6 +27,8 @@ struct Cli {
 enum Role {
     /// The cluster operator: OVN central, controllers, IPAM and the status API.
     Operator(operator::OperatorArgs),
+    /// One member of OVN central (NB/SB raft clusters and northd), run by the ovn-central StatefulSet.
+    Central(operator::central::CentralArgs),
     /// The per-node agent: OVS/OVN chassis, CNI server and QoS, run by a DaemonSet.
     Node(Box<node::NodeArgs>),
     /// A VPC NAT gateway pod: EIP, SNAT, DNAT and FIP rules in its own netns.
@@ -70,6 +72,7 @@ fn run(role: Role) -> anyhow::Result<()> {
     let runtime = || tokio::runtime::Runtime::new();
     match role {
         Role::Operator(args) => runtime()?.block_on(operator::run(args)),
+        Role::Central(args) => runtime()?.block_on(operator::central::run(args)),
         Role::Node(args) => runtime()?.block_on(node::run(*args)),
         Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
         Role::Crd => {

@@ -14,6 +14,7 @@
 //! - `context`: the state the controllers share.
 
 pub mod attachment;
+pub mod central;
 pub mod context;
 pub mod controller;
 pub mod events;

@@ -8,11 +8,13 @@
 //! OVS's own start scripts do); nothing here configures OVS — that is OVSDB's job.
 //!
 //! Why in `ovn` and not in the node role, its only user today: the layouts are OVN/OVS
-//! knowledge (command lines, run directories, schemas) that no role owns, and OVN central
-//! is not the node's (`KubeOvn.spec.ovnCentral.mode: Embedded` means the operator's, not
-//! wired yet).
+//! knowledge (command lines, run directories, schemas) that no role owns. OVN central
+//! (`CentralLayout`) is run by `kube-ovn central` (`operator::central`), always as raft
+//! clusters; which member creates and which joins is that role's decision, the command
+//! lines are here.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -160,65 +162,251 @@ impl ChassisLayout {
     }
 }
 
-/// Files of OVN central (NB, SB, northd) kept in one directory.
+/// One of OVN central's two databases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CentralDb {
+    Nb,
+    Sb,
+}
+
+impl CentralDb {
+    pub const ALL: [CentralDb; 2] = [CentralDb::Nb, CentralDb::Sb];
+
+    /// Short name used for its files (`nb.db`, `nb.sock`, `nb.ctl`) and logs.
+    pub fn short(self) -> &'static str {
+        match self {
+            CentralDb::Nb => "nb",
+            CentralDb::Sb => "sb",
+        }
+    }
+
+    /// The database's name in its schema.
+    pub fn database(self) -> &'static str {
+        match self {
+            CentralDb::Nb => "OVN_Northbound",
+            CentralDb::Sb => "OVN_Southbound",
+        }
+    }
+
+    pub fn schema(self) -> &'static str {
+        match self {
+            CentralDb::Nb => OVN_NB_SCHEMA,
+            CentralDb::Sb => OVN_SB_SCHEMA,
+        }
+    }
+}
+
+/// TCP ports of OVN central, the same on every member (upstream Kube-OVN's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CentralPorts {
+    pub nb: u16,
+    pub sb: u16,
+    pub nb_raft: u16,
+    pub sb_raft: u16,
+}
+
+impl Default for CentralPorts {
+    fn default() -> Self {
+        CentralPorts {
+            nb: 6641,
+            sb: 6642,
+            nb_raft: 6643,
+            sb_raft: 6644,
+        }
+    }
+}
+
+impl CentralPorts {
+    /// Where clients (northd, ovn-controller, the operator) reach `db`.
+    pub fn client(&self, db: CentralDb) -> u16 {
+        match db {
+            CentralDb::Nb => self.nb,
+            CentralDb::Sb => self.sb,
+        }
+    }
+
+    /// Where the members of `db`'s raft cluster talk to each other.
+    pub fn raft(&self, db: CentralDb) -> u16 {
+        match db {
+            CentralDb::Nb => self.nb_raft,
+            CentralDb::Sb => self.sb_raft,
+        }
+    }
+}
+
+/// How a member without a database file gets one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A new cluster whose only member is this one (`ovsdb-tool create-cluster`).
+    Create,
+    /// A file that asks the other members to be let in (`ovsdb-tool join-cluster`).
+    Join,
+}
+
+/// One member of OVN central: NB and SB `ovsdb-server`, both clustered (raft,
+/// also with one member), and `ovn-northd`. Database files live in `db_dir`
+/// (kept across restarts); sockets, pidfiles and control sockets in `run_dir`.
 #[derive(Clone, Debug)]
 pub struct CentralLayout {
+    pub db_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// This member's address.
+    pub address: IpAddr,
+    /// Every member's address, this one included, in the same order on all members.
+    pub members: Vec<IpAddr>,
+    pub ports: CentralPorts,
+}
+
+/// `host:port` with IPv6 hosts in brackets, as OVS wants them.
+fn host_port(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
 }
 
 impl CentralLayout {
-    pub fn nb_endpoint(&self) -> String {
-        format!("unix:{}", self.run_dir.join("nb.sock").display())
+    pub fn db_file(&self, db: CentralDb) -> PathBuf {
+        self.db_dir.join(format!("{}.db", db.short()))
     }
 
-    pub fn sb_endpoint(&self) -> String {
-        format!("unix:{}", self.run_dir.join("sb.sock").display())
+    fn run_file(&self, db: CentralDb, ext: &str) -> PathBuf {
+        self.run_dir.join(format!("{}.{ext}", db.short()))
     }
 
-    fn db_server(&self, db: &str) -> DaemonSpec {
-        let d = &self.run_dir;
-        DaemonSpec::new(&format!("ovsdb-server-{db}"), "ovsdb-server")
-            .env("OVS_RUNDIR", d.display().to_string())
+    /// The local server's unix socket endpoint.
+    pub fn local_endpoint(&self, db: CentralDb) -> String {
+        format!("unix:{}", self.run_file(db, "sock").display())
+    }
+
+    /// The client endpoint of `db` on `member`.
+    pub fn member_endpoint(&self, db: CentralDb, member: IpAddr) -> String {
+        format!("tcp:{}", host_port(member, self.ports.client(db)))
+    }
+
+    /// Every member's client endpoint, comma-separated, as northd, ovn-controller
+    /// and our own client take it.
+    pub fn cluster_endpoints(&self, db: CentralDb) -> String {
+        let list: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| self.member_endpoint(db, *m))
+            .collect();
+        list.join(",")
+    }
+
+    /// Where `member` takes part in `db`'s raft cluster.
+    pub fn raft_endpoint(&self, db: CentralDb, member: IpAddr) -> String {
+        format!("tcp:{}", host_port(member, self.ports.raft(db)))
+    }
+
+    /// The `ovsdb-tool` arguments that make this member's database file.
+    pub fn bootstrap_args(&self, db: CentralDb, how: Bootstrap) -> Vec<String> {
+        let file = self.db_file(db).display().to_string();
+        let local = self.raft_endpoint(db, self.address);
+        match how {
+            Bootstrap::Create => vec!["create-cluster".into(), file, db.schema().into(), local],
+            Bootstrap::Join => {
+                let mut args = vec!["join-cluster".into(), file, db.database().into(), local];
+                args.extend(
+                    self.members
+                        .iter()
+                        .filter(|m| **m != self.address)
+                        .map(|m| self.raft_endpoint(db, *m)),
+                );
+                args
+            }
+        }
+    }
+
+    /// Makes this member's database file with `ovsdb-tool` (a file operation,
+    /// as OVN's own scripts do); the server then forms or joins the cluster.
+    pub async fn bootstrap(&self, db: CentralDb, how: Bootstrap) -> Result<(), DaemonError> {
+        let path = self.db_file(db);
+        let fail = |reason: String| DaemonError::CreateDb {
+            path: path.clone(),
+            schema: db.schema().to_string(),
+            reason,
+        };
+        tokio::fs::create_dir_all(&self.db_dir)
+            .await
+            .map_err(|e| fail(format!("creating {}: {e}", self.db_dir.display())))?;
+        ovsdb_tool(&self.bootstrap_args(db, how))
+            .await
+            .map_err(fail)
+    }
+
+    /// The `ovsdb-server` of `db`: clients on the unix socket and on
+    /// `ptcp:<port>:<address>`; raft traffic goes to the address in the file.
+    pub fn db_server(&self, db: CentralDb) -> DaemonSpec {
+        let short = db.short();
+        DaemonSpec::new(&format!("ovsdb-server-{short}"), "ovsdb-server")
+            .env("OVS_RUNDIR", self.run_dir.display().to_string())
             .console_logging()
             .arg(format!(
                 "--remote=punix:{}",
-                d.join(format!("{db}.sock")).display()
+                self.run_file(db, "sock").display()
             ))
             .arg(format!(
-                "--unixctl={}",
-                d.join(format!("{db}.ctl")).display()
+                "--remote=ptcp:{}:{}",
+                self.ports.client(db),
+                match self.address {
+                    IpAddr::V4(a) => a.to_string(),
+                    IpAddr::V6(a) => format!("[{a}]"),
+                }
             ))
-            .arg(format!(
-                "--pidfile={}",
-                d.join(format!("{db}.pid")).display()
-            ))
-            .arg(d.join(format!("{db}.db")).display().to_string())
+            .arg(format!("--unixctl={}", self.ctl_socket(db).display()))
+            .arg(format!("--pidfile={}", self.run_file(db, "pid").display()))
+            .arg(self.db_file(db).display().to_string())
     }
 
+    /// northd on every member, pointed at all members: its lock on SB makes
+    /// one active and the others standby.
     pub fn ovn_northd(&self) -> DaemonSpec {
         let d = &self.run_dir;
         DaemonSpec::new("ovn-northd", "ovn-northd")
             .env("OVN_RUNDIR", d.display().to_string())
             .console_logging()
-            .arg(format!("--ovnnb-db={}", self.nb_endpoint()))
-            .arg(format!("--ovnsb-db={}", self.sb_endpoint()))
-            .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
+            .arg(format!(
+                "--ovnnb-db={}",
+                self.cluster_endpoints(CentralDb::Nb)
+            ))
+            .arg(format!(
+                "--ovnsb-db={}",
+                self.cluster_endpoints(CentralDb::Sb)
+            ))
+            .arg(format!("--unixctl={}", self.northd_ctl().display()))
             .arg(format!("--pidfile={}", d.join("northd.pid").display()))
+    }
+
+    /// The control socket of `db`'s server (`cluster/status`, `cluster/kick`).
+    pub fn ctl_socket(&self, db: CentralDb) -> PathBuf {
+        self.run_file(db, "ctl")
+    }
+
+    /// northd's control socket (`ovn-appctl -t <it> status`).
+    pub fn northd_ctl(&self) -> PathBuf {
+        self.run_dir.join("northd.ctl")
     }
 
     /// NB server, SB server, northd, in start order.
     pub fn daemons(&self) -> Vec<DaemonSpec> {
         vec![
-            self.db_server("nb"),
-            self.db_server("sb"),
+            self.db_server(CentralDb::Nb),
+            self.db_server(CentralDb::Sb),
             self.ovn_northd(),
         ]
     }
+}
 
-    pub async fn prepare(&self) -> Result<(), DaemonError> {
-        ensure_db(&self.run_dir.join("nb.db"), OVN_NB_SCHEMA).await?;
-        ensure_db(&self.run_dir.join("sb.db"), OVN_SB_SCHEMA).await
+/// Runs `ovsdb-tool` with `args`; the error is its stderr.
+async fn ovsdb_tool(args: &[String]) -> Result<(), String> {
+    let out = Command::new("ovsdb-tool")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("running ovsdb-tool: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
+    Ok(())
 }
 
 /// Creates `path` from `schema` unless it exists.
@@ -236,19 +424,12 @@ async fn ensure_db(path: &Path, schema: &str) -> Result<(), DaemonError> {
             .await
             .map_err(|e| fail(e.to_string()))?;
     }
-    let out = Command::new("ovsdb-tool")
-        .arg("create")
-        .arg(path)
-        .arg(schema)
-        .output()
-        .await
-        .map_err(|e| fail(format!("running ovsdb-tool: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(())
+    let args = [
+        "create".to_string(),
+        path.display().to_string(),
+        schema.to_string(),
+    ];
+    ovsdb_tool(&args).await.map_err(fail)
 }
 
 /// Restart backoff: doubles from `initial` to `max`; reset after a run of `stable`.
@@ -497,5 +678,90 @@ mod tests {
                 Some("/run/kovn")
             );
         }
+    }
+
+    fn three_members() -> CentralLayout {
+        CentralLayout {
+            db_dir: PathBuf::from("/var/lib/kube-ovn/central"),
+            run_dir: PathBuf::from("/run/central"),
+            address: "10.0.0.2".parse().unwrap(),
+            members: ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+                .map(|m| m.parse().unwrap())
+                .to_vec(),
+            ports: CentralPorts::default(),
+        }
+    }
+
+    #[test]
+    fn a_new_cluster_is_created_from_the_schema_on_this_members_raft_address() {
+        assert_eq!(
+            three_members().bootstrap_args(CentralDb::Nb, Bootstrap::Create),
+            [
+                "create-cluster",
+                "/var/lib/kube-ovn/central/nb.db",
+                "/usr/share/ovn/ovn-nb.ovsschema",
+                "tcp:10.0.0.2:6643",
+            ]
+        );
+    }
+
+    #[test]
+    fn joining_names_the_database_this_member_and_every_other_member() {
+        assert_eq!(
+            three_members().bootstrap_args(CentralDb::Sb, Bootstrap::Join),
+            [
+                "join-cluster",
+                "/var/lib/kube-ovn/central/sb.db",
+                "OVN_Southbound",
+                "tcp:10.0.0.2:6644",
+                "tcp:10.0.0.1:6644",
+                "tcp:10.0.0.3:6644",
+            ]
+        );
+    }
+
+    #[test]
+    fn central_servers_listen_on_this_member_and_northd_reaches_all_members() {
+        let layout = three_members();
+        let nb = layout.db_server(CentralDb::Nb);
+        for arg in [
+            "--remote=punix:/run/central/nb.sock",
+            "--remote=ptcp:6641:10.0.0.2",
+            "--unixctl=/run/central/nb.ctl",
+        ] {
+            assert!(nb.args.contains(&arg.to_string()), "{arg} in {:?}", nb.args);
+        }
+        assert_eq!(
+            nb.args.last().map(String::as_str),
+            Some("/var/lib/kube-ovn/central/nb.db")
+        );
+        let northd = layout.ovn_northd();
+        assert!(northd.args.contains(
+            &"--ovnsb-db=tcp:10.0.0.1:6642,tcp:10.0.0.2:6642,tcp:10.0.0.3:6642".to_string()
+        ));
+        assert!(northd.args.contains(
+            &"--ovnnb-db=tcp:10.0.0.1:6641,tcp:10.0.0.2:6641,tcp:10.0.0.3:6641".to_string()
+        ));
+    }
+
+    #[test]
+    fn ipv6_members_are_bracketed() {
+        let layout = CentralLayout {
+            address: "fd00::1".parse().unwrap(),
+            members: vec!["fd00::1".parse().unwrap()],
+            ..three_members()
+        };
+        assert_eq!(
+            layout.cluster_endpoints(CentralDb::Nb),
+            "tcp:[fd00::1]:6641"
+        );
+        assert!(layout
+            .db_server(CentralDb::Nb)
+            .args
+            .contains(&"--remote=ptcp:6641:[fd00::1]".to_string()));
+        assert_eq!(
+            layout.bootstrap_args(CentralDb::Nb, Bootstrap::Create)[3],
+            "tcp:[fd00::1]:6643"
+        );
     }
 }

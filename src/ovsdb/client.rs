@@ -1,5 +1,8 @@
-//! `Client`: one database on one OVSDB server, kept connected. At connect it
-//! checks the schema, starts a monitor (`monitor_cond_since`, else
+//! `Client`: one database on one OVSDB server (or on one member of a
+//! clustered database given as a list of endpoints), kept connected. With
+//! several endpoints it picks a member whose `_Server` database says it is
+//! connected to its cluster and, when the session is lost, tries the others
+//! in turn. At connect it checks the schema, starts a monitor (`monitor_cond_since`, else
 //! `monitor_cond`, else `monitor`) feeding the cache, and then a supervisor
 //! task applies notifications and reconnects with backoff, resyncing the
 //! cache. Transactions read their own writes: `transact` returns once the
@@ -24,8 +27,9 @@ use super::transact::{self, Op, OpResult};
 use super::value::{Atom, Uuid};
 
 const MONITOR_ID: &str = "kube-ovn";
+const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";
 /// `last-txn-id` meaning "no history": ask for everything.
-const NO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+const NO_TXN: &str = ZERO_UUID;
 
 /// A monitored table: its name, the columns to monitor (and require in the
 /// server's schema) and the client-side indexes to keep.
@@ -72,6 +76,72 @@ impl ClientOptions {
     }
 }
 
+/// One row of a server's `_Server.Database` table: how the server holds a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDatabase {
+    pub name: String,
+    /// `standalone`, `clustered` or `relay`.
+    pub model: String,
+    /// For a clustered database: this member is in contact with its cluster
+    /// (has a leader, is not joining or leaving). Always true otherwise.
+    pub connected: bool,
+    /// This member is the raft leader (true for a standalone database).
+    pub leader: bool,
+    /// The cluster's id; `None` for a standalone database and for a member
+    /// still joining a cluster it has never been part of.
+    pub cid: Option<String>,
+}
+
+impl ServerDatabase {
+    pub fn is_clustered(&self) -> bool {
+        self.model == "clustered"
+    }
+}
+
+/// Reads how the server on `conn` holds `database` from its `_Server`
+/// database; `None` when it does not serve `database` at all.
+pub async fn server_database(conn: &Connection, database: &str) -> Result<Option<ServerDatabase>> {
+    let select = json!(["_Server", {
+        "op": "select",
+        "table": "Database",
+        "where": [["name", "==", database]],
+        "columns": ["name", "model", "connected", "leader", "cid"],
+    }]);
+    let reply = conn.call("transact", select).await?;
+    let bad = |reason: &str| Error::Schema {
+        database: "_Server".into(),
+        reason: format!("Database row of {database}: {reason}"),
+    };
+    let Some(row) = reply
+        .get(0)
+        .and_then(|r| r.get("rows"))
+        .and_then(|r| r.get(0))
+    else {
+        if let Some(e) = reply.get(0).and_then(|r| r.get("error")) {
+            return Err(bad(&e.to_string()));
+        }
+        return Ok(None);
+    };
+    let text = |c: &str| row.get(c).and_then(Json::as_str).map(str::to_string);
+    let flag = |c: &str| row.get(c).and_then(Json::as_bool);
+    Ok(Some(ServerDatabase {
+        name: text("name").ok_or_else(|| bad("no name"))?,
+        model: text("model").ok_or_else(|| bad("no model"))?,
+        connected: flag("connected").ok_or_else(|| bad("no connected flag"))?,
+        leader: flag("leader").ok_or_else(|| bad("no leader flag"))?,
+        // An optional uuid: `["uuid", "<id>"]`, or the empty set `["set", []]`;
+        // a member still joining reports the all-zero uuid.
+        cid: row
+            .get("cid")
+            .and_then(|c| match c.get(0).and_then(Json::as_str) {
+                Some("uuid") => c.get(1).and_then(Json::as_str),
+                _ => None,
+            })
+            .filter(|cid| *cid != ZERO_UUID)
+            .map(str::to_string),
+    }))
+}
+
 /// Which monitor request the server accepted (probed once, newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MonitorMethod {
@@ -81,7 +151,10 @@ pub enum MonitorMethod {
 }
 
 struct Inner {
-    endpoint: Endpoint,
+    /// The members to try, in order; one for a standalone server.
+    endpoints: Vec<Endpoint>,
+    /// Index in `endpoints` of the current (or last) session's member.
+    current: Mutex<usize>,
     database: String,
     options: ClientOptions,
     conn: watch::Sender<Option<Arc<Connection>>>,
@@ -104,14 +177,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `endpoint` ("unix:/path" or "tcp:host:port"), checks that
-    /// `database` has every table and column in `options`, and fills the
+    /// Connects to `endpoint` ("unix:/path" or "tcp:host:port", or a
+    /// comma-separated list of the members of a clustered database), checks
+    /// that `database` has every table and column in `options`, and fills the
     /// cache. Later disconnects are repaired in the background.
     pub async fn connect(endpoint: &str, database: &str, options: ClientOptions) -> Result<Client> {
-        let endpoint = Endpoint::parse(endpoint)?;
+        let endpoints = Endpoint::parse_list(endpoint)?;
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
-            endpoint,
+            endpoints,
+            current: Mutex::new(0),
             database: database.to_string(),
             options,
             conn: watch::channel(None).0,
@@ -124,7 +199,7 @@ impl Client {
             shutdown: shutdown.clone(),
             sessions: std::sync::atomic::AtomicU64::new(0),
         });
-        let notes = inner.establish().await?;
+        let notes = inner.establish(0).await?;
         tokio::spawn(supervise(inner.clone(), notes));
         Ok(Client {
             inner,
@@ -154,6 +229,15 @@ impl Client {
         self.inner
             .sessions
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The endpoint of the current session, if one is up.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        self.inner
+            .conn
+            .borrow()
+            .as_ref()
+            .map(|c| c.endpoint().clone())
     }
 
     /// True while a session is up.
@@ -196,7 +280,8 @@ impl Client {
             Ok(Err(_)) => Err(Error::Closed("client shut down".into())),
             Err(_) => Err(Error::Timeout(format!(
                 "no session with {} for {:?}",
-                self.inner.endpoint, self.inner.options.timeouts.request
+                self.inner.members(),
+                self.inner.options.timeouts.request
             ))),
         }
     }
@@ -273,9 +358,49 @@ fn monitored<T: Table>(cache: &Cache) -> Result<&TableCache> {
 }
 
 impl Inner {
-    /// Opens a session, checks the schema, monitors, and fills the cache.
-    async fn establish(&self) -> Result<mpsc::UnboundedReceiver<Notification>> {
-        let (conn, notes) = Connection::open(&self.endpoint, self.options.timeouts).await?;
+    /// The endpoints as given, for messages.
+    fn members(&self) -> String {
+        let names: Vec<String> = self.endpoints.iter().map(Endpoint::to_string).collect();
+        names.join(",")
+    }
+
+    /// Establishes a session with the first usable member, trying them in
+    /// order from index `first` (wrapping around).
+    async fn establish(&self, first: usize) -> Result<mpsc::UnboundedReceiver<Notification>> {
+        let n = self.endpoints.len();
+        let mut failures = Vec::new();
+        for k in 0..n {
+            let index = (first + k) % n;
+            match self.establish_on(&self.endpoints[index]).await {
+                Ok(notes) => {
+                    *self.current.lock().expect("current lock poisoned") = index;
+                    return Ok(notes);
+                }
+                // One endpoint: its error as it is, as before lists existed.
+                Err(e) if n == 1 => return Err(e),
+                Err(e) => {
+                    debug!(endpoint = %self.endpoints[index], error = %e, "member not usable");
+                    failures.push(format!("{}: {e}", self.endpoints[index]));
+                }
+            }
+        }
+        Err(Error::Io {
+            endpoint: self.members(),
+            reason: format!("no usable member ({})", failures.join("; ")),
+        })
+    }
+
+    /// Opens a session with `endpoint`, checks the schema, monitors, and fills the cache.
+    async fn establish_on(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<mpsc::UnboundedReceiver<Notification>> {
+        let (conn, notes) = Connection::open(endpoint, self.options.timeouts).await?;
+        // Like ovsdb-idl: a member cut off from its cluster cannot commit, so
+        // go to another one. With a single endpoint there is no other one.
+        if self.endpoints.len() > 1 {
+            self.check_member(&conn).await?;
+        }
         let schema = Schema::from_json(&conn.call("get_schema", json!([self.database])).await?)?;
         let mut requests = serde_json::Map::new();
         {
@@ -302,8 +427,28 @@ impl Inner {
         self.conn.send_replace(Some(Arc::new(conn)));
         self.sessions
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        info!(endpoint = %self.endpoint, database = %self.database, "ovsdb monitor up");
+        info!(%endpoint, database = %self.database, "ovsdb monitor up");
         Ok(notes)
+    }
+
+    /// Fails unless the member on `conn` serves the database and, when it is
+    /// clustered, is connected to its cluster.
+    async fn check_member(&self, conn: &Connection) -> Result<()> {
+        let not_usable = |reason: String| Error::Io {
+            endpoint: conn.endpoint().to_string(),
+            reason,
+        };
+        match server_database(conn, &self.database).await {
+            Ok(Some(db)) if db.is_clustered() && !db.connected => Err(not_usable(format!(
+                "member of clustered {} not connected to its cluster",
+                self.database
+            ))),
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(not_usable(format!("does not serve {}", self.database))),
+            // A server without `_Server` (before OVS 2.9) holds standalone databases only.
+            Err(Error::Rpc { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts the monitor with the newest method the server accepts and
@@ -451,17 +596,19 @@ async fn supervise(inner: Arc<Inner>, mut notes: mpsc::UnboundedReceiver<Notific
             }
         };
         inner.conn.send_replace(None);
-        warn!(endpoint = %inner.endpoint, %reason, "ovsdb session lost, reconnecting");
+        let lost = *inner.current.lock().expect("current lock poisoned");
+        warn!(endpoint = %inner.endpoints[lost], %reason, "ovsdb session lost, reconnecting");
         let (mut pause, max) = inner.options.backoff;
         notes = loop {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-            match inner.establish().await {
+            // The lost member is tried last: another one is likelier up.
+            match inner.establish(lost + 1).await {
                 Ok(n) => break n,
                 Err(e) => {
-                    debug!(endpoint = %inner.endpoint, error = %e, "reconnect failed");
+                    debug!(endpoints = %inner.members(), error = %e, "reconnect failed");
                     pause = (pause * 2).min(max);
                 }
             }

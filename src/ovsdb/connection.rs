@@ -41,6 +41,25 @@ impl Endpoint {
             _ => Err(bad("expected unix:PATH or tcp:HOST:PORT")),
         }
     }
+
+    /// Parses a comma-separated list of endpoints, as ovsdb-idl and
+    /// ovn-controller accept for the members of a clustered database
+    /// (`tcp:10.0.0.1:6641,tcp:10.0.0.2:6641`). One endpoint is a list of one.
+    pub fn parse_list(s: &str) -> Result<Vec<Endpoint>> {
+        let list = s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>>>()?;
+        if list.is_empty() {
+            return Err(Error::Endpoint {
+                endpoint: s.to_string(),
+                reason: "no endpoint given".into(),
+            });
+        }
+        Ok(list)
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -435,5 +454,26 @@ mod tests {
             Err(Error::NotSupported(_))
         ));
         assert!(Endpoint::parse("/run/x.sock").is_err());
+    }
+
+    #[test]
+    fn parses_endpoint_lists_of_cluster_members() {
+        assert_eq!(
+            Endpoint::parse_list("tcp:10.0.0.1:6641, tcp:10.0.0.2:6641,tcp:[fd00::3]:6641")
+                .unwrap(),
+            [
+                Endpoint::Tcp("10.0.0.1:6641".into()),
+                Endpoint::Tcp("10.0.0.2:6641".into()),
+                Endpoint::Tcp("[fd00::3]:6641".into()),
+            ]
+        );
+        assert_eq!(
+            Endpoint::parse_list("unix:/run/nb.sock").unwrap(),
+            [Endpoint::Unix("/run/nb.sock".into())]
+        );
+        assert!(Endpoint::parse_list("").is_err());
+        assert!(Endpoint::parse_list(" , ").is_err());
+        let err = Endpoint::parse_list("tcp:10.0.0.1:6641,10.0.0.2:6641").unwrap_err();
+        assert!(err.to_string().contains("10.0.0.2:6641"), "{err}");
     }
 }
