@@ -10,12 +10,16 @@
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
 //! - `queue`: the pod work queue; `events`: Events; `status`: `/metrics`, `/readyz`.
 //! - `context`: the state the controllers share.
+//! - `leader`: Lease leader election (nothing runs before this process leads).
+//! - `adopt`: claims in IPAM every allocation the cluster shows, before pods are served.
 
+pub mod adopt;
 pub mod attachment;
 pub mod context;
 pub mod controller;
 pub mod events;
 pub mod gc;
+pub mod leader;
 pub mod nad;
 pub mod pod;
 pub mod ports;
@@ -69,6 +73,22 @@ pub struct OperatorArgs {
     /// Seconds between garbage-collection passes (one also runs at start).
     #[arg(long, default_value_t = 300)]
     pub gc_interval: u64,
+    /// Lead through the `kube-ovn-operator` Lease before doing anything; `false` acts alone
+    /// (tests and development: never run two operators so).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// The namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// How long followers wait after the leader's last renewal before taking over.
+    #[arg(long, default_value = "15s", value_parser = crate::node::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps failing to renew before it stops (shorter than the lease).
+    #[arg(long, default_value = "10s", value_parser = crate::node::parse_duration)]
+    pub renew_deadline: Duration,
+    /// How often candidates try to acquire the Lease and the leader renews it.
+    #[arg(long, default_value = "2s", value_parser = crate::node::parse_duration)]
+    pub retry_period: Duration,
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
@@ -149,6 +169,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
+    // Leader election: nothing below (IPAM, NB, controllers) runs until this process leads.
+    let mut leadership = leader::elect(&client, &args).await?;
     // Listing every pod is the longest part of a restart: start it now.
     let (pods, pod_writer) = reflector::store();
     let (pod_notes, pod_feed) = tokio::sync::mpsc::unbounded_channel();
@@ -246,6 +268,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     ] {
         anyhow::ensure!(ready, "a watch stopped before its first list");
     }
+    // Claim every address the cluster shows before any pod is served.
+    adopt::adopt(&ctx).await?;
     tasks.spawn(pod::run_workers(ctx.clone(), args.pod_workers));
     tasks.spawn(gc::run(
         ctx.clone(),
@@ -260,7 +284,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
         _ = tasks.join_next() => warn!("a controller task ended; stopping"),
+        lost = leadership.lost() => {
+            tasks.abort_all();
+            return Err(lost);
+        }
     }
     tasks.abort_all();
+    leadership.release().await;
     Ok(())
 }
