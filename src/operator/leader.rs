@@ -262,9 +262,10 @@ pub async fn acquire(client: kube::Client, config: LeaseConfig) -> anyhow::Resul
     let started = Instant::now();
     let mut candidate = Candidate::new(client.clone(), config);
     let mut last_holder: Option<String> = None;
-    let from = loop {
+    let (from, acquired) = loop {
+        let attempt = Instant::now();
         match candidate.try_acquire_or_renew().await {
-            Ok(Attempt::Held { from }) => break from,
+            Ok(Attempt::Held { from }) => break (from, attempt),
             Ok(Attempt::HeldBy(holder)) => {
                 if last_holder.as_ref() != Some(&holder) {
                     let cfg = &candidate.config;
@@ -287,7 +288,7 @@ pub async fn acquire(client: kube::Client, config: LeaseConfig) -> anyhow::Resul
     );
     let (tell, lost) = watch::channel(None);
     let lease = Candidate::new(client, candidate.config.clone());
-    let renewer = tokio::spawn(renew(candidate, tell));
+    let renewer = tokio::spawn(renew(candidate, acquired, tell));
     Ok(Leadership {
         held: Some(Held {
             lost,
@@ -309,35 +310,45 @@ pub async fn elect(client: &kube::Client, args: &OperatorArgs) -> anyhow::Result
 
 /// Renews every retry period until renewing failed for the renew deadline or someone else
 /// holds the Lease; then says why on `tell`.
-async fn renew(mut candidate: Candidate, tell: watch::Sender<Option<String>>) {
-    let mut renewed = Instant::now();
+async fn renew(mut candidate: Candidate, acquired: Instant, tell: watch::Sender<Option<String>>) {
+    let mut renewed = acquired;
     let cfg = candidate.config.clone();
     let lease = format!("{}/{}", cfg.namespace, cfg.name);
+    let past_deadline = |renewed: Instant| {
+        (renewed.elapsed() >= cfg.renew_deadline).then(|| {
+            format!(
+                "last renewed Lease {lease} {:?} ago, past the renew deadline {:?}",
+                renewed.elapsed(),
+                cfg.renew_deadline
+            )
+        })
+    };
     loop {
         tokio::time::sleep(cfg.retry_period).await;
-        let why = match candidate.try_acquire_or_renew().await {
-            Ok(Attempt::Held { .. }) => {
-                renewed = Instant::now();
-                continue;
-            }
-            Ok(Attempt::HeldBy(holder)) => Some(format!("Lease {lease} is now held by {holder:?}")),
-            Ok(Attempt::Raced) => {
-                warn!(identity = %cfg.identity, %lease, "renewing leadership: the Lease changed under us; trying again");
-                None
-            }
-            Err(e) => {
-                warn!(identity = %cfg.identity, %lease, error = %format!("{e:#}"), "renewing leadership failed; trying again");
-                None
-            }
-        };
-        let why = why.or_else(|| {
-            (renewed.elapsed() >= cfg.renew_deadline).then(|| {
-                format!(
-                    "could not renew Lease {lease} for {:?} (renew deadline)",
-                    cfg.renew_deadline
-                )
-            })
-        });
+        // Checked before asking the API server too: a process that was stopped (or starved)
+        // past its deadline may already have a successor and must not write even once more.
+        let mut why = past_deadline(renewed);
+        if why.is_none() {
+            // The Lease counts from when the request left, not from the answer.
+            let attempt = Instant::now();
+            why = match candidate.try_acquire_or_renew().await {
+                Ok(Attempt::Held { .. }) => {
+                    renewed = attempt;
+                    continue;
+                }
+                Ok(Attempt::HeldBy(holder)) => {
+                    Some(format!("Lease {lease} is now held by {holder:?}"))
+                }
+                Ok(Attempt::Raced) => {
+                    warn!(identity = %cfg.identity, %lease, "renewing leadership: the Lease changed under us; trying again");
+                    past_deadline(renewed)
+                }
+                Err(e) => {
+                    warn!(identity = %cfg.identity, %lease, error = %format!("{e:#}"), "renewing leadership failed; trying again");
+                    past_deadline(renewed)
+                }
+            };
+        }
         if let Some(why) = why {
             error!(identity = %cfg.identity, %lease, "lost leadership: {why}");
             let _ = tell.send(Some(why));

@@ -76,7 +76,7 @@ pub struct Cluster {
     pub log_level: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -134,8 +134,21 @@ impl Cluster {
             .join(format!("operator-{}.log", self.restarts))
     }
 
-    /// The `kube-ovn operator` command line for this cluster.
+    /// The `kube-ovn operator` command line for this cluster: one operator alone
+    /// (`--leader-elect=false`, so a restart does not wait for its predecessor's Lease).
     pub fn operator_command(&self) -> Command {
+        let mut cmd = self.operator_command_with(&self.ipam_dir(), self.status_addr);
+        cmd.args(["--leader-elect", "false"]);
+        cmd
+    }
+
+    /// The command line of one operator replica with its own store and status address
+    /// (leader election flags left to the caller).
+    pub fn operator_command_with(
+        &self,
+        ipam_dir: &std::path::Path,
+        status_addr: SocketAddr,
+    ) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-ovn"));
         cmd.env("KUBECONFIG", self.kubeconfig())
             .args([
@@ -148,9 +161,9 @@ impl Cluster {
             ])
             .arg(self.ovn.nb_endpoint())
             .arg("--ipam-db")
-            .arg(self.ipam_dir())
+            .arg(ipam_dir)
             .arg("--status-addr")
-            .arg(self.status_addr.to_string())
+            .arg(status_addr.to_string())
             .arg("--gc-interval")
             .arg("5");
         cmd

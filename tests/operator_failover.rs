@@ -1,0 +1,340 @@
+//! Two `kube-ovn operator` replicas on one cluster (kube-sim API, real OVN NB), each with its
+//! own IPAM store, electing a leader through the `kube-ovn-operator` Lease: only the leader
+//! opens IPAM and NB; SIGKILL of the leader mid-burst plus the loss of its store hands over
+//! to the other replica, which adopts every address the pods show before it allocates, so no
+//! running pod's address changes and no address is handed out twice. A leader stopped past
+//! its Lease exits instead of writing; a cleanly stopped one frees the Lease at once.
+
+mod operator_support;
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use operator_support::*;
+
+const PROVIDER: &str = "kube-ovn-vpc-network.default.ovn";
+const NETWORK: &str = "default/kube-ovn-vpc-network";
+const LEASE_NAMESPACE: &str = "kube-system";
+
+/// One operator replica: its process, store and log.
+struct Replica {
+    name: String,
+    ipam: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts replica `name` (its `POD_NAME`) with short Lease timings.
+    fn start(c: &Cluster, name: &str) -> Replica {
+        let ipam = c.dir.path().join(format!("ipam-{name}"));
+        let log = c.dir.path().join(format!("{name}.log"));
+        let status = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let child = c
+            .operator_command_with(&ipam, status)
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", LEASE_NAMESPACE)
+            .args([
+                "--lease-duration",
+                "3s",
+                "--renew-deadline",
+                "2s",
+                "--retry-period",
+                "500ms",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning kube-ovn operator");
+        Replica {
+            name: name.to_owned(),
+            ipam,
+            log,
+            child: Some(child),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), signal).unwrap();
+    }
+
+    /// Waits (up to `WAIT`) for the process to end; its exit status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let child = self.child.as_mut().expect("started");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} did not exit:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn sigkill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.sigkill();
+        if std::thread::panicking() {
+            let text = self.log();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- replica {} (last 60 lines)\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// The Lease's holder, if any.
+async fn holder(c: &Cluster) -> Option<String> {
+    Api::<Lease>::namespaced(c.client.clone(), LEASE_NAMESPACE)
+        .get_opt("kube-ovn-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+async fn wait_holder(c: &Cluster, name: &str) {
+    c.eventually(&format!("Lease held by {name}"), || async {
+        (holder(c).await.as_deref() == Some(name)).then_some(())
+    })
+    .await;
+}
+
+/// Every pod's address on the seed network, by pod name.
+async fn addresses(c: &Cluster) -> BTreeMap<String, String> {
+    let key = format!("{PROVIDER}.kubernetes.io/ip_address");
+    let allocated = format!("{PROVIDER}.kubernetes.io/allocated");
+    c.pods()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let a = p.metadata.annotations.as_ref()?;
+            (a.get(&allocated)? == "true").then_some(())?;
+            Some((p.metadata.name.clone()?, a.get(&key)?.clone()))
+        })
+        .collect()
+}
+
+async fn create_pods(pods: Api<Pod>, names: Vec<String>) {
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in names.chunks(names.len().div_ceil(16).max(1)) {
+        let pods = pods.clone();
+        let chunk = chunk.to_vec();
+        set.spawn(async move {
+            for name in chunk {
+                let pod: Pod = serde_yaml::from_str(&pod_yaml(&name, NETWORK)).unwrap();
+                pods.create(&Default::default(), &pod).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+fn assert_unique(addresses: &BTreeMap<String, String>) {
+    let unique: HashSet<&String> = addresses.values().collect();
+    assert_eq!(unique.len(), addresses.len(), "an address handed out twice");
+}
+
+/// The JSON log lines of `log` whose message contains `text`.
+fn lines_with<'a>(log: &'a str, text: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| l.contains(text))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_takes_over_a_burst_from_a_killed_leader_without_changing_or_duplicating_an_address(
+) {
+    let c = Cluster::up(0).await;
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+
+    let mut a = Replica::start(&c, "operator-a");
+    wait_holder(&c, "operator-a").await;
+    c.wait_used("subnet-secondary", 0).await;
+    let b = Replica::start(&c, "operator-b");
+    c.eventually("operator-b waiting for leadership", || async {
+        b.log().contains("waiting for leadership").then_some(())
+    })
+    .await;
+
+    // The burst: the leader wires pods while the follower only watches the Lease.
+    let names: Vec<String> = (0..500).map(|i| format!("burst-{i}")).collect();
+    let creating = tokio::spawn(create_pods(c.pods(), names.clone()));
+    c.eventually("some pods annotated", || async {
+        (addresses(&c).await.len() >= 50).then_some(())
+    })
+    .await;
+    assert!(
+        !b.ipam.exists(),
+        "the follower opened an IPAM store at {}",
+        b.ipam.display()
+    );
+    let follower_log = b.log();
+    for leader_only in ["connected to OVN NB", "IPAM store opened", "pod attached"] {
+        assert!(
+            !follower_log.contains(leader_only),
+            "the follower logged {leader_only:?}:\n{follower_log}"
+        );
+    }
+
+    // Kill the leader mid-burst and lose its store.
+    a.sigkill();
+    let killed = Instant::now();
+    std::fs::remove_dir_all(&a.ipam).unwrap();
+    let before = addresses(&c).await;
+    assert!(
+        before.len() < names.len(),
+        "the kill came after the burst ({} annotated)",
+        before.len()
+    );
+    assert_unique(&before);
+
+    wait_holder(&c, "operator-b").await;
+    eprintln!(
+        "operator-b took the Lease {:?} after the leader's SIGKILL (lease duration 3s)",
+        killed.elapsed()
+    );
+    creating.await.unwrap();
+    c.eventually("all 500 pods annotated", || async {
+        (addresses(&c).await.len() == 500).then_some(())
+    })
+    .await;
+    eprintln!("all 500 annotated {:?} after the SIGKILL", killed.elapsed());
+
+    // Adoption was explicit: the new leader claimed every address the pods showed.
+    let adopted = c
+        .eventually("operator-b's adoption log line", || async {
+            lines_with(&b.log(), "IPAM adopted").into_iter().next()
+        })
+        .await;
+    eprintln!("operator-b: {adopted}");
+    let claimed = adopted["fields"]["adopted"].as_u64().unwrap_or(0)
+        + adopted["fields"]["already_known"].as_u64().unwrap_or(0);
+    assert!(
+        claimed >= before.len() as u64,
+        "adopted {claimed} of the {} annotated addresses: {adopted}",
+        before.len()
+    );
+    assert_eq!(
+        adopted["fields"]["conflicts"].as_u64(),
+        Some(0),
+        "{adopted}"
+    );
+
+    // The next 500, all from the new leader.
+    let more: Vec<String> = (500..1000).map(|i| format!("burst-{i}")).collect();
+    create_pods(c.pods(), more).await;
+    let after = c
+        .eventually("all 1000 pods annotated", || async {
+            let now = addresses(&c).await;
+            (now.len() == 1000).then_some(now)
+        })
+        .await;
+    assert_unique(&after);
+    for (pod, ip) in &before {
+        assert_eq!(&after[pod], ip, "pod {pod} changed its address");
+    }
+    // NB agrees with the annotations for the pods wired before the hand-over.
+    for (pod, ip) in before.iter().take(20) {
+        let lsp = format!("{pod}.default.{PROVIDER}");
+        c.eventually(&format!("LSP {lsp} with {ip}"), || async {
+            c.lsp_addresses(&lsp)
+                .ends_with(&format!(" {ip}"))
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_past_its_lease_exits_and_a_clean_stop_frees_the_lease() {
+    let c = Cluster::up(0).await;
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+    let mut a = Replica::start(&c, "operator-a");
+    wait_holder(&c, "operator-a").await;
+    let mut b = Replica::start(&c, "operator-b");
+
+    // A leader frozen past its Lease (a long GC pause, a stopped VM) finds a successor.
+    a.signal(Signal::SIGSTOP);
+    wait_holder(&c, "operator-b").await;
+    c.apply(&pod_yaml("after-freeze", NETWORK)).await;
+    let ip = c.allocated("after-freeze", PROVIDER).await
+        [&format!("{PROVIDER}.kubernetes.io/ip_address")]
+        .clone();
+    a.signal(Signal::SIGCONT);
+    let status = a.exited().await;
+    assert!(!status.success(), "the deposed leader exited with {status}");
+    let log = a.log();
+    assert!(log.contains("lost leadership"), "{log}");
+    assert_eq!(holder(&c).await.as_deref(), Some("operator-b"));
+
+    // A clean stop (SIGINT) gives the Lease up at once instead of letting it expire.
+    let mut c2 = Replica::start(&c, "operator-c");
+    c.eventually("operator-c waiting for leadership", || async {
+        c2.log().contains("waiting for leadership").then_some(())
+    })
+    .await;
+    b.signal(Signal::SIGINT);
+    let status = b.exited().await;
+    assert!(status.success(), "a clean stop exits 0, got {status}");
+    assert!(b.log().contains("released leadership"), "{}", b.log());
+    let stopped = Instant::now();
+    wait_holder(&c, "operator-c").await;
+    eprintln!(
+        "operator-c took the released Lease {:?} after operator-b stopped",
+        stopped.elapsed()
+    );
+    // The new leader keeps the address it adopted.
+    c.apply(&pod_yaml("after-release", NETWORK)).await;
+    let next = c.allocated("after-release", PROVIDER).await
+        [&format!("{PROVIDER}.kubernetes.io/ip_address")]
+        .clone();
+    assert_ne!(
+        next, ip,
+        "the released leader's pod address was handed out again"
+    );
+    let still = c.allocated("after-freeze", PROVIDER).await;
+    assert_eq!(still[&format!("{PROVIDER}.kubernetes.io/ip_address")], ip);
+    c2.sigkill();
+}
