@@ -174,7 +174,7 @@ fn assert_unique(addresses: &BTreeMap<String, String>) {
 }
 
 /// The JSON log lines of `log` whose message contains `text`.
-fn lines_with<'a>(log: &'a str, text: &str) -> Vec<serde_json::Value> {
+fn lines_with(log: &str, text: &str) -> Vec<serde_json::Value> {
     log.lines()
         .filter(|l| l.contains(text))
         .filter_map(|l| serde_json::from_str(l).ok())

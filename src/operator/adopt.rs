@@ -192,8 +192,9 @@ fn annotated(pod: &Pod, unreadable: &mut Vec<String>) -> BTreeMap<String, Shown>
 
 /// Pairs pods' annotations with IP CRs and settles who holds what. Pure.
 ///
-/// An IP CR whose pod is gone is claimed too: the garbage collection frees it once it has
-/// checked the StatefulSet, and until then no new pod may get its address.
+/// An IP CR whose pod is gone is claimed too (sticky): the garbage collection frees it once
+/// it has checked for a StatefulSet that wants the pod back; until then no new pod may get
+/// its address.
 pub fn plan_adoption<'a>(
     pods: impl IntoIterator<Item = &'a Pod>,
     ips: impl IntoIterator<Item = &'a IP>,
@@ -265,9 +266,11 @@ pub fn plan_adoption<'a>(
             ));
             continue;
         };
+        // A gone pod's claim is sticky so that the garbage collection asks its StatefulSet
+        // (if any) before freeing it, as it would have for the lost store's record.
         let (present, sticky, created) = match running.get(&pod) {
             Some((p, sticky)) => (true, *sticky, p.creation_timestamp().map(|t| t.0)),
-            None => (false, false, None),
+            None => (false, true, None),
         };
         candidates.push((
             (!present, created, pod.clone(), attachment.clone()),
@@ -662,6 +665,10 @@ mod tests {
         let plan = plan_adoption([], &ips);
         assert_eq!(plan.claims.len(), 1);
         assert_eq!(plan.claims[0].pod, PodKey::new("default", "gone"));
+        assert!(
+            plan.claims[0].sticky,
+            "GC asks a StatefulSet before freeing it"
+        );
 
         let pods = [pod("running", 10, Some(("10.0.0.7", MAC_A)))];
         let plan = plan_adoption(&pods, &ips);

@@ -18,7 +18,6 @@
 //!
 //! Not here: what the leader runs (`run` in `mod.rs`), IPAM adoption (`adopt.rs`).
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -359,18 +358,16 @@ async fn renew(mut candidate: Candidate, acquired: Instant, tell: watch::Sender<
 
 impl Leadership {
     /// Resolves when this process no longer leads, with the reason; never when election is off.
-    pub fn lost(&mut self) -> impl Future<Output = anyhow::Error> + '_ {
-        async move {
-            let Some(held) = &mut self.held else {
-                return std::future::pending().await;
-            };
-            match held.lost.wait_for(Option::is_some).await {
-                Ok(why) => anyhow::anyhow!(
-                    "{}; stopping so that only the new leader allocates",
-                    why.as_deref().unwrap_or("leadership lost")
-                ),
-                Err(_) => anyhow::anyhow!("the Lease renewer stopped; leadership is lost"),
-            }
+    pub async fn lost(&mut self) -> anyhow::Error {
+        let Some(held) = &mut self.held else {
+            return std::future::pending().await;
+        };
+        match held.lost.wait_for(Option::is_some).await {
+            Ok(why) => anyhow::anyhow!(
+                "{}; stopping so that only the new leader allocates",
+                why.as_deref().unwrap_or("leadership lost")
+            ),
+            Err(_) => anyhow::anyhow!("the Lease renewer stopped; leadership is lost"),
         }
     }
 
