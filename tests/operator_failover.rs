@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube_ovn::operator::leader::{acquire, LeaseConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use operator_support::*;
@@ -337,4 +338,69 @@ async fn a_leader_stopped_past_its_lease_exits_and_a_clean_stop_frees_the_lease(
     let still = c.allocated("after-freeze", PROVIDER).await;
     assert_eq!(still[&format!("{PROVIDER}.kubernetes.io/ip_address")], ip);
     c2.sigkill();
+}
+
+/// A Lease candidate named `identity` with sub-second timings.
+fn candidate(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: LEASE_NAMESPACE.into(),
+        name: "race".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(250),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_racing_candidates_one_leads_until_it_releases_and_stale_lease_writes_are_refused() {
+    let api = kube_sim::ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("kube-sim starts");
+    let client = api.client().expect("kube client");
+
+    // Two candidates at once: one leads, the other waits while the leader renews.
+    let mut x = tokio::spawn(acquire(client.clone(), candidate("x")));
+    let mut y = tokio::spawn(acquire(client.clone(), candidate("y")));
+    let (mut leader, mut waiting, first) = tokio::select! {
+        r = &mut x => (r.unwrap().unwrap(), y, "x"),
+        r = &mut y => (r.unwrap().unwrap(), x, "y"),
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    for _ in 0..20 {
+        // Two lease durations of renewals: the holder never changes hands.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let lease = leases.get("race").await.unwrap();
+        assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(first));
+        assert!(!waiting.is_finished(), "both candidates lead");
+    }
+    tokio::select! {
+        why = leader.lost() => panic!("the renewing leader lost its Lease: {why:#}"),
+        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+    }
+
+    // Released: the other takes over without waiting for the Lease to expire.
+    leader.release().await;
+    let mut next = (&mut waiting).await.unwrap().unwrap();
+    let lease = leases.get("race").await.unwrap();
+    let spec = lease.spec.clone().unwrap();
+    assert_ne!(spec.holder_identity.as_deref(), Some(first));
+    assert_eq!(spec.lease_transitions, Some(1));
+
+    // The API server refuses a write based on an older read (what makes the race safe).
+    let mut stale = lease.clone();
+    stale.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    tokio::time::sleep(Duration::from_millis(500)).await; // the leader renews meanwhile
+    match leases
+        .replace("race", &kube::api::PostParams::default(), &stale)
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
+        other => panic!("a stale Lease write was not refused: {other:?}"),
+    }
+    tokio::select! {
+        why = next.lost() => panic!("the new leader lost its Lease: {why:#}"),
+        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+    }
+    next.release().await;
 }
