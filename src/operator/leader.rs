@@ -189,6 +189,8 @@ impl Candidate {
         };
         let record = Record::of(&lease);
         let spec = lease.spec.get_or_insert_with(Default::default);
+        // Ours also when a previous incarnation of this pod (same POD_NAME) held it: the
+        // kubelet restarts a container only after it exited, so no second writer exists.
         let ours = record.holder.as_deref() == Some(cfg.identity.as_str());
         if let Some(holder) = record.holder.clone().filter(|_| !ours) {
             // The holder's own duration counts: it may run with other flags than ours.

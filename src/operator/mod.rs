@@ -31,6 +31,7 @@ pub mod vpc;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -169,12 +170,55 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
-    // Leader election: nothing below (IPAM, NB, controllers) runs until this process leads.
-    let mut leadership = leader::elect(&client, &args).await?;
+    let metrics = Arc::new(status::Metrics::default());
+    // Alone (`--leader-elect=false`) it leads from the start: not ready until reconciled.
+    metrics.leader.store(!args.leader_elect, Ordering::Relaxed);
+    let mut tasks = tokio::task::JoinSet::new();
+    // Followers serve `/readyz` and `/metrics` too (ready, `kube_ovn_leader 0`).
+    if let Some(addr) = args.status_addr {
+        let m = metrics.clone();
+        tasks.spawn(async move {
+            if let Err(e) = status::serve(addr, m).await {
+                warn!("{e:#}");
+            }
+        });
+    }
+
+    // ---- Leader election (leader.rs): only the Lease holder runs `lead`. ----
+    let mut stop = std::pin::pin!(crate::node::shutdown_signal());
+    let mut leadership = tokio::select! {
+        leadership = leader::elect(&client, &args) => leadership?,
+        () = &mut stop => return Ok(()),
+    };
+    metrics.leader.store(true, Ordering::Relaxed);
+    let led = tokio::select! {
+        led = lead(&args, client, nb_endpoint, metrics.clone(), started, &mut tasks) => led,
+        () = &mut stop => Ok(()),
+        // Exit rather than allocate beside the new leader; Kubernetes restarts us as a follower.
+        lost = leadership.lost() => {
+            metrics.leader.store(false, Ordering::Relaxed);
+            return Err(lost);
+        }
+    };
+    tasks.abort_all();
+    leadership.release().await;
+    led
+    // ---- End of leader election. ----
+}
+
+/// The leader's work: opens IPAM and NB, mirrors the cluster, adopts its allocations and
+/// runs the controllers (in `tasks`) until one of them ends.
+async fn lead(
+    args: &OperatorArgs,
+    client: kube::Client,
+    nb_endpoint: String,
+    metrics: Arc<status::Metrics>,
+    started: Instant,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<()> {
     // Listing every pod is the longest part of a restart: start it now.
     let (pods, pod_writer) = reflector::store();
     let (pod_notes, pod_feed) = tokio::sync::mpsc::unbounded_channel();
-    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pod::watch_pods(client.clone(), pod_writer, pod_notes));
 
     // IPAM's reload and NB's initial monitor are independent: overlap them.
@@ -197,7 +241,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         "IPAM store opened"
     );
     let ports = ports::PortBatcher::start(nb.clone());
-    let metrics = Arc::new(status::Metrics::default());
     *metrics.ports.lock().expect("metrics lock poisoned") = Some(ports.stats.clone());
 
     let (subnets, subnet_writer) = reflector::store();
@@ -228,14 +271,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         changes: Default::default(),
     });
 
-    if let Some(addr) = args.status_addr {
-        let m = metrics.clone();
-        tasks.spawn(async move {
-            if let Err(e) = status::serve(addr, m).await {
-                warn!("{e:#}");
-            }
-        });
-    }
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
@@ -280,16 +315,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     tasks.spawn(subnet::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
     info!("operator running (secondary-network mode)");
-
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
-        _ = tasks.join_next() => warn!("a controller task ended; stopping"),
-        lost = leadership.lost() => {
-            tasks.abort_all();
-            return Err(lost);
-        }
-    }
-    tasks.abort_all();
-    leadership.release().await;
+    tasks.join_next().await;
+    warn!("a controller task ended; stopping");
     Ok(())
 }
