@@ -76,6 +76,18 @@ pub struct Cluster {
     pub log_level: String,
 }
 
+/// GET `path` on the status endpoint at `addr`: the whole response, or `None` if it does not
+/// answer.
+pub async fn status_get_at(addr: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -371,15 +383,7 @@ impl Cluster {
 
     /// GET `path` on the status endpoint: the whole response, or `None` if it does not answer.
     pub async fn status_get(&self, path: &str) -> Option<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.status_addr)
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await.ok()?;
-        Some(out)
+        status_get_at(self.status_addr, path).await
     }
 
     /// The operator's process id.
