@@ -296,7 +296,8 @@ async fn watch_pods(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (a clean stop).
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),

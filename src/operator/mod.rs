@@ -12,7 +12,10 @@
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
 //! - `queue`: the pod work queue; `events`: Events; `status`: `/metrics`, `/readyz`.
 //! - `context`: the state the controllers share.
+//! - `leader`: Lease leader election (nothing runs before this process leads).
+//! - `adopt`: claims in IPAM every allocation the cluster shows, before pods are served.
 
+pub mod adopt;
 pub mod attachment;
 pub mod central;
 pub mod context;
@@ -20,6 +23,7 @@ pub mod controller;
 pub mod events;
 pub mod gc;
 pub mod install;
+pub mod leader;
 pub mod nad;
 pub mod pod;
 pub mod ports;
@@ -31,6 +35,7 @@ pub mod vpc;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +79,22 @@ pub struct OperatorArgs {
     /// Seconds between garbage-collection passes (one also runs at start).
     #[arg(long, default_value_t = 300)]
     pub gc_interval: u64,
+    /// Lead through the `kube-ovn-operator` Lease before doing anything; `false` acts alone
+    /// (tests and development: never run two operators so).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// The namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// How long followers wait after the leader's last renewal before taking over.
+    #[arg(long, default_value = "15s", value_parser = crate::node::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps failing to renew before it stops (shorter than the lease).
+    #[arg(long, default_value = "10s", value_parser = crate::node::parse_duration)]
+    pub renew_deadline: Duration,
+    /// How often candidates try to acquire the Lease and the leader renews it.
+    #[arg(long, default_value = "2s", value_parser = crate::node::parse_duration)]
+    pub retry_period: Duration,
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
@@ -155,7 +176,10 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
     let metrics = Arc::new(status::Metrics::default());
+    // Alone (`--leader-elect=false`) it leads from the start: not ready until reconciled.
+    metrics.leader.store(!args.leader_elect, Ordering::Relaxed);
     let mut tasks = tokio::task::JoinSet::new();
+    // Followers serve `/readyz` and `/metrics` too (ready, `kube_ovn_leader 0`).
     if let Some(addr) = args.status_addr {
         let m = metrics.clone();
         tasks.spawn(async move {
@@ -165,6 +189,38 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         });
     }
 
+    // ---- Leader election (leader.rs): only the Lease holder runs `lead`. ----
+    let mut stop = std::pin::pin!(crate::node::shutdown_signal());
+    let mut leadership = tokio::select! {
+        leadership = leader::elect(&client, &args) => leadership?,
+        () = &mut stop => return Ok(()),
+    };
+    metrics.leader.store(true, Ordering::Relaxed);
+    let led = tokio::select! {
+        led = lead(&args, client, metrics.clone(), started, &mut tasks) => led,
+        () = &mut stop => Ok(()),
+        // Exit rather than allocate beside the new leader; Kubernetes restarts us as a follower.
+        lost = leadership.lost() => {
+            metrics.leader.store(false, Ordering::Relaxed);
+            return Err(lost);
+        }
+    };
+    tasks.abort_all();
+    leadership.release().await;
+    led
+    // ---- End of leader election. ----
+}
+
+/// The leader's work: runs the install switch (the KubeOvn controller), opens IPAM and NB (the
+/// central it installed, unless `--ovn-nb` names one), mirrors the cluster, adopts its
+/// allocations and runs the controllers (in `tasks`) until one of them ends or central moves.
+async fn lead(
+    args: &OperatorArgs,
+    client: kube::Client,
+    metrics: Arc<status::Metrics>,
+    started: Instant,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<()> {
     // The install switch runs first: with no --ovn-nb, NB is the central it installs.
     let (central_tx, mut central_rx) = tokio::sync::watch::channel(None);
     let install_ctx = Arc::new(install::InstallContext {
@@ -187,14 +243,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             info!(
                 "waiting for OVN central: create the KubeOvn object kube-ovn (kubectl get kubeovn)"
             );
-            let endpoint = tokio::select! {
-                got = central_rx.wait_for(Option::is_some) => got
-                    .context("the KubeOvn controller stopped")?
-                    .as_ref()
-                    .map(|c| c.nb_address.clone())
-                    .unwrap_or_default(),
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            };
+            let endpoint = central_rx
+                .wait_for(Option::is_some)
+                .await
+                .context("the KubeOvn controller stopped")?
+                .as_ref()
+                .map(|c| c.nb_address.clone())
+                .unwrap_or_default();
             metrics
                 .ready
                 .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -288,6 +343,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     ] {
         anyhow::ensure!(ready, "a watch stopped before its first list");
     }
+    // Claim every address the cluster shows before any pod is served.
+    adopt::adopt(&ctx).await?;
     tasks.spawn(pod::run_workers(ctx.clone(), args.pod_workers));
     tasks.spawn(gc::run(
         ctx.clone(),
@@ -312,11 +369,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let result = tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            info!("interrupted; stopping");
-            Ok(())
-        }
+    tokio::select! {
         _ = tasks.join_next() => {
             warn!("a controller task ended; stopping");
             Ok(())
@@ -324,7 +377,5 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         now = moved => Err(anyhow::anyhow!(
             "OVN central moved (NB now {now:?}); exiting so the restart connects to it"
         )),
-    };
-    tasks.abort_all();
-    result
+    }
 }

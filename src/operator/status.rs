@@ -1,6 +1,8 @@
 //! What the operator tells operators: Prometheus counters on `/metrics` and
-//! readiness on `/readyz` (ready once every pod that existed at start has
-//! been reconciled once), served by axum on `--status-addr`.
+//! readiness on `/readyz`, served by axum on `--status-addr`. A follower (waiting for the
+//! Lease) is ready: it does all a follower does, and a 2-replica Deployment's rollout waits
+//! for both pods to be ready. The leader is ready once every pod that existed when it took
+//! over has been reconciled once. `kube_ovn_leader` says which replica leads.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +31,8 @@ pub struct Metrics {
     pub gc_removed: Mutex<BTreeMap<&'static str, u64>>,
     pub gc_runs: AtomicU64,
     pub ready: AtomicBool,
+    /// This replica holds the Lease (or runs alone, `--leader-elect=false`).
+    pub leader: AtomicBool,
     /// Milliseconds from start to ready.
     pub ready_ms: AtomicU64,
     pub ports: Mutex<Option<Arc<PortStats>>>,
@@ -60,6 +64,17 @@ impl Metrics {
             .expect("metrics lock poisoned")
             .entry(kind)
             .or_default() += n as u64;
+    }
+
+    /// The `/readyz` answer: a follower is ready; the leader once its start-up reconcile is done.
+    pub fn readiness(&self) -> (StatusCode, &'static str) {
+        if !self.leader.load(Ordering::Relaxed) {
+            (StatusCode::OK, "ready (following)\n")
+        } else if self.ready.load(Ordering::Relaxed) {
+            (StatusCode::OK, "ready (leading)\n")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "starting (leading)\n")
+        }
     }
 
     /// The Prometheus text exposition.
@@ -152,6 +167,13 @@ impl Metrics {
         }
         line(
             &mut out,
+            "kube_ovn_leader",
+            "1 while this replica leads (holds the kube-ovn-operator Lease), 0 while it follows.",
+            "gauge",
+            u64::from(self.leader.load(Ordering::Relaxed)),
+        );
+        line(
+            &mut out,
             "kube_ovn_ready",
             "1 once every pod present at start was reconciled.",
             "gauge",
@@ -177,13 +199,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
         )
         .route(
             "/readyz",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                if m.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-                }
-            }),
+            get(|State(m): State<Arc<Metrics>>| async move { m.readiness() }),
         )
         .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -215,5 +231,21 @@ mod tests {
         );
         assert!(text.contains("kube_ovn_gc_removed_total{kind=\"lsp\"} 2"));
         assert!(text.contains("kube_ovn_ready 0"));
+        assert!(text.contains("kube_ovn_leader 0"));
+    }
+
+    #[test]
+    fn a_follower_is_ready_and_a_leader_once_it_reconciled() {
+        let m = Metrics::default();
+        assert_eq!(m.readiness().0, StatusCode::OK, "follower");
+        m.leader.store(true, Ordering::Relaxed);
+        assert_eq!(
+            m.readiness().0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leader starting"
+        );
+        assert!(m.render().contains("kube_ovn_leader 1"));
+        m.ready.store(true, Ordering::Relaxed);
+        assert_eq!(m.readiness().0, StatusCode::OK, "leader reconciled");
     }
 }

@@ -76,7 +76,19 @@ pub struct Cluster {
     pub log_level: String,
 }
 
-fn free_port() -> u16 {
+/// GET `path` on the status endpoint at `addr`: the whole response, or `None` if it does not
+/// answer.
+pub async fn status_get_at(addr: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -134,8 +146,21 @@ impl Cluster {
             .join(format!("operator-{}.log", self.restarts))
     }
 
-    /// The `kube-ovn operator` command line for this cluster.
+    /// The `kube-ovn operator` command line for this cluster: one operator alone
+    /// (`--leader-elect=false`, so a restart does not wait for its predecessor's Lease).
     pub fn operator_command(&self) -> Command {
+        let mut cmd = self.operator_command_with(&self.ipam_dir(), self.status_addr);
+        cmd.args(["--leader-elect", "false"]);
+        cmd
+    }
+
+    /// The command line of one operator replica with its own store and status address
+    /// (leader election flags left to the caller).
+    pub fn operator_command_with(
+        &self,
+        ipam_dir: &std::path::Path,
+        status_addr: SocketAddr,
+    ) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-ovn"));
         cmd.env("KUBECONFIG", self.kubeconfig())
             .args([
@@ -148,9 +173,9 @@ impl Cluster {
             ])
             .arg(self.ovn.nb_endpoint())
             .arg("--ipam-db")
-            .arg(self.ipam_dir())
+            .arg(ipam_dir)
             .arg("--status-addr")
-            .arg(self.status_addr.to_string())
+            .arg(status_addr.to_string())
             .arg("--gc-interval")
             .arg("5");
         cmd
@@ -358,15 +383,7 @@ impl Cluster {
 
     /// GET `path` on the status endpoint: the whole response, or `None` if it does not answer.
     pub async fn status_get(&self, path: &str) -> Option<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.status_addr)
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await.ok()?;
-        Some(out)
+        status_get_at(self.status_addr, path).await
     }
 
     /// The operator's process id.

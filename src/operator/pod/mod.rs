@@ -101,7 +101,7 @@ fn ipam_keys(ctx: &Context, pod: &PodKey) -> BTreeSet<String> {
 }
 
 /// The StatefulSet owning `pod`, if any.
-fn statefulset_owner(pod: &Pod) -> Option<String> {
+pub(crate) fn statefulset_owner(pod: &Pod) -> Option<String> {
     pod.owner_references()
         .iter()
         .find(|o| o.kind == "StatefulSet" && o.controller == Some(true))
