@@ -29,6 +29,8 @@ enum Role {
     Operator(operator::OperatorArgs),
     /// The per-node agent: OVS/OVN chassis, CNI server and QoS, run by a DaemonSet.
     Node(Box<node::NodeArgs>),
+    /// The node's Open vSwitch and ovn-controller, run by the `ovs-ovn` DaemonSet.
+    Chassis(node::chassis_role::ChassisArgs),
     /// A VPC NAT gateway pod: EIP, SNAT, DNAT and FIP rules in its own netns.
     NatGw(natgw::NatGwArgs),
     /// Print the CustomResourceDefinitions as YAML.
@@ -68,6 +70,7 @@ fn run(role: Role) -> anyhow::Result<()> {
     match role {
         Role::Operator(args) => runtime()?.block_on(operator::run(args)),
         Role::Node(args) => runtime()?.block_on(node::run(*args)),
+        Role::Chassis(args) => runtime()?.block_on(node::chassis_role::run(args)),
         Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
         Role::Crd => {
             print!("{}", kube_ovn::api::crds_yaml()?);

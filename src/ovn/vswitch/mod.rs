@@ -347,15 +347,41 @@ impl Vswitch {
 
     /// Sets these keys of `Open_vSwitch.external_ids` (others stay).
     pub async fn set_ovs_external_ids(&self, ids: &Map) -> Result<bool> {
+        self.edit_ovs_external_ids(ids, &[]).await
+    }
+
+    /// Removes these keys of `Open_vSwitch.external_ids` (others stay; absent is fine).
+    pub async fn remove_ovs_external_ids(&self, keys: &[&str]) -> Result<bool> {
+        self.edit_ovs_external_ids(&Map::new(), keys).await
+    }
+
+    async fn edit_ovs_external_ids(&self, set: &Map, remove: &[&str]) -> Result<bool> {
         self.apply(|vs| {
             let root = vs.root()?;
             Ok(edit_ids_ops(
                 OpenVswitch::NAME,
                 root.uuid,
                 &root.external_ids,
-                ids,
-                &[],
+                set,
+                remove,
             ))
+        })
+        .await
+    }
+
+    /// Removes bridge `name` with its ports and interfaces (rows only the bridge references
+    /// go with it). Absent is fine.
+    pub async fn remove_bridge(&self, name: &str) -> Result<bool> {
+        self.apply(|vs| {
+            let Some(br) = vs.bridge(name)? else {
+                return Ok(vec![]);
+            };
+            let root = vs.root()?;
+            Ok(vec![Op::mutate(
+                OpenVswitch::NAME,
+                vec![Condition::uuid(root.uuid)],
+                vec![Mutation::delete("bridges", Value::atom(br.uuid))],
+            )])
         })
         .await
     }
