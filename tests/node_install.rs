@@ -69,11 +69,14 @@ impl Bed {
         self.roles[n - 1] = self.start_role(n);
     }
 
-    /// Pod `name` on node `n`: LSP, allocation annotations, netns with eth0, pod IP in status.
+    /// Pod `name` on node `n`: LSP, the networks annotation asking for `attachnet` (Multus
+    /// names it net1), allocation annotations, netns with eth0, pod IP in status.
     fn pod(&self, n: usize, name: &str, ip: &str, mac: &str) -> PodNetns {
         create_lsp(&self.sandbox, name, ip, mac);
+        let mut annotations = allocation(PROVIDER, ip, mac);
+        annotations.insert("k8s.v1.cni.cncf.io/networks".into(), "attachnet".into());
         self.kube
-            .create_pod(name, &format!("node{n}"), &allocation(PROVIDER, ip, mac));
+            .create_pod(name, &format!("node{n}"), &annotations);
         let pod = PodNetns::new(&self.sandbox, n, name, self.dir.path());
         self.kube.set_pod_ip(name, &pod.eth0_ip);
         pod
@@ -89,6 +92,37 @@ impl Bed {
             &pod.env("net1"),
         )
         .assert_ok(&format!("ADD of {}", pod.pod));
+    }
+
+    /// Multus's DEL of `pod`'s net1 on node `n`.
+    fn del(&self, n: usize, pod: &PodNetns) {
+        let role = &self.roles[n - 1];
+        plugin(
+            &role.bin_dir,
+            "DEL",
+            &nad_config("1.0.0", &role.socket),
+            &pod.env("net1"),
+        )
+        .assert_ok(&format!("DEL of {}", pod.pod));
+    }
+
+    /// Our OVS interface rows on node `n` as sorted `name uuid` lines: unchanged means
+    /// nothing was unplugged or plugged again.
+    fn interface_rows(&self, n: usize) -> Vec<String> {
+        let mut rows = lines(&self.vsctl(
+            n,
+            &[
+                "--bare",
+                "--columns=name,_uuid",
+                "--format=csv",
+                "--no-headings",
+                "find",
+                "interface",
+                "external_ids:vendor=kube-ovn",
+            ],
+        ));
+        rows.sort();
+        rows
     }
 
     fn vsctl(&self, n: usize, args: &[&str]) -> String {
@@ -224,6 +258,8 @@ fn restarting_the_node_role_loses_no_packet_and_a_chassis_restart_is_a_measured_
     wait_reachable(&a, "10.66.0.12");
 
     // 10 ms pings across the tunnel while both node roles restart, one after the other.
+    let rows = [bed.interface_rows(1), bed.interface_rows(2)];
+    assert_eq!(rows[0].len(), 1, "{rows:?}");
     let ping = start_ping(&a, "10.66.0.12", 800);
     std::thread::sleep(Duration::from_millis(500));
     bed.restart_role(1);
@@ -234,6 +270,8 @@ fn restarting_the_node_role_loses_no_packet_and_a_chassis_restart_is_a_measured_
         report.received, report.sent,
         "packets lost while the node roles restarted"
     );
+    // The restarted roles adopted the ports as they were.
+    assert_eq!([bed.interface_rows(1), bed.interface_rows(2)], rows);
 
     // The node role that came back serves a pod added meanwhile.
     let c = bed.pod(1, "c", "10.66.0.13", "0a:58:0a:42:00:0d");
@@ -269,6 +307,11 @@ fn restarting_the_node_role_loses_no_packet_and_a_chassis_restart_is_a_measured_
         report.received < report.sent,
         "the chassis restart lost nothing?"
     );
+
+    // b's port, plugged before its node role restarted, goes with DEL.
+    bed.del(2, &b);
+    assert!(bed.interface_rows(2).is_empty(), "b's port stays");
+    assert!(!b.has_link("net1"));
 }
 
 #[test]
@@ -299,7 +342,11 @@ fn uninstall_leaves_nothing_and_reinstall_gives_the_running_pod_its_interface_ba
         assert!(!link_in(&node_ns, host), "veth {host} left");
     }
     assert!(!a.has_link("net1"), "the pod-side interface stays");
-    assert_eq!(bed.vsctl(1, &["list-br"]), "", "bridges left");
+    // br-int may be back already (ovn-controller makes it); the chassis removes it below.
+    assert!(
+        !bed.vsctl(1, &["list-br"]).contains("br-phy"),
+        "br-phy left"
+    );
     assert_eq!(
         bed.vsctl(
             1,
@@ -333,6 +380,7 @@ fn uninstall_leaves_nothing_and_reinstall_gives_the_running_pod_its_interface_ba
         "processes left in the node"
     );
     assert!(!bed.nodes[0].run_dir.exists(), "chassis files left");
+    assert!(!link_in(&node_ns, "br-int"), "br-int's interface stays");
 
     // Install again: the running pod gets net1 back with its address and MAC.
     bed.kube.create_kubeovn();
@@ -352,6 +400,9 @@ fn uninstall_leaves_nothing_and_reinstall_gives_the_running_pod_its_interface_ba
     let c = bed.pod(1, "c", "10.66.0.23", "0a:58:0a:42:00:17");
     bed.add(1, &c);
     wait_reachable(&c, "10.66.0.21");
+    // The kubelet's DEL (its sandbox id, which the rebuild never learnt) finds it by netns.
+    bed.del(1, &a);
+    assert!(!a.has_link("net1"), "the rebuilt net1 stays after DEL");
 }
 
 /// `kube-ovn node --tunnel-nic` on a node whose annotation is `annotation`: its stderr.

@@ -5,7 +5,9 @@
 //! answers, and stops them on SIGTERM. Making this OVS a chassis of the cluster (external_ids,
 //! `br-int`, `br-phy`) is the node role's (`kube-ovn node --ovs external`), which shares the
 //! run directory. When the install is being removed (`uninstall.rs`), stopping also removes
-//! the files it made there: database, pidfiles, sockets.
+//! every bridge (after ovn-controller, which would make `br-int` again, and before
+//! ovs-vswitchd, which takes their datapaths away) and the files it made in the run
+//! directory: database, pidfiles, sockets.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,16 +101,16 @@ pub async fn run(args: ChassisArgs) -> anyhow::Result<()> {
         anyhow::Ok(vswitch)
     })
     .await;
-    let outcome = match started {
+    let (outcome, vswitch) = match started {
         Some(Ok(vswitch)) => {
             lock(&daemons).extend(specs.into_iter().map(|s| supervise(s, Backoff::default())));
-            let _ = vswitch_tx.send(Some(vswitch));
+            let _ = vswitch_tx.send(Some(vswitch.clone()));
             info!(node = %args.node_name, run_dir = %layout.run_dir.display(), "chassis running");
             let _ = stop_rx.wait_for(|s| *s).await;
-            Ok(())
+            (Ok(()), Some(vswitch))
         }
-        Some(Err(e)) => Err(e),
-        None => Ok(()),
+        Some(Err(e)) => (Err(e), None),
+        None => (Ok(()), None),
     };
     let removed = match install_state(client.as_ref()).await {
         InstallState::Removed => {
@@ -122,10 +124,19 @@ pub async fn run(args: ChassisArgs) -> anyhow::Result<()> {
         }
     };
     let _ = vswitch_tx.send(None);
-    let running = std::mem::take(&mut *lock(&daemons));
-    for d in running.into_iter().rev() {
+    let mut running = std::mem::take(&mut *lock(&daemons));
+    // Last started, first stopped: ovn-controller, then ovs-vswitchd, then ovsdb-server.
+    while let Some(d) = running.pop() {
+        let controller = d.name == "ovn-controller";
         info!(daemon = %d.name, "stopping");
         d.stop().await;
+        // ovn-controller is down (it would make br-int again), ovs-vswitchd still runs to
+        // take the bridges' datapaths and devices away.
+        if removed && controller {
+            if let Some(vswitch) = &vswitch {
+                remove_bridges(vswitch).await;
+            }
+        }
     }
     if let Some(task) = status_task {
         let _ = task.await;
@@ -135,6 +146,16 @@ pub async fn run(args: ChassisArgs) -> anyhow::Result<()> {
     }
     info!("chassis stopped");
     outcome
+}
+
+/// Removes every bridge of the chassis's database and waits (10 s at most) for
+/// ovs-vswitchd to apply it.
+async fn remove_bridges(vswitch: &Vswitch) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    match vswitch.remove_all_bridges(deadline).await {
+        Ok(bridges) => info!(?bridges, "bridges removed"),
+        Err(e) => warn!(error = %e, "uninstall: removing the bridges"),
+    }
 }
 
 /// Removes what the chassis made in its run directory (database, its lock, pidfiles, control

@@ -20,6 +20,7 @@ pub mod netlink;
 pub mod pod_index;
 pub mod preplug;
 pub mod qos;
+pub mod restore;
 pub mod server;
 pub mod tunnel;
 pub mod uninstall;
@@ -398,6 +399,21 @@ impl NodeSetup<'_> {
         let preplug_task = args
             .preplug
             .then(|| tokio::spawn(preplug::run(pods.clone(), preplug, stop_rx.clone())));
+        let restore_task = tokio::spawn({
+            let (pods, vswitch, handler) = (pods.clone(), vswitch.clone(), handler.clone());
+            let mut stop = stop_rx.clone();
+            async move {
+                let mut changes = pods.subscribe();
+                // Once, with the first full list of this node's pods.
+                while !pods.is_synced() {
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { return },
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                until_stopped(&mut stop, restore::restore_lost(&pods, &vswitch, &handler)).await;
+            }
+        });
         let listener = server::bind(&args.cni_socket)?;
         info!(socket = %args.cni_socket.display(), node = %args.node_name, "serving CNI requests");
         let mut served_stop = stop_rx.clone();
@@ -410,6 +426,7 @@ impl NodeSetup<'_> {
         if let Some(task) = preplug_task {
             let _ = task.await;
         }
+        let _ = restore_task.await;
         if let Some(task) = tunnel_task {
             let _ = task.await;
         }

@@ -16,8 +16,8 @@ use super::external_ids::{self, IFACE_ID, OVN_INSTALLED, SANDBOX as SANDBOX_ID};
 use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::ovsdb::model::vswitch::{Bridge, Interface, OpenVswitch, Port, Qos, Queue};
 use crate::ovsdb::{
-    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Table, TableSpec, Uuid,
-    Value,
+    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Mutator, Op, Table,
+    TableSpec, Uuid, Value,
 };
 
 pub use qos::{bandwidth, Bandwidth, QosKind};
@@ -384,6 +384,43 @@ impl Vswitch {
             )])
         })
         .await
+    }
+
+    /// Removes every bridge (with its ports and interfaces) and waits until ovs-vswitchd has
+    /// applied that (`cur_cfg` reaches the `next_cfg` the same transaction bumped), so the
+    /// datapaths and bridge devices are gone before it stops. Returns the names removed.
+    pub async fn remove_all_bridges(&self, deadline: Instant) -> Result<Vec<String>> {
+        let names: Vec<String> = self
+            .client
+            .list::<Bridge>()?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let root = self.root()?;
+        let ops = vec![
+            Op::update(
+                OpenVswitch::NAME,
+                vec![Condition::uuid(root.uuid)],
+                row([("bridges", Value::empty_set())]),
+            ),
+            Op::mutate(
+                OpenVswitch::NAME,
+                vec![Condition::uuid(root.uuid)],
+                vec![Mutation::new("next_cfg", Mutator::Add, Value::atom(1i64))],
+            ),
+        ];
+        self.client.transact(ops).await?;
+        self.client.sync().await?;
+        let target = self.root()?.next_cfg;
+        self.client
+            .wait_until(deadline, "ovs-vswitchd to remove the bridges", || {
+                self.root().ok().filter(|r| r.cur_cfg >= target).map(|_| ())
+            })
+            .await?;
+        Ok(names)
     }
 
     /// Plugs `iface` (a host-side veth end) into `bridge` as a Port and
