@@ -31,6 +31,8 @@ enum Role {
     Central(operator::central::CentralArgs),
     /// The per-node agent: OVS/OVN chassis, CNI server and QoS, run by a DaemonSet.
     Node(Box<node::NodeArgs>),
+    /// The node's Open vSwitch and ovn-controller, run by the `ovs-ovn` DaemonSet.
+    Chassis(node::chassis_role::ChassisArgs),
     /// A VPC NAT gateway pod: EIP, SNAT, DNAT and FIP rules in its own netns.
     NatGw(natgw::NatGwArgs),
     /// Print the CustomResourceDefinitions as YAML.
@@ -74,6 +76,7 @@ fn run(role: Role) -> anyhow::Result<()> {
         Role::Operator(args) => runtime()?.block_on(operator::run(args)),
         Role::Central(args) => runtime()?.block_on(operator::central::run(args)),
         Role::Node(args) => runtime()?.block_on(node::run(*args)),
+        Role::Chassis(args) => runtime()?.block_on(node::chassis_role::run(args)),
         Role::NatGw(args) => runtime()?.block_on(natgw::run(args)),
         Role::Crd => {
             print!("{}", kube_ovn::api::crds_yaml()?);

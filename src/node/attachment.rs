@@ -391,6 +391,7 @@ mod tests {
                 .collect(),
             terminating: false,
             finished: false,
+            pod_ips: Vec::new(),
         }
     }
 

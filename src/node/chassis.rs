@@ -79,13 +79,22 @@ impl ChassisIdentity {
 }
 
 /// Connects to the node's Open_vSwitch database, retrying until `deadline` (an embedded
-/// ovsdb-server may not be listening yet).
-pub async fn connect(endpoint: &str, deadline: Instant) -> anyhow::Result<Vswitch> {
+/// ovsdb-server may not be listening yet) or for ever (`None`: another process, the `ovs-ovn`
+/// pod, starts it, maybe after us).
+pub async fn connect(endpoint: &str, deadline: Option<Instant>) -> anyhow::Result<Vswitch> {
+    let started = Instant::now();
+    let mut next_report = started + Duration::from_secs(10);
     loop {
         match Vswitch::connect(endpoint).await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(endpoint, error = %e, "Open_vSwitch database not reachable yet");
+            Err(e) if deadline.is_none_or(|d| Instant::now() < d) => {
+                if Instant::now() >= next_report {
+                    info!(endpoint, error = %e, waited_s = started.elapsed().as_secs(),
+                        "waiting for the Open_vSwitch database (is the chassis running?)");
+                    next_report += Duration::from_secs(10);
+                } else {
+                    tracing::debug!(endpoint, error = %e, "Open_vSwitch database not reachable yet");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => anyhow::bail!("connecting to the Open_vSwitch database {endpoint}: {e}"),

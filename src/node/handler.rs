@@ -94,9 +94,10 @@ impl NodeHandler {
     }
 
     /// The host ends of sandbox `container_id`'s interface `ifname`: those whose OVS
-    /// interface records the sandbox, then the name derived from both (which may not exist),
-    /// so never empty.
-    fn hosts_of(&self, container_id: &str, ifname: &str) -> Vec<String> {
+    /// interface records the sandbox (or, when `netns` is known, that netns: an interface
+    /// rebuilt by `restore.rs` never learnt the sandbox id), then the name derived from both
+    /// (which may not exist), so never empty.
+    fn hosts_of(&self, container_id: &str, netns: &str, ifname: &str) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .vswitch
             .interfaces_with_id(external_ids::SANDBOX, container_id)
@@ -105,6 +106,16 @@ impl NodeHandler {
             .filter(|i| i.pod_ifname() == Some(ifname))
             .map(|i| i.name)
             .collect();
+        if !netns.is_empty() {
+            for i in self.vswitch.our_interfaces().unwrap_or_default() {
+                let same = i.pod_ifname() == Some(ifname)
+                    && i.pod_netns()
+                        .is_some_and(|p| same_file(p, Path::new(netns)));
+                if same && !hosts.contains(&i.name) {
+                    hosts.push(i.name);
+                }
+            }
+        }
         let derived = host_veth_name(container_id, ifname);
         if !hosts.contains(&derived) {
             hosts.push(derived);
@@ -312,7 +323,7 @@ impl CniHandler for NodeHandler {
     }
 
     async fn del(&self, req: CniRequest) -> Result<(), CniError> {
-        for host in self.hosts_of(&req.container_id, &req.ifname) {
+        for host in self.hosts_of(&req.container_id, &req.netns, &req.ifname) {
             self.remove(&host).await?;
         }
         Ok(())
@@ -376,7 +387,7 @@ impl CniHandler for NodeHandler {
             )));
         }
         // The recorded host end if there is one, else the name derived for the plain path.
-        let host = &self.hosts_of(&req.container_id, &req.ifname)[0];
+        let host = &self.hosts_of(&req.container_id, &req.netns, &req.ifname)[0];
         let iface = self
             .vswitch
             .interface(host)
@@ -427,4 +438,12 @@ impl CniHandler for NodeHandler {
         }
         Ok(())
     }
+}
+
+/// Whether `a` and `b` name the same file (a netns as `/run/netns/x`, `/var/run/netns/x` or
+/// `/proc/<pid>/ns/net`); by name when either cannot be read.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    a == b || matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }

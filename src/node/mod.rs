@@ -1,23 +1,29 @@
 //! The `node` role: CNI server and handler, the pod's links (`netlink/`), pre-plugging, QoS,
-//! the chassis setup, CNI install. It speaks to Open vSwitch only through
-//! `crate::ovn::vswitch` (no OVSDB rows or operations here) and supervises the chassis
-//! daemons through `crate::ovn::daemons`.
+//! the chassis setup, CNI install, uninstall and the rebuilding of interfaces lost while
+//! uninstalled. It speaks to Open vSwitch only through `crate::ovn::vswitch` (no OVSDB rows or
+//! operations here) and supervises the chassis daemons through `crate::ovn::daemons`, either
+//! itself (`--ovs embedded`) or as the separate `kube-ovn chassis` process
+//! (`chassis_role.rs`, the `ovs-ovn` DaemonSet) whose OVS it then uses (`--ovs external`).
 //!
-//! `run` wires the pieces: install the plugin binary, start (or use) the chassis daemons,
+//! `run` wires the pieces: install the plugin binary, start (or wait for) the chassis daemons,
 //! configure the chassis, watch this node's pods into the [`pod_index::PodIndex`], serve the
-//! CNI socket with [`handler::NodeHandler`], keep QoS in line with the annotations, and stop
-//! cleanly on SIGTERM/SIGINT.
+//! CNI socket with [`handler::NodeHandler`], keep QoS in line with the annotations, and stop on
+//! SIGTERM/SIGINT: leaving the data path as it is for a restart, or removing it all when the
+//! install is being removed (`uninstall.rs`).
 
 pub mod attachment;
 pub mod chassis;
+pub mod chassis_role;
 pub mod handler;
 pub mod install;
 pub mod netlink;
 pub mod pod_index;
 pub mod preplug;
 pub mod qos;
+pub mod restore;
 pub mod server;
 pub mod tunnel;
+pub mod uninstall;
 pub mod unixctl;
 
 use std::net::IpAddr;
@@ -33,6 +39,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::ovn::daemons::{supervise, Backoff, ChassisLayout, Supervised};
+use crate::ovn::Vswitch;
 use chassis::Datapath;
 use handler::{HandlerConfig, NodeHandler};
 
@@ -64,7 +71,7 @@ pub struct NodeArgs {
     #[arg(long, default_value = "/run/openvswitch")]
     pub ovs_run_dir: PathBuf,
     /// ovn-controller's pidfile and control socket (OVN_RUNDIR), for the readiness check.
-    /// Default: --ovs-run-dir when embedded, /run/ovn when external.
+    /// Default: --ovs-run-dir (the `ovs-ovn` chassis pod runs ovn-controller there too).
     #[arg(long)]
     pub ovn_run_dir: Option<PathBuf>,
     /// The Open_vSwitch database with `--ovs external`.
@@ -76,16 +83,17 @@ pub struct NodeArgs {
     /// The OVN southbound database (`external_ids:ovn-remote`), e.g. `tcp:10.0.0.1:6642`.
     #[arg(long, env = "OVN_SB")]
     pub ovn_sb: String,
-    /// This node's underlay address, the Geneve tunnel endpoint (`ovn-encap-ip`).
+    /// This node's underlay address, the Geneve tunnel endpoint (`ovn-encap-ip`). Not needed
+    /// with `--tunnel-nic`: the tunnel address is the endpoint then.
     #[arg(long, env = "NODE_IP")]
-    pub encap_ip: IpAddr,
+    pub encap_ip: Option<IpAddr>,
     /// netdev datapath only: the NIC that carries tunnel traffic. The node puts it on a netdev
-    /// bridge `br-phy` with `--tunnel-address` (userspace tunnelling needs the endpoint address
-    /// on an OVS bridge). Dedicate the NIC to the overlay: OVS owns it from then on.
-    #[arg(long, requires = "tunnel_address")]
+    /// bridge `br-phy` with the tunnel address (userspace tunnelling needs the endpoint address
+    /// on an OVS bridge). Dedicate the NIC to the overlay: OVS owns it until uninstall.
+    #[arg(long)]
     pub tunnel_nic: Option<String>,
-    /// The tunnel endpoint with its prefix (`172.31.1.10/24`), put on `br-phy`; its address
-    /// must equal `--encap-ip`.
+    /// The tunnel endpoint with its prefix (`172.31.1.10/24`), put on `br-phy`. Default: the
+    /// Node's annotation `kube-ovn.io/tunnel-address`, so one DaemonSet serves every node.
     #[arg(long, requires = "tunnel_nic")]
     pub tunnel_address: Option<ipnet::IpNet>,
     /// Let ovn-controller monitor all of the SB (faster first ADD on a switch, more memory).
@@ -125,39 +133,97 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Runs the node role until SIGTERM or SIGINT.
-pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    if let Some(address) = args.tunnel_address {
-        if args.datapath != Datapath::Netdev {
-            anyhow::bail!("--tunnel-nic/--tunnel-address are for --datapath netdev only");
-        }
-        if address.addr() != args.encap_ip {
-            anyhow::bail!(
-                "--tunnel-address {address} must carry the --encap-ip {}",
-                args.encap_ip
-            );
-        }
+/// Where this node's tunnels start: the encap IP, and with the netdev datapath the NIC and
+/// address of `br-phy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Underlay {
+    pub encap_ip: IpAddr,
+    pub tunnel: Option<(String, ipnet::IpNet)>,
+}
+
+/// The underlay from the flags and, when `--tunnel-nic` comes without `--tunnel-address`, the
+/// Node annotation [`tunnel::TUNNEL_ADDRESS_ANNOTATION`] (`annotation`: `None` if absent).
+/// With a tunnel address, it is the encap IP (NODE_IP is then only the node's own address).
+pub fn resolve_underlay(args: &NodeArgs, annotation: Option<&str>) -> anyhow::Result<Underlay> {
+    let Some(nic) = &args.tunnel_nic else {
+        let encap_ip = args.encap_ip.context(
+            "--encap-ip (env NODE_IP) is required: the node's address for Geneve tunnels",
+        )?;
+        return Ok(Underlay {
+            encap_ip,
+            tunnel: None,
+        });
+    };
+    if args.datapath != Datapath::Netdev {
+        anyhow::bail!("--tunnel-nic/--tunnel-address are for --datapath netdev only");
     }
+    let address = match args.tunnel_address {
+        Some(a) => a,
+        None => tunnel::endpoint_from_annotation(&args.node_name, annotation)?,
+    };
+    if let Some(ip) = args.encap_ip.filter(|ip| *ip != address.addr()) {
+        info!(node_ip = %ip, tunnel_address = %address,
+            "tunnels start at the tunnel address, not at the node IP");
+    }
+    Ok(Underlay {
+        encap_ip: address.addr(),
+        tunnel: Some((nic.clone(), address)),
+    })
+}
+
+/// `get nodes/<node>`: the tunnel address annotation, if any.
+async fn tunnel_annotation(client: &kube::Client, node: &str) -> anyhow::Result<Option<String>> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let n = api
+        .get(node)
+        .await
+        .with_context(|| format!("reading node {node} for its tunnel address"))?;
+    Ok(n.metadata
+        .annotations
+        .and_then(|mut a| a.remove(tunnel::TUNNEL_ADDRESS_ANNOTATION)))
+}
+
+/// Runs `step` unless `stop` turns true first (then `None`).
+async fn until_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = step => Some(out),
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
+/// Runs the node role until SIGTERM or SIGINT. On the way out it asks whether the install is
+/// being removed ([`uninstall::install_state`]) and, if so, removes what it created.
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
+    let annotation = match (&args.tunnel_nic, args.tunnel_address) {
+        (Some(_), None) => tunnel_annotation(&client, &args.node_name).await?,
+        _ => None,
+    };
+    let underlay = resolve_underlay(&args, annotation.as_deref())?;
     let installed = install::install_self(&args.cni_bin_dir)?;
     info!(plugin = %installed.display(), "CNI plugin installed");
 
     let layout = ChassisLayout {
         run_dir: args.ovs_run_dir.clone(),
     };
-    let (db_endpoint, ovn_run_dir) = match args.ovs {
-        OvsMode::Embedded => (
-            layout.db_endpoint(),
-            args.ovn_run_dir
-                .clone()
-                .unwrap_or_else(|| layout.run_dir.clone()),
-        ),
-        OvsMode::External => (
-            args.ovs_db.clone(),
-            args.ovn_run_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/run/ovn")),
-        ),
+    let db_endpoint = match args.ovs {
+        OvsMode::Embedded => layout.db_endpoint(),
+        OvsMode::External => args.ovs_db.clone(),
     };
+    let ovn_run_dir = args
+        .ovn_run_dir
+        .clone()
+        .unwrap_or_else(|| layout.run_dir.clone());
     let mut daemons: Vec<Supervised> = Vec::new();
     let mut specs = Vec::new();
     if args.ovs == OvsMode::Embedded {
@@ -169,109 +235,205 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         // ovsdb-server first: the chassis is configured before vswitchd and ovn-controller start.
         daemons.push(supervise(specs.remove(0), Backoff::default()));
     }
-    let outcome = serve_node(&args, &db_endpoint, ovn_run_dir, &mut daemons, specs).await;
+    let identity = chassis::ChassisIdentity {
+        node_name: args.node_name.clone(),
+        ovn_remote: args.ovn_sb.clone(),
+        encap_ip: underlay.encap_ip,
+        datapath: args.datapath,
+        monitor_all: args.ovn_monitor_all,
+    };
+    let node = NodeSetup {
+        args: &args,
+        client: &client,
+        identity: &identity,
+        underlay: &underlay,
+        ovn_run_dir,
+    };
+    let vswitch = match args.ovs {
+        OvsMode::Embedded => until_stopped(
+            &mut stop_rx,
+            chassis::connect(
+                &db_endpoint,
+                Some(tokio::time::Instant::now() + Duration::from_secs(30)),
+            ),
+        )
+        .await
+        .transpose()?,
+        OvsMode::External => until_stopped(&mut stop_rx, chassis::connect(&db_endpoint, None))
+            .await
+            .transpose()?,
+    };
+    let outcome = match &vswitch {
+        Some(vswitch) => node.serve(vswitch, &mut daemons, specs, stop_rx).await,
+        None => Ok(()),
+    };
+    let removed = match uninstall::install_state(Some(&client)).await {
+        uninstall::InstallState::Installed => false,
+        uninstall::InstallState::Unknown(why) => {
+            warn!(reason = %why, "cannot tell whether kube-ovn is being uninstalled; leaving the node as it is");
+            false
+        }
+        uninstall::InstallState::Removed => {
+            info!(
+                "KubeOvn {} is gone or being deleted: uninstalling from the node",
+                crate::api::kubeovn::KUBE_OVN_SINGLETON
+            );
+            match &vswitch {
+                Some(vswitch) => {
+                    let tunnel_nic = underlay.tunnel.as_ref().map(|(nic, _)| nic.as_str());
+                    uninstall::remove_node_install(
+                        vswitch,
+                        &args.cni_bin_dir,
+                        &identity,
+                        tunnel_nic,
+                    )
+                    .await;
+                }
+                None => {
+                    let _ = std::fs::remove_file(args.cni_bin_dir.join(install::PLUGIN_NAME));
+                    info!(
+                        "uninstalled the CNI plugin; the Open_vSwitch database was never reached"
+                    );
+                }
+            }
+            true
+        }
+    };
     for d in daemons.into_iter().rev() {
         info!(daemon = %d.name, "stopping");
         d.stop().await;
     }
+    if removed && args.ovs == OvsMode::Embedded {
+        chassis_role::remove_chassis_files(&layout);
+    }
     outcome
 }
 
-async fn serve_node(
-    args: &NodeArgs,
-    db_endpoint: &str,
+/// What the serving part of the node role works from.
+struct NodeSetup<'a> {
+    args: &'a NodeArgs,
+    client: &'a kube::Client,
+    identity: &'a chassis::ChassisIdentity,
+    underlay: &'a Underlay,
     ovn_run_dir: PathBuf,
-    daemons: &mut Vec<Supervised>,
-    later: Vec<crate::ovn::daemons::DaemonSpec>,
-) -> anyhow::Result<()> {
-    let vswitch = chassis::connect(
-        db_endpoint,
-        tokio::time::Instant::now() + Duration::from_secs(30),
-    )
-    .await?;
-    let identity = chassis::ChassisIdentity {
-        node_name: args.node_name.clone(),
-        ovn_remote: args.ovn_sb.clone(),
-        encap_ip: args.encap_ip,
-        datapath: args.datapath,
-        monitor_all: args.ovn_monitor_all,
-    };
-    chassis::configure(&vswitch, &identity).await?;
-    for spec in later {
-        daemons.push(supervise(spec, Backoff::default()));
-    }
-    if let (Some(nic), Some(address)) = (&args.tunnel_nic, args.tunnel_address) {
-        tunnel::ensure_tunnel_bridge(
-            &vswitch,
-            nic,
-            address,
-            tokio::time::Instant::now() + Duration::from_secs(30),
-        )
-        .await
-        .context("setting up the userspace tunnel endpoint")?;
-    }
+}
 
-    let pods = Arc::new(pod_index::PodIndex::new());
-    let client = kube::Client::try_default()
-        .await
-        .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let watch_task = tokio::spawn(watch_pods(
-        client,
-        args.node_name.clone(),
-        pods.clone(),
-        stop_rx.clone(),
-    ));
-    let qos_task = tokio::spawn(qos::run(
-        pods.clone(),
-        vswitch.clone(),
-        args.datapath,
-        stop_rx.clone(),
-    ));
+impl NodeSetup<'_> {
+    /// Configures the chassis, then serves CNI until `stop` turns true.
+    async fn serve(
+        self,
+        vswitch: &Vswitch,
+        daemons: &mut Vec<Supervised>,
+        later: Vec<crate::ovn::daemons::DaemonSpec>,
+        mut stop_rx: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let args = self.args;
+        let Some(configured) =
+            until_stopped(&mut stop_rx, chassis::configure(vswitch, self.identity)).await
+        else {
+            return Ok(());
+        };
+        configured?;
+        for spec in later {
+            daemons.push(supervise(spec, Backoff::default()));
+        }
+        let mut tunnel_task = None;
+        if let Some((nic, address)) = &self.underlay.tunnel {
+            // ovs-vswitchd makes br-phy's interface; the chassis pod may start it after us.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+            let Some(ready) = until_stopped(
+                &mut stop_rx,
+                tunnel::ensure_tunnel_bridge(vswitch, nic, *address, deadline),
+            )
+            .await
+            else {
+                return Ok(());
+            };
+            ready.context("setting up the userspace tunnel endpoint")?;
+            tunnel_task = Some(tokio::spawn(tunnel::keep_endpoint(
+                nic.clone(),
+                *address,
+                stop_rx.clone(),
+            )));
+        }
 
-    let handler = Arc::new(
-        NodeHandler::new(
+        let pods = Arc::new(pod_index::PodIndex::new());
+        let watch_task = tokio::spawn(watch_pods(
+            self.client.clone(),
+            args.node_name.clone(),
             pods.clone(),
-            vswitch,
-            HandlerConfig {
-                bridge: chassis::INTEGRATION_BRIDGE.to_string(),
-                datapath: args.datapath,
-                mtu: args.mtu,
-                annotation_timeout: args.annotation_timeout,
-                ovn_installed_timeout: args.ovn_installed_timeout,
-                ovn_run_dir,
-            },
-        )
-        .context("opening the node's rtnetlink socket")?,
-    );
-    match handler.collect_stale_ports().await {
-        Ok(removed) if !removed.is_empty() => info!(?removed, "stale OVS ports removed"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e.msg, "collecting stale OVS ports"),
+            stop_rx.clone(),
+        ));
+        let qos_task = tokio::spawn(qos::run(
+            pods.clone(),
+            vswitch.clone(),
+            args.datapath,
+            stop_rx.clone(),
+        ));
+
+        let handler = Arc::new(
+            NodeHandler::new(
+                pods.clone(),
+                vswitch.clone(),
+                HandlerConfig {
+                    bridge: chassis::INTEGRATION_BRIDGE.to_string(),
+                    datapath: args.datapath,
+                    mtu: args.mtu,
+                    annotation_timeout: args.annotation_timeout,
+                    ovn_installed_timeout: args.ovn_installed_timeout,
+                    ovn_run_dir: self.ovn_run_dir,
+                },
+            )
+            .context("opening the node's rtnetlink socket")?,
+        );
+        match handler.collect_stale_ports().await {
+            Ok(removed) if !removed.is_empty() => info!(?removed, "stale OVS ports removed"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e.msg, "collecting stale OVS ports"),
+        }
+        let preplug = handler.preplug();
+        let leftovers = preplug.collect_leftovers().await;
+        if !leftovers.is_empty() {
+            info!(removed = ?leftovers, "unclaimed pre-plugged interfaces of an earlier run removed");
+        }
+        let preplug_task = args
+            .preplug
+            .then(|| tokio::spawn(preplug::run(pods.clone(), preplug, stop_rx.clone())));
+        let restore_task = tokio::spawn({
+            let (pods, vswitch, handler) = (pods.clone(), vswitch.clone(), handler.clone());
+            let mut stop = stop_rx.clone();
+            async move {
+                let mut changes = pods.subscribe();
+                // Once, with the first full list of this node's pods.
+                while !pods.is_synced() {
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { return },
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                until_stopped(&mut stop, restore::restore_lost(&pods, &vswitch, &handler)).await;
+            }
+        });
+        let listener = server::bind(&args.cni_socket)?;
+        info!(socket = %args.cni_socket.display(), node = %args.node_name, "serving CNI requests");
+        let mut served_stop = stop_rx.clone();
+        let served = server::serve(listener, handler, async move {
+            let _ = served_stop.wait_for(|s| *s).await;
+        })
+        .await;
+        let _ = std::fs::remove_file(&args.cni_socket);
+        let _ = qos_task.await;
+        if let Some(task) = preplug_task {
+            let _ = task.await;
+        }
+        let _ = restore_task.await;
+        if let Some(task) = tunnel_task {
+            let _ = task.await;
+        }
+        let _ = watch_task.await;
+        info!("node role stopped");
+        served.with_context(|| format!("serving {}", args.cni_socket.display()))
     }
-    let preplug = handler.preplug();
-    let leftovers = preplug.collect_leftovers().await;
-    if !leftovers.is_empty() {
-        info!(removed = ?leftovers, "unclaimed pre-plugged interfaces of an earlier run removed");
-    }
-    let preplug_task = args
-        .preplug
-        .then(|| tokio::spawn(preplug::run(pods.clone(), preplug, stop_rx.clone())));
-    let listener = server::bind(&args.cni_socket)?;
-    info!(socket = %args.cni_socket.display(), node = %args.node_name, "serving CNI requests");
-    let served = server::serve(listener, handler, async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    })
-    .await;
-    let _ = std::fs::remove_file(&args.cni_socket);
-    let _ = qos_task.await;
-    if let Some(task) = preplug_task {
-        let _ = task.await;
-    }
-    let _ = watch_task.await;
-    info!("node role stopped");
-    served.with_context(|| format!("serving {}", args.cni_socket.display()))
 }
 
 /// Feeds this node's pods (fieldSelector `spec.nodeName`) into the index until stopped.

@@ -25,6 +25,9 @@ pub struct PodView {
     /// Its containers ran to completion (phase `Succeeded` or `Failed`): no sandbox will
     /// start again.
     pub finished: bool,
+    /// `status.podIPs`: set once its sandbox runs with every CNI ADD done. Empty for
+    /// hostNetwork pods (their addresses are the node's).
+    pub pod_ips: Vec<std::net::IpAddr>,
 }
 
 impl PodView {
@@ -41,12 +44,32 @@ impl PodView {
                 .as_ref()
                 .and_then(|s| s.phase.as_deref())
                 .is_some_and(|p| p == "Succeeded" || p == "Failed"),
+            pod_ips: pod_ips(pod),
         }
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key).map(String::as_str)
     }
+}
+
+fn pod_ips(pod: &Pod) -> Vec<std::net::IpAddr> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let Some(status) = pod.status.as_ref().filter(|_| !host_network) else {
+        return Vec::new();
+    };
+    let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
+    let mut ips: Vec<std::net::IpAddr> = listed
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 type Key = (String, String);

@@ -382,6 +382,7 @@ mod tests {
                 .collect(),
             terminating,
             finished: false,
+            pod_ips: Vec::new(),
         }
     }
 

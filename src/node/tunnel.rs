@@ -6,6 +6,11 @@
 //! the bridge's internal interface. The kernel datapath needs none of this: its encap IP is
 //! an ordinary host address. The NIC should be dedicated to the overlay: its own addresses
 //! and routes stop working once OVS owns it.
+//!
+//! Also here: the per-node endpoint address from the Node annotation
+//! [`TUNNEL_ADDRESS_ANNOTATION`] (so one DaemonSet serves every node), keeping the address on
+//! `br-phy` while ovs-vswitchd restarts (its internal interface, and the address with it, dies
+//! with the daemon), and giving the NIC back on uninstall.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -18,9 +23,43 @@ use tokio::time::Instant;
 
 use crate::ovn::Vswitch;
 use std::collections::BTreeMap;
+use tokio::sync::watch;
 
 /// The netdev bridge holding the tunnel NIC and the tunnel endpoint address.
 pub const TUNNEL_BRIDGE: &str = "br-phy";
+
+/// The Node annotation that gives a node's tunnel endpoint with its prefix (`172.31.1.10/24`),
+/// read when `--tunnel-nic` comes without `--tunnel-address`.
+pub const TUNNEL_ADDRESS_ANNOTATION: &str = "kube-ovn.io/tunnel-address";
+
+/// How often the endpoint keeper looks at `br-phy`: bounds how long tunnels stay down after
+/// ovs-vswitchd recreated the bridge's interface without its address.
+const KEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The tunnel endpoint of node `node` from its annotation value (`None`: no annotation).
+pub fn endpoint_from_annotation(node: &str, value: Option<&str>) -> anyhow::Result<IpNet> {
+    let example =
+        format!("e.g. kubectl annotate node {node} {TUNNEL_ADDRESS_ANNOTATION}=172.31.1.10/24");
+    let Some(value) = value.map(str::trim) else {
+        bail!(
+            "node {node} has no annotation {TUNNEL_ADDRESS_ANNOTATION}: --tunnel-nic needs this \
+             node's tunnel endpoint address with its prefix ({example}), or pass --tunnel-address"
+        );
+    };
+    let address: IpNet = value.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "node {node}: annotation {TUNNEL_ADDRESS_ANNOTATION}={value:?} is not an address \
+             with its prefix ({example})"
+        )
+    })?;
+    if address.addr() == address.network() && address.prefix_len() < address.max_prefix_len() {
+        bail!(
+            "node {node}: annotation {TUNNEL_ADDRESS_ANNOTATION}={value:?} is a network, not \
+             this node's address in it ({example})"
+        );
+    }
+    Ok(address)
+}
 
 /// Makes `br-phy` (netdev) hold `nic` and carry `address`; idempotent. Call once
 /// ovs-vswitchd runs: it creates the bridge's internal interface.
@@ -47,6 +86,95 @@ pub async fn ensure_tunnel_bridge(
     let result = address_bridge(&handle, nic, address, deadline).await;
     connection.abort();
     result
+}
+
+/// Puts `address` back on `br-phy` whenever it goes missing (ovs-vswitchd restarted and made a
+/// new interface for the bridge) until `stop` turns true.
+pub async fn keep_endpoint(nic: String, address: IpNet, mut stop: watch::Receiver<bool>) {
+    let (connection, handle, _) = match rtnetlink::new_connection() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "tunnel endpoint keeper: opening an rtnetlink socket");
+            return;
+        }
+    };
+    let connection = tokio::spawn(connection);
+    let mut was_intact = true;
+    loop {
+        match endpoint_intact(&handle, address).await {
+            Ok(true) => was_intact = true,
+            Ok(false) => {
+                // The bridge's interface may not be back yet: try once, look again next tick.
+                match address_bridge(&handle, &nic, address, Instant::now()).await {
+                    Ok(()) => {
+                        tracing::info!(%address, "tunnel endpoint restored on {TUNNEL_BRIDGE}")
+                    }
+                    Err(e) if was_intact => {
+                        tracing::warn!(error = %e, "tunnel endpoint lost; restoring")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "tunnel endpoint still down"),
+                }
+                was_intact = false;
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the tunnel endpoint"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(KEEP_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    connection.abort();
+}
+
+async fn endpoint_intact(handle: &Handle, address: IpNet) -> anyhow::Result<bool> {
+    let mut links = handle
+        .link()
+        .get()
+        .match_name(TUNNEL_BRIDGE.to_string())
+        .execute();
+    let link = match links.try_next().await {
+        Ok(Some(link)) => link,
+        Ok(None) => return Ok(false),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+            return Ok(false)
+        }
+        Err(e) => return Err(e).with_context(|| format!("looking up {TUNNEL_BRIDGE}")),
+    };
+    let up = link
+        .header
+        .flags
+        .contains(netlink_packet_route::link::LinkFlags::Up);
+    Ok(up && has_address(handle, link.header.index, address.addr()).await?)
+}
+
+/// Takes `br-phy` away and gives `nic` back to the node, up (its own addresses were never
+/// touched). Nothing there is fine. Returns whether `br-phy` existed.
+pub async fn release_tunnel_bridge(vswitch: &Vswitch, nic: Option<&str>) -> anyhow::Result<bool> {
+    let existed = vswitch
+        .bridge_exists(TUNNEL_BRIDGE)
+        .with_context(|| format!("reading bridge {TUNNEL_BRIDGE}"))?;
+    vswitch
+        .remove_bridge(TUNNEL_BRIDGE)
+        .await
+        .with_context(|| format!("removing bridge {TUNNEL_BRIDGE}"))?;
+    let Some(nic) = nic else {
+        return Ok(existed);
+    };
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("opening an rtnetlink socket")?;
+    let connection = tokio::spawn(connection);
+    let result = async {
+        match link_index(&handle, nic).await? {
+            Some(index) => set_up(&handle, index, nic).await,
+            None => {
+                tracing::warn!(nic, "tunnel NIC is gone; nothing to give back");
+                Ok(())
+            }
+        }
+    }
+    .await;
+    connection.abort();
+    result.map(|()| existed)
 }
 
 async fn address_bridge(

@@ -1,6 +1,8 @@
-//! Test bed for the node role: kube-sim's API server in-process, reachable from a sandbox
-//! node's netns through a forwarder; `kube-ovn node --ovs external` run inside that netns
-//! against the node's OVS; pods as network namespaces with eth0 from Debian's `bridge` +
+//! Test bed for the node role: kube-sim's API server in-process (our CRDs and the `KubeOvn`
+//! object `kube-ovn` in place, so a stopping node role is a restart, not an uninstall),
+//! reachable from a sandbox node's netns through a forwarder; `kube-ovn node --ovs external`
+//! run inside that netns against the node's OVS (the sandbox's, or `kube-ovn chassis` on a
+//! [`ChassisNode`]); pods as network namespaces with eth0 from Debian's `bridge` +
 //! `host-local` plugins; the `kube-ovn` plugin exec'd Multus-style (config on stdin, CNI_*
 //! env).
 #![allow(dead_code)]
@@ -15,8 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube_ovn::api::kubeovn::{KubeOvn, KUBE_OVN_SINGLETON};
 use kube_sim::ApiServer;
 use serde_json::{json, Value};
 
@@ -48,9 +52,68 @@ impl Kube {
                 .await
                 .expect("kube-sim API server starts");
             let client = server.client().expect("kube client");
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            for crd in kube_ovn::api::crds() {
+                crds.create(&PostParams::default(), &crd)
+                    .await
+                    .expect("create CRD");
+            }
             (server, client)
         });
-        Kube { server, client, rt }
+        let kube = Kube { server, client, rt };
+        kube.create_kubeovn();
+        kube
+    }
+
+    fn kubeovns(&self) -> Api<KubeOvn> {
+        Api::all(self.client.clone())
+    }
+
+    /// Creates the `KubeOvn` object `kube-ovn` (the install is in place).
+    pub fn create_kubeovn(&self) {
+        let k: KubeOvn = serde_json::from_value(json!({
+            "apiVersion": "operator.kubeovn.io/v1alpha1", "kind": "KubeOvn",
+            "metadata": {"name": KUBE_OVN_SINGLETON}, "spec": {},
+        }))
+        .expect("KubeOvn");
+        self.rt
+            .block_on(self.kubeovns().create(&PostParams::default(), &k))
+            .expect("create KubeOvn");
+    }
+
+    /// Deletes the `KubeOvn` object (the install is being removed).
+    pub fn delete_kubeovn(&self) {
+        self.rt
+            .block_on(
+                self.kubeovns()
+                    .delete(KUBE_OVN_SINGLETON, &Default::default()),
+            )
+            .expect("delete KubeOvn");
+    }
+
+    /// Creates Node `name` with `annotations`.
+    pub fn create_node(&self, name: &str, annotations: &BTreeMap<String, String>) {
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": annotations},
+        }))
+        .expect("node");
+        self.rt
+            .block_on(Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node))
+            .expect("create node");
+    }
+
+    /// Sets pod `name`'s `status.podIP(s)` as the kubelet does once the sandbox runs.
+    pub fn set_pod_ip(&self, name: &str, ip: &str) {
+        self.rt
+            .block_on(self.pods().patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
+                ),
+            ))
+            .expect("set pod IP");
     }
 
     /// A kubeconfig file reachable from inside `netns` (a forwarder on its 127.0.0.1).
@@ -278,23 +341,7 @@ impl NodeDaemon {
 
     /// SIGTERM, then waits for the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        // `ip netns exec` execs the daemon, so the child pid is the daemon's.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        stop_child(self.child.take()?)
     }
 }
 
@@ -490,4 +537,196 @@ pub fn link_in(netns: &str, name: &str) -> bool {
         .expect("ip")
         .status
         .success()
+}
+
+/// A sandbox node `n` with no OVS of the sandbox's: netns `<prefix>-n<n>` with its underlay
+/// NIC `ul0` (into the sandbox's underlay bridge), its Node object annotated with the tunnel
+/// address `172.30.0.<10+n>/24`, and `kube-ovn chassis` running there on `<sandbox>/n<n>` (the
+/// paths [`NodeDaemon::start`] expects).
+pub struct ChassisNode {
+    pub n: usize,
+    pub netns: String,
+    pub run_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub chassis: Option<ChassisDaemon>,
+}
+
+/// The NIC that carries a [`ChassisNode`]'s tunnels.
+pub const TUNNEL_NIC: &str = "ul0";
+
+impl ChassisNode {
+    pub fn up(sandbox: &OvnSandbox, kube: &Kube, n: usize, dir: &Path) -> ChassisNode {
+        let netns = sandbox.node_netns(n);
+        let underlay = format!("{}-ul", sandbox.prefix());
+        tool("ip", &["netns", "add", &netns]);
+        tool("ip", &["-n", &netns, "link", "set", "lo", "up"]);
+        let peer = format!("v{n}");
+        tool(
+            "ip",
+            &[
+                "link", "add", TUNNEL_NIC, "netns", &netns, "mtu", "1500", "type", "veth", "peer",
+                "name", &peer, "netns", &underlay, "mtu", "1500",
+            ],
+        );
+        tool(
+            "ip",
+            &["-n", &underlay, "link", "set", &peer, "master", "br0", "up"],
+        );
+        tool(
+            "ip",
+            &[
+                "netns", "exec", &underlay, "ethtool", "-K", &peer, "tx", "off",
+            ],
+        );
+        tool("ip", &["-n", &netns, "link", "set", TUNNEL_NIC, "up"]);
+        kube.create_node(
+            &format!("node{n}"),
+            &BTreeMap::from([(
+                "kube-ovn.io/tunnel-address".to_string(),
+                format!("172.30.0.{}/24", 10 + n),
+            )]),
+        );
+        let kubeconfig = kube.kubeconfig_in(&netns, dir);
+        let mut node = ChassisNode {
+            n,
+            netns,
+            run_dir: sandbox.dir().join(format!("n{n}")),
+            kubeconfig,
+            chassis: None,
+        };
+        node.start_chassis(dir);
+        node
+    }
+
+    /// Starts `kube-ovn chassis` and waits until its `/readyz` answers 200.
+    pub fn start_chassis(&mut self, dir: &Path) {
+        let log = dir.join(format!("n{}-chassis.log", self.n));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(env!("CARGO_BIN_EXE_kube-ovn"))
+            .arg("--log-level=info")
+            .arg(format!("--log-file={}", log.display()))
+            .arg("chassis")
+            .arg(format!("--ovs-run-dir={}", self.run_dir.display()))
+            .arg(format!("--node-name=node{}", self.n))
+            .arg("--status-addr=127.0.0.1:10665")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn kube-ovn chassis");
+        let mut chassis = ChassisDaemon {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.readyz() != "200" {
+            if let Some(child) = chassis.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "kube-ovn chassis exited with {status}:\n{}",
+                        chassis.log_text()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chassis not ready: {}\n{}",
+                self.readyz(),
+                chassis.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.chassis = Some(chassis);
+    }
+
+    /// The HTTP status of the chassis's `/readyz` ("000" when nothing answers).
+    pub fn readyz(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-w", "%{http_code}", "--max-time", "2"])
+            .arg("http://127.0.0.1:10665/readyz")
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// SIGTERM to the chassis; its exit status.
+    pub fn stop_chassis(&mut self) -> Option<std::process::ExitStatus> {
+        self.chassis.take()?.stop()
+    }
+
+    /// Pids of the OVS/OVN daemons (from the pidfiles in the run dir).
+    pub fn daemon_pids(&self) -> Vec<i32> {
+        ["ovsdb-server", "ovs-vswitchd", "ovn-controller"]
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(self.run_dir.join(format!("{d}.pid"))).ok())
+            .filter_map(|t| t.trim().parse().ok())
+            .collect()
+    }
+
+    /// Processes still running in the node's netns.
+    pub fn netns_pids(&self) -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.netns])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `kube-ovn chassis` in a [`ChassisNode`]'s netns.
+pub struct ChassisDaemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl ChassisDaemon {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
+        stop_child(self.child.take()?)
+    }
+}
+
+impl Drop for ChassisDaemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_child(child);
+        }
+    }
+}
+
+/// SIGTERM, then the exit status (SIGKILL after 20 s).
+fn stop_child(mut child: Child) -> Option<std::process::ExitStatus> {
+    // `ip netns exec` execs the program, so the child pid is the program's.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

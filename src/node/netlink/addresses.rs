@@ -73,18 +73,27 @@ pub(super) async fn addresses_of(
     index: u32,
     object: &str,
 ) -> Result<Vec<IpNet>, NetlinkError> {
-    let messages: Vec<_> = pod
-        .handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
+    global_addresses(pod, Some(index), object).await
+}
+
+/// The global-scope addresses of link `index`, or of every link (`None`).
+pub(super) async fn global_addresses(
+    pod: &PodNetns,
+    index: Option<u32>,
+    object: &str,
+) -> Result<Vec<IpNet>, NetlinkError> {
+    let mut request = pod.handle.address().get();
+    if let Some(index) = index {
+        request = request.set_link_index_filter(index);
+    }
+    let messages: Vec<_> = request
         .execute()
         .try_collect()
         .await
         .map_err(nl_err("list addresses of", object))?;
     let mut addresses = Vec::new();
     for m in messages {
-        if m.header.index != index || m.header.scope != AddressScope::Universe {
+        if index.is_some_and(|i| m.header.index != i) || m.header.scope != AddressScope::Universe {
             continue;
         }
         let ip = m

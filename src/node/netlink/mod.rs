@@ -184,6 +184,14 @@ fn ipv4_only(addresses: &[IpNet]) -> bool {
     !addresses.is_empty() && addresses.iter().all(|a| a.addr().is_ipv4())
 }
 
+/// The global-scope addresses of every interface in the netns at `netns` (to find a pod's
+/// netns by its primary address).
+pub async fn netns_addresses(netns: &Path) -> Result<Vec<IpNet>, NetlinkError> {
+    let pod = PodNetns::enter(netns).await?;
+    let object = format!("netns {}", netns.display());
+    addresses::global_addresses(&pod, None, &object).await
+}
+
 /// Reads back the pod interface `ifname` in `pod_netns`; `Ok(None)` if there is no such interface.
 pub async fn inspect(pod_netns: &Path, ifname: &str) -> Result<Option<PodLinkState>, NetlinkError> {
     let pod = PodNetns::enter(pod_netns).await?;

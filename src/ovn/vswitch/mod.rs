@@ -16,8 +16,8 @@ use super::external_ids::{self, IFACE_ID, OVN_INSTALLED, SANDBOX as SANDBOX_ID};
 use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::ovsdb::model::vswitch::{Bridge, Interface, OpenVswitch, Port, Qos, Queue};
 use crate::ovsdb::{
-    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Op, Table, TableSpec, Uuid,
-    Value,
+    row, Atom, Client, ClientOptions, Condition, IndexSpec, Mutation, Mutator, Op, Table,
+    TableSpec, Uuid, Value,
 };
 
 pub use qos::{bandwidth, Bandwidth, QosKind};
@@ -347,17 +347,80 @@ impl Vswitch {
 
     /// Sets these keys of `Open_vSwitch.external_ids` (others stay).
     pub async fn set_ovs_external_ids(&self, ids: &Map) -> Result<bool> {
+        self.edit_ovs_external_ids(ids, &[]).await
+    }
+
+    /// Removes these keys of `Open_vSwitch.external_ids` (others stay; absent is fine).
+    pub async fn remove_ovs_external_ids(&self, keys: &[&str]) -> Result<bool> {
+        self.edit_ovs_external_ids(&Map::new(), keys).await
+    }
+
+    async fn edit_ovs_external_ids(&self, set: &Map, remove: &[&str]) -> Result<bool> {
         self.apply(|vs| {
             let root = vs.root()?;
             Ok(edit_ids_ops(
                 OpenVswitch::NAME,
                 root.uuid,
                 &root.external_ids,
-                ids,
-                &[],
+                set,
+                remove,
             ))
         })
         .await
+    }
+
+    /// Removes bridge `name` with its ports and interfaces (rows only the bridge references
+    /// go with it). Absent is fine.
+    pub async fn remove_bridge(&self, name: &str) -> Result<bool> {
+        self.apply(|vs| {
+            let Some(br) = vs.bridge(name)? else {
+                return Ok(vec![]);
+            };
+            let root = vs.root()?;
+            Ok(vec![Op::mutate(
+                OpenVswitch::NAME,
+                vec![Condition::uuid(root.uuid)],
+                vec![Mutation::delete("bridges", Value::atom(br.uuid))],
+            )])
+        })
+        .await
+    }
+
+    /// Removes every bridge (with its ports and interfaces) and waits until ovs-vswitchd has
+    /// applied that (`cur_cfg` reaches the `next_cfg` the same transaction bumped), so the
+    /// datapaths and bridge devices are gone before it stops. Returns the names removed.
+    pub async fn remove_all_bridges(&self, deadline: Instant) -> Result<Vec<String>> {
+        let names: Vec<String> = self
+            .client
+            .list::<Bridge>()?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        if names.is_empty() {
+            return Ok(names);
+        }
+        let root = self.root()?;
+        let ops = vec![
+            Op::update(
+                OpenVswitch::NAME,
+                vec![Condition::uuid(root.uuid)],
+                row([("bridges", Value::empty_set())]),
+            ),
+            Op::mutate(
+                OpenVswitch::NAME,
+                vec![Condition::uuid(root.uuid)],
+                vec![Mutation::new("next_cfg", Mutator::Add, Value::atom(1i64))],
+            ),
+        ];
+        self.client.transact(ops).await?;
+        self.client.sync().await?;
+        let target = self.root()?.next_cfg;
+        self.client
+            .wait_until(deadline, "ovs-vswitchd to remove the bridges", || {
+                self.root().ok().filter(|r| r.cur_cfg >= target).map(|_| ())
+            })
+            .await?;
+        Ok(names)
     }
 
     /// Plugs `iface` (a host-side veth end) into `bridge` as a Port and
