@@ -8,7 +8,8 @@
 //! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status).
 //! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
-//! - `queue`: the pod work queue; `events`: Events; `status`: `/metrics`, `/readyz`.
+//! - `queue`: the pod work queue; `events`: Events; `status`: the status endpoint
+//!   (`/healthz`, `/readyz`, `/metrics`, and the token-guarded `/api/v1/*`).
 //! - `context`: the state the controllers share.
 
 pub mod attachment;
@@ -60,7 +61,7 @@ pub struct OperatorArgs {
     /// Directory of the IPAM store (sled).
     #[arg(long, default_value = "/var/lib/kube-ovn/ipam")]
     pub ipam_db: PathBuf,
-    /// Serve `/metrics` and `/readyz` here (e.g. `127.0.0.1:10660`).
+    /// Serve `/healthz`, `/readyz`, `/metrics` and `/api/v1/*` here (e.g. `127.0.0.1:10660`).
     #[arg(long)]
     pub status_addr: Option<SocketAddr>,
     /// Pods reconciled at the same time.
@@ -149,10 +150,21 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
+    // The status endpoint answers while the operator still waits for NB and IPAM.
+    let metrics = Arc::new(status::Metrics::default());
+    let status_api = status::StatusApi::new(client.clone(), metrics.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = args.status_addr {
+        let api = status_api.clone();
+        tasks.spawn(async move {
+            if let Err(e) = status::serve(addr, api).await {
+                warn!("{e:#}");
+            }
+        });
+    }
     // Listing every pod is the longest part of a restart: start it now.
     let (pods, pod_writer) = reflector::store();
     let (pod_notes, pod_feed) = tokio::sync::mpsc::unbounded_channel();
-    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pod::watch_pods(client.clone(), pod_writer, pod_notes));
 
     // IPAM's reload and NB's initial monitor are independent: overlap them.
@@ -175,7 +187,6 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         "IPAM store opened"
     );
     let ports = ports::PortBatcher::start(nb.clone());
-    let metrics = Arc::new(status::Metrics::default());
     *metrics.ports.lock().expect("metrics lock poisoned") = Some(ports.stats.clone());
 
     let (subnets, subnet_writer) = reflector::store();
@@ -206,14 +217,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         changes: Default::default(),
     });
 
-    if let Some(addr) = args.status_addr {
-        let m = metrics.clone();
-        tasks.spawn(async move {
-            if let Err(e) = status::serve(addr, m).await {
-                warn!("{e:#}");
-            }
-        });
-    }
+    status_api.set_context(ctx.clone());
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
