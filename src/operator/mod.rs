@@ -10,7 +10,8 @@
 //! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status).
 //! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
-//! - `queue`: the pod work queue; `events`: Events; `status`: `/metrics`, `/readyz`.
+//! - `queue`: the pod work queue; `events`: Events; `status`: the status endpoint
+//!   (`/healthz`, `/readyz`, `/metrics`, and the token-guarded `/api/v1/*`).
 //! - `context`: the state the controllers share.
 //! - `leader`: Lease leader election (nothing runs before this process leads).
 //! - `adopt`: claims in IPAM every allocation the cluster shows, before pods are served.
@@ -70,7 +71,7 @@ pub struct OperatorArgs {
     /// Directory of the IPAM store (sled).
     #[arg(long, default_value = "/var/lib/kube-ovn/ipam")]
     pub ipam_db: PathBuf,
-    /// Serve `/metrics` and `/readyz` here (e.g. `127.0.0.1:10660`).
+    /// Serve `/healthz`, `/readyz`, `/metrics` and `/api/v1/*` here (e.g. `127.0.0.1:10660`).
     #[arg(long)]
     pub status_addr: Option<SocketAddr>,
     /// Pods reconciled at the same time.
@@ -175,15 +176,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (kubeconfig or in-cluster config)")?;
     check_crds(&client).await?;
+    // The status endpoint answers while the operator still waits for NB and IPAM.
+    // Followers serve it too (ready, `kube_ovn_leader 0`).
     let metrics = Arc::new(status::Metrics::default());
     // Alone (`--leader-elect=false`) it leads from the start: not ready until reconciled.
     metrics.leader.store(!args.leader_elect, Ordering::Relaxed);
+    let status_api = status::StatusApi::new(client.clone(), metrics.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    // Followers serve `/readyz` and `/metrics` too (ready, `kube_ovn_leader 0`).
     if let Some(addr) = args.status_addr {
-        let m = metrics.clone();
+        let api = status_api.clone();
         tasks.spawn(async move {
-            if let Err(e) = status::serve(addr, m).await {
+            if let Err(e) = status::serve(addr, api).await {
                 warn!("{e:#}");
             }
         });
@@ -197,7 +200,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     };
     metrics.leader.store(true, Ordering::Relaxed);
     let led = tokio::select! {
-        led = lead(&args, client, metrics.clone(), started, &mut tasks) => led,
+        led = lead(&args, client, metrics.clone(), &status_api, started, &mut tasks) => led,
         () = &mut stop => Ok(()),
         // Exit rather than allocate beside the new leader; Kubernetes restarts us as a follower.
         lost = leadership.lost() => {
@@ -218,6 +221,7 @@ async fn lead(
     args: &OperatorArgs,
     client: kube::Client,
     metrics: Arc<status::Metrics>,
+    status_api: &status::StatusApi,
     started: Instant,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
@@ -311,6 +315,7 @@ async fn lead(
         changes: Default::default(),
     });
 
+    status_api.set_context(ctx.clone());
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,

@@ -6,10 +6,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::status::Histogram;
 use crate::ovn::{LspSpec, NbTxn, Northbound};
 
 /// Largest number of pods per shared transaction.
@@ -27,11 +29,12 @@ struct Job {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
-/// Transactions committed and pods they carried (for the metrics).
+/// Transactions committed, pods they carried and how long each took (for the metrics).
 #[derive(Debug, Default)]
 pub struct PortStats {
     pub transactions: AtomicU64,
     pub jobs: AtomicU64,
+    pub latency: Histogram,
 }
 
 /// Handle to the batcher task.
@@ -97,9 +100,11 @@ async fn run(nb: Northbound, mut rx: mpsc::Receiver<Job>, stats: Arc<PortStats>)
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let shared = nb
             .apply(|t| batch.iter().try_for_each(|j| plan(t, &j.changes)))
             .await;
+        stats.latency.observe(started.elapsed());
         stats.transactions.fetch_add(1, Ordering::Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match shared {
@@ -118,7 +123,9 @@ async fn run(nb: Northbound, mut rx: mpsc::Receiver<Job>, stats: Arc<PortStats>)
             Err(e) => {
                 warn!(error = %e, pods = batch.len(), "shared NB transaction failed, retrying pod by pod");
                 for job in batch {
+                    let started = Instant::now();
                     let own = nb.apply(|t| plan(t, &job.changes)).await;
+                    stats.latency.observe(started.elapsed());
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
                     let _ = job.reply.send(
                         own.map(|_| ())

@@ -14,7 +14,7 @@
 //! subnets of one VPC the older one (creation time, then name) stays valid.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -258,6 +258,7 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
         (external_ids::PROVIDER, valid.provider.as_str()),
     ]);
     let mac = view.gateway_mac.to_string();
+    let started = Instant::now();
     let wrote = ctx
         .nb
         .apply(|t| {
@@ -268,11 +269,12 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
             }
             Ok(())
         })
-        .await
-        .map_err(|source| Error::Nb {
-            subnet: name.clone(),
-            source,
-        })?;
+        .await;
+    ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
+    let wrote = wrote.map_err(|source| Error::Nb {
+        subnet: name.clone(),
+        source,
+    })?;
     let was_invalid = ctx
         .invalid_subnets
         .lock()
@@ -295,13 +297,13 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
 async fn cleanup(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
     let subnet = &*subnet;
     let name = subnet.name_any();
-    ctx.nb
-        .delete_switch(&name)
-        .await
-        .map_err(|source| Error::Nb {
-            subnet: name.clone(),
-            source,
-        })?;
+    let started = Instant::now();
+    let deleted = ctx.nb.delete_switch(&name).await;
+    ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
+    deleted.map_err(|source| Error::Nb {
+        subnet: name.clone(),
+        source,
+    })?;
     let freed = ctx
         .ipam
         .delete_subnet(&name, true)

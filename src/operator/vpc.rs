@@ -3,7 +3,7 @@
 //! router (its subnets then report `VpcNotFound`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -91,14 +91,13 @@ async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Failure<E
 async fn apply(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
     let name = vpc.name_any();
     let ids = external_ids::ours([(external_ids::VPC, name.as_str())]);
-    let created = ctx
-        .nb
-        .ensure_router(&name, &ids)
-        .await
-        .map_err(|source| Error::Nb {
-            vpc: name.clone(),
-            source,
-        })?;
+    let started = Instant::now();
+    let created = ctx.nb.ensure_router(&name, &ids).await;
+    ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
+    let created = created.map_err(|source| Error::Nb {
+        vpc: name.clone(),
+        source,
+    })?;
     if created {
         info!(vpc = %name, "logical router ensured");
     }
@@ -124,13 +123,13 @@ async fn apply(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
     let name = vpc.name_any();
-    ctx.nb
-        .delete_router(&name)
-        .await
-        .map_err(|source| Error::Nb {
-            vpc: name.clone(),
-            source,
-        })?;
+    let started = Instant::now();
+    let deleted = ctx.nb.delete_router(&name).await;
+    ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
+    deleted.map_err(|source| Error::Nb {
+        vpc: name.clone(),
+        source,
+    })?;
     info!(vpc = %name, "logical router deleted");
     Ok(Action::await_change())
 }

@@ -386,6 +386,37 @@ impl Cluster {
         status_get_at(self.status_addr, path).await
     }
 
+    /// GET `path` on the status endpoint with `token` as the bearer token, if any: the
+    /// status code and the body, once the endpoint answers.
+    pub async fn status_call(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n");
+        let response = self
+            .eventually(&format!("status endpoint answering {path}"), || async {
+                let mut stream = tokio::net::TcpStream::connect(self.status_addr)
+                    .await
+                    .ok()?;
+                stream.write_all(request.as_bytes()).await.ok()?;
+                let mut out = String::new();
+                stream.read_to_string(&mut out).await.ok()?;
+                Some(out)
+            })
+            .await;
+        let code = response
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("an HTTP status line in {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        (code, body)
+    }
+
     /// The operator's process id.
     pub fn operator_pid(&self) -> Option<u32> {
         self.operator.as_ref().map(Child::id)

@@ -19,6 +19,8 @@ MODULES = [
     "api/core/v1",
     "api/apps/v1",
     "api/events/v1",
+    "api/authentication/v1",
+    "api/authorization/v1",
     "apimachinery/pkg/apis/meta/v1",
     "apimachinery/pkg/runtime",
     "apimachinery/pkg/api/resource",
@@ -58,7 +60,8 @@ STRUCT = re.compile(r'pub struct (\w+) \{(.*?)\n\}', re.S)
 
 def resolve(module, ty):
     """The dotted message name of a Rust type path seen from `module`."""
-    ty = re.sub(r'\s+', '', ty)
+    # rustfmt may leave a trailing comma inside the generics: `Vec<…::Requirement,>`.
+    ty = re.sub(r',>', '>', re.sub(r'\s+', '', ty))
     inner = re.findall(r'((?:super::)*(?:\w+::)*[A-Z]\w*)>*$', ty)
     path = inner[0] if inner else ty
     parts = module.split("/")

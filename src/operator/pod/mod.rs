@@ -363,6 +363,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
         ctx.metrics
             .pods_attached
             .fetch_add(newly_wired as u64, Ordering::Relaxed);
+        ctx.metrics.pods_wired.fetch_add(1, Ordering::Relaxed);
         info!(pod = %key, attachments = plans.len(), ips = ?allocations.iter().map(Allocation::ip_annotation).collect::<Vec<_>>(), "pod attached");
     } else if wrote {
         debug!(pod = %key, stale, "pod attachments repaired");

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::auth;
 use super::events;
 use super::openapi;
 use super::patch::{self, PatchKind};
@@ -33,6 +34,8 @@ pub struct Shared {
     pub address: String,
     pub bookmark_interval: Duration,
     pub shutdown: CancellationToken,
+    /// ServiceAccount tokens issued by TokenRequest.
+    pub tokens: auth::Tokens,
 }
 
 /// A request path, understood.
@@ -216,6 +219,23 @@ async fn serve_resource(
             "kube-sim: dryRun is not supported yet",
         ));
     }
+    if let Some(review) = auth::Review::of(&rt.group, &rt.plural) {
+        if method != Method::POST || rp.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "{}: only create is supported",
+                rt.qualified_name()
+            )));
+        }
+        let answer = auth::answer(
+            store,
+            &shared.tokens,
+            review,
+            ns,
+            headers,
+            parse_body(body)?,
+        )?;
+        return Ok(json_response(StatusCode::CREATED, answer));
+    }
     let version = rp.version.as_str();
     let part = match rp.subresource.as_deref() {
         None => Part::Main,
@@ -243,6 +263,16 @@ async fn serve_resource(
         Some("binding") if rt.group.is_empty() && rt.plural == "pods" && method == Method::POST => {
             let name = rp.name.as_deref().unwrap_or_default();
             return bind_pod(store, &rt, ns, name, body);
+        }
+        Some("token")
+            if rt.group.is_empty() && rt.plural == "serviceaccounts" && method == Method::POST =>
+        {
+            let name = rp.name.as_deref().unwrap_or_default();
+            let answer =
+                shared
+                    .tokens
+                    .request(store, ns.unwrap_or_default(), name, parse_body(body)?)?;
+            return Ok(json_response(StatusCode::CREATED, answer));
         }
         Some(other) => {
             return Err(ApiError::path_not_found(&format!(

@@ -6,7 +6,8 @@
 //! `http` (routing, watches, tables), `printers` (computed table cells), `scale` (the scale
 //! subresource), `protobuf` (protobuf request bodies), `schema` (CRD and metadata validation),
 //! `patch`, `selector`, `status` (error bodies), `kubelet_proxy` (pods/log and pods/exec,
-//! proxied to the node's kubelet).
+//! proxied to the node's kubelet), `auth` (TokenRequest, TokenReview and the access reviews)
+//! with `rbac` (the RBAC authorizer they ask).
 //!
 //! In a test:
 //!
@@ -18,15 +19,17 @@
 //! server.shutdown().await;                       // or just drop it
 //! ```
 //!
-//! Protobuf request bodies of core/v1, apps/v1 and events.k8s.io/v1 are decoded by
+//! Protobuf request bodies of core/v1, apps/v1, events.k8s.io/v1 and the auth groups are decoded by
 //! `protobuf` (other groups get a 415 naming the kind); answers are always JSON.
 //!
 //! Not modelled (each fails loudly or is documented where it matters): protobuf answers,
 //! `dryRun`, aggregated discovery, admission webhooks, server-side apply conflicts between
-//! managers, pagination (`limit` returns everything), authentication, `pods/attach` and
+//! managers, pagination (`limit` returns everything), authenticating its own requests (every
+//! request without a token acts as the admin; see `auth`), `pods/attach` and
 //! `pods/portforward`, exec with a TTY, and exec over SPDY (kubectl before 1.30).
 
 pub mod apply;
+pub mod auth;
 pub mod events;
 pub mod http;
 pub mod kubelet_proxy;
@@ -34,6 +37,7 @@ pub mod openapi;
 pub mod patch;
 pub mod printers;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod scale;
 pub mod schema;
@@ -99,6 +103,7 @@ impl ApiServer {
             address: addr.to_string(),
             bookmark_interval: options.bookmark_interval,
             shutdown: shutdown.clone(),
+            tokens: auth::Tokens::default(),
         });
         let pod_path = "/api/v1/namespaces/{namespace}/pods/{name}";
         let app = axum::Router::new()

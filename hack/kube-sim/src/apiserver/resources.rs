@@ -265,12 +265,18 @@ impl ResourceType {
 
     /// The entries of this resource in an `APIResourceList`.
     fn discovery_entries(&self) -> Vec<Value> {
+        // Reviews are answered, never stored: create is all they take.
+        let verbs: &[&str] = if super::auth::Review::of(&self.group, &self.plural).is_some() {
+            &["create"]
+        } else {
+            &VERBS
+        };
         let mut main = json!({
             "name": self.plural,
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": VERBS,
+            "verbs": verbs,
         });
         if !self.short_names.is_empty() {
             main["shortNames"] = json!(self.short_names);
@@ -286,6 +292,17 @@ impl ResourceType {
                 "namespaced": self.namespaced,
                 "kind": self.kind,
                 "verbs": STATUS_VERBS,
+            }));
+        }
+        if self.group.is_empty() && self.plural == "serviceaccounts" {
+            entries.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
             }));
         }
         if super::scale::serves(self) {
@@ -438,6 +455,34 @@ impl ResourceTable {
             )
             .columns(&[("Revision", "/revision")]),
             ResourceType::builtin(rbac, "v1", "ClusterRole", "clusterroles", false),
+            ResourceType::builtin(
+                "authentication.k8s.io",
+                "v1",
+                "TokenReview",
+                "tokenreviews",
+                false,
+            ),
+            ResourceType::builtin(
+                "authorization.k8s.io",
+                "v1",
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+                false,
+            ),
+            ResourceType::builtin(
+                "authorization.k8s.io",
+                "v1",
+                "SelfSubjectAccessReview",
+                "selfsubjectaccessreviews",
+                false,
+            ),
+            ResourceType::builtin(
+                "authorization.k8s.io",
+                "v1",
+                "LocalSubjectAccessReview",
+                "localsubjectaccessreviews",
+                true,
+            ),
             ResourceType::builtin(
                 rbac,
                 "v1",

@@ -4,8 +4,8 @@
 //! writes this way (kubectl's generator commands, Multus's pod status and Events) and does
 //! not fall back to JSON on a 415. Answers stay JSON: clients accept it.
 //!
-//! The wire schema (field numbers, JSON names, types) of core/v1, apps/v1, events.k8s.io/v1
-//! and meta/v1 is generated into `schema.rs`; other groups are refused by name. Decoding
+//! The wire schema (field numbers, JSON names, types) of core/v1, apps/v1, events.k8s.io/v1,
+//! authentication.k8s.io/v1, authorization.k8s.io/v1 and meta/v1 is generated into `schema.rs`; other groups are refused by name. Decoding
 //! follows Go's JSON form of the result: the wrapper messages (Time, MicroTime, Duration,
 //! Quantity, IntOrString, RawExtension, FieldsV1) become their JSON scalars, embedded Go
 //! structs are inlined, and the empty strings and zero times that gogo-protobuf writes for

@@ -2565,6 +2565,221 @@ pub(super) static MESSAGES: &[Message] = &[
         ],
     },
     Message {
+        name: "api.authentication.v1.BoundObjectReference",
+        fields: &[
+        Field { number: 1, json: "kind", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "apiVersion", kind: Kind::String, repeated: false },
+        Field { number: 3, json: "name", kind: Kind::String, repeated: false },
+        Field { number: 4, json: "uid", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.ExtraValue",
+        fields: &[
+        Field { number: 1, json: "items", kind: Kind::String, repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.SelfSubjectReview",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "status", kind: Kind::Message("api.authentication.v1.SelfSubjectReviewStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.SelfSubjectReviewStatus",
+        fields: &[
+        Field { number: 1, json: "userInfo", kind: Kind::Message("api.authentication.v1.UserInfo"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.TokenRequest",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "spec", kind: Kind::Message("api.authentication.v1.TokenRequestSpec"), repeated: false },
+        Field { number: 3, json: "status", kind: Kind::Message("api.authentication.v1.TokenRequestStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.TokenRequestSpec",
+        fields: &[
+        Field { number: 1, json: "audiences", kind: Kind::String, repeated: true },
+        Field { number: 4, json: "expirationSeconds", kind: Kind::Int, repeated: false },
+        Field { number: 3, json: "boundObjectRef", kind: Kind::Message("api.authentication.v1.BoundObjectReference"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.TokenRequestStatus",
+        fields: &[
+        Field { number: 1, json: "token", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "expirationTimestamp", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.Time"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.TokenReview",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "spec", kind: Kind::Message("api.authentication.v1.TokenReviewSpec"), repeated: false },
+        Field { number: 3, json: "status", kind: Kind::Message("api.authentication.v1.TokenReviewStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.TokenReviewSpec",
+        fields: &[
+        Field { number: 1, json: "token", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "audiences", kind: Kind::String, repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.TokenReviewStatus",
+        fields: &[
+        Field { number: 1, json: "authenticated", kind: Kind::Bool, repeated: false },
+        Field { number: 2, json: "user", kind: Kind::Message("api.authentication.v1.UserInfo"), repeated: false },
+        Field { number: 4, json: "audiences", kind: Kind::String, repeated: true },
+        Field { number: 3, json: "error", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authentication.v1.UserInfo",
+        fields: &[
+        Field { number: 1, json: "username", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "uid", kind: Kind::String, repeated: false },
+        Field { number: 3, json: "groups", kind: Kind::String, repeated: true },
+        Field { number: 4, json: "extra", kind: Kind::MapOfMessage("api.authentication.v1.ExtraValue"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.ExtraValue",
+        fields: &[
+        Field { number: 1, json: "items", kind: Kind::String, repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.FieldSelectorAttributes",
+        fields: &[
+        Field { number: 1, json: "rawSelector", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "requirements", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement"), repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.LabelSelectorAttributes",
+        fields: &[
+        Field { number: 1, json: "rawSelector", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "requirements", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement"), repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.LocalSubjectAccessReview",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "spec", kind: Kind::Message("api.authorization.v1.SubjectAccessReviewSpec"), repeated: false },
+        Field { number: 3, json: "status", kind: Kind::Message("api.authorization.v1.SubjectAccessReviewStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.NonResourceAttributes",
+        fields: &[
+        Field { number: 1, json: "path", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "verb", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.NonResourceRule",
+        fields: &[
+        Field { number: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { number: 2, json: "nonResourceURLs", kind: Kind::String, repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.ResourceAttributes",
+        fields: &[
+        Field { number: 1, json: "namespace", kind: Kind::String, repeated: false },
+        Field { number: 2, json: "verb", kind: Kind::String, repeated: false },
+        Field { number: 3, json: "group", kind: Kind::String, repeated: false },
+        Field { number: 4, json: "version", kind: Kind::String, repeated: false },
+        Field { number: 5, json: "resource", kind: Kind::String, repeated: false },
+        Field { number: 6, json: "subresource", kind: Kind::String, repeated: false },
+        Field { number: 7, json: "name", kind: Kind::String, repeated: false },
+        Field { number: 8, json: "fieldSelector", kind: Kind::Message("api.authorization.v1.FieldSelectorAttributes"), repeated: false },
+        Field { number: 9, json: "labelSelector", kind: Kind::Message("api.authorization.v1.LabelSelectorAttributes"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.ResourceRule",
+        fields: &[
+        Field { number: 1, json: "verbs", kind: Kind::String, repeated: true },
+        Field { number: 2, json: "apiGroups", kind: Kind::String, repeated: true },
+        Field { number: 3, json: "resources", kind: Kind::String, repeated: true },
+        Field { number: 4, json: "resourceNames", kind: Kind::String, repeated: true },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SelfSubjectAccessReview",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "spec", kind: Kind::Message("api.authorization.v1.SelfSubjectAccessReviewSpec"), repeated: false },
+        Field { number: 3, json: "status", kind: Kind::Message("api.authorization.v1.SubjectAccessReviewStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SelfSubjectAccessReviewSpec",
+        fields: &[
+        Field { number: 1, json: "resourceAttributes", kind: Kind::Message("api.authorization.v1.ResourceAttributes"), repeated: false },
+        Field { number: 2, json: "nonResourceAttributes", kind: Kind::Message("api.authorization.v1.NonResourceAttributes"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SelfSubjectRulesReview",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "spec", kind: Kind::Message("api.authorization.v1.SelfSubjectRulesReviewSpec"), repeated: false },
+        Field { number: 3, json: "status", kind: Kind::Message("api.authorization.v1.SubjectRulesReviewStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SelfSubjectRulesReviewSpec",
+        fields: &[
+        Field { number: 1, json: "namespace", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectAccessReview",
+        fields: &[
+        Field { number: 1, json: "metadata", kind: Kind::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { number: 2, json: "spec", kind: Kind::Message("api.authorization.v1.SubjectAccessReviewSpec"), repeated: false },
+        Field { number: 3, json: "status", kind: Kind::Message("api.authorization.v1.SubjectAccessReviewStatus"), repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectAccessReviewSpec",
+        fields: &[
+        Field { number: 1, json: "resourceAttributes", kind: Kind::Message("api.authorization.v1.ResourceAttributes"), repeated: false },
+        Field { number: 2, json: "nonResourceAttributes", kind: Kind::Message("api.authorization.v1.NonResourceAttributes"), repeated: false },
+        Field { number: 3, json: "user", kind: Kind::String, repeated: false },
+        Field { number: 4, json: "groups", kind: Kind::String, repeated: true },
+        Field { number: 5, json: "extra", kind: Kind::MapOfMessage("api.authorization.v1.ExtraValue"), repeated: false },
+        Field { number: 6, json: "uid", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectAccessReviewStatus",
+        fields: &[
+        Field { number: 1, json: "allowed", kind: Kind::Bool, repeated: false },
+        Field { number: 4, json: "denied", kind: Kind::Bool, repeated: false },
+        Field { number: 2, json: "reason", kind: Kind::String, repeated: false },
+        Field { number: 3, json: "evaluationError", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
+        name: "api.authorization.v1.SubjectRulesReviewStatus",
+        fields: &[
+        Field { number: 1, json: "resourceRules", kind: Kind::Message("api.authorization.v1.ResourceRule"), repeated: true },
+        Field { number: 2, json: "nonResourceRules", kind: Kind::Message("api.authorization.v1.NonResourceRule"), repeated: true },
+        Field { number: 3, json: "incomplete", kind: Kind::Bool, repeated: false },
+        Field { number: 4, json: "evaluationError", kind: Kind::String, repeated: false },
+        ],
+    },
+    Message {
         name: "apimachinery.pkg.apis.meta.v1.APIGroup",
         fields: &[
         Field { number: 1, json: "name", kind: Kind::String, repeated: false },
