@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# hack/demo.sh — the user guide (shared/seed), end to end, on this machine.
+# hack/demo.sh — the user guide (shared/seed), end to end, on this machine, installed the way
+# a user installs it.
 #
-# Brings up OVN central (hack/ovn-sandbox.sh, no chassis), kube-sim with two nodes (each a
-# network namespace whose kubelet+Multus emulation gives pods eth0 from Debian's bridge
-# plugin and execs /opt/cni/bin/kube-ovn for kube-ovn NADs), `kube-ovn node` on every node
-# (embedded OVS + ovn-controller, netdev datapath), and `kube-ovn operator` as the Deployment
-# kube-ovn-operator in kube-system (kube-sim runs the image kube-ovn:dev as this build's
-# binary, in the pod's network namespace and its node's mount namespace). Then applies
-# the guide's manifests verbatim (hack/demo/seed) plus the networks they name without
-# defining (hack/demo/extra), prints every pod's interfaces, addresses and network-status,
-# pings inside a VPC (must work) and across tenants (must fail), and tears everything down.
-# Exit 0 only if all of it worked. Needs root. KEEP=1 leaves everything up for a look.
+# Starts kube-sim with two nodes (each a network namespace whose kubelet+Multus emulation gives
+# pods eth0 from Debian's bridge plugin and execs /opt/cni/bin/kube-ovn for kube-ovn NADs; the
+# image kube-ovn:dev runs as this build's binary, in the pod's network namespace and its
+# node's mount namespace). Then does what a user does: `kube-ovn crd` and `kube-ovn render`
+# piped to kubectl (the operator's Deployment and RBAC, as OLM would install them), a
+# `KubeOvn` object, and a wait for Available: the operator renders OVN central, the ovs-ovn
+# and kube-ovn-cni DaemonSets, and kube-sim runs them as processes. No OVN, node or operator
+# process is started by hand. Then applies the guide's manifests verbatim (hack/demo/seed)
+# plus the networks they name without defining (hack/demo/extra), prints every pod's
+# interfaces, addresses and network-status, pings inside a VPC (must work) and across
+# tenants (must fail), and uninstalls by deleting the KubeOvn: nothing of ours stays on the
+# nodes. Exit 0 only if all of it worked. Needs root. KEEP=1 leaves everything up for a look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -32,80 +35,55 @@ sim_pid=''
 cleanup() {
   rc=$?
   if [ "${KEEP:-0}" = 1 ]; then
-    echo "KEEP=1: left running; KUBECONFIG=$work/kubeconfig; stop with: kill $sim_pid; hack/ovn-sandbox.sh down $work/ovn"
+    echo "KEEP=1: left running; KUBECONFIG=$work/kubeconfig; stop with: kill $sim_pid"
     exit $rc
   fi
-  [ $rc -ne 0 ] && { echo "--- operator log (tail)"
-                     kubectl logs -n kube-system deployment/kube-ovn-operator --tail 20 2>&1 || true
+  [ $rc -ne 0 ] && { kubectl get kubeovn -o wide 2>&1 || true
+                     kubectl get kubeovn kube-ovn -o jsonpath='{.status}' 2>&1; echo
                      kubectl get pods -n kube-system -o wide 2>&1 || true
-                     for f in "$work"/nodes/*/node-command.log; do echo "--- $f (tail)"; tail -20 "$f" || true; done; }
-  # Stopping kube-sim stops every process it runs, the operator's too.
+                     for w in deployment/kube-ovn-operator statefulset/ovn-central daemonset/ovs-ovn daemonset/kube-ovn-cni; do
+                       echo "--- $w log (tail)"; kubectl logs -n kube-system "$w" --tail 20 2>&1 || true; done; }
+  # Stopping kube-sim stops every process it runs.
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
-  hack/ovn-sandbox.sh down "$work/ovn" || true
   rm -rf "$work"
   exit $rc
 }
 trap cleanup EXIT
 
-say "OVN central: NB and SB ovsdb-server, ovn-northd"
-hack/ovn-sandbox.sh up "$work/ovn" 0
-nb=unix:$work/ovn/central/nb.sock
-sb=unix:$work/ovn/central/sb.sock
-
-say "kube-sim: API server, two nodes, and kube-ovn node on each"
-# The node agent: embedded OVS/OVN chassis on the netdev datapath, whose tunnel address sits
-# on a netdev bridge holding the node's tunnel NIC (userspace tunnelling needs that).
-node_cmd="exec $bin node --node-name \$NODE_NAME --ovs embedded --datapath netdev \
---ovs-run-dir /run/openvswitch --ovn-sb $sb --encap-ip \${TUNNEL_IP%/*} \
---tunnel-nic \$TUNNEL_NIC --tunnel-address \$TUNNEL_IP --cni-bin-dir /opt/cni/bin"
+say "kube-sim: API server and two nodes (kube-ovn:dev runs as $bin)"
 "$sim" serve --kubeconfig "$work/kubeconfig" --nodes 2 --state-dir "$work/nodes" \
-  --node-command "$node_cmd" --image-map "kube-ovn:dev=$bin" >"$work/kube-sim.log" 2>&1 &
+  --image-map "kube-ovn:dev=$bin" >"$work/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
 export KUBECONFIG=$work/kubeconfig
 for _ in $(seq 1 300); do [ "$(kubectl get nodes -o name 2>/dev/null | wc -l)" = 2 ] && break; sleep 0.1; done
 kubectl get nodes -o wide
 
-say "CRDs (kube-ovn crd) and the operator"
+say "install: CRDs, the operator (kube-ovn render), a KubeOvn"
 "$bin" crd | kubectl apply -f - >/dev/null
 kubectl get crd -o name
-# The operator as a Deployment, the way OLM would run it. Its pod reaches the API with the
-# in-cluster settings kube-sim gives every container (Client::try_default()). NB is a unix
-# socket of the sandbox under $work: the pod's mount namespace is its node's, which shares
-# the host's filesystem except the node-private directories (/run/openvswitch,
-# /var/lib/kube-ovn, ...), so the path is reachable as it is; the hostPath volume says so
-# in the manifest (it resolves to the same directory). The IPAM store is node-private.
-kubectl apply -f - <<EOF
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: kube-ovn-operator, namespace: kube-system}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: kube-ovn-operator, namespace: kube-system}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: kube-ovn-operator}}
-  template:
-    metadata: {labels: {app: kube-ovn-operator}}
-    spec:
-      serviceAccountName: kube-ovn-operator
-      containers:
-      - name: operator
-        image: kube-ovn:dev
-        args: [operator, --ovn-nb, "$nb", --ipam-db, /var/lib/kube-ovn/ipam,
-               --status-addr, "0.0.0.0:10660"]
-        readinessProbe:
-          httpGet: {path: /readyz, port: 10660}
-          periodSeconds: 1
-        volumeMounts:
-        - {name: ovn-central, mountPath: $work/ovn/central}
-      volumes:
-      - name: ovn-central
-        hostPath: {path: $work/ovn/central, type: Directory}
-EOF
+"$bin" render --image kube-ovn:dev --no-crds --no-sample | kubectl apply -f -
 kubectl rollout status -n kube-system deployment/kube-ovn-operator --timeout=120s
+# The tunnel address of each node: kube-sim leaves its tunnel NIC ul1 without one (OVS
+# userspace tunnelling wants the address on the bridge holding the NIC).
+for i in 1 2; do kubectl annotate --overwrite node "node-$i" "kube-ovn.io/tunnel-address=172.31.1.$((9 + i))/24"; done
+start=$(date +%s%N)
+kubectl apply -f - <<EOF
+apiVersion: operator.kubeovn.io/v1alpha1
+kind: KubeOvn
+metadata:
+  name: kube-ovn
+spec:
+  nonPrimaryCNI: true
+  datapath: Netdev
+  tunnelInterface: ul1
+EOF
+kubectl wait --for=condition=Available kubeovn/kube-ovn --timeout=120s
+echo "KubeOvn Available after $(( ($(date +%s%N) - start) / 1000000 )) ms"
+kubectl get kubeovn
 kubectl get pods -n kube-system -o wide
+echo "# kubectl logs -n kube-system daemonset/kube-ovn-cni --tail 3"
+kubectl logs -n kube-system daemonset/kube-ovn-cni --tail 3
 
 say "the guide's manifests, verbatim"
 for f in 01-nad.yaml 02-vpc-subnet.yaml; do echo "# hack/demo/seed/$f"; kubectl apply -f "hack/demo/seed/$f"; done
@@ -203,16 +181,34 @@ rate=$(ovs-vsctl --db="unix:$work/nodes/$qos_node/run-openvswitch/db.sock" --bar
 desc="qos-pod's egress is policed at 1000 Mbit/s (ingress_policing_rate=$rate kbit/s)"; check [ "$rate" = 1000000 ]
 echo "VpcNatGateway vpc-nat-gw: $(kubectl get vpc-nat-gw vpc-nat-gw -o name) accepted by the API; the NAT gateway role is not implemented yet"
 
-say "OVN northbound"
-ovn-nbctl --db="$nb" show | head -60
+say "OVN northbound (central runs on the nodes' host network)"
+prefix=$(grep -o 'netns_prefix=[^ ]*' "$work/kube-sim.log" | head -1 | cut -d= -f2 | tr -d '"')
+nb=$(kubectl get kubeovn kube-ovn -o jsonpath='{.status.central.nbAddress}')
+nbctl() { ip netns exec "$prefix-node-1" ovn-nbctl --db="$nb" "$@"; }
+nbctl show | head -60
 
 say "deleting the pods frees their ports and addresses"
 kubectl delete pod --all >/dev/null
 for _ in $(seq 1 600); do [ -z "$(kubectl get pods -o name)" ] && break; sleep 0.1; done
-left=$(ovn-nbctl --db="$nb" --bare --columns=name list logical_switch_port | grep -c '\.default\.' || true)
+left=$(nbctl --bare --columns=name list logical_switch_port | grep -c '\.default\.' || true)
 desc="no pod ports left in NB ($left)"; check [ "$left" = 0 ]
 say "troubleshooting, as the guide shows it: the operator's log"
 kubectl logs -n kube-system deployment/kube-ovn-operator --tail 15
+
+say "uninstall: delete the KubeOvn; nothing of ours stays on the nodes"
+start=$(date +%s%N)
+kubectl delete kubeovn kube-ovn --timeout=120s
+echo "uninstalled in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+kubectl get pods -n kube-system -o wide
+leftovers() { # our files in the nodes' CNI dirs, our OVS ports, pod-side veths of ours
+  for n in node-1 node-2; do
+    ls "$work/nodes/$n/opt-cni-bin" | grep -x kube-ovn || true
+    ls "$work/nodes/$n/run-openvswitch" | grep -E '^(db\.sock|conf\.db|ovs-vswitchd\..*ctl|ovn-controller\..*ctl)$' || true
+    ip netns exec "$prefix-$n" ip -br link | grep -E '^(br-int|br-phy|genev_sys|ovs-)' || true
+  done
+}
+desc="no kube-ovn binary, OVS database or OVS bridge left on the nodes: $(leftovers | tr '\n' ' ')"; check [ -z "$(leftovers)" ]
+desc="Vpcs and Subnets stay"; check [ -n "$(kubectl get subnets -o name)" ]
 
 echo
 echo "DEMO OK"
