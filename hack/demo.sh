@@ -182,9 +182,8 @@ desc="qos-pod's egress is policed at 1000 Mbit/s (ingress_policing_rate=$rate kb
 echo "VpcNatGateway vpc-nat-gw: $(kubectl get vpc-nat-gw vpc-nat-gw -o name) accepted by the API; the NAT gateway role is not implemented yet"
 
 say "OVN northbound (central runs on the nodes' host network)"
-prefix=$(grep -o 'netns_prefix=[^ ]*' "$work/kube-sim.log" | head -1 | cut -d= -f2 | tr -d '"')
 nb=$(kubectl get kubeovn kube-ovn -o jsonpath='{.status.central.nbAddress}')
-nbctl() { ip netns exec "$prefix-node-1" ovn-nbctl --db="$nb" "$@"; }
+nbctl() { kubectl exec -n kube-system ovn-central-0 -- ovn-nbctl --db="$nb" "$@"; }
 nbctl show | head -60
 
 say "deleting the pods frees their ports and addresses"
@@ -196,18 +195,23 @@ say "troubleshooting, as the guide shows it: the operator's log"
 kubectl logs -n kube-system deployment/kube-ovn-operator --tail 15
 
 say "uninstall: delete the KubeOvn; nothing of ours stays on the nodes"
+node_netns() { # kube-sim names each node's network namespace on its Node object
+  kubectl get node "$1" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}'
+}
+leftovers() { # our binary in the nodes' CNI dirs, OVS files, bridges, veths of ours
+  for n in node-1 node-2; do
+    ls "$work/nodes/$n/opt-cni-bin" | grep -x kube-ovn || true
+    ls -A "$work/nodes/$n/run-openvswitch"
+    ip netns exec "$(node_netns "$n")" ip -br link | grep -E '^(br-int|br-phy|genev_sys|ovs-|[^ @]*_[ph][@ ])' || true
+  done
+}
+desc="before: the inventory sees the install ($(leftovers | wc -l) items)"; check [ -n "$(leftovers)" ]
 start=$(date +%s%N)
 kubectl delete kubeovn kube-ovn --timeout=120s
 echo "uninstalled in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 kubectl get pods -n kube-system -o wide
-leftovers() { # our files in the nodes' CNI dirs, our OVS ports, pod-side veths of ours
-  for n in node-1 node-2; do
-    ls "$work/nodes/$n/opt-cni-bin" | grep -x kube-ovn || true
-    ls "$work/nodes/$n/run-openvswitch" | grep -E '^(db\.sock|conf\.db|ovs-vswitchd\..*ctl|ovn-controller\..*ctl)$' || true
-    ip netns exec "$prefix-$n" ip -br link | grep -E '^(br-int|br-phy|genev_sys|ovs-)' || true
-  done
-}
-desc="no kube-ovn binary, OVS database or OVS bridge left on the nodes: $(leftovers | tr '\n' ' ')"; check [ -z "$(leftovers)" ]
+left=$(leftovers | tr '\n' ' ')
+desc="no kube-ovn binary, OVS file, bridge or veth left on the nodes ($left)"; check [ -z "$left" ]
 desc="Vpcs and Subnets stay"; check [ -n "$(kubectl get subnets -o name)" ]
 
 echo

@@ -183,7 +183,11 @@ async fn a_kube_ovn_object_installs_everything_and_deleting_it_leaves_nothing() 
     let took = bed.uninstall().await;
     eprintln!("uninstalled in {} ms", took.as_millis());
     let left = bed.leftovers();
-    assert!(left.is_empty(), "left on the nodes: {left:#?}");
+    assert!(
+        left.is_empty(),
+        "left on the nodes: {left:#?}\n{}",
+        bed.kept_logs("cni-server", 15) + &bed.kept_logs("operator", 40)
+    );
     let subnets = bed.kubectl(&["get", "subnets", "-o", "name"]);
     assert!(subnets.contains("subnet-secondary"), "{subnets}");
     bed.shutdown().await;
@@ -234,13 +238,16 @@ async fn three_central_members_keep_nb_writable_while_one_restarts() {
     )
     .await;
     let api: Api<KubeOvn> = Api::all(bed.client.clone());
-    let status = api.get("kube-ovn").await.unwrap().status.unwrap();
-    let central = status
-        .components
-        .iter()
-        .find(|c| c.name == "ovn-central")
-        .expect("ovn-central in the status");
-    assert_eq!((central.desired, central.ready), (3, 3));
+    eventually(
+        "the KubeOvn shows ovn-central 3/3",
+        Duration::from_secs(60),
+        || async {
+            let status = api.get("kube-ovn").await.ok()?.status?;
+            let central = status.components.iter().find(|c| c.name == "ovn-central")?;
+            (central.desired == 3 && central.ready == 3).then_some(())
+        },
+    )
+    .await;
     bed.uninstall().await;
     bed.shutdown().await;
 }

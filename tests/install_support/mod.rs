@@ -320,6 +320,29 @@ impl Installed {
         found
     }
 
+    /// The last `lines` lines of every log kube-sim kept for containers named `container`
+    /// (pods gone included): what to read when something was left behind.
+    pub fn kept_logs(&self, container: &str, lines: usize) -> String {
+        let mut text = String::new();
+        for node in &self.nodes {
+            let pods = self.dir.path().join("nodes").join(node).join("pods");
+            for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+                let dir = pod.path().join("logs").join(container);
+                for log in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let body = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    let all: Vec<&str> = body.lines().collect();
+                    let tail = &all[all.len().saturating_sub(lines)..];
+                    text.push_str(&format!(
+                        "--- {}\n{}\n",
+                        log.path().display(),
+                        tail.join("\n")
+                    ));
+                }
+            }
+        }
+        text
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(c) = self.controllers.take() {
             c.shutdown().await;

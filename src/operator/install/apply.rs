@@ -221,6 +221,8 @@ pub async fn uninstall_step(client: &kube::Client) -> Result<Vec<String>> {
 }
 
 /// Deletes every object of kind `K` matching `selector`; `true` when there was none left.
+/// Foreground deletion: a workload stays (marked) until its pods are gone, so its controller
+/// never replaces a pod the uninstall is stopping.
 async fn delete_labelled<K: Kind>(client: &kube::Client, selector: &str) -> Result<bool> {
     let api: Api<K> = Api::all(client.clone());
     let found = api.list(&ListParams::default().labels(selector)).await?;
@@ -234,7 +236,7 @@ async fn delete_labelled<K: Kind>(client: &kube::Client, selector: &str) -> Resu
         }
         info!(kind = %K::kind(&()), name = %obj.name_any(), namespace = ?obj.meta().namespace, "uninstall: deleting");
         match scoped
-            .delete(&obj.name_any(), &DeleteParams::background())
+            .delete(&obj.name_any(), &DeleteParams::foreground())
             .await
         {
             Ok(_) => {}

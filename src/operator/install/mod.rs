@@ -66,17 +66,21 @@ impl ShellContext for InstallContext {
 pub enum Error {
     #[error("writing the install: {0}")]
     Api(#[source] kube::Error),
+    #[error("uninstall not finished: {0:?} still there")]
+    StillInstalled(Vec<String>),
 }
 
 impl ControllerError for Error {
     fn kind(&self) -> &'static str {
         match self {
             Error::Api(_) => "Api",
+            Error::StillInstalled(_) => "StillInstalled",
         }
     }
     fn retry(&self) -> Retry {
         match self {
             Error::Api(e) => api_retry(e),
+            Error::StillInstalled(_) => Retry::Backoff,
         }
     }
 }
@@ -184,6 +188,21 @@ async fn reconcile(obj: Arc<KubeOvn>, ctx: Arc<InstallContext>) -> Result<Action
                 .map_err(Failure::ApplyFailed)?;
         }
         return Ok(Action::await_change());
+    }
+    if obj.meta().deletion_timestamp.is_some() && obj.finalizers().iter().any(|f| f == FINALIZER) {
+        // kube-runtime's finalizer helper drops the finalizer as soon as a cleanup returns,
+        // and with it the owner of what still runs: step through the uninstall here and hand
+        // over to it only once nothing is left.
+        let remaining = apply::uninstall_step(&ctx.client)
+            .await
+            .map_err(|e| Failure::CleanupFailed(Error::Api(e)))?;
+        if !remaining.is_empty() {
+            info!(remaining = ?remaining, "uninstalling");
+            write_status(&ctx, &obj, &Outcome::Uninstalling { remaining }, &[], None)
+                .await
+                .map_err(Failure::CleanupFailed)?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
     }
     controller::reconcile(
         CONTROLLER,
@@ -320,17 +339,17 @@ async fn install(obj: Arc<KubeOvn>, ctx: &InstallContext) -> Result<Action, Erro
     }
 }
 
-async fn uninstall(obj: Arc<KubeOvn>, ctx: &InstallContext) -> Result<Action, Error> {
+/// The finalizer's cleanup, reached once `reconcile` found nothing of the install left: one
+/// last look, then the finalizer goes (an error keeps it while anything reappeared).
+async fn uninstall(_obj: Arc<KubeOvn>, ctx: &InstallContext) -> Result<Action, Error> {
     let remaining = apply::uninstall_step(&ctx.client)
         .await
         .map_err(Error::Api)?;
-    if remaining.is_empty() {
-        info!("uninstalled: every workload, account and role of the install is gone");
-        return Ok(Action::await_change());
+    if !remaining.is_empty() {
+        return Err(Error::StillInstalled(remaining));
     }
-    info!(remaining = ?remaining, "uninstalling");
-    write_status(ctx, &obj, &Outcome::Uninstalling { remaining }, &[], None).await?;
-    Ok(Action::requeue(Duration::from_secs(1)))
+    info!("uninstalled: every workload, account and role of the install is gone");
+    Ok(Action::await_change())
 }
 
 fn error_policy(obj: Arc<KubeOvn>, error: &Failure<Error>, ctx: Arc<InstallContext>) -> Action {
@@ -341,17 +360,29 @@ fn error_policy(obj: Arc<KubeOvn>, error: &Failure<Error>, ctx: Arc<InstallConte
 pub async fn run(ctx: Arc<InstallContext>) {
     let client = ctx.client.clone();
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let singleton = |_: Node| Some(ObjectRef::<KubeOvn>::new(KUBE_OVN_SINGLETON));
+    // Everything maps to the singleton by name: `owns` would key a cluster-scoped owner by
+    // its namespaced child's namespace, and two keys for one object reconcile it twice at once.
+    fn singleton<K>(_: K) -> Option<ObjectRef<KubeOvn>> {
+        Some(ObjectRef::new(KUBE_OVN_SINGLETON))
+    }
     Controller::new(
         Api::<KubeOvn>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<DaemonSet>::all(client.clone()), managed.clone())
-    .owns(Api::<StatefulSet>::all(client.clone()), managed)
+    .watches(
+        Api::<DaemonSet>::all(client.clone()),
+        managed.clone(),
+        singleton::<DaemonSet>,
+    )
+    .watches(
+        Api::<StatefulSet>::all(client.clone()),
+        managed,
+        singleton::<StatefulSet>,
+    )
     .watches(
         Api::<Node>::all(client),
         watcher::Config::default(),
-        singleton,
+        singleton::<Node>,
     )
     .run(reconcile, error_policy, ctx)
     .for_each(|_| futures::future::ready(()))

@@ -1,7 +1,8 @@
 //! What the operator tells people, served by axum on `--status-addr`:
 //!
-//! - `/healthz` (the process answers), `/readyz` (every pod present at start was reconciled
-//!   once), `/metrics` (Prometheus text, `metrics.rs`): open, for probes and scrapers.
+//! - `/healthz` (the process answers), `/readyz` (a follower is ready; the leader once every
+//!   pod present when it took over was reconciled once), `/metrics` (Prometheus text,
+//!   `metrics.rs`): open, for probes and scrapers.
 //! - `/api/v1/status`, `/api/v1/subnets`, `/api/v1/pods/{ns}/{name}/networks` (`api.rs`):
 //!   JSON, behind a bearer token that the API server authenticates and authorizes
 //!   (`access.rs`; 401 without a valid token, 403 without RBAC on the path).

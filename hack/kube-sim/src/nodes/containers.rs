@@ -3,8 +3,9 @@
 //! its own restart loop (restartPolicy, CrashLoopBackOff-style backoff, `restartCount`,
 //! `lastState`), with its startup/readiness/liveness probes; a status board collects container
 //! states and one writer puts them into the pod's status (phase, `Ready`, container statuses).
-//! Stopping a pod sends SIGTERM to each container's process group, SIGKILL after the grace
-//! period. Logs go to files under the pod directory (`pod_files`), read by `kubelet_api`.
+//! Stopping a pod sends SIGTERM to each container's main process (as a container runtime
+//! does), SIGKILL to its process group after the grace period or once the main process is
+//! gone. Logs go to files under the pod directory (`pod_files`), read by `kubelet_api`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
@@ -645,15 +646,20 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) -> Option
     let Some(pid) = child.id() else {
         return child.wait().await.ok();
     };
-    let group = Pid::from_raw(pid as i32);
-    let _ = killpg(group, Signal::SIGTERM);
-    match tokio::time::timeout(grace, child.wait()).await {
+    // As a container runtime does: SIGTERM to the container's main process only (its
+    // children are its business), SIGKILL after the grace period; once the main process is
+    // gone, whatever it left behind goes with it (the end of a container's PID namespace).
+    let main = Pid::from_raw(pid as i32);
+    let _ = kill(main, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
-            let _ = killpg(group, Signal::SIGKILL);
+            let _ = killpg(main, Signal::SIGKILL);
             child.wait().await.ok()
         }
-    }
+    };
+    let _ = killpg(main, Signal::SIGKILL);
+    status
 }
 
 /// Exit code as kubelet reports it (128 + signal for a killed process).

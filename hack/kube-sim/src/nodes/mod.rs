@@ -373,14 +373,15 @@ async fn register_node(
     let object: NodeObject = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": node.name, "labels": labels},
+        "metadata": {"name": node.name, "labels": labels,
+                     "annotations": {NETNS_ANNOTATION: node.netns}},
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "taints": taints},
     }))
     .expect("a valid Node");
     match api.create(&PostParams::default(), &object).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let patch = json!({"metadata": {"labels": labels}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "taints": taints}});
+            let patch = json!({"metadata": {"labels": labels, "annotations": {NETNS_ANNOTATION: node.netns}}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "taints": taints}});
             api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(registering)?;
