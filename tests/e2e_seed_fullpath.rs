@@ -74,12 +74,11 @@ impl Bed {
             .unwrap();
         let client = rt.block_on(async { kube.server.client() }).unwrap();
         rt.block_on(async {
+            // Kube::start made ours; the NAD CRD is Multus's.
             let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            let mut all = kube_ovn::api::crds();
-            all.push(kube_sim::nodes::nad::crd());
-            for crd in all {
-                crds.create(&PostParams::default(), &crd).await.unwrap();
-            }
+            crds.create(&PostParams::default(), &kube_sim::nodes::nad::crd())
+                .await
+                .unwrap();
         });
         let kubeconfig = dir.path().join("kubeconfig");
         kube.server.write_kubeconfig(&kubeconfig).unwrap();

@@ -307,11 +307,13 @@ fn pods_ping_over_net1_on_one_node_and_across_nodes_and_eth0_still_works() {
     );
     // eth0 from the primary plugin: its gateway (the node's cni0) answers.
     assert!(
-        bed.sandbox.ping(&a.name, "10.244.1.1"),
+        bed.sandbox
+            .ping(&a.name, &format!("{}.1.1", eth0_net(&bed.sandbox))),
         "a's eth0 still works"
     );
     assert!(
-        bed.sandbox.ping(&c.name, "10.244.2.1"),
+        bed.sandbox
+            .ping(&c.name, &format!("{}.2.1", eth0_net(&bed.sandbox))),
         "c's eth0 still works"
     );
     assert!(bed.sandbox.ping(&a.name, &b.eth0_ip), "a → b over eth0");

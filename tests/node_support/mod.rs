@@ -381,6 +381,18 @@ pub struct PodNetns {
     pub eth0_ip: String,
 }
 
+/// The first two octets of the beds' eth0 subnets (`<this>.<node>.0/24`, gateway `.1`): one
+/// per bed, from its unique prefix, so beds running at once on this machine (tests in
+/// parallel, other test processes) rarely give two pods the same eth0 address, which would
+/// confuse the node role's search for a pod's netns by address.
+pub fn eth0_net(sandbox: &OvnSandbox) -> String {
+    let h = sandbox
+        .prefix()
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    format!("10.{}", 200 + h % 50)
+}
+
 impl PodNetns {
     pub fn new(sandbox: &OvnSandbox, n: usize, pod: &str, dir: &Path) -> PodNetns {
         static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -392,7 +404,7 @@ impl PodNetns {
         let conf = json!({
             "cniVersion": "1.0.0", "name": "primary", "type": "bridge", "bridge": "cni0",
             "isGateway": true, "ipMasq": false,
-            "ipam": {"type": "host-local", "subnet": format!("10.244.{n}.0/24"),
+            "ipam": {"type": "host-local", "subnet": format!("{}.{n}.0/24", eth0_net(sandbox)),
                      "dataDir": dir.join(format!("host-local-n{n}"))},
         });
         let out = primary_cni(sandbox, n, "ADD", &conf, &container_id, &name);
