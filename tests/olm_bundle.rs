@@ -1,11 +1,15 @@
-//! The committed OLM bundle (`olm-bundle/`) is what `kube-ovn olm-bundle` writes, and carries
-//! the CRDs of `kube-ovn crd` and the operator of `kube-ovn render`.
+//! The committed OLM bundle (`olm-bundle/`) is what `kube-ovn olm-bundle` writes, carries the
+//! CRDs of `kube-ovn crd` and the operator of `kube-ovn render`, and passes the offline
+//! re-implementation of `operator-sdk bundle validate` (default + good practices) and
+//! `opm validate` (`kube_ovn::olm::validate`), OLM's own CSV schema and the Kubernetes
+//! OpenAPI types. Broken bundles fail with a message that says what is wrong.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube_ovn::olm::{csv, Bundle, Options, CSV_FILE};
+use kube_ovn::olm::validate::{self, Context, Report};
+use kube_ovn::olm::{csv, Bundle, Options, CATALOG_FILE, CSV_FILE};
 
 const REGENERATE: &str = "regenerate with: cargo run -q -- olm-bundle --out olm-bundle";
 
@@ -226,5 +230,312 @@ fn min_kube_version_is_the_k8s_openapi_feature() {
     assert!(
         line.contains(&feature),
         "minKubeVersion {v} but Cargo.toml's k8s-openapi line is {line:?}"
+    );
+}
+
+// --- validation -------------------------------------------------------------------------
+
+/// OLM's CSV CRD, kept in `shared/reference/olm` beside the checkout (or beside a worktree's
+/// parent directory).
+fn full_context() -> Context {
+    const REFERENCE: &str = "shared/reference/olm/clusterserviceversions.crd.yaml";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join(REFERENCE))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{REFERENCE} not found beside the repository (OLM's CSV CRD)"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Context {
+        csv_schema: Some(validate::csv_schema_from_crd(&text).expect("the CSV CRD has a schema")),
+        ..Context::this_build()
+    }
+}
+
+fn check(bundle: &Bundle) -> Report {
+    validate::validate(bundle, &full_context())
+}
+
+#[test]
+fn the_committed_bundle_passes_every_check() {
+    let report = check(&committed());
+    assert!(report.findings.is_empty(), "findings:\n{report}");
+}
+
+/// The committed bundle with `edit` applied to one file's text.
+fn edited(file: &str, edit: impl FnOnce(&str) -> String) -> Bundle {
+    let mut bundle = committed();
+    let text = bundle
+        .files
+        .get(file)
+        .unwrap_or_else(|| panic!("no {file}"))
+        .clone();
+    let new = edit(&text);
+    assert_ne!(new, text, "the edit changed nothing");
+    bundle.files.insert(file.to_owned(), new);
+    bundle
+}
+
+fn assert_error(report: &Report, text: &str) {
+    assert!(
+        report.has_error(text),
+        "no error containing {text:?} in:\n{report}"
+    );
+}
+
+#[test]
+fn a_csv_without_a_display_name_fails() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.lines()
+            .filter(|l| !l.starts_with("  displayName:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    let report = check(&bundle);
+    assert_error(
+        &report,
+        "kube-ovn.clusterserviceversion.yaml: spec.displayName: required field missing",
+    );
+    assert_error(
+        &report,
+        "against OLM's CSV schema: .spec.displayName: required field missing",
+    );
+}
+
+#[test]
+fn a_crd_missing_from_the_bundle_fails() {
+    let mut bundle = committed();
+    bundle
+        .files
+        .remove("manifests/kubeovn.io_vpcs.yaml")
+        .expect("the Vpc CRD");
+    let report = check(&bundle);
+    assert_error(
+        &report,
+        "owned CRD \"kubeovn.io/v1, Kind=Vpc\" not found in bundle",
+    );
+}
+
+#[test]
+fn a_crd_the_csv_does_not_own_fails() {
+    let mut bundle = committed();
+    let extra = bundle.files["manifests/kubeovn.io_vpcs.yaml"]
+        .replace("vpcs.kubeovn.io", "vpcs.example.io")
+        .replace("group: kubeovn.io", "group: example.io");
+    bundle
+        .files
+        .insert("manifests/example.io_vpcs.yaml".into(), extra);
+    let report = check(&bundle);
+    assert_error(
+        &report,
+        "CRD \"example.io/v1, Kind=Vpc\" is present in bundle but not defined in CSV",
+    );
+    assert_error(
+        &report,
+        "CRD vpcs.example.io is not one `kube-ovn crd` prints",
+    );
+}
+
+#[test]
+fn a_changed_crd_fails_as_not_matching_crds() {
+    let bundle = edited("manifests/kubeovn.io_subnets.yaml", |t| {
+        t.replacen("shortNames:\n    - subnet", "shortNames:\n    - sn", 1)
+    });
+    assert_error(
+        &check(&bundle),
+        "CRD subnets.kubeovn.io differs from `kube-ovn crd`",
+    );
+}
+
+#[test]
+fn a_replaces_cycle_in_the_channel_fails() {
+    // Two entries replacing each other: no head at all.
+    let bundle = edited(CATALOG_FILE, |t| {
+        t.replace(
+            "- name: kube-ovn.v0.0.0\n",
+            "- name: kube-ovn.v0.0.0\n  replaces: kube-ovn.v0.1.0\n",
+        )
+    });
+    assert_error(
+        &check(&bundle),
+        "invalid channel \"stable\": no channel head found in graph",
+    );
+    // A head above a cycle.
+    let bundle = edited(CATALOG_FILE, |t| {
+        t.replace(
+            "entries:\n- name: kube-ovn.v0.0.0\n",
+            "entries:\n- name: kube-ovn.v0.0.0\n  replaces: kube-ovn.v0.0.1\n- name: kube-ovn.v0.0.1\n  replaces: kube-ovn.v0.0.0\n",
+        )
+        .replace(
+            "---\nschema: olm.bundle\nname: kube-ovn.v0.0.0\n",
+            "---\nschema: olm.bundle\nname: kube-ovn.v0.0.1\npackage: kube-ovn\nimage: kube-ovn-bundle:v0.0.1\nproperties:\n- type: olm.package\n  value:\n    packageName: kube-ovn\n    version: 0.0.1\n---\nschema: olm.bundle\nname: kube-ovn.v0.0.0\n",
+        )
+    });
+    assert_error(
+        &check(&bundle),
+        "detected cycle in replaces chain of upgrade graph: kube-ovn.v0.0.0 -> kube-ovn.v0.0.1 -> kube-ovn.v0.0.0",
+    );
+}
+
+#[test]
+fn a_second_channel_head_and_a_stranded_bundle_fail() {
+    let bundle = edited(CATALOG_FILE, |t| {
+        t.replace(
+            "- name: kube-ovn.v0.1.0\n  replaces: kube-ovn.v0.0.0\n",
+            "- name: kube-ovn.v0.1.0\n",
+        )
+    });
+    let report = check(&bundle);
+    assert_error(
+        &report,
+        "multiple channel heads found in graph: kube-ovn.v0.0.0, kube-ovn.v0.1.0",
+    );
+    assert_error(&report, "replaces/skips/skipRange differ from the CSV's");
+}
+
+#[test]
+fn a_skip_range_that_does_not_parse_fails() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.replace(
+            "olm.skipRange: '>=0.0.0 <0.1.0'",
+            "olm.skipRange: '>=0.0 <0.1.0'",
+        )
+    });
+    assert_error(&check(&bundle), "invalid olm.skipRange \">=0.0 <0.1.0\"");
+    let bundle = edited(CATALOG_FILE, |t| {
+        t.replace("skipRange: '>=0.0.0 <0.1.0'", "skipRange: 'soon'")
+    });
+    assert_error(&check(&bundle), "invalid skipRange \"soon\"");
+}
+
+#[test]
+fn an_image_missing_from_related_images_fails() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.replacen("image: kube-ovn:v0.1.0", "image: other:v1", 1)
+    });
+    assert_error(&check(&bundle), "deployment kube-ovn-operator container operator image: other:v1 is not in spec.relatedImages");
+}
+
+#[test]
+fn an_example_with_an_unknown_field_fails() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.replacen(
+            "\"provider\": \"kube-ovn-vpc-network.default.ovn\"",
+            "\"providr\": \"kube-ovn-vpc-network.default.ovn\"",
+            1,
+        )
+    });
+    assert_error(
+        &check(&bundle),
+        "alm-examples[2] (Subnet subnet-secondary): .spec.providr: unknown field",
+    );
+}
+
+#[test]
+fn crd_write_permission_and_more_install_modes_fail() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.replacen(
+            "          - customresourcedefinitions\n          verbs:\n          - get\n",
+            "          - customresourcedefinitions\n          verbs:\n          - create\n",
+            1,
+        )
+        .replacen(
+            "- type: OwnNamespace\n    supported: false",
+            "- type: OwnNamespace\n    supported: true",
+            1,
+        )
+    });
+    let report = check(&bundle);
+    assert_error(&report, "the operator must not write CRDs");
+    assert!(
+        report.warnings().any(|w| w
+            .message
+            .starts_with("CSV contains permissions to create CRD")),
+        "{report}"
+    );
+    assert_error(
+        &report,
+        "kube-ovn supports the AllNamespaces install mode only",
+    );
+}
+
+#[test]
+fn an_unknown_deployment_field_fails_the_kubernetes_types() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.replacen(
+            "          replicas: 2\n",
+            "          replicas: 2\n          replica: 3\n",
+            1,
+        )
+    });
+    let report = check(&bundle);
+    assert_error(
+        &report,
+        ".spec.install.spec.deployments[0].spec.replica: unknown field",
+    );
+    let bundle = edited("manifests/kube-ovn-operator_v1_service.yaml", |t| {
+        t.replace(
+            "targetPort: status",
+            "targetPort: status\n    tragetPort: 1",
+        )
+    });
+    assert_error(
+        &check(&bundle),
+        ".spec.ports[0].tragetPort: unknown field (typed read as Service)",
+    );
+}
+
+#[test]
+fn olms_csv_schema_catches_a_mistyped_field() {
+    let bundle = edited(CSV_FILE, |t| {
+        t.replacen("  maturity: alpha", "  maturity: [alpha]", 1)
+    });
+    let report = check(&bundle);
+    assert_error(
+        &report,
+        "against OLM's CSV schema: .spec.maturity: [\"alpha\"] is array, not string",
+    );
+}
+
+#[test]
+fn a_dockerfile_that_disagrees_with_the_annotations_fails() {
+    let bundle = edited(kube_ovn::olm::DOCKERFILE, |t| {
+        t.replace("channels.v1=stable", "channels.v1=beta")
+    });
+    assert_error(&check(&bundle), "bundle.Dockerfile: its LABELs");
+    let bundle = edited(kube_ovn::olm::ANNOTATIONS_FILE, |t| {
+        t.replace("mediatype.v1: registry+v1", "mediatype.v1: plain")
+    });
+    assert_error(&check(&bundle), "Expecting annotation \"operators.operatorframework.io.bundle.mediatype.v1\" to have value \"registry+v1\" instead of \"plain\"");
+}
+
+#[test]
+fn the_check_flag_reports_a_stale_or_broken_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    generated().write(dir.path()).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_kube-ovn"))
+            .args(["olm-bundle", "--check", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_file(dir.path().join("manifests/kubeovn.io_vpcs.yaml")).unwrap();
+    let out = run();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("owned CRD \"kubeovn.io/v1, Kind=Vpc\" not found in bundle"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stale: - manifests/kubeovn.io_vpcs.yaml"),
+        "{stdout}"
     );
 }

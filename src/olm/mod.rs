@@ -26,9 +26,15 @@
 //! bundle is built from its own tree with `docker build -f bundle.Dockerfile olm-bundle`).
 //! A new major (`X.0.0`) has no derivable predecessor: `predecessor` refuses it, and the
 //! edge must then be chosen here.
+//!
+//! `validate.rs` re-implements, offline, what `operator-sdk bundle validate` (default and
+//! good-practices suites) and `opm validate` check, plus kube-ovn's own rules;
+//! `kube-ovn olm-bundle --check` runs it on a directory.
 
 pub mod catalog;
 pub mod csv;
+pub mod schema;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +77,15 @@ pub struct OlmBundleArgs {
     /// The repository of the bundle images the catalog names (`<repo>:v<version>`).
     #[arg(long, default_value = "kube-ovn-bundle")]
     pub bundle_repo: String,
+    /// Check the directory instead of writing it: validate it (see `kube_ovn::olm::validate`)
+    /// and compare it with what this build generates. OLM's CSV schema (its CRD YAML) is
+    /// checked against too when given.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: OLM's ClusterServiceVersion CRD (operator-framework/api
+    /// `crds/operators.coreos.com_clusterserviceversions.yaml`).
+    #[arg(long, requires = "check")]
+    pub csv_crd: Option<PathBuf>,
 }
 
 /// What the bundle is generated from, besides this build.
@@ -257,11 +272,45 @@ pub fn run(args: &OlmBundleArgs) -> anyhow::Result<()> {
         bundle_repo: args.bundle_repo.clone(),
     };
     let generated = Bundle::generate(&opts)?;
-    generated.write(&args.out)?;
+    if !args.check {
+        generated.write(&args.out)?;
+        println!(
+            "wrote {} files to {}",
+            generated.files.len(),
+            args.out.display()
+        );
+        return Ok(());
+    }
+    let on_disk = Bundle::read(&args.out)?;
+    let mut context = validate::Context::default();
+    if let Some(path) = &args.csv_crd {
+        context.csv_schema = Some(validate::csv_schema_from_crd(
+            &std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
+        )?);
+    }
+    let report = validate::validate(&on_disk, &context);
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    let stale = generated.diff(&on_disk);
+    for line in &stale {
+        println!(
+            "stale: {line} (regenerate with `kube-ovn olm-bundle --out {}`)",
+            args.out.display()
+        );
+    }
+    let errors = report.errors().count();
+    if errors > 0 || !stale.is_empty() {
+        anyhow::bail!(
+            "{}: {errors} errors, {} stale files",
+            args.out.display(),
+            stale.len()
+        );
+    }
     println!(
-        "wrote {} files to {}",
-        generated.files.len(),
-        args.out.display()
+        "{}: valid ({} warnings)",
+        args.out.display(),
+        report.warnings().count()
     );
     Ok(())
 }
