@@ -9,6 +9,7 @@ pub mod ipam;
 pub mod logging;
 pub mod natgw;
 pub mod node;
+pub mod olm;
 pub mod operator;
 pub mod ovn;
 pub mod ovsdb;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kube_ovn::logging::{self, LogFormat};
-use kube_ovn::{cni, natgw, node, operator};
+use kube_ovn::{cni, natgw, node, olm, operator};
 
 #[derive(Parser)]
 #[command(name = "kube-ovn", version = kube_ovn::VERSION, about = "Kube-OVN secondary networks (OVN interfaces next to any primary CNI) as one operator binary.\nWith CNI_COMMAND set in the environment it acts as the CNI plugin.")]
@@ -40,6 +40,9 @@ enum Role {
     /// Print the operator's manifests (CRDs, RBAC, Deployment, Service, a sample KubeOvn)
     /// for a cluster without OLM: `kube-ovn render | kubectl apply -f -`.
     Render(operator::install::plain::RenderArgs),
+    /// Write the OLM bundle (CSV, CRDs, metadata, bundle.Dockerfile, file-based catalog) to
+    /// a directory, or check one (--check).
+    OlmBundle(olm::OlmBundleArgs),
     /// Print the version.
     Version,
 }
@@ -86,6 +89,7 @@ fn run(role: Role) -> anyhow::Result<()> {
             print!("{}", operator::install::plain::render_plain(&args)?);
             Ok(())
         }
+        Role::OlmBundle(args) => olm::run(&args),
         Role::Version => {
             println!("kube-ovn {}", kube_ovn::VERSION);
             Ok(())

@@ -7,7 +7,7 @@
 
 mod install_support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use install_support::*;
@@ -15,68 +15,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube_ovn::api::kubeovn::KubeOvn;
-
-const PROVIDER: &str = "kube-ovn-vpc-network.default.ovn";
-const SPEC_NETDEV: &str = "  nonPrimaryCNI: true\n  datapath: Netdev\n  tunnelInterface: ul1\n";
-
-/// A pod on `node` with the guide's network.
-fn pod_manifest(name: &str, node: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    k8s.v1.cni.cncf.io/networks: default/kube-ovn-vpc-network\nspec:\n  nodeName: {node}\n  containers:\n  - name: app\n    image: nginx\n"
-    )
-}
-
-/// The guide's NAD, Vpc and Subnet, verbatim.
-fn apply_seed_network(bed: &Installed) {
-    let seed = install_support_repo().join("hack/demo/seed");
-    for file in ["01-nad.yaml", "02-vpc-subnet.yaml"] {
-        let path = seed.join(file);
-        bed.kubectl(&["apply", "-f", path.to_str().expect("UTF-8 path")]);
-    }
-}
-
-fn install_support_repo() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The pod's address on the guide's network, once attached and Running.
-async fn attached(bed: &Installed, name: &str) -> (String, String) {
-    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "default");
-    let key = format!("{PROVIDER}.kubernetes.io/ip_address");
-    eventually(
-        &format!("pod {name} Running with an address"),
-        Duration::from_secs(90),
-        || async {
-            let pod = pods.get(name).await.ok()?;
-            let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
-            let ip = pod.metadata.annotations.as_ref()?.get(&key)?.clone();
-            let netns = pod
-                .metadata
-                .annotations
-                .as_ref()?
-                .get("kube-sim.dev/netns")?
-                .clone();
-            running.then_some((ip, netns))
-        },
-    )
-    .await
-}
-
-fn netns_path(netns: &str) -> String {
-    if netns.starts_with('/') {
-        netns.to_owned()
-    } else {
-        format!("/run/netns/{netns}")
-    }
-}
-
-fn ping(netns: &str, ip: &str, count: u32, interval: &str) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns_path(netns)))
-        .args(["ping", "-n", "-q", "-c", &count.to_string(), "-i", interval])
-        .args(["-W", "1", ip]);
-    cmd
-}
 
 /// The kube-ovn-cni pod on `node`.
 async fn cni_pod_on(bed: &Installed, node: &str) -> Option<Pod> {

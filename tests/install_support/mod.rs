@@ -1,10 +1,11 @@
 //! A cluster installed the way a user installs kube-ovn: kube-sim (API server, nodes running
-//! mapped images as processes, workload controllers), `kube-ovn crd` and `kube-ovn render`
-//! applied with the real `kubectl`, then a `KubeOvn` object. Shared by `tests/install_e2e.rs`
-//! and `benches/install.rs`. Root: real namespaces, OVS and OVN.
+//! mapped images as processes, workload controllers), then either `kube-ovn crd` and
+//! `kube-ovn render` applied with the real `kubectl`, or the OLM bundle applied as OLM does
+//! (`install_from_olm_bundle`), then a `KubeOvn` object. Shared by `tests/install_e2e.rs`,
+//! `tests/olm_install.rs` and `benches/install.rs`. Root: real namespaces, OVS and OVN.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,15 +13,32 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube_ovn::api::kubeovn::KubeOvn;
+use kube_ovn::olm::csv::ClusterServiceVersion;
 use kube_sim::apiserver::ApiServer;
 use kube_sim::controllers::WorkloadControllers;
 use kube_sim::nodes::{ContainerRuntime, Simulator, SimulatorConfig};
 
 /// The image the simulated nodes run as this build's binary.
 pub const IMAGE: &str = "kube-ovn:dev";
+/// The image the committed OLM bundle names (`kube-ovn olm-bundle`'s default); also this
+/// build's binary on the simulated nodes.
+pub const RELEASE_IMAGE: &str = concat!("kube-ovn:v", env!("CARGO_PKG_VERSION"));
+/// The guide's network (hack/demo/seed): its provider and subnet.
+pub const PROVIDER: &str = "kube-ovn-vpc-network.default.ovn";
+pub const SEED_CIDR: &str = "10.100.0.0/16";
+/// The KubeOvn spec lines this bed needs: no OVS kernel module here, so the userspace
+/// datapath, tunnelling through each node's `ul1`.
+pub const SPEC_NETDEV: &str = "  nonPrimaryCNI: true\n  datapath: Netdev\n  tunnelInterface: ul1\n";
 /// The namespace of the install.
 pub const NAMESPACE: &str = "kube-system";
 /// Processes of ours that must be gone from a node after an uninstall.
@@ -45,6 +63,14 @@ pub struct Installed {
 impl Installed {
     /// kube-sim with `nodes` nodes, the CRDs (from `kube-ovn crd`) and Multus's NAD CRD.
     pub async fn up(nodes: usize) -> Installed {
+        let installed = Installed::start(nodes).await;
+        let crds = installed.kube_ovn(&["crd"]);
+        installed.kubectl_stdin(&["apply", "-f", "-"], &crds);
+        installed
+    }
+
+    /// kube-sim with `nodes` nodes and Multus's NAD CRD, none of kube-ovn's CRDs.
+    pub async fn start(nodes: usize) -> Installed {
         let api = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .expect("kube-sim starts");
@@ -54,8 +80,10 @@ impl Installed {
             .expect("kubeconfig");
         let mut config = SimulatorConfig::new(nodes, dir.path().join("nodes"));
         config.api_server = Some(api.addr());
-        let entry = format!("{IMAGE}={}", env!("CARGO_BIN_EXE_kube-ovn"));
-        config.runtime = ContainerRuntime::from_entries([entry.as_str()]).expect("image map");
+        let binary = env!("CARGO_BIN_EXE_kube-ovn");
+        let entries = [IMAGE, RELEASE_IMAGE].map(|image| format!("{image}={binary}"));
+        config.runtime =
+            ContainerRuntime::from_entries(entries.iter().map(String::as_str)).expect("image map");
         let sim = Simulator::start(client.clone(), config)
             .await
             .expect("simulator");
@@ -69,8 +97,6 @@ impl Installed {
             dir,
             nodes: names,
         };
-        let crds = installed.kube_ovn(&["crd"]);
-        installed.kubectl_stdin(&["apply", "-f", "-"], &crds);
         installed.kubectl_stdin(
             &["apply", "-f", "-"],
             &serde_yaml::to_string(&kube_sim::nodes::nad::crd()).expect("NAD CRD as YAML"),
@@ -167,6 +193,194 @@ impl Installed {
             },
         )
         .await;
+    }
+
+    /// What OLM does when a Subscription resolves the bundle in `dir` (AllNamespaces, the
+    /// operator in `namespace`): the bundle's CRDs and other manifests; a ServiceAccount per
+    /// account the CSV names; its `permissions` as a Role and RoleBinding in `namespace` and its
+    /// `clusterPermissions` as a ClusterRole and ClusterRoleBinding; the Deployments of
+    /// `install.spec.deployments`, with the labels, pod annotations and env OLM adds. Waits
+    /// until the operator Deployment is available; returns the CSV.
+    pub async fn install_from_olm_bundle(
+        &self,
+        dir: &Path,
+        namespace: &str,
+    ) -> ClusterServiceVersion {
+        let bundle = kube_ovn::olm::Bundle::read(dir).expect("the bundle directory");
+        let csv: ClusterServiceVersion =
+            serde_yaml::from_str(&bundle.files[kube_ovn::olm::CSV_FILE]).expect("the CSV");
+        let csv_name = csv.metadata.name.clone().expect("the CSV's name");
+        let namespace_manifest =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n");
+        self.kubectl_stdin(&["apply", "-f", "-"], &namespace_manifest);
+        // CRDs first (OLM waits for them to be established), then the other objects.
+        let manifests: Vec<(&String, serde_json::Value)> = bundle
+            .files
+            .iter()
+            .filter(|(path, _)| {
+                path.starts_with("manifests/") && path.as_str() != kube_ovn::olm::CSV_FILE
+            })
+            .map(|(path, text)| (path, serde_yaml::from_str(text).expect("a manifest")))
+            .collect();
+        let (crds, others): (Vec<_>, Vec<_>) = manifests
+            .into_iter()
+            .partition(|(_, v)| v["kind"] == "CustomResourceDefinition");
+        for (_, crd) in crds.iter().chain(&others) {
+            let text = serde_yaml::to_string(crd).expect("YAML");
+            self.kubectl_stdin(&["apply", "-n", namespace, "-f", "-"], &text);
+        }
+        let install = csv.spec.install.clone().expect("spec.install");
+        let subject = |account: &str| Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(namespace.into()),
+            api_group: None,
+        };
+        let meta = |name: String, ns: Option<&str>| ObjectMeta {
+            name: Some(name),
+            namespace: ns.map(str::to_owned),
+            labels: Some(BTreeMap::from([
+                ("olm.owner".to_owned(), csv_name.clone()),
+                (
+                    "olm.owner.kind".to_owned(),
+                    "ClusterServiceVersion".to_owned(),
+                ),
+                ("olm.owner.namespace".to_owned(), namespace.to_owned()),
+            ])),
+            ..Default::default()
+        };
+        let mut objects: Vec<String> = Vec::new();
+        let accounts: BTreeSet<&str> = install
+            .spec
+            .permissions
+            .iter()
+            .chain(&install.spec.cluster_permissions)
+            .map(|p| p.service_account_name.as_str())
+            .collect();
+        for account in &accounts {
+            objects.push(to_yaml(&ServiceAccount {
+                metadata: meta((*account).to_owned(), Some(namespace)),
+                ..Default::default()
+            }));
+        }
+        for p in &install.spec.permissions {
+            let name = format!("{csv_name}-{}", p.service_account_name);
+            objects.push(to_yaml(&Role {
+                metadata: meta(name.clone(), Some(namespace)),
+                rules: Some(p.rules.clone()),
+            }));
+            objects.push(to_yaml(&RoleBinding {
+                metadata: meta(name.clone(), Some(namespace)),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "Role".into(),
+                    name,
+                },
+                subjects: Some(vec![subject(&p.service_account_name)]),
+            }));
+        }
+        for p in &install.spec.cluster_permissions {
+            let name = format!("{csv_name}-{}", p.service_account_name);
+            objects.push(to_yaml(&ClusterRole {
+                metadata: meta(name.clone(), None),
+                rules: Some(p.rules.clone()),
+                aggregation_rule: None,
+            }));
+            objects.push(to_yaml(&ClusterRoleBinding {
+                metadata: meta(name.clone(), None),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "ClusterRole".into(),
+                    name,
+                },
+                subjects: Some(vec![subject(&p.service_account_name)]),
+            }));
+        }
+        for d in &install.spec.deployments {
+            let mut spec = d.spec.clone();
+            let template = spec.template.metadata.get_or_insert_with(Default::default);
+            template
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend([
+                    (
+                        "olm.operatorGroup".to_owned(),
+                        "global-operators".to_owned(),
+                    ),
+                    ("olm.operatorNamespace".to_owned(), namespace.to_owned()),
+                    ("olm.targetNamespaces".to_owned(), String::new()),
+                    ("olmcahash".to_owned(), "0".to_owned()),
+                ]);
+            for c in spec
+                .template
+                .spec
+                .iter_mut()
+                .flat_map(|p| p.containers.iter_mut())
+            {
+                c.env.get_or_insert_with(Vec::new).push(EnvVar {
+                    name: "OPERATOR_CONDITION_NAME".into(),
+                    value: Some(csv_name.clone()),
+                    value_from: None,
+                });
+            }
+            let mut metadata = meta(d.name.clone(), Some(namespace));
+            metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .extend(d.label.clone());
+            objects.push(to_yaml(&Deployment {
+                metadata,
+                spec: Some(spec),
+                status: None,
+            }));
+        }
+        for object in objects {
+            self.kubectl_stdin(&["apply", "-f", "-"], &object);
+        }
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        let name = install.spec.deployments[0].name.clone();
+        eventually(
+            "the operator Deployment available",
+            Duration::from_secs(120),
+            || async {
+                let status = deployments.get(&name).await.ok()?.status?;
+                (status.available_replicas? >= 1).then_some(())
+            },
+        )
+        .await;
+        csv
+    }
+
+    /// Whether the API server's RBAC lets `user` do `verb` on `resource` (`group`, in
+    /// `namespace` unless cluster-wide): a SubjectAccessReview.
+    pub async fn can(
+        &self,
+        user: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> bool {
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.to_owned()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_owned()),
+                    group: Some(group.to_owned()),
+                    resource: Some(resource.to_owned()),
+                    namespace: namespace.map(str::to_owned),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("a SubjectAccessReview");
+        answer.status.expect("the review's status").allowed
     }
 
     /// Each node's tunnel address (kube-sim leaves its tunnel NIC without one), as a Node
@@ -351,6 +565,67 @@ impl Installed {
             s.shutdown().await;
         }
     }
+}
+
+/// A pod on `node` with the guide's network.
+pub fn pod_manifest(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    k8s.v1.cni.cncf.io/networks: default/kube-ovn-vpc-network\nspec:\n  nodeName: {node}\n  containers:\n  - name: app\n    image: nginx\n"
+    )
+}
+
+/// The guide's NAD, Vpc and Subnet, verbatim.
+pub fn apply_seed_network(bed: &Installed) {
+    let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hack/demo/seed");
+    for file in ["01-nad.yaml", "02-vpc-subnet.yaml"] {
+        let path = seed.join(file);
+        bed.kubectl(&["apply", "-f", path.to_str().expect("UTF-8 path")]);
+    }
+}
+
+/// The pod's address on the guide's network and its network namespace, once attached and
+/// Running.
+pub async fn attached(bed: &Installed, name: &str) -> (String, String) {
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "default");
+    let key = format!("{PROVIDER}.kubernetes.io/ip_address");
+    eventually(
+        &format!("pod {name} Running with an address"),
+        Duration::from_secs(90),
+        || async {
+            let pod = pods.get(name).await.ok()?;
+            let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+            let ip = pod.metadata.annotations.as_ref()?.get(&key)?.clone();
+            let netns = pod
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("kube-sim.dev/netns")?
+                .clone();
+            running.then_some((ip, netns))
+        },
+    )
+    .await
+}
+
+fn netns_path(netns: &str) -> String {
+    if netns.starts_with('/') {
+        netns.to_owned()
+    } else {
+        format!("/run/netns/{netns}")
+    }
+}
+
+/// `ping` from inside a pod's network namespace.
+pub fn ping(netns: &str, ip: &str, count: u32, interval: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns_path(netns)))
+        .args(["ping", "-n", "-q", "-c", &count.to_string(), "-i", interval])
+        .args(["-W", "1", ip]);
+    cmd
+}
+
+fn to_yaml<T: serde::Serialize>(obj: &T) -> String {
+    serde_yaml::to_string(obj).expect("an object serializes")
 }
 
 /// Links an install of ours makes on a node: OVS's bridges and datapath ports, and the

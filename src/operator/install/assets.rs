@@ -5,8 +5,8 @@
 //! not an install.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::{EnvVar, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -74,11 +74,13 @@ pub fn kube_ovn_cni() -> Result<DaemonSet, TemplateError> {
     one("kube-ovn-cni.yaml", KUBE_OVN_CNI)
 }
 
-/// The ServiceAccounts and cluster RBAC of the workloads the operator runs.
+/// ServiceAccounts and RBAC: cluster-wide, and Roles for the account's own namespace.
 pub struct Rbac {
     pub service_accounts: Vec<ServiceAccount>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub roles: Vec<Role>,
+    pub role_bindings: Vec<RoleBinding>,
 }
 
 fn rbac(file: &'static str, text: &str) -> Result<Rbac, TemplateError> {
@@ -87,6 +89,8 @@ fn rbac(file: &'static str, text: &str) -> Result<Rbac, TemplateError> {
         service_accounts: of_kind(file, &docs, "ServiceAccount")?,
         cluster_roles: of_kind(file, &docs, "ClusterRole")?,
         cluster_role_bindings: of_kind(file, &docs, "ClusterRoleBinding")?,
+        roles: of_kind(file, &docs, "Role")?,
+        role_bindings: of_kind(file, &docs, "RoleBinding")?,
     })
 }
 
@@ -99,6 +103,36 @@ pub struct OperatorManifests {
     pub rbac: Rbac,
     pub deployment: Deployment,
     pub service: Service,
+}
+
+/// The env var that names the image of every role (OLM's related-image convention).
+pub const RELATED_IMAGE_ENV: &str = "RELATED_IMAGE_KUBE_OVN";
+
+impl OperatorManifests {
+    /// Runs the operator from `image`, and names it as every role's image in
+    /// `RELATED_IMAGE_KUBE_OVN`: what `kube-ovn render` and the OLM bundle both ship.
+    pub fn set_image(&mut self, image: &str) -> Result<(), TemplateError> {
+        let pod = self
+            .deployment
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .ok_or_else(|| TemplateError {
+                file: "operator.yaml",
+                reason: "Deployment without a pod spec".into(),
+            })?;
+        for c in &mut pod.containers {
+            c.image = Some(image.to_owned());
+            let env = c.env.get_or_insert_with(Vec::new);
+            env.retain(|e| e.name != RELATED_IMAGE_ENV);
+            env.push(EnvVar {
+                name: RELATED_IMAGE_ENV.into(),
+                value: Some(image.to_owned()),
+                value_from: None,
+            });
+        }
+        Ok(())
+    }
 }
 
 pub fn operator() -> Result<OperatorManifests, TemplateError> {
@@ -139,5 +173,7 @@ mod tests {
             Some("kube-ovn-operator")
         );
         assert_eq!(op.rbac.service_accounts.len(), 1);
+        assert_eq!(op.rbac.roles.len(), 1);
+        assert_eq!(op.rbac.role_bindings.len(), 1);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, Namespace};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
@@ -68,6 +68,7 @@ pub fn render_plain(args: &RenderArgs) -> anyhow::Result<String> {
         }
     }
     let mut manifests = assets::operator()?;
+    manifests.set_image(&args.image)?;
     for mut sa in manifests.rbac.service_accounts {
         part_of(&mut sa.metadata, Some(ns));
         push_yaml(&mut out, &sa)?;
@@ -83,23 +84,19 @@ pub fn render_plain(args: &RenderArgs) -> anyhow::Result<String> {
         }
         push_yaml(&mut out, &binding)?;
     }
+    for mut role in manifests.rbac.roles {
+        part_of(&mut role.metadata, Some(ns));
+        push_yaml(&mut out, &role)?;
+    }
+    for mut binding in manifests.rbac.role_bindings {
+        part_of(&mut binding.metadata, Some(ns));
+        for s in binding.subjects.iter_mut().flatten() {
+            s.namespace = Some(ns.to_owned());
+        }
+        push_yaml(&mut out, &binding)?;
+    }
     let deployment = &mut manifests.deployment;
     part_of(&mut deployment.metadata, Some(ns));
-    let pod = deployment
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-        .ok_or_else(|| anyhow::anyhow!("assets/operator.yaml: Deployment without a pod spec"))?;
-    for c in &mut pod.containers {
-        c.image = Some(args.image.clone());
-        let env = c.env.get_or_insert_with(Vec::new);
-        env.retain(|e| e.name != "RELATED_IMAGE_KUBE_OVN");
-        env.push(EnvVar {
-            name: "RELATED_IMAGE_KUBE_OVN".into(),
-            value: Some(args.image.clone()),
-            value_from: None,
-        });
-    }
     push_yaml(&mut out, deployment)?;
     part_of(&mut manifests.service.metadata, Some(ns));
     push_yaml(&mut out, &manifests.service)?;
@@ -138,6 +135,8 @@ mod tests {
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
             "Service",
             "KubeOvn",
