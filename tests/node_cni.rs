@@ -712,3 +712,121 @@ fn an_add_that_comes_before_the_annotations_gets_the_only_port() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(bed.interfaces_with(1, "iface-id", &iface_id), vec![host]);
 }
+
+/// The NAT gateway's external leg: Debian's macvlan plugin with our plugin as its `ipam`
+/// (the `ovn-vpc-external-network` NAD). macvlan builds the interface on the node's uplink; we
+/// answer the address, gateway and routes the controller annotated for the external provider.
+#[test]
+fn as_macvlans_ipam_the_plugin_answers_the_annotated_external_address() {
+    let bed = Bed::up(1, &["--annotation-timeout=2s"]);
+    let node = bed.sandbox.node_netns(1);
+    tool("ip", &["-n", &node, "link", "add", "ext0", "type", "dummy"]);
+    tool("ip", &["-n", &node, "link", "set", "ext0", "up"]);
+    let provider = "ovn-vpc-external-network.kube-system";
+    let annotations: BTreeMap<String, String> = [
+        ("allocated", "true"),
+        ("ip_address", "172.19.0.10"),
+        ("mac_address", "0a:58:ac:13:00:0a"),
+        ("cidr", "172.19.0.0/24"),
+        ("gateway", "172.19.0.1"),
+        ("logical_switch", "ovn-vpc-external-network"),
+        ("routes", r#"[{"dst":"198.51.100.0/24"}]"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
+    .collect();
+    bed.kube.create_pod("gw-0", "node1", &annotations);
+    let pod = PodNetns::new(&bed.sandbox, 1, "gw-0", bed.dir.path());
+    let eth0_before = pod.ip(&["addr", "show", "eth0"]);
+    let default_before = pod.ip(&["route", "show", "default"]);
+
+    let socket = &bed.node(1).socket;
+    let conf = |version: &str| {
+        json!({"cniVersion": version, "name": "ovn-vpc-external-network", "type": "macvlan",
+               "master": "ext0", "mode": "bridge",
+               "ipam": {"type": "kube-ovn", "server_socket": socket, "provider": provider}})
+    };
+    let macvlan = |command: &str, version: &str| {
+        let cni_path = format!("{}:/usr/lib/cni", bed.node(1).bin_dir.display());
+        support::run_with_stdin(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &node, "/usr/lib/cni/macvlan"])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("CNI_COMMAND", command)
+                .env("CNI_PATH", cni_path)
+                .envs(pod.env("net2")),
+            &conf(version),
+        )
+    };
+
+    let add = macvlan("ADD", "0.3.1");
+    add.assert_ok("macvlan ADD with kube-ovn IPAM");
+    let result = add.json();
+    let ips = result["ips"].as_array().expect("ips");
+    assert_eq!(ips.len(), 1, "{result}");
+    assert_eq!(ips[0]["address"], "172.19.0.10/24");
+    assert_eq!(ips[0]["gateway"], "172.19.0.1");
+    assert_eq!(addresses(&pod, "net2"), vec!["172.19.0.10/24".to_string()]);
+    let routes = pod.ip(&["route", "show", "dev", "net2"]);
+    assert!(
+        routes.contains("198.51.100.0/24 via 172.19.0.1"),
+        "{routes}"
+    );
+    // The primary network is untouched and no OVS port was made for it.
+    assert_eq!(pod.ip(&["addr", "show", "eth0"]), eth0_before);
+    assert_eq!(pod.ip(&["route", "show", "default"]), default_before);
+    assert!(bed
+        .interfaces_with(1, "sandbox", &pod.container_id)
+        .is_empty());
+
+    // Our IPAM as called directly (what macvlan does on ADD): a pure IPAM result.
+    let direct = plugin(
+        &bed.node(1).bin_dir,
+        "ADD",
+        &conf("1.0.0"),
+        &pod.env("net2"),
+    );
+    direct.assert_ok("IPAM ADD");
+    let ipam = direct.json();
+    assert!(ipam.get("interfaces").is_none(), "{ipam}");
+    assert!(ipam["ips"][0].get("interface").is_none(), "{ipam}");
+    assert_eq!(ipam["ips"][0]["address"], "172.19.0.10/24");
+
+    // A provider the controller never annotated: the plugin waits, then says which annotation
+    // is missing (code 11, try again later), and macvlan passes that on and leaves nothing.
+    let mut other = conf("0.3.1");
+    other["ipam"]["provider"] = json!("other-external.kube-system");
+    let cni_path = format!("{}:/usr/lib/cni", bed.node(1).bin_dir.display());
+    let failed = support::run_with_stdin(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &node, "/usr/lib/cni/macvlan"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_PATH", &cni_path)
+            .envs(pod.env("net3")),
+        &other,
+    );
+    assert_ne!(failed.code, 0, "{} {}", failed.stdout, failed.stderr);
+    assert!(
+        failed
+            .stdout
+            .contains("other-external.kube-system.kubernetes.io/allocated"),
+        "{}",
+        failed.stdout
+    );
+    assert!(
+        !pod.has_link("net3"),
+        "macvlan left net3 after a failed IPAM"
+    );
+
+    // DEL: macvlan removes its link; our IPAM holds nothing on the node and succeeds, also
+    // with the daemon's socket gone.
+    let del = macvlan("DEL", "0.3.1");
+    del.assert_ok("macvlan DEL");
+    assert!(!pod.has_link("net2"));
+    let mut gone = conf("0.3.1");
+    gone["ipam"]["server_socket"] = json!("/nonexistent/kube-ovn.sock");
+    plugin(&bed.node(1).bin_dir, "DEL", &gone, &pod.env("net2")).assert_ok("IPAM DEL");
+}

@@ -20,6 +20,9 @@ use crate::api::mac::MacParseError;
 /// The provider a NAD config without `provider` gets (Kube-OVN's default).
 pub const DEFAULT_PROVIDER: &str = "ovn";
 
+/// Our plugin's `type`, as a main plugin or as another plugin's `ipam`.
+pub const PLUGIN_TYPE: &str = "kube-ovn";
+
 /// A CNI command (`CNI_COMMAND`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -78,6 +81,10 @@ pub struct NetConf {
     pub plugin_type: String,
     pub server_socket: PathBuf,
     pub provider: String,
+    /// Called as another plugin's IPAM (`"ipam": {"type": "kube-ovn", …}` under e.g. a
+    /// macvlan config): ADD answers the pod's allocated addresses and routes for `provider`
+    /// and builds no interface; `server_socket` and `provider` come from the `ipam` section.
+    pub ipam: bool,
     pub capabilities: BTreeMap<String, bool>,
     pub runtime_config: RuntimeConfig,
     pub prev_result: Option<serde_json::Value>,
@@ -112,6 +119,19 @@ struct RawNetConf {
     runtime_config: Option<RuntimeConfig>,
     #[serde(rename = "prevResult", default)]
     prev_result: Option<serde_json::Value>,
+    #[serde(default)]
+    ipam: Option<RawIpam>,
+}
+
+/// The `ipam` section, when it names our plugin.
+#[derive(Deserialize)]
+struct RawIpam {
+    #[serde(rename = "type", default)]
+    ipam_type: Option<String>,
+    #[serde(default)]
+    server_socket: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 /// Parses and checks the stdin config for `command`.
@@ -135,11 +155,21 @@ pub fn parse_netconf(stdin: &[u8], command: Command) -> Result<NetConf, CniError
         Some(t) if !t.is_empty() => t,
         _ => return invalid("network config lacks \"type\""),
     };
-    let server_socket = match conf.server_socket {
+    // As another plugin's IPAM, our settings live in its `ipam` section.
+    let ipam = plugin_type != PLUGIN_TYPE
+        && conf.ipam.as_ref().and_then(|i| i.ipam_type.as_deref()) == Some(PLUGIN_TYPE);
+    let (server_socket, provider) = match (ipam, conf.ipam) {
+        (true, Some(i)) => (
+            i.server_socket.or(conf.server_socket),
+            i.provider.or(conf.provider),
+        ),
+        _ => (conf.server_socket, conf.provider),
+    };
+    let server_socket = match server_socket {
         Some(s) if !s.is_empty() => PathBuf::from(s),
         _ => return invalid("network config lacks \"server_socket\" (the node daemon's unix socket, e.g. /run/openvswitch/kube-ovn-daemon.sock)"),
     };
-    let provider = match conf.provider {
+    let provider = match provider {
         Some(p) if !p.is_empty() => p,
         _ => DEFAULT_PROVIDER.to_string(),
     };
@@ -162,6 +192,7 @@ pub fn parse_netconf(stdin: &[u8], command: Command) -> Result<NetConf, CniError
         plugin_type,
         server_socket,
         provider,
+        ipam,
         capabilities: conf.capabilities,
         runtime_config,
         prev_result: conf.prev_result,
@@ -376,6 +407,7 @@ pub fn build_request(
         mac,
         config: conf.raw.clone(),
         prev_result: conf.prev_result.clone(),
+        ipam_only: conf.ipam,
     })
 }
 
@@ -444,6 +476,41 @@ mod tests {
         let e = conf(r#"{"type":"kube-ovn","server_socket":"/s"}"#).expect_err("none");
         assert_eq!(e.code, ErrorCode::IncompatibleVersion as u32);
         assert!(e.msg.contains("cniVersion"));
+    }
+
+    #[test]
+    fn as_another_plugins_ipam_the_socket_and_provider_come_from_its_ipam_section() {
+        let c = conf(r#"{"cniVersion":"0.3.1","name":"ovn-vpc-external-network","type":"macvlan","master":"eth1","mode":"bridge","ipam":{"type":"kube-ovn","server_socket":"/run/k.sock","provider":"ovn-vpc-external-network.kube-system"}}"#)
+            .expect("conf");
+        assert!(c.ipam);
+        assert_eq!(c.plugin_type, "macvlan");
+        assert_eq!(c.server_socket, PathBuf::from("/run/k.sock"));
+        assert_eq!(c.provider, "ovn-vpc-external-network.kube-system");
+        let env = env_of(&[
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/p1"),
+            ("CNI_IFNAME", "net2"),
+            ("CNI_ARGS", MULTUS_ARGS),
+        ]);
+        let req = build_request(Command::Add, &c, &env).expect("request");
+        assert!(req.ipam_only);
+        assert_eq!(req.provider, "ovn-vpc-external-network.kube-system");
+
+        // Our own plugin with some other IPAM section is a main plugin as always.
+        let c = conf(r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","ipam":{"type":"host-local"}}"#)
+            .expect("conf");
+        assert!(!c.ipam);
+        assert!(
+            !build_request(Command::Add, &c, &env)
+                .expect("request")
+                .ipam_only
+        );
+
+        // An IPAM section without the daemon's socket says so.
+        let e = conf(r#"{"cniVersion":"0.3.1","type":"macvlan","ipam":{"type":"kube-ovn"}}"#)
+            .expect_err("no socket");
+        assert_eq!(e.code, ErrorCode::InvalidNetworkConfig as u32);
+        assert!(e.msg.contains("server_socket"), "{}", e.msg);
     }
 
     #[test]

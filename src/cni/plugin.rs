@@ -4,6 +4,12 @@
 //! endpoint; GC succeeds at once (the operator collects leaks; Multus never sends GC to a
 //! secondary plugin); VERSION is answered here.
 //!
+//! As another plugin's IPAM (`"ipam": {"type": "kube-ovn"}`, e.g. under macvlan for the NAT
+//! gateway's external network), ADD answers the pod's addresses and routes for the provider
+//! from the controller's annotations (via the daemon) as an IPAM result, and DEL and CHECK
+//! succeed at once: the node holds nothing for it, and the operator releases the address
+//! with the pod.
+//!
 //! DEL choices: a missing or vanished netns is not an error (it is logged and the daemon still
 //! removes the host side); a daemon that cannot be reached is code 11, because the runtime will
 //! retry and a silent success would leak the port (the operator's GC is the backstop).
@@ -76,6 +82,13 @@ pub fn execute(
             Ok(None)
         }
         Command::Status => block_on(status(&conf)),
+        Command::Del | Command::Check if conf.ipam => {
+            tracing::debug!(
+                command = command.name(),
+                "IPAM mode: nothing held on the node"
+            );
+            Ok(None)
+        }
         _ => {
             let mut request = config::build_request(command, &conf, env)?;
             if !request.netns.is_empty() && !Path::new(&request.netns).exists() {
@@ -111,7 +124,12 @@ async fn forward(
     let answer = client::call(socket, path, Some(body)).await?;
     if command == Command::Add {
         let resp: CniResponse = answer.into_result(socket)?;
-        Ok(Some(result::render(&resp, &conf.cni_version).to_string()))
+        let rendered = if conf.ipam {
+            result::render_ipam(&resp, &conf.cni_version)
+        } else {
+            result::render(&resp, &conf.cni_version)
+        };
+        Ok(Some(rendered.to_string()))
     } else {
         answer.into_unit(socket).map(|()| None)
     }

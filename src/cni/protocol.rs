@@ -65,6 +65,10 @@ pub struct CniRequest {
     pub config: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_result: Option<serde_json::Value>,
+    /// The shim runs as another plugin's IPAM: ADD answers addresses and routes and builds
+    /// no interface; DEL and CHECK have nothing to do on the node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipam_only: bool,
 }
 
 /// The daemon's answer to ADD: what it configured in the pod.

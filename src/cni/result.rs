@@ -10,6 +10,7 @@ use super::protocol::CniResponse;
 
 /// The CNI result for `version` (one of `version::SUPPORTED`).
 pub fn render(resp: &CniResponse, version: &str) -> Value {
+    let mut result = render_ipam(resp, version);
     let legacy = version.starts_with("0.");
     let with_mtu = !legacy && version != "1.0.0";
 
@@ -22,7 +23,19 @@ pub fn render(resp: &CniResponse, version: &str) -> Value {
         }
     }
     interface.insert("sandbox".into(), json!(resp.interface.sandbox));
+    result["interfaces"] = json!([Value::Object(interface)]);
+    if let Some(ips) = result["ips"].as_array_mut() {
+        for ip in ips {
+            ip["interface"] = json!(0);
+        }
+    }
+    result
+}
 
+/// The result of an IPAM plugin (what a main plugin such as macvlan expects from its `ipam`):
+/// addresses and routes, no interfaces and no `ips[].interface` (the main plugin sets them).
+pub fn render_ipam(resp: &CniResponse, version: &str) -> Value {
+    let legacy = version.starts_with("0.");
     let ips: Vec<Value> = resp
         .ips
         .iter()
@@ -40,7 +53,6 @@ pub fn render(resp: &CniResponse, version: &str) -> Value {
             if let Some(gw) = ip.gateway {
                 o.insert("gateway".into(), json!(gw.to_string()));
             }
-            o.insert("interface".into(), json!(0));
             Value::Object(o)
         })
         .collect();
@@ -60,7 +72,6 @@ pub fn render(resp: &CniResponse, version: &str) -> Value {
 
     json!({
         "cniVersion": version,
-        "interfaces": [Value::Object(interface)],
         "ips": ips,
         "routes": routes,
         "dns": {},
@@ -156,6 +167,27 @@ mod tests {
         address: String,
         gateway: Option<String>,
         interface: usize,
+    }
+
+    #[test]
+    fn an_ipam_result_has_the_addresses_and_routes_but_no_interface() {
+        let a = answer();
+        for v in ["0.3.1", "1.0.0", "1.1.0"] {
+            let r = render_ipam(&a, v);
+            assert_eq!(r["cniVersion"], v);
+            assert!(r.get("interfaces").is_none(), "{r}");
+            let ips = r["ips"].as_array().expect("ips");
+            assert_eq!(ips.len(), a.ips.len());
+            for (ip, want) in ips.iter().zip(&a.ips) {
+                assert!(ip.get("interface").is_none(), "{r}");
+                assert_eq!(ip["address"], want.address.to_string());
+                assert_eq!(ip.get("version").is_some(), v.starts_with("0."));
+            }
+            assert_eq!(
+                r["routes"].as_array().expect("routes").len(),
+                a.routes.len()
+            );
+        }
     }
 
     #[test]

@@ -430,6 +430,7 @@ mod tests {
             mac: None,
             config: serde_json::Value::Null,
             prev_result: None,
+            ipam_only: false,
         }
     }
 

@@ -297,6 +297,13 @@ impl CniHandler for NodeHandler {
             wiring_ms = started.elapsed().as_secs_f64() * 1e3,
             "annotations read"
         );
+        if req.ipam_only {
+            // Another plugin (e.g. macvlan) builds the interface; it only needs the addresses.
+            info!(pod = %req.pod_name, namespace = %req.pod_namespace, provider = %req.provider,
+                ips = ?wiring.ips.iter().map(|i| i.address.to_string()).collect::<Vec<_>>(),
+                "IPAM: answered the allocated addresses");
+            return Ok(attachment::response(&wiring));
+        }
         // Held until ADD returns: no pre-plug is built for this iface-id meanwhile.
         let mut ticket = self.preplug.claim(&wiring).await;
         if let Some(stale) = ticket.stale.take() {

@@ -212,6 +212,7 @@ async fn restore_one(handler: &NodeHandler, l: &Lost, sandbox: &Path) -> bool {
         mac: None,
         config: serde_json::Value::Null,
         prev_result: None,
+        ipam_only: false,
     };
     match handler.add(req).await {
         Ok(answer) => {
