@@ -720,8 +720,15 @@ fn an_add_that_comes_before_the_annotations_gets_the_only_port() {
 fn as_macvlans_ipam_the_plugin_answers_the_annotated_external_address() {
     let bed = Bed::up(1, &["--annotation-timeout=2s"]);
     let node = bed.sandbox.node_netns(1);
-    tool("ip", &["-n", &node, "link", "add", "ext0", "type", "dummy"]);
+    // The uplink: a veth (this kernel has no dummy links), up on both ends.
+    tool(
+        "ip",
+        &[
+            "-n", &node, "link", "add", "ext0", "type", "veth", "peer", "name", "ext0p",
+        ],
+    );
     tool("ip", &["-n", &node, "link", "set", "ext0", "up"]);
+    tool("ip", &["-n", &node, "link", "set", "ext0p", "up"]);
     let provider = "ovn-vpc-external-network.kube-system";
     let annotations: BTreeMap<String, String> = [
         ("allocated", "true"),
@@ -794,7 +801,7 @@ fn as_macvlans_ipam_the_plugin_answers_the_annotated_external_address() {
     assert_eq!(ipam["ips"][0]["address"], "172.19.0.10/24");
 
     // A provider the controller never annotated: the plugin waits, then says which annotation
-    // is missing (code 11, try again later), and macvlan passes that on and leaves nothing.
+    // is missing (code 11, try again later), and macvlan passes that on.
     let mut other = conf("0.3.1");
     other["ipam"]["provider"] = json!("other-external.kube-system");
     let cni_path = format!("{}:/usr/lib/cni", bed.node(1).bin_dir.display());
@@ -816,10 +823,19 @@ fn as_macvlans_ipam_the_plugin_answers_the_annotated_external_address() {
         "{}",
         failed.stdout
     );
-    assert!(
-        !pod.has_link("net3"),
-        "macvlan left net3 after a failed IPAM"
+    // The runtime DELs a failed ADD: macvlan removes whatever it made, our IPAM succeeds.
+    let cleanup = support::run_with_stdin(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &node, "/usr/lib/cni/macvlan"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_PATH", &cni_path)
+            .envs(pod.env("net3")),
+        &other,
     );
+    cleanup.assert_ok("DEL after a failed ADD");
+    assert!(!pod.has_link("net3"), "net3 left after DEL");
 
     // DEL: macvlan removes its link; our IPAM holds nothing on the node and succeeds, also
     // with the daemon's socket gone.
