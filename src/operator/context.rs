@@ -17,6 +17,7 @@ use super::events::Notifier;
 use super::ports::PortBatcher;
 use super::queue::WorkQueue;
 use super::status::Metrics;
+use crate::api::annotations::Provider;
 use crate::api::attachment_id;
 use crate::api::ip::IP;
 use crate::api::nad::NetworkAttachmentDefinition;
@@ -196,7 +197,12 @@ impl Context {
         {
             return Some(reason.clone());
         }
-        let in_nb = self.nb.switch_exists(subnet);
+        // An IPAM-only subnet (another plugin's network) has no logical switch.
+        let ipam_only = self
+            .subnets
+            .get(&kube::runtime::reflector::ObjectRef::new(subnet))
+            .is_some_and(|s| Provider::parse_ipam_only(s.provider()).is_ok());
+        let in_nb = ipam_only || self.nb.switch_exists(subnet);
         (self.ipam.subnet(subnet).is_none() || !in_nb)
             .then(|| format!("subnet {subnet:?} is not set up yet"))
     }
