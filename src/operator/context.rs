@@ -21,6 +21,7 @@ use crate::api::annotations::Provider;
 use crate::api::attachment_id;
 use crate::api::ip::IP;
 use crate::api::nad::NetworkAttachmentDefinition;
+use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::Vpc;
 use crate::ipam::Ipam;
@@ -94,6 +95,7 @@ pub struct Context {
     pub vpcs: Store<Vpc>,
     pub nads: Store<NetworkAttachmentDefinition>,
     pub ips: Store<IP>,
+    pub nat_gateways: Store<VpcNatGateway>,
     pub events: Notifier,
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for the controllers' backoff.
@@ -113,6 +115,9 @@ pub struct Context {
     pub started: Instant,
     /// Bumped on every NAD or Subnet change that may unblock waiting pods.
     pub changes: AtomicU64,
+    /// Held while a VPC's routes are planned and written (`routes::sync`): two writers
+    /// planning against the same cache would insert one route twice.
+    pub routes_lock: tokio::sync::Mutex<()>,
 }
 
 impl Context {

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -74,11 +74,13 @@ pub fn kube_ovn_cni() -> Result<DaemonSet, TemplateError> {
     one("kube-ovn-cni.yaml", KUBE_OVN_CNI)
 }
 
-/// The ServiceAccounts and cluster RBAC of the workloads the operator runs.
+/// The ServiceAccounts and RBAC of the workloads the operator runs (role bindings are in the
+/// install's namespace).
 pub struct Rbac {
     pub service_accounts: Vec<ServiceAccount>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub role_bindings: Vec<RoleBinding>,
 }
 
 fn rbac(file: &'static str, text: &str) -> Result<Rbac, TemplateError> {
@@ -87,6 +89,7 @@ fn rbac(file: &'static str, text: &str) -> Result<Rbac, TemplateError> {
         service_accounts: of_kind(file, &docs, "ServiceAccount")?,
         cluster_roles: of_kind(file, &docs, "ClusterRole")?,
         cluster_role_bindings: of_kind(file, &docs, "ClusterRoleBinding")?,
+        role_bindings: of_kind(file, &docs, "RoleBinding")?,
     })
 }
 
@@ -131,8 +134,9 @@ mod tests {
             Some("kube-ovn-cni")
         );
         let node = node_rbac().unwrap();
-        assert_eq!(node.service_accounts.len(), 3);
+        assert_eq!(node.service_accounts.len(), 4);
         assert!(!node.cluster_roles.is_empty());
+        assert_eq!(node.role_bindings.len(), 1);
         let op = operator().unwrap();
         assert_eq!(
             op.deployment.metadata.name.as_deref(),
