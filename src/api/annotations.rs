@@ -183,6 +183,26 @@ pub enum ProviderError {
     },
 }
 
+impl ProviderError {
+    /// The same error, naming `provider` as the string that was parsed.
+    fn naming(self, provider: &str) -> Self {
+        match self {
+            ProviderError::Part {
+                part,
+                value,
+                reason,
+                ..
+            } => ProviderError::Part {
+                provider: provider.to_owned(),
+                part,
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// The provider of a kube-ovn attachment: `<nad>.<namespace>.ovn`, optionally with
 /// an `.<ifname>` suffix (the attachment key of a repeated NAD). An IPAM-only provider
 /// (another plugin's NAD with `"ipam": {"type": "kube-ovn"}`, e.g. the NAT gateways'
@@ -232,20 +252,7 @@ impl Provider {
         if namespace.contains('.') {
             return Err(form());
         }
-        Self::for_ipam_nad(nad, namespace).map_err(|e| match e {
-            ProviderError::Part {
-                part,
-                value: v,
-                reason,
-                ..
-            } => ProviderError::Part {
-                provider: value.to_owned(),
-                part,
-                value: v,
-                reason,
-            },
-            other => other,
-        })
+        Self::for_ipam_nad(nad, namespace).map_err(|e| e.naming(value))
     }
 
     /// Whether this is an IPAM-only provider (no OVN port, no logical switch).
@@ -262,20 +269,7 @@ impl Provider {
         if parts.next() != Some(OVN_SUFFIX) {
             return Err(form());
         }
-        let base = Self::for_nad(nad, namespace).map_err(|e| match e {
-            ProviderError::Part {
-                part,
-                value: v,
-                reason,
-                ..
-            } => ProviderError::Part {
-                provider: value.to_owned(),
-                part,
-                value: v,
-                reason,
-            },
-            other => other,
-        })?;
+        let base = Self::for_nad(nad, namespace).map_err(|e| e.naming(value))?;
         match parts.next() {
             None => Ok(base),
             Some(ifname) => {

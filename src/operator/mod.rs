@@ -160,14 +160,14 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mirrors `K` into `writer` until the process stops; with `wake`, every
-/// change requeues the pods waiting for a NAD or subnet (the planner reads
-/// this store, so they must be retried after it changed, not before).
-async fn mirror<K>(
+/// Mirrors `K` into `writer` until the process stops; `changed` runs after every change
+/// past the first list (e.g. requeueing the pods waiting for a subnet: the planner reads this
+/// store, so they must be retried after it changed, not before).
+pub(crate) async fn mirror<K>(
     api: Api<K>,
     mut writer: Writer<K>,
     what: &'static str,
-    wake: Option<Arc<Context>>,
+    changed: impl Fn() + Send + 'static,
 ) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -179,10 +179,8 @@ async fn mirror<K>(
         match event {
             Ok(e) => {
                 writer.apply_watcher_event(&e);
-                if let Some(ctx) = &wake {
-                    if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
-                        ctx.requeue_waiting();
-                    }
+                if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                    changed();
                 }
             }
             Err(e) => warn!(error = %e, what, "watch failed; retrying"),
@@ -351,25 +349,28 @@ async fn lead(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
         "subnets",
-        Some(ctx.clone()),
+        {
+            let ctx = ctx.clone();
+            move || ctx.requeue_waiting()
+        },
     ));
     tasks.spawn(mirror(
         Api::<Vpc>::all(client.clone()),
         vpc_writer,
         "vpcs",
-        None,
+        || {},
     ));
     tasks.spawn(mirror(
         Api::<IP>::all(client.clone()),
         ip_writer,
         "ips",
-        None,
+        || {},
     ));
     tasks.spawn(mirror(
         Api::<VpcNatGateway>::all(client.clone()),
         nat_gateway_writer,
         "vpc-nat-gateways",
-        None,
+        || {},
     ));
     let (nat, nat_writers) = natgw::context(ctx.clone(), operator);
     natgw::watch(&nat, nat_writers, tasks).await?;

@@ -129,6 +129,26 @@ fn policy_route(vpc: &str, i: usize, p: &PolicyRoute) -> Result<RouterPolicySpec
     })
 }
 
+type RouteKey = (String, String, String, String);
+
+/// Adds `spec` unless an identical route is in already.
+fn push_route(
+    routes: &mut Vec<StaticRouteSpec>,
+    seen: &mut BTreeSet<RouteKey>,
+    spec: StaticRouteSpec,
+) {
+    let (table, policy, prefix, nexthop) = spec.identity();
+    let key = (
+        table.to_owned(),
+        policy.to_owned(),
+        prefix.to_owned(),
+        nexthop.to_owned(),
+    );
+    if seen.insert(key) {
+        routes.push(spec);
+    }
+}
+
 /// The router's routes for `vpc` and its NAT gateways (already filtered to those whose lanIp
 /// is reserved). Pure.
 pub fn plan_routes(vpc: &Vpc, gateways: &[GatewayRoute]) -> RoutePlan {
@@ -137,17 +157,7 @@ pub fn plan_routes(vpc: &Vpc, gateways: &[GatewayRoute]) -> RoutePlan {
     let mut seen = BTreeSet::new();
     for (i, r) in vpc.spec.static_routes.iter().enumerate() {
         match static_route(&name, i, r) {
-            Ok(spec) => {
-                let key = (
-                    spec.route_table.clone(),
-                    spec.policy.clone(),
-                    spec.ip_prefix.clone(),
-                    spec.nexthop.clone(),
-                );
-                if seen.insert(key) {
-                    plan.routes.push(spec);
-                }
-            }
+            Ok(spec) => push_route(&mut plan.routes, &mut seen, spec),
             Err(e) => plan.problems.push(e),
         }
     }
@@ -166,15 +176,7 @@ pub fn plan_routes(vpc: &Vpc, gateways: &[GatewayRoute]) -> RoutePlan {
             nexthop: g.lan_ip.to_string(),
             external_ids: ids(&name, Some((external_ids::VPC_NAT_GW, g.gateway.as_str()))),
         };
-        let key = (
-            spec.route_table.clone(),
-            spec.policy.clone(),
-            spec.ip_prefix.clone(),
-            spec.nexthop.clone(),
-        );
-        if seen.insert(key) {
-            plan.routes.push(spec);
-        }
+        push_route(&mut plan.routes, &mut seen, spec);
     }
     let mut seen = BTreeSet::new();
     for (i, p) in vpc.spec.policy_routes.iter().enumerate() {

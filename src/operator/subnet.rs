@@ -85,33 +85,26 @@ pub fn validate(
     let ipam_only = match Provider::parse(&provider) {
         Ok(p) if p.interface().is_none() => false,
         _ if Provider::parse_ipam_only(&provider).is_ok() => true,
-        _ => return Err(problem(
-            "InvalidProvider",
-            format!(
-                "subnet {name:?}: provider {provider:?} is not of the form <nad>.<namespace>.ovn \
-                     (or <nad>.<namespace> for another plugin's network with kube-ovn IPAM; \
-                     the primary provider \"ovn\" is not supported in secondary-network mode)"
-            ),
-        )),
+        _ => {
+            let message = format!(
+                "subnet {name:?}: provider {provider:?} is not of the form \
+                 <nad>.<namespace>.ovn (or <nad>.<namespace> for another plugin's network with \
+                 kube-ovn IPAM; the primary provider \"ovn\" is not supported in \
+                 secondary-network mode)"
+            );
+            return Err(problem("InvalidProvider", message));
+        }
     };
-    let vpc = if ipam_only {
-        None
-    } else {
-        Some(
-            subnet
-                .spec
-                .vpc
-                .clone()
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| {
-                    problem(
-                        "VpcRequired",
-                        format!(
-                    "subnet {name:?}: spec.vpc is required: in secondary-network mode there is no default VPC"
-                ),
-                    )
-                })?,
-        )
+    let vpc = match subnet.spec.vpc.clone().filter(|v| !v.trim().is_empty()) {
+        _ if ipam_only => None,
+        Some(vpc) => Some(vpc),
+        None => {
+            let message = format!(
+                "subnet {name:?}: spec.vpc is required: in secondary-network mode there is no \
+                 default VPC"
+            );
+            return Err(problem("VpcRequired", message));
+        }
     };
     let ipam = ipam::SubnetSpec {
         name: name.clone(),

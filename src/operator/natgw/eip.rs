@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -200,7 +200,8 @@ impl ControllerError for Error {
     fn retry(&self) -> Retry {
         match self {
             Error::Api { source, .. } => controller::api_retry(source),
-            Error::InUse { .. } => Retry::AwaitChange,
+            // A rule's deletion requeues it; the backoff covers a store that lagged behind.
+            Error::InUse { .. } => Retry::Backoff,
             Error::Ipam { .. } => Retry::Backoff,
         }
     }
@@ -285,11 +286,11 @@ async fn allocate(
         prefix_len: None,
     });
     let req = AllocationRequest::new(key, request.subnet.clone()).with_ips(ips);
-    let refused = |reason, message| Ok(Err(EipProblem { reason, message }));
-    match ipam.allocate(&req).await {
+    let refused = |reason, message| EipProblem { reason, message };
+    let problem = match ipam.allocate(&req).await {
         Ok(a) => {
             nat.ctx.usage_changed(&request.subnet);
-            Ok(Ok(a.into()))
+            return Ok(Ok(a.into()));
         }
         Err(IpamError::HeldBy { holder, ip, .. }) => {
             let by = match (
@@ -302,15 +303,20 @@ async fn allocate(
             };
             refused(
                 "AddressTaken",
-                format!("iptables-eip {name:?}: {ip} of subnet {:?} is held by {by}; pick another v4ip or leave it empty", request.subnet),
+                format!(
+                    "iptables-eip {name:?}: {ip} of subnet {:?} is held by {by}; pick another \
+                     v4ip or leave it empty",
+                    request.subnet
+                ),
             )
         }
         Err(e @ IpamError::Full { .. }) => {
             refused("SubnetFull", format!("iptables-eip {name:?}: {e}"))
         }
-        Err(e @ IpamError::Store { .. }) => Err(ipam_err(e)),
+        Err(e @ IpamError::Store { .. }) => return Err(ipam_err(e)),
         Err(e) => refused("InvalidIP", format!("iptables-eip {name:?}: {e}")),
-    }
+    };
+    Ok(Err(problem))
 }
 
 async fn reconcile(eip: Arc<IptablesEIP>, nat: Arc<NatContext>) -> Result<Action, Failure<Error>> {
@@ -378,7 +384,8 @@ async fn apply(eip: Arc<IptablesEIP>, nat: &NatContext) -> Result<Action, Error>
 
 async fn cleanup(eip: Arc<IptablesEIP>, nat: &NatContext) -> Result<Action, Error> {
     let name = eip.name_any();
-    let rules = nat.rules_naming(&name);
+    // Asked of the API, not the stores: a rule created a moment ago must hold the address.
+    let rules = rules_naming_now(nat, &name).await?;
     if !rules.is_empty() {
         mark_in_use(nat, &eip, true).await?;
         return Err(Error::InUse { eip: name, rules });
@@ -398,6 +405,46 @@ async fn cleanup(eip: Arc<IptablesEIP>, nat: &NatContext) -> Result<Action, Erro
         info!(eip = %name, ip = %a.ip_annotation(), "EIP deleted; address freed");
     }
     Ok(Action::await_change())
+}
+
+/// The rules naming `eip` as the API has them now (`kind/name`).
+async fn rules_naming_now(nat: &NatContext, eip: &str) -> Result<Vec<String>, Error> {
+    let client = &nat.ctx.client;
+    let api_err = |source| Error::Api {
+        eip: eip.to_owned(),
+        what: "listing the rules naming it",
+        source,
+    };
+    let lp = ListParams::default();
+    let mut out = Vec::new();
+    for r in Api::<IptablesFIPRule>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(api_err)?
+        .into_iter()
+        .filter(|r| r.spec.eip == eip)
+    {
+        out.push(format!("fip/{}", r.name_any()));
+    }
+    for r in Api::<IptablesDnatRule>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(api_err)?
+        .into_iter()
+        .filter(|r| r.spec.eip == eip)
+    {
+        out.push(format!("dnat/{}", r.name_any()));
+    }
+    for r in Api::<IptablesSnatRule>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(api_err)?
+        .into_iter()
+        .filter(|r| r.spec.eip == eip)
+    {
+        out.push(format!("snat/{}", r.name_any()));
+    }
+    Ok(out)
 }
 
 fn now() -> Time {

@@ -4,6 +4,7 @@
 //! name, the external subnets). Deleting the gateway deletes its StatefulSet, releases the
 //! lanIp and takes the route away, under finalizer `kubeovn.io/vpc-nat-gw-controller`.
 //!
+//! It watches the gateways, the subnets and VPCs they name, and their pods (for the status).
 //! A lanIp another pod holds leaves the gateway `Ready=False` (`LanIpInUse`) with nothing
 //! applied; it is tried again every 30 s (the pod may go). An invalid spec applies nothing
 //! either (what an earlier spec applied stays) and waits for a change of the gateway, its
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -25,6 +27,7 @@ use tracing::{info, warn};
 
 use super::plan::{self, GatewayProblem, ValidGateway};
 use super::{is_lan_key_of, lan_key, NatContext};
+use crate::api::annotations::VPC_NAT_GW;
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
 use crate::api::nat::{VpcNatGateway, VpcNatGatewayStatus};
 use crate::api::selection::IpRequest;
@@ -190,11 +193,11 @@ async fn reserve_lan_ip(
             prefix_len: None,
         }])
         .sticky(true);
-    let refused = |reason, message| Ok(Err(GatewayProblem { reason, message }));
-    match ipam.allocate(&request).await {
+    let refused = |reason, message| GatewayProblem { reason, message };
+    let problem = match ipam.allocate(&request).await {
         Ok(_) => {
             nat.ctx.usage_changed(&valid.subnet);
-            Ok(Ok(()))
+            return Ok(Ok(()));
         }
         Err(IpamError::HeldBy { holder, .. }) => {
             let by = match PodKey::of_ipam_key(&holder) {
@@ -216,9 +219,10 @@ async fn reserve_lan_ip(
                 valid.name
             ),
         ),
-        Err(e @ IpamError::Store { .. }) => Err(ipam_err(e)),
+        Err(e @ IpamError::Store { .. }) => return Err(ipam_err(e)),
         Err(e) => refused("LanIpRefused", format!("vpc-nat-gw {:?}: {e}", valid.name)),
-    }
+    };
+    Ok(Err(problem))
 }
 
 async fn reconcile(gw: Arc<VpcNatGateway>, nat: Arc<NatContext>) -> Result<Action, Failure<Error>> {
@@ -383,7 +387,21 @@ pub async fn run(nat: Arc<NatContext>) {
         watcher::Config::default(),
         naming_subnet,
     )
-    .watches(Api::<Vpc>::all(client), watcher::Config::default(), in_vpc)
+    .watches(
+        Api::<Vpc>::all(client.clone()),
+        watcher::Config::default(),
+        in_vpc,
+    )
+    // Its pod, for the status (the pod template names the gateway).
+    .watches(
+        Api::<Pod>::all(client),
+        watcher::Config::default().labels(&format!("{}=true", plan::GATEWAY_LABEL)),
+        |pod: Pod| {
+            pod.annotations()
+                .get(VPC_NAT_GW)
+                .map(|gw| ObjectRef::<VpcNatGateway>::new(gw))
+        },
+    )
     .run(reconcile, error_policy, nat)
     .for_each(|_| futures::future::ready(()))
     .await;

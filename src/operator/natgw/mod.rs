@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use super::context::{Context, PodKey};
 use super::controller::{Failures, ShellContext};
 use super::install::render::Operator;
+use super::mirror;
 use super::routes::GatewayRoute;
 use super::status::Metrics;
 use crate::api::kubeovn::{KubeOvn, KUBE_OVN_SINGLETON};
@@ -251,41 +252,7 @@ pub async fn adopt(nat: &NatContext) {
     info!(claimed, "IPAM adopted the NAT gateways' lanIps and EIPs");
 }
 
-/// Mirrors `api` into `writer`; every change fires `changed`.
-async fn mirror<K>(
-    api: Api<K>,
-    mut writer: reflector::store::Writer<K>,
-    nat: Arc<NatContext>,
-    which: fn(&NatContext) -> &Notify,
-) where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    use futures::StreamExt;
-    use kube::runtime::{watcher, WatchStreamExt};
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(e) => {
-                writer.apply_watcher_event(&e);
-                if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
-                    which(&nat).notify_one();
-                }
-            }
-            Err(e) => warn!(error = %e, "NAT watch failed; retrying"),
-        }
-    }
-}
-
-/// The stores' writers, handed to `start`.
+/// The stores' writers, handed to `watch`.
 pub struct Writers {
     kube_ovn: reflector::store::Writer<KubeOvn>,
     eips: reflector::store::Writer<IptablesEIP>,
@@ -294,7 +261,7 @@ pub struct Writers {
     snats: reflector::store::Writer<IptablesSnatRule>,
 }
 
-/// The NAT context and the writers of its stores (`start` feeds them).
+/// The NAT context and the writers of its stores (`watch` feeds them).
 pub fn context(ctx: Arc<Context>, operator: Operator) -> (Arc<NatContext>, Writers) {
     let (kube_ovn, kube_ovn_w) = reflector::store();
     let (eips, eips_w) = reflector::store();
@@ -330,35 +297,39 @@ pub async fn watch(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
     let client = nat.ctx.client.clone();
+    let fire = |which: fn(&NatContext) -> &Notify| {
+        let nat = nat.clone();
+        move || which(&nat).notify_one()
+    };
     tasks.spawn(mirror(
         Api::<KubeOvn>::all(client.clone()),
         writers.kube_ovn,
-        nat.clone(),
-        |n| &n.install_changed,
+        "kubeovns",
+        fire(|n| &n.install_changed),
     ));
     tasks.spawn(mirror(
         Api::<IptablesEIP>::all(client.clone()),
         writers.eips,
-        nat.clone(),
-        |n| &n.rules_changed,
+        "iptables-eips",
+        fire(|n| &n.rules_changed),
     ));
     tasks.spawn(mirror(
         Api::<IptablesFIPRule>::all(client.clone()),
         writers.fips,
-        nat.clone(),
-        |n| &n.rules_changed,
+        "iptables-fip-rules",
+        fire(|n| &n.rules_changed),
     ));
     tasks.spawn(mirror(
         Api::<IptablesDnatRule>::all(client.clone()),
         writers.dnats,
-        nat.clone(),
-        |n| &n.rules_changed,
+        "iptables-dnat-rules",
+        fire(|n| &n.rules_changed),
     ));
     tasks.spawn(mirror(
         Api::<IptablesSnatRule>::all(client),
         writers.snats,
-        nat.clone(),
-        |n| &n.rules_changed,
+        "iptables-snat-rules",
+        fire(|n| &n.rules_changed),
     ));
     for ready in [
         nat.kube_ovn.wait_until_ready().await.is_ok(),

@@ -668,7 +668,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_gateways_say_what_to_fix() {
-        let cases: [(&str, fn(&mut VpcNatGateway), &str); 9] = [
+        type Case = (&'static str, fn(&mut VpcNatGateway), &'static str);
+        let cases: [Case; 9] = [
             ("VpcNotFound", |g| g.spec.vpc = "nope".into(), "\"nope\""),
             (
                 "SubnetNotFound",
