@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_ovn::api::kubeovn::KubeOvn;
 use operator_support::*;
@@ -246,7 +246,8 @@ async fn a_good_spec_renders_the_workloads_and_deleting_it_removes_them() {
         .list(&ListParams::default().labels(MANAGED))
         .await
         .unwrap();
-    assert_eq!(accounts.items.len(), 3);
+    // ovn-central, ovs-ovn, kube-ovn-cni and the NAT gateways' kube-ovn-nat-gw.
+    assert_eq!(accounts.items.len(), 4);
     // Nothing runs the pods here: not available, progressing, central recorded.
     let api: Api<KubeOvn> = Api::all(c.client.clone());
     let status = c
@@ -320,6 +321,7 @@ async fn a_good_spec_renders_the_workloads_and_deleting_it_removes_them() {
         0,
         "ClusterRoleBindings left"
     );
+    assert_eq!(labelled::<RoleBinding>(&c).await, 0, "RoleBindings left");
     c.kill_operator();
 }
 

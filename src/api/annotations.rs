@@ -170,6 +170,9 @@ pub enum ProviderError {
     /// Not `<nad>.<namespace>.ovn[.<ifname>]`.
     #[error("provider {0:?} is not of the form <nad>.<namespace>.ovn")]
     Form(String),
+    /// Not `<nad>.<namespace>` (an IPAM-only provider).
+    #[error("provider {0:?} is not of the form <nad>.<namespace>")]
+    IpamForm(String),
     /// A part breaks the DNS-1123 label or interface-name rules.
     #[error("provider {provider:?}: {part} {value:?} {reason}")]
     Part {
@@ -180,8 +183,31 @@ pub enum ProviderError {
     },
 }
 
+impl ProviderError {
+    /// The same error, naming `provider` as the string that was parsed.
+    fn naming(self, provider: &str) -> Self {
+        match self {
+            ProviderError::Part {
+                part,
+                value,
+                reason,
+                ..
+            } => ProviderError::Part {
+                provider: provider.to_owned(),
+                part,
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// The provider of a kube-ovn attachment: `<nad>.<namespace>.ovn`, optionally with
-/// an `.<ifname>` suffix (the attachment key of a repeated NAD).
+/// an `.<ifname>` suffix (the attachment key of a repeated NAD). An IPAM-only provider
+/// (another plugin's NAD with `"ipam": {"type": "kube-ovn"}`, e.g. the NAT gateways'
+/// macvlan network) is `<nad>.<namespace>`: addresses and annotations, no OVN port.
+/// `parse` reads only the OVN form; `parse_ipam_only` the other.
 ///
 /// NAD names must be DNS-1123 labels here (no dots), so the string form is
 /// unambiguous; Multus's comma form requires the same.
@@ -191,6 +217,7 @@ pub struct Provider {
     namespace: String,
     interface: Option<String>,
     text: String,
+    ipam_only: bool,
 }
 
 impl Provider {
@@ -204,7 +231,33 @@ impl Provider {
             namespace: namespace.to_owned(),
             interface: None,
             text,
+            ipam_only: false,
         })
+    }
+
+    /// The provider of an IPAM-only NAD: `<nad>.<namespace>`.
+    pub fn for_ipam_nad(nad: &str, namespace: &str) -> Result<Self, ProviderError> {
+        let ovn = Self::for_nad(nad, namespace)?;
+        Ok(Self {
+            text: format!("{nad}.{namespace}"),
+            ipam_only: true,
+            ..ovn
+        })
+    }
+
+    /// Parses an IPAM-only provider, `<nad>.<namespace>`.
+    pub fn parse_ipam_only(value: &str) -> Result<Self, ProviderError> {
+        let form = || ProviderError::IpamForm(value.to_owned());
+        let (nad, namespace) = value.split_once('.').ok_or_else(form)?;
+        if namespace.contains('.') {
+            return Err(form());
+        }
+        Self::for_ipam_nad(nad, namespace).map_err(|e| e.naming(value))
+    }
+
+    /// Whether this is an IPAM-only provider (no OVN port, no logical switch).
+    pub fn is_ipam_only(&self) -> bool {
+        self.ipam_only
     }
 
     /// Parses `<nad>.<namespace>.ovn` or `<nad>.<namespace>.ovn.<ifname>`.
@@ -216,20 +269,7 @@ impl Provider {
         if parts.next() != Some(OVN_SUFFIX) {
             return Err(form());
         }
-        let base = Self::for_nad(nad, namespace).map_err(|e| match e {
-            ProviderError::Part {
-                part,
-                value: v,
-                reason,
-                ..
-            } => ProviderError::Part {
-                provider: value.to_owned(),
-                part,
-                value: v,
-                reason,
-            },
-            other => other,
-        })?;
+        let base = Self::for_nad(nad, namespace).map_err(|e| e.naming(value))?;
         match parts.next() {
             None => Ok(base),
             Some(ifname) => {
@@ -251,11 +291,17 @@ impl Provider {
 
     /// The provider without an interface suffix (what Subnets and NAD configs name).
     pub fn base(&self) -> Self {
+        let text = if self.ipam_only {
+            format!("{}.{}", self.nad, self.namespace)
+        } else {
+            format!("{}.{}.{OVN_SUFFIX}", self.nad, self.namespace)
+        };
         Self {
             nad: self.nad.clone(),
             namespace: self.namespace.clone(),
             interface: None,
-            text: format!("{}.{}.{OVN_SUFFIX}", self.nad, self.namespace),
+            text,
+            ipam_only: self.ipam_only,
         }
     }
 
@@ -369,6 +415,30 @@ mod tests {
         assert!(err.to_string().contains("NAD name \"Net\""), "{err}");
         let err = Provider::parse("a.b.ovn.abcdefghijklmnop").unwrap_err();
         assert!(err.to_string().contains("interface"), "{err}");
+    }
+
+    #[test]
+    fn ipam_only_providers_have_no_ovn_part() {
+        let p = Provider::parse_ipam_only("ovn-vpc-external-network.kube-system").unwrap();
+        assert!(p.is_ipam_only());
+        assert_eq!(p.nad(), "ovn-vpc-external-network");
+        assert_eq!(p.namespace(), "kube-system");
+        assert_eq!(
+            p,
+            Provider::for_ipam_nad("ovn-vpc-external-network", "kube-system").unwrap()
+        );
+        assert_eq!(
+            p.annotation(ProviderKey::IpAddress),
+            "ovn-vpc-external-network.kube-system.kubernetes.io/ip_address"
+        );
+        assert_eq!(p.base(), p);
+        assert_eq!(p.with_interface("net2").base(), p);
+        // Each parser reads its own form only.
+        assert!(Provider::parse(p.as_str()).is_err());
+        for bad in ["a", "a.b.ovn", "a.b.c", "A.b", "a."] {
+            assert!(Provider::parse_ipam_only(bad).is_err(), "{bad}");
+        }
+        assert!(!Provider::parse("a.b.ovn").unwrap().is_ipam_only());
     }
 
     #[test]

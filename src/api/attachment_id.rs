@@ -35,7 +35,7 @@ impl AttachmentId {
         let base = provider.base();
         let position = selections
             .iter()
-            .filter(|s| Provider::for_nad(&s.name, &s.namespace).is_ok_and(|p| p == base))
+            .filter(|s| s.name == base.nad() && s.namespace == base.namespace())
             .position(|s| s.interface == ifname);
         match position {
             Some(n) if n > 0 => base.with_interface(ifname),

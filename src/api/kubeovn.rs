@@ -94,6 +94,35 @@ pub struct KubeOvnSpec {
     /// Log filter for every role (e.g. `info`, `kube_ovn=debug`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// VPC NAT gateways: the external network their pods reach the outside through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_gateway: Option<NatGatewayConfig>,
+}
+
+/// Cluster-wide settings of the VPC NAT gateways.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatGatewayConfig {
+    /// When set, the operator creates the Subnet `ovn-vpc-external-network` and the macvlan
+    /// NetworkAttachmentDefinition `<namespace>/ovn-vpc-external-network` on `interface`
+    /// (removed again when unset). Unset: create them yourself, or use none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_network: Option<ExternalNetwork>,
+}
+
+/// The underlay network NAT gateways hold their EIPs on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalNetwork {
+    /// The nodes' NIC on the external network (the macvlan master), e.g. `eth1`.
+    pub interface: String,
+    /// The external network's CIDR, e.g. `172.18.0.0/16`.
+    pub cidr: String,
+    /// Its gateway (the NAT gateways' default route).
+    pub gateway: String,
+    /// Addresses never handed out (in use outside the cluster): single IPs or `a..b` ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_ips: Vec<String>,
 }
 
 impl Default for KubeOvnSpec {
@@ -112,6 +141,7 @@ impl Default for KubeOvnSpec {
             mtu: None,
             cni_bin_dir: default_cni_bin_dir(),
             log_level: None,
+            nat_gateway: None,
         }
     }
 }
@@ -263,6 +293,20 @@ spec: {}
         assert_eq!(kube_ovn.spec.ovn_central.replicas, 1);
         assert_eq!(kube_ovn.spec.datapath, DatapathType::System);
         assert_eq!(kube_ovn.spec, KubeOvnSpec::default());
+    }
+
+    #[test]
+    fn the_external_network_reads() {
+        let spec: KubeOvnSpec = serde_json::from_str(
+            r#"{"natGateway": {"externalNetwork": {"interface": "eth1", "cidr": "172.18.0.0/16",
+                "gateway": "172.18.0.1", "excludeIps": ["172.18.0.2..172.18.0.9"]}}}"#,
+        )
+        .unwrap();
+        let ext = spec.nat_gateway.unwrap().external_network.unwrap();
+        assert_eq!(ext.interface, "eth1");
+        assert_eq!(ext.cidr, "172.18.0.0/16");
+        assert_eq!(ext.gateway, "172.18.0.1");
+        assert_eq!(ext.exclude_ips, ["172.18.0.2..172.18.0.9"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The NetworkAttachmentDefinition (`k8s.cni.cncf.io/v1`, namespaced, `spec.config`
 //! a CNI config string) and the reading of a kube-ovn NAD config into
-//! `KubeOvnNetConf`. Whether a NAD is ours is decided here: `type` is `kube-ovn`.
+//! `KubeOvnNetConf`. Whether a NAD is ours is decided here: `type` is `kube-ovn`; another
+//! plugin's NAD whose `ipam.type` is `kube-ovn` is IPAM-only (`KubeOvnIpamConf`).
 
 // kube-derive attributes repeat keys (`printcolumn(type_ = …)`) by design.
 #![allow(clippy::duplicated_attributes)]
@@ -127,6 +128,51 @@ pub fn parse_kube_ovn_config(nad: &str, config: &str) -> Result<KubeOvnNetConf, 
     Ok(conf)
 }
 
+/// The `ipam` section of another plugin's NAD that takes its addresses from kube-ovn
+/// (`"ipam": {"type": "kube-ovn", "server_socket": …, "provider": "<nad>.<ns>"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeOvnIpamConf {
+    #[serde(rename = "type")]
+    pub ipam_type: String,
+    #[serde(default)]
+    pub server_socket: String,
+    /// Must equal `<nad>.<nad-namespace>` (checked by the attachment planner).
+    #[serde(default)]
+    pub provider: String,
+}
+
+/// The kube-ovn IPAM section of a NAD config whose plugin is not kube-ovn: `Ok(None)` when
+/// its IPAM is another one (or the config has none); an error when it names kube-ovn but
+/// lacks the provider.
+pub fn parse_kube_ovn_ipam(
+    nad: &str,
+    config: &str,
+) -> Result<Option<KubeOvnIpamConf>, NadConfigError> {
+    let value: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| NadConfigError::Malformed {
+            nad: nad.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let Some(ipam) = value.get("ipam") else {
+        return Ok(None);
+    };
+    if ipam.get("type").and_then(serde_json::Value::as_str) != Some(KUBE_OVN_CNI_TYPE) {
+        return Ok(None);
+    }
+    let conf: KubeOvnIpamConf =
+        serde_json::from_value(ipam.clone()).map_err(|e| NadConfigError::Invalid {
+            nad: nad.to_owned(),
+            reason: format!("ipam: {e}"),
+        })?;
+    if conf.provider.is_empty() {
+        return Err(NadConfigError::Invalid {
+            nad: nad.to_owned(),
+            reason: "ipam: \"provider\" is empty (it must be <nad>.<namespace>)".into(),
+        });
+    }
+    Ok(Some(conf))
+}
+
 impl NetworkAttachmentDefinition {
     /// `ns/name` of this NAD.
     pub fn key(&self) -> String {
@@ -188,6 +234,27 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn other_plugins_may_take_addresses_from_kube_ovn() {
+        let macvlan = r#"{"cniVersion":"0.3.1","type":"macvlan","master":"eth1","mode":"bridge",
+            "ipam":{"type":"kube-ovn","server_socket":"/run/openvswitch/kube-ovn-daemon.sock",
+            "provider":"ovn-vpc-external-network.kube-system"}}"#;
+        let conf = parse_kube_ovn_ipam("kube-system/ovn-vpc-external-network", macvlan)
+            .unwrap()
+            .unwrap();
+        assert_eq!(conf.provider, "ovn-vpc-external-network.kube-system");
+        assert_eq!(conf.server_socket, "/run/openvswitch/kube-ovn-daemon.sock");
+        let host_local = r#"{"cniVersion":"0.3.1","type":"macvlan","ipam":{"type":"host-local"}}"#;
+        assert_eq!(parse_kube_ovn_ipam("ns/n", host_local).unwrap(), None);
+        assert_eq!(
+            parse_kube_ovn_ipam("ns/n", r#"{"type":"macvlan"}"#).unwrap(),
+            None
+        );
+        let no_provider = r#"{"type":"macvlan","ipam":{"type":"kube-ovn"}}"#;
+        let err = parse_kube_ovn_ipam("ns/n", no_provider).unwrap_err();
+        assert!(err.to_string().contains("provider"), "{err}");
     }
 
     #[test]

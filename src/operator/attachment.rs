@@ -21,6 +21,9 @@
 //! - MAC: element `mac`, per-NIC `mac_address.<iface>`, `<key>.kubernetes.io/mac_address`.
 //! - Default route: element `default-route` gateways, else
 //!   `<key>.kubernetes.io/default_route: "true"`.
+//! - Another plugin's NAD whose `ipam` is kube-ovn (the NAT gateways' macvlan external
+//!   network) is IPAM-only: provider `<nad>.<nad-namespace>` (its `ipam.provider` must say
+//!   so), a subnet with that provider, the same annotations and IP CR, and no OVN port.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -31,7 +34,7 @@ use ipnet::IpNet;
 use crate::api::annotations::{nic_annotation, NicKey, Provider, ProviderKey, NETWORKS};
 use crate::api::attachment_id::AttachmentId;
 use crate::api::mac::MacAddr;
-use crate::api::nad::{parse_kube_ovn_config, NadConfigError};
+use crate::api::nad::{parse_kube_ovn_config, parse_kube_ovn_ipam, NadConfigError};
 use crate::api::selection::{parse_networks, IpRequest, NetworkSelection, SelectionError};
 use crate::api::subnet::{Subnet, SubnetCidrError};
 
@@ -178,11 +181,13 @@ pub enum AttachmentError {
         network: String,
         source: NadConfigError,
     },
-    #[error("network {network}: NAD provider {configured:?} must be {expected:?} (<nad>.<namespace>.ovn)")]
+    #[error("network {network}: NAD provider {configured:?} must be {expected:?} ({form})")]
     ProviderMismatch {
         network: String,
         configured: String,
         expected: String,
+        /// `<nad>.<namespace>.ovn`, or `<nad>.<namespace>` for an IPAM-only NAD.
+        form: &'static str,
     },
     #[error("network {network}: {reason}")]
     InvalidProvider { network: String, reason: String },
@@ -324,15 +329,25 @@ where
             out.errors.push(AttachmentError::NadNotFound { network });
             continue;
         };
-        let conf = match parse_kube_ovn_config(&network, &config) {
-            Ok(conf) => conf,
+        let provider = match parse_kube_ovn_config(&network, &config) {
+            Ok(conf) => Configured::Ovn(conf.provider),
             Err(NadConfigError::NotKubeOvn { found, .. }) => {
-                out.skipped.push(SkippedNetwork {
-                    network,
-                    interface: selection.interface.clone(),
-                    cni_type: found,
-                });
-                continue;
+                match parse_kube_ovn_ipam(&network, &config) {
+                    Ok(Some(ipam)) => Configured::IpamOnly(ipam.provider),
+                    Ok(None) => {
+                        out.skipped.push(SkippedNetwork {
+                            network,
+                            interface: selection.interface.clone(),
+                            cni_type: found,
+                        });
+                        continue;
+                    }
+                    Err(source) => {
+                        out.errors
+                            .push(AttachmentError::NadConfig { network, source });
+                        continue;
+                    }
+                }
             }
             Err(source) => {
                 out.errors
@@ -340,7 +355,7 @@ where
                 continue;
             }
         };
-        match plan_one(pod, &selections, selection, &conf.provider, subnets) {
+        match plan_one(pod, &selections, selection, &provider, subnets) {
             Ok(plan) => out.plans.push(plan),
             Err(e) => out.errors.push(e),
         }
@@ -348,25 +363,44 @@ where
     out
 }
 
+/// The provider a NAD config declares, and of which kind.
+enum Configured {
+    /// A kube-ovn NAD: an OVN port on a logical switch.
+    Ovn(String),
+    /// Another plugin's NAD with kube-ovn as its IPAM: addresses only.
+    IpamOnly(String),
+}
+
 fn plan_one(
     pod: PodAttachmentInput<'_>,
     selections: &[NetworkSelection],
     selection: &NetworkSelection,
-    configured_provider: &str,
+    configured: &Configured,
     subnets: &SubnetIndex,
 ) -> Result<AttachmentPlan, AttachmentError> {
     let network = selection.network_name();
-    let provider = Provider::for_nad(&selection.name, &selection.namespace).map_err(|e| {
-        AttachmentError::InvalidProvider {
-            network: network.clone(),
-            reason: e.to_string(),
-        }
+    let (expected, configured_provider, form) = match configured {
+        Configured::Ovn(p) => (
+            Provider::for_nad(&selection.name, &selection.namespace),
+            p,
+            "<nad>.<namespace>.ovn",
+        ),
+        Configured::IpamOnly(p) => (
+            Provider::for_ipam_nad(&selection.name, &selection.namespace),
+            p,
+            "<nad>.<namespace>",
+        ),
+    };
+    let provider = expected.map_err(|e| AttachmentError::InvalidProvider {
+        network: network.clone(),
+        reason: e.to_string(),
     })?;
     if configured_provider != provider.as_str() {
         return Err(AttachmentError::ProviderMismatch {
             network,
-            configured: configured_provider.to_owned(),
+            configured: configured_provider.clone(),
             expected: provider.to_string(),
+            form,
         });
     }
     let key = AttachmentId::key_for(selections, &provider, &selection.interface);
@@ -967,6 +1001,58 @@ mod tests {
         let plans = out.into_result().unwrap();
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].interface, "net2");
+    }
+
+    #[test]
+    fn ipam_only_nads_are_planned_without_a_port() {
+        let mut nads = nads(&[]);
+        let macvlan = |provider: &str| {
+            format!(
+                r#"{{"cniVersion":"0.3.1","type":"macvlan","master":"eth1","mode":"bridge","ipam":{{"type":"kube-ovn","server_socket":"/run/openvswitch/kube-ovn-daemon.sock","provider":"{provider}"}}}}"#
+            )
+        };
+        nads.insert(
+            ("default".into(), "external".into()),
+            macvlan("external.default"),
+        );
+        let external = Subnet::new(
+            "ext",
+            SubnetSpec {
+                provider: Some("external.default".into()),
+                cidr_block: Some("172.18.0.0/16".into()),
+                ..Default::default()
+            },
+        );
+        let subnets = [seed_subnet(), external];
+        let plans = plan(
+            "gw",
+            &networks("kube-ovn-vpc-network,external"),
+            &nads,
+            &subnets,
+        )
+        .into_result()
+        .unwrap();
+        assert!(!plans[0].provider.is_ipam_only());
+        assert_eq!(plans[1].provider.as_str(), "external.default");
+        assert!(plans[1].provider.is_ipam_only());
+        assert_eq!(plans[1].subnet, "ext");
+        assert_eq!(plans[1].vpc, None);
+        assert_eq!(plans[1].interface, "net2");
+        assert_eq!(
+            plans[1].annotation(ProviderKey::IpAddress),
+            "external.default.kubernetes.io/ip_address"
+        );
+
+        nads.insert(
+            ("default".into(), "external".into()),
+            macvlan("external.default.ovn"),
+        );
+        let err = only_error(plan("gw", &networks("external"), &nads, &subnets));
+        assert_eq!(err.reason(), "ProviderMismatch");
+        assert_eq!(
+            err.to_string(),
+            "network default/external: NAD provider \"external.default.ovn\" must be \"external.default\" (<nad>.<namespace>)"
+        );
     }
 
     #[test]

@@ -17,9 +17,11 @@ use super::events::Notifier;
 use super::ports::PortBatcher;
 use super::queue::WorkQueue;
 use super::status::Metrics;
+use crate::api::annotations::Provider;
 use crate::api::attachment_id;
 use crate::api::ip::IP;
 use crate::api::nad::NetworkAttachmentDefinition;
+use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::Vpc;
 use crate::ipam::Ipam;
@@ -93,6 +95,7 @@ pub struct Context {
     pub vpcs: Store<Vpc>,
     pub nads: Store<NetworkAttachmentDefinition>,
     pub ips: Store<IP>,
+    pub nat_gateways: Store<VpcNatGateway>,
     pub events: Notifier,
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for the controllers' backoff.
@@ -112,6 +115,9 @@ pub struct Context {
     pub started: Instant,
     /// Bumped on every NAD or Subnet change that may unblock waiting pods.
     pub changes: AtomicU64,
+    /// Held while a VPC's routes are planned and written (`routes::sync`): two writers
+    /// planning against the same cache would insert one route twice.
+    pub routes_lock: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -196,7 +202,12 @@ impl Context {
         {
             return Some(reason.clone());
         }
-        let in_nb = self.nb.switch_exists(subnet);
+        // An IPAM-only subnet (another plugin's network) has no logical switch.
+        let ipam_only = self
+            .subnets
+            .get(&kube::runtime::reflector::ObjectRef::new(subnet))
+            .is_some_and(|s| Provider::parse_ipam_only(s.provider()).is_ok());
+        let in_nb = ipam_only || self.nb.switch_exists(subnet);
         (self.ipam.subnet(subnet).is_none() || !in_nb)
             .then(|| format!("subnet {subnet:?} is not set up yet"))
     }

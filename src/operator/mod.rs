@@ -7,7 +7,11 @@
 //! - `ports`: NB port changes of many pods batched into few transactions.
 //! - `install`: the KubeOvn controller (the install switch: renders and runs central, the
 //!   chassis and the node role, and says where NB is).
-//! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status).
+//! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status); `routes`:
+//!   what a VPC's router routes (its spec's routes and policies, its NAT gateways' default
+//!   routes).
+//! - `natgw`: the VPC NAT gateway controllers (VpcNatGateway, IptablesEIP, the NAT rules,
+//!   the external network).
 //! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
 //! - `queue`: the pod work queue; `events`: Events; `status`: the status endpoint
@@ -26,9 +30,11 @@ pub mod gc;
 pub mod install;
 pub mod leader;
 pub mod nad;
+pub mod natgw;
 pub mod pod;
 pub mod ports;
 pub mod queue;
+pub mod routes;
 pub mod status;
 pub mod subnet;
 pub mod vpc;
@@ -51,6 +57,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::api::ip::IP;
+use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::Vpc;
 use crate::ipam::Ipam;
@@ -99,7 +106,7 @@ pub struct OperatorArgs {
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
-const REQUIRED_CRDS: [(&str, &str); 5] = [
+const REQUIRED_CRDS: [(&str, &str); 10] = [
     (
         "kubeovns.operator.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -107,6 +114,26 @@ const REQUIRED_CRDS: [(&str, &str); 5] = [
     ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    (
+        "vpc-nat-gateways.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
+    (
+        "iptables-eips.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
+    (
+        "iptables-fip-rules.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
+    (
+        "iptables-dnat-rules.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
+    (
+        "iptables-snat-rules.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
     (
         "network-attachment-definitions.k8s.cni.cncf.io",
         "install Multus (it installs the NetworkAttachmentDefinition CRD)",
@@ -133,14 +160,14 @@ async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mirrors `K` into `writer` until the process stops; with `wake`, every
-/// change requeues the pods waiting for a NAD or subnet (the planner reads
-/// this store, so they must be retried after it changed, not before).
-async fn mirror<K>(
+/// Mirrors `K` into `writer` until the process stops; `changed` runs after every change
+/// past the first list (e.g. requeueing the pods waiting for a subnet: the planner reads this
+/// store, so they must be retried after it changed, not before).
+pub(crate) async fn mirror<K>(
     api: Api<K>,
     mut writer: Writer<K>,
     what: &'static str,
-    wake: Option<Arc<Context>>,
+    changed: impl Fn() + Send + 'static,
 ) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -152,10 +179,8 @@ async fn mirror<K>(
         match event {
             Ok(e) => {
                 writer.apply_watcher_event(&e);
-                if let Some(ctx) = &wake {
-                    if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
-                        ctx.requeue_waiting();
-                    }
+                if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                    changed();
                 }
             }
             Err(e) => warn!(error = %e, what, "watch failed; retrying"),
@@ -235,6 +260,7 @@ async fn lead(
         central: central_tx,
     });
     info!(version = %install_ctx.operator.version, image = ?install_ctx.operator.image, "KubeOvn controller starting");
+    let operator = install_ctx.operator.clone();
     tasks.spawn(install::run(install_ctx));
     let nb_endpoint = match args.ovn_nb.clone() {
         Some(endpoint) => endpoint,
@@ -291,6 +317,7 @@ async fn lead(
     let (vpcs, vpc_writer) = reflector::store();
     let (nads, nad_writer) = reflector::store();
     let (ips, ip_writer) = reflector::store();
+    let (nat_gateways, nat_gateway_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         nb,
@@ -301,6 +328,7 @@ async fn lead(
         vpcs,
         nads,
         ips,
+        nat_gateways,
         events: events::Notifier::new(client.clone()),
         metrics: metrics.clone(),
         failures: Default::default(),
@@ -313,6 +341,7 @@ async fn lead(
         initial: Mutex::new(None),
         started,
         changes: Default::default(),
+        routes_lock: tokio::sync::Mutex::new(()),
     });
 
     status_api.set_context(ctx.clone());
@@ -320,20 +349,31 @@ async fn lead(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
         "subnets",
-        Some(ctx.clone()),
+        {
+            let ctx = ctx.clone();
+            move || ctx.requeue_waiting()
+        },
     ));
     tasks.spawn(mirror(
         Api::<Vpc>::all(client.clone()),
         vpc_writer,
         "vpcs",
-        None,
+        || {},
     ));
     tasks.spawn(mirror(
         Api::<IP>::all(client.clone()),
         ip_writer,
         "ips",
-        None,
+        || {},
     ));
+    tasks.spawn(mirror(
+        Api::<VpcNatGateway>::all(client.clone()),
+        nat_gateway_writer,
+        "vpc-nat-gateways",
+        || {},
+    ));
+    let (nat, nat_writers) = natgw::context(ctx.clone(), operator);
+    natgw::watch(&nat, nat_writers, tasks).await?;
     tasks.spawn(nad::watch(ctx.clone(), nad_writer));
     // Stores the pod side reads must be complete before pods are planned,
     // and a pod missing from an incomplete pod store would count as deleted.
@@ -345,11 +385,14 @@ async fn lead(
         ctx.nads.wait_until_ready().await.is_ok(),
         ctx.ips.wait_until_ready().await.is_ok(),
         ctx.pods.wait_until_ready().await.is_ok(),
+        ctx.nat_gateways.wait_until_ready().await.is_ok(),
     ] {
         anyhow::ensure!(ready, "a watch stopped before its first list");
     }
-    // Claim every address the cluster shows before any pod is served.
+    // Claim every address the cluster shows before any pod is served: the pods' and IP CRs',
+    // then the NAT gateways' lanIps and the EIPs'.
     adopt::adopt(&ctx).await?;
+    natgw::adopt(&nat).await;
     tasks.spawn(pod::run_workers(ctx.clone(), args.pod_workers));
     tasks.spawn(gc::run(
         ctx.clone(),
@@ -359,6 +402,7 @@ async fn lead(
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
+    natgw::run(&nat, tasks);
     info!("operator running (secondary-network mode)");
 
     let explicit_nb = args.ovn_nb.is_some();

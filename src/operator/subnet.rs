@@ -12,6 +12,10 @@
 //! without a `<nad>.<ns>.ovn` provider is invalid too: the `ovn` provider is
 //! the primary network, which this operator does not run. Of two overlapping
 //! subnets of one VPC the older one (creation time, then name) stays valid.
+//! A Subnet whose provider is `<nad>.<ns>` is IPAM-only: the address range of
+//! another plugin's network that takes its addresses from kube-ovn (the NAT
+//! gateways' macvlan `ovn-vpc-external-network`); it needs no VPC (`spec.vpc`
+//! is ignored) and gets no logical switch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +46,8 @@ pub const FINALIZER: &str = "kubeovn.io/subnet-controller";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidSubnet {
     pub name: String,
-    pub vpc: String,
+    /// `None` for an IPAM-only subnet (no logical switch, no router port).
+    pub vpc: Option<String>,
     pub provider: String,
     pub cidrs: Vec<IpNet>,
     pub ipam: ipam::SubnetSpec,
@@ -76,32 +81,31 @@ pub fn validate(
         .spec
         .cidrs(&name)
         .map_err(|e| problem("InvalidCidr", e.to_string()))?;
-    let vpc = subnet
-        .spec
-        .vpc
-        .clone()
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| {
-            problem(
-                "VpcRequired",
-                format!(
-                    "subnet {name:?}: spec.vpc is required: in secondary-network mode there is no default VPC"
-                ),
-            )
-        })?;
     let provider = subnet.spec.provider.clone().unwrap_or_default();
-    match Provider::parse(&provider) {
-        Ok(p) if p.interface().is_none() => {}
+    let ipam_only = match Provider::parse(&provider) {
+        Ok(p) if p.interface().is_none() => false,
+        _ if Provider::parse_ipam_only(&provider).is_ok() => true,
         _ => {
-            return Err(problem(
-                "InvalidProvider",
-                format!(
-                "subnet {name:?}: provider {provider:?} is not of the form <nad>.<namespace>.ovn \
-                     (the primary provider \"ovn\" is not supported in secondary-network mode)"
-            ),
-            ))
+            let message = format!(
+                "subnet {name:?}: provider {provider:?} is not of the form \
+                 <nad>.<namespace>.ovn (or <nad>.<namespace> for another plugin's network with \
+                 kube-ovn IPAM; the primary provider \"ovn\" is not supported in \
+                 secondary-network mode)"
+            );
+            return Err(problem("InvalidProvider", message));
         }
-    }
+    };
+    let vpc = match subnet.spec.vpc.clone().filter(|v| !v.trim().is_empty()) {
+        _ if ipam_only => None,
+        Some(vpc) => Some(vpc),
+        None => {
+            let message = format!(
+                "subnet {name:?}: spec.vpc is required: in secondary-network mode there is no \
+                 default VPC"
+            );
+            return Err(problem("VpcRequired", message));
+        }
+    };
     let ipam = ipam::SubnetSpec {
         name: name.clone(),
         cidr_block: cidrs
@@ -116,6 +120,15 @@ pub fn validate(
     Allocator::new()
         .add_subnet(ipam.clone())
         .map_err(|e| problem("InvalidSubnet", e.to_string()))?;
+    let Some(vpc) = vpc else {
+        return Ok(ValidSubnet {
+            name,
+            vpc: None,
+            provider,
+            cidrs,
+            ipam,
+        });
+    };
     for other in all {
         let other_name = other.name_any();
         if other_name == name
@@ -150,7 +163,7 @@ pub fn validate(
     }
     Ok(ValidSubnet {
         name,
-        vpc,
+        vpc: Some(vpc),
         provider,
         cidrs,
         ipam,
@@ -252,29 +265,35 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
         .iter()
         .zip(&view.cidrs)
         .find_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())));
-    let router_ids = external_ids::ours([(external_ids::VPC, valid.vpc.as_str())]);
-    let switch_ids = external_ids::ours([
-        (external_ids::VPC, valid.vpc.as_str()),
-        (external_ids::PROVIDER, valid.provider.as_str()),
-    ]);
-    let mac = view.gateway_mac.to_string();
-    let started = Instant::now();
-    let wrote = ctx
-        .nb
-        .apply(|t| {
-            t.ensure_router(&valid.vpc, &router_ids)?;
-            t.ensure_switch(&name, &switch_ids)?;
-            if let Some(gw) = &gateway {
-                t.ensure_router_port_pair(&valid.vpc, &name, gw, &mac)?;
-            }
-            Ok(())
-        })
-        .await;
-    ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
-    let wrote = wrote.map_err(|source| Error::Nb {
-        subnet: name.clone(),
-        source,
-    })?;
+    let wrote = match &valid.vpc {
+        Some(vpc) => {
+            let router_ids = external_ids::ours([(external_ids::VPC, vpc.as_str())]);
+            let switch_ids = external_ids::ours([
+                (external_ids::VPC, vpc.as_str()),
+                (external_ids::PROVIDER, valid.provider.as_str()),
+            ]);
+            let mac = view.gateway_mac.to_string();
+            let started = Instant::now();
+            let wrote = ctx
+                .nb
+                .apply(|t| {
+                    t.ensure_router(vpc, &router_ids)?;
+                    t.ensure_switch(&name, &switch_ids)?;
+                    if let Some(gw) = &gateway {
+                        t.ensure_router_port_pair(vpc, &name, gw, &mac)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
+            wrote.map_err(|source| Error::Nb {
+                subnet: name.clone(),
+                source,
+            })?
+        }
+        // IPAM-only: nothing in OVN.
+        None => false,
+    };
     let was_invalid = ctx
         .invalid_subnets
         .lock()
@@ -285,7 +304,7 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
         ctx.events.forget(&subnet.object_ref(&()));
     }
     if wrote || change.created {
-        info!(subnet = %name, vpc = %valid.vpc, cidr = %valid.ipam.cidr_block, "subnet ready");
+        info!(subnet = %name, vpc = ?valid.vpc, cidr = %valid.ipam.cidr_block, "subnet ready");
     } else {
         debug!(subnet = %name, "subnet unchanged");
     }
@@ -342,7 +361,13 @@ pub fn desired_status(
     match outcome {
         Ok(valid) => {
             set(VALIDATED, true, "Valid", String::new());
-            let message = format!("logical switch {} on router {}", valid.name, valid.vpc);
+            let message = match &valid.vpc {
+                Some(vpc) => format!("logical switch {} on router {vpc}", valid.name),
+                None => format!(
+                    "IPAM only (provider {}): addresses for another plugin's network, no logical switch",
+                    valid.provider
+                ),
+            };
             set(READY, true, "Ready", message);
             status.cidr_block = Some(valid.ipam.cidr_block.clone());
         }
@@ -492,7 +517,7 @@ mod tests {
         let s = subnet("subnet-secondary", Some("vpc-a"), "10.100.0.0/16", 0);
         let v = check(&s, std::slice::from_ref(&s)).unwrap();
         assert_eq!(v.ipam.cidr_block, "10.100.0.0/16");
-        assert_eq!(v.vpc, "vpc-a");
+        assert_eq!(v.vpc.as_deref(), Some("vpc-a"));
     }
 
     #[test]
@@ -535,11 +560,36 @@ mod tests {
         let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
         s.spec.provider = Some("ovn".into());
         assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidProvider");
-        s.spec.provider = Some("n1.default".into());
+        // (`n1.default` is an IPAM-only provider: see `an_ipam_only_subnet_needs_no_vpc`.)
+        s.spec.provider = Some("n1".into());
+        assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidProvider");
+        s.spec.provider = Some("n1.default.ovn.net2".into());
         assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidProvider");
 
         let s = subnet("s", Some("vpc-a"), "10.1.0.0/33", 0);
         assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidCidr");
+    }
+
+    #[test]
+    fn an_ipam_only_subnet_needs_no_vpc() {
+        let mut s = (*subnet("ovn-vpc-external-network", None, "172.18.0.0/16", 0)).clone();
+        s.spec.provider = Some("ovn-vpc-external-network.kube-system".into());
+        s.spec.gateway = Some("172.18.0.1".into());
+        let v = check(&s, &[]).expect("valid");
+        assert_eq!(v.vpc, None);
+        assert_eq!(v.provider, "ovn-vpc-external-network.kube-system");
+        let status = desired_status(
+            &s,
+            Ok(&v),
+            None,
+            Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000).unwrap()),
+        );
+        let ready = crate::api::condition::find_condition(&status.conditions, READY).unwrap();
+        assert!(ready.is_true());
+        assert!(ready.message.contains("IPAM only"), "{}", ready.message);
+        // A spec.vpc on it is ignored, even one that does not exist.
+        s.spec.vpc = Some("nope".into());
+        assert_eq!(check(&s, &[]).expect("valid").vpc, None);
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The Vpc controller: Vpc → Logical_Router `<vpc>`; status lists the router
-//! and the VPC's subnets, with a Ready condition. Deleting a Vpc deletes its
-//! router (its subnets then report `VpcNotFound`).
+//! The Vpc controller: Vpc → Logical_Router `<vpc>` with its static routes and policies
+//! (`spec.staticRoutes`, `spec.policyRoutes` and the NAT gateways' default routes, planned in
+//! `routes.rs`), in one NB transaction; status lists the router and the VPC's subnets, with a
+//! Ready condition and a Validated one naming route entries that cannot be read (they are
+//! left out, the rest applies). Deleting a Vpc deletes its router (its subnets then report
+//! `VpcNotFound`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,14 +16,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::controller::{self, ControllerError, Failure, Retry};
-use crate::api::condition::{set_condition, Condition, ConditionStatus, READY};
+use super::routes;
+use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
+use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::{Vpc, VpcStatus};
-use crate::ovn::external_ids;
 
 pub const FINALIZER: &str = "kubeovn.io/vpc-controller";
 
@@ -54,8 +58,14 @@ impl ControllerError for Error {
 
 const CONTROLLER: &str = "vpc";
 
-/// The VPC's status as of `now`, given the names of its subnets. Pure.
-pub fn desired_status(vpc: &Vpc, subnets: Vec<String>, now: Time) -> VpcStatus {
+/// The VPC's status as of `now`, given the names of its subnets and the spec's route entries
+/// that could not be applied. Pure.
+pub fn desired_status(
+    vpc: &Vpc,
+    subnets: Vec<String>,
+    route_problems: &[String],
+    now: Time,
+) -> VpcStatus {
     let mut status = vpc.status.clone().unwrap_or_default();
     let name = vpc.name_any();
     status.router = Some(name.clone());
@@ -69,9 +79,32 @@ pub fn desired_status(vpc: &Vpc, subnets: Vec<String>, now: Time) -> VpcStatus {
             "Ready",
             format!("logical router {name}"),
             vpc.metadata.generation,
-            now,
+            now.clone(),
         ),
     );
+    let validated = if route_problems.is_empty() {
+        Condition::new(
+            VALIDATED,
+            ConditionStatus::True,
+            "Valid",
+            "",
+            vpc.metadata.generation,
+            now,
+        )
+    } else {
+        Condition::new(
+            VALIDATED,
+            ConditionStatus::False,
+            "InvalidRoute",
+            format!(
+                "vpc {name:?}: left out (the other routes apply): {}",
+                route_problems.join("; ")
+            ),
+            vpc.metadata.generation,
+            now,
+        )
+    };
+    set_condition(&mut status.conditions, validated);
     status.observed_generation = vpc.metadata.generation;
     status
 }
@@ -90,17 +123,19 @@ async fn reconcile(vpc: Arc<Vpc>, ctx: Arc<Context>) -> Result<Action, Failure<E
 
 async fn apply(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
     let name = vpc.name_any();
-    let ids = external_ids::ours([(external_ids::VPC, name.as_str())]);
     let started = Instant::now();
-    let created = ctx.nb.ensure_router(&name, &ids).await;
+    let synced = routes::sync(ctx, &name).await;
     ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
-    let created = created.map_err(|source| Error::Nb {
-        vpc: name.clone(),
-        source,
-    })?;
-    if created {
-        info!(vpc = %name, "logical router ensured");
+    let plan = synced
+        .map_err(|source| Error::Nb {
+            vpc: name.clone(),
+            source,
+        })?
+        .unwrap_or_default();
+    for problem in &plan.problems {
+        warn!(vpc = %name, "route left out: {problem}");
     }
+    debug!(vpc = %name, routes = plan.routes.len(), policies = plan.policies.len(), "logical router and routes ensured");
     let mut subnets: Vec<String> = ctx
         .subnets
         .state()
@@ -109,7 +144,7 @@ async fn apply(vpc: Arc<Vpc>, ctx: &Context) -> Result<Action, Error> {
         .map(|s| s.name_any())
         .collect();
     subnets.sort();
-    let status = desired_status(&vpc, subnets, Time(Timestamp::now()));
+    let status = desired_status(&vpc, subnets, &plan.problems, Time(Timestamp::now()));
     if vpc.status.as_ref() != Some(&status) {
         controller::apply_status::<Vpc, _>(&ctx.client, &name, &status)
             .await
@@ -142,9 +177,13 @@ fn error_policy(vpc: Arc<Vpc>, error: &Failure<Error>, ctx: Arc<Context>) -> Act
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Vpc> = Api::all(ctx.client.clone());
     let subnets: Api<Subnet> = Api::all(ctx.client.clone());
+    let gateways: Api<VpcNatGateway> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default())
         .watches(subnets, watcher::Config::default(), |s: Subnet| {
             s.spec.vpc.map(|v| ObjectRef::<Vpc>::new(&v))
+        })
+        .watches(gateways, watcher::Config::default(), |g: VpcNatGateway| {
+            Some(ObjectRef::<Vpc>::new(&g.spec.vpc)).filter(|_| !g.spec.vpc.is_empty())
         })
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

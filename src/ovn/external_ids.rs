@@ -1,7 +1,8 @@
-//! The `external_ids` we write, in one place: on NB rows (routers, switches, logical switch
-//! ports) and on the node's OVS rows (pod interfaces, QoS and Queue rows). Key names follow
-//! Kube-OVN's where it has one; the others are ours and say so. Also the vendor mark by
-//! which we recognise our own rows, and the map builders every writer uses.
+//! The `external_ids` we write, in one place: on NB rows (routers and their static routes and
+//! policies, switches, logical switch ports) and on the node's OVS rows (pod interfaces, QoS
+//! and Queue rows). Key names follow Kube-OVN's where it has one; the others are ours and say
+//! so. Also the vendor mark by which we recognise our own rows, and the map builders every
+//! writer uses.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,8 @@ pub const ATTACHMENT: &str = "attachment";
 pub const VPC: &str = "vpc";
 /// Logical_Switch: the subnet's provider.
 pub const PROVIDER: &str = "provider";
+/// Logical_Router_Static_Route (ours): the VpcNatGateway whose default route this is.
+pub const VPC_NAT_GW: &str = "vpc-nat-gw";
 
 // OVS Interface rows.
 /// The OVN logical port an interface binds to (ovn-controller reads it; indexed).

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -45,7 +45,7 @@ macro_rules! cluster_kind {
     )*};
 }
 
-namespaced_kind!(DaemonSet, StatefulSet, ServiceAccount);
+namespaced_kind!(DaemonSet, StatefulSet, ServiceAccount, RoleBinding);
 cluster_kind!(ClusterRole, ClusterRoleBinding);
 
 fn apply_params() -> PatchParams {
@@ -102,6 +102,9 @@ pub async fn apply_all(client: &kube::Client, rendered: &Rendered) -> Result<()>
     for binding in &rendered.cluster_role_bindings {
         apply_cluster(client, binding).await?;
     }
+    for binding in &rendered.role_bindings {
+        apply_namespaced(client, binding).await?;
+    }
     if let Some(central) = &rendered.central {
         apply_namespaced(client, central).await?;
     }
@@ -128,6 +131,7 @@ fn rendered_keys(rendered: &Rendered) -> Vec<Key> {
     let mut keys: Vec<Key> = rendered.service_accounts.iter().map(key_of).collect();
     keys.extend(rendered.cluster_roles.iter().map(key_of));
     keys.extend(rendered.cluster_role_bindings.iter().map(key_of));
+    keys.extend(rendered.role_bindings.iter().map(key_of));
     keys.extend(rendered.central.iter().map(key_of));
     keys.extend(rendered.ovs_ovn.iter().map(key_of));
     keys.push(key_of(&rendered.cni));
@@ -165,6 +169,7 @@ pub async fn prune_orphans(client: &kube::Client, rendered: &Rendered) -> Result
     removed.extend(prune::<ServiceAccount>(client, &keep).await?);
     removed.extend(prune::<ClusterRole>(client, &keep).await?);
     removed.extend(prune::<ClusterRoleBinding>(client, &keep).await?);
+    removed.extend(prune::<RoleBinding>(client, &keep).await?);
     Ok(removed)
 }
 
@@ -211,6 +216,7 @@ pub async fn uninstall_step(client: &kube::Client) -> Result<Vec<String>> {
     for done in [
         delete_labelled::<ServiceAccount>(client, MANAGED_SELECTOR).await?,
         delete_labelled::<ClusterRoleBinding>(client, MANAGED_SELECTOR).await?,
+        delete_labelled::<RoleBinding>(client, MANAGED_SELECTOR).await?,
         delete_labelled::<ClusterRole>(client, MANAGED_SELECTOR).await?,
     ] {
         if !done {

@@ -74,7 +74,7 @@ pub fn kube_ovn_cni() -> Result<DaemonSet, TemplateError> {
     one("kube-ovn-cni.yaml", KUBE_OVN_CNI)
 }
 
-/// ServiceAccounts and RBAC: cluster-wide, and Roles for the account's own namespace.
+/// ServiceAccounts and RBAC: cluster-wide, and Roles and RoleBindings in the install's namespace.
 pub struct Rbac {
     pub service_accounts: Vec<ServiceAccount>,
     pub cluster_roles: Vec<ClusterRole>,
@@ -165,8 +165,9 @@ mod tests {
             Some("kube-ovn-cni")
         );
         let node = node_rbac().unwrap();
-        assert_eq!(node.service_accounts.len(), 3);
+        assert_eq!(node.service_accounts.len(), 4);
         assert!(!node.cluster_roles.is_empty());
+        assert_eq!(node.role_bindings.len(), 1);
         let op = operator().unwrap();
         assert_eq!(
             op.deployment.metadata.name.as_deref(),

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
     Container, EnvVar, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PodSpec, PodTemplateSpec, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::assets::{self, TemplateError};
@@ -90,6 +90,8 @@ pub struct Rendered {
     pub service_accounts: Vec<ServiceAccount>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    /// In the install's namespace.
+    pub role_bindings: Vec<RoleBinding>,
     pub central: Option<StatefulSet>,
     pub ovs_ovn: Option<DaemonSet>,
     pub cni: DaemonSet,
@@ -244,6 +246,19 @@ pub fn render(input: &Input<'_>) -> Result<Rendered, RenderError> {
             b
         })
         .collect();
+    let role_bindings = rbac
+        .role_bindings
+        .into_iter()
+        .map(|mut b| {
+            common.meta(&mut b.metadata, "rbac", true);
+            for s in b.subjects.iter_mut().flatten() {
+                if s.kind == "ServiceAccount" {
+                    s.namespace = Some(ns.to_owned());
+                }
+            }
+            b
+        })
+        .collect();
     Ok(Rendered {
         namespace: Namespace {
             metadata: ObjectMeta {
@@ -255,6 +270,7 @@ pub fn render(input: &Input<'_>) -> Result<Rendered, RenderError> {
         service_accounts,
         cluster_roles,
         cluster_role_bindings,
+        role_bindings,
         central,
         ovs_ovn,
         cni,
@@ -632,6 +648,16 @@ mod tests {
             .iter()
             .flat_map(|b| b.subjects.iter().flatten())
             .all(|s| s.namespace.as_deref() == Some("kube-system")));
+        // The NAT gateways' account reads pods of the install's namespace only.
+        let [pods] = r.role_bindings.as_slice() else {
+            panic!("one RoleBinding: {:?}", r.role_bindings)
+        };
+        assert_eq!(pods.metadata.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(pods.subjects.as_ref().unwrap()[0].name, "kube-ovn-nat-gw");
+        assert!(r
+            .service_accounts
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some("kube-ovn-nat-gw")));
     }
 
     #[test]

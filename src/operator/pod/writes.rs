@@ -103,7 +103,8 @@ pub fn plan_pod_writes(
         let up_to_date = observed.ports.get(&spec.name).is_some_and(|p| {
             p.addresses == spec.addresses() && p.external_ids == spec.external_ids
         });
-        if !up_to_date {
+        // An IPAM-only attachment (another plugin's interface) has no port.
+        if !up_to_date && !plan.provider.is_ipam_only() {
             writes.ports.push(PortChange::Ensure(spec));
         }
 
@@ -341,6 +342,32 @@ mod tests {
             .iter()
             .all(|(k, v)| k.starts_with("n2.default.ovn.kubernetes.io/") && v.is_none()));
         assert!(writes.ips.is_empty());
+    }
+
+    #[test]
+    fn an_ipam_only_attachment_gets_annotations_and_ip_cr_but_no_port() {
+        let provider = Provider::for_ipam_nad("ext", "kube-system").expect("valid provider");
+        let p = AttachmentPlan {
+            network: "kube-system/ext".into(),
+            key: provider.clone(),
+            lsp_name: format!("web.default.{provider}"),
+            provider,
+            vpc: None,
+            ..plan("n1")
+        };
+        let writes = plan_pod_writes(&key(), &[p], &[allocation("n1", "10.0.0.5")], &observed());
+        assert!(writes.ports.is_empty(), "{:?}", writes.ports);
+        assert_eq!(
+            writes
+                .annotations
+                .get("ext.kube-system.kubernetes.io/ip_address")
+                .cloned()
+                .flatten()
+                .as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(writes.ips.len(), 1);
+        assert_eq!(writes.ips[0].name_any(), "web.default.ext.kube-system");
     }
 
     #[test]

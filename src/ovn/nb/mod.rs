@@ -1,6 +1,6 @@
-//! OVN_Northbound in domain words, for the operator: routers, switches, the
-//! router-port pair between them, logical switch ports (one per pod
-//! attachment), port groups. Here: the connection, reads from the cache, and
+//! OVN_Northbound in domain words, for the operator: routers (with the static
+//! routes and policies we own on them), switches, the router-port pair between
+//! them, logical switch ports (one per pod attachment), port groups. Here: the connection, reads from the cache, and
 //! one-operation transactions; `txn.rs` plans them (`NbTxn` gathers any number
 //! into one transaction).
 
@@ -8,6 +8,7 @@ mod txn;
 
 pub(crate) use txn::changed_columns;
 pub use txn::NbTxn;
+pub use txn::{policy_spec_of, route_spec_of};
 
 use std::net::IpAddr;
 
@@ -17,7 +18,8 @@ use super::external_ids::{self, POD as POD_KEY};
 use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::api::mac::MacAddr;
 use crate::ovsdb::model::nb::{
-    LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
+    LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch,
+    LogicalSwitchPort, PortGroup,
 };
 use crate::ovsdb::{Atom, Client, ClientOptions, Condition, IndexSpec, Table, TableSpec, Value};
 
@@ -50,6 +52,49 @@ impl LspSpec {
     }
 }
 
+/// A static route on a router that we own (vendor mark in `external_ids`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StaticRouteSpec {
+    /// `""` is the main table.
+    pub route_table: String,
+    /// `dst-ip` or `src-ip`.
+    pub policy: String,
+    pub ip_prefix: String,
+    pub nexthop: String,
+    pub external_ids: Map,
+}
+
+impl StaticRouteSpec {
+    /// What makes two routes the same route (external_ids aside).
+    pub fn identity(&self) -> (&str, &str, &str, &str) {
+        (
+            &self.route_table,
+            &self.policy,
+            &self.ip_prefix,
+            &self.nexthop,
+        )
+    }
+}
+
+/// A routing policy on a router that we own (vendor mark in `external_ids`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouterPolicySpec {
+    pub priority: i64,
+    pub match_: String,
+    /// `allow`, `drop` or `reroute`.
+    pub action: String,
+    /// `reroute` only.
+    pub nexthops: Vec<String>,
+    pub external_ids: Map,
+}
+
+impl RouterPolicySpec {
+    /// What makes two policies the same policy (external_ids aside).
+    pub fn identity(&self) -> (i64, &str, &str, &[String]) {
+        (self.priority, &self.match_, &self.action, &self.nexthops)
+    }
+}
+
 /// Router port `<router>-<switch>` and switch port `<switch>-<router>`.
 pub fn router_port_names(router: &str, switch: &str) -> (String, String) {
     (format!("{router}-{switch}"), format!("{switch}-{router}"))
@@ -73,6 +118,8 @@ impl Northbound {
                 .index(IndexSpec::column("name"))
                 .index(IndexSpec::column("ports")),
             TableSpec::of::<LogicalRouterPort>(),
+            TableSpec::of::<LogicalRouterStaticRoute>(),
+            TableSpec::of::<LogicalRouterPolicy>(),
             TableSpec::of::<PortGroup>().index(IndexSpec::column("ports")),
         ]
     }
@@ -208,6 +255,30 @@ impl Northbound {
 
     pub fn port(&self, name: &str) -> Result<Option<LogicalSwitchPort>> {
         one(&self.client, "logical switch port", name)
+    }
+
+    /// The static routes of router `name` (none when it does not exist), from the cache.
+    pub fn static_routes(&self, name: &str) -> Result<Vec<LogicalRouterStaticRoute>> {
+        let Some(router) = self.router(name)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for uuid in router.static_routes {
+            out.extend(self.client.get::<LogicalRouterStaticRoute>(uuid)?);
+        }
+        Ok(out)
+    }
+
+    /// The policies of router `name` (none when it does not exist), from the cache.
+    pub fn router_policies(&self, name: &str) -> Result<Vec<LogicalRouterPolicy>> {
+        let Some(router) = self.router(name)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for uuid in router.policies {
+            out.extend(self.client.get::<LogicalRouterPolicy>(uuid)?);
+        }
+        Ok(out)
     }
 }
 

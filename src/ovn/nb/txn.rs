@@ -5,10 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{name_is, one, router_port_names, strings, LspSpec, Map, Northbound};
+use super::{
+    name_is, one, router_port_names, strings, LspSpec, Map, Northbound, RouterPolicySpec,
+    StaticRouteSpec,
+};
+use crate::ovn::external_ids;
 use crate::ovn::{Error, Result};
 use crate::ovsdb::model::nb::{
-    LogicalRouter, LogicalRouterPort, LogicalSwitch, LogicalSwitchPort, PortGroup,
+    LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch,
+    LogicalSwitchPort, PortGroup,
 };
 use crate::ovsdb::{row, Atom, Condition, IndexSpec, Mutation, Op, Row, Table, Uuid, Value};
 
@@ -389,6 +394,113 @@ impl<'a> NbTxn<'a> {
         Ok(())
     }
 
+    /// Makes the static routes of `router` that carry our vendor mark exactly `wanted`
+    /// (identical duplicates collapse into one); routes others wrote stay untouched. The
+    /// router may be created by this same transaction.
+    pub fn sync_static_routes(&mut self, router: &str, wanted: &[StaticRouteSpec]) -> Result<()> {
+        if !self.first_touch(LogicalRouterStaticRoute::NAME, router) {
+            return Ok(());
+        }
+        let router_ref = self.named_ref(LogicalRouter::NAME, "logical router", router)?;
+        let existing = match &router_ref {
+            Atom::Uuid(_) => self.nb.static_routes(router)?,
+            _ => Vec::new(),
+        };
+        let mut want: BTreeMap<_, &StaticRouteSpec> =
+            wanted.iter().map(|w| (w.identity(), w)).collect();
+        let specs: Vec<StaticRouteSpec> = existing
+            .iter()
+            .filter(|r| external_ids::is_ours(&r.external_ids))
+            .map(route_spec_of)
+            .collect();
+        for (have, spec) in existing
+            .iter()
+            .filter(|r| external_ids::is_ours(&r.external_ids))
+            .zip(&specs)
+        {
+            match want.remove(&spec.identity()) {
+                Some(w) if w.external_ids == have.external_ids => {}
+                Some(w) => self.update(
+                    LogicalRouterStaticRoute::NAME,
+                    have.uuid,
+                    row([("external_ids", Value::string_map(&w.external_ids))]),
+                ),
+                None => self.remove_from_set(
+                    LogicalRouter::NAME,
+                    router_ref.clone(),
+                    "static_routes",
+                    Atom::Uuid(have.uuid),
+                ),
+            }
+        }
+        for w in want.into_values() {
+            let route = row([
+                ("route_table", Value::atom(w.route_table.as_str())),
+                ("policy", Value::atom(w.policy.as_str())),
+                ("ip_prefix", Value::atom(w.ip_prefix.as_str())),
+                ("nexthop", Value::atom(w.nexthop.as_str())),
+                ("external_ids", Value::string_map(&w.external_ids)),
+            ]);
+            let name = format!("{router} {} {} {}", w.policy, w.ip_prefix, w.nexthop);
+            let r = self.insert(LogicalRouterStaticRoute::NAME, &name, route);
+            self.add_to_set(LogicalRouter::NAME, router_ref.clone(), "static_routes", r);
+        }
+        Ok(())
+    }
+
+    /// Makes the policies of `router` that carry our vendor mark exactly `wanted`; others'
+    /// policies stay untouched.
+    pub fn sync_router_policies(
+        &mut self,
+        router: &str,
+        wanted: &[RouterPolicySpec],
+    ) -> Result<()> {
+        if !self.first_touch(LogicalRouterPolicy::NAME, router) {
+            return Ok(());
+        }
+        let router_ref = self.named_ref(LogicalRouter::NAME, "logical router", router)?;
+        let existing = match &router_ref {
+            Atom::Uuid(_) => self.nb.router_policies(router)?,
+            _ => Vec::new(),
+        };
+        let mut want: BTreeMap<_, &RouterPolicySpec> =
+            wanted.iter().map(|w| (w.identity(), w)).collect();
+        let specs: Vec<(Uuid, RouterPolicySpec, &Map)> = existing
+            .iter()
+            .filter(|p| external_ids::is_ours(&p.external_ids))
+            .map(|p| (p.uuid, policy_spec_of(p), &p.external_ids))
+            .collect();
+        for (uuid, spec, ids) in &specs {
+            match want.remove(&spec.identity()) {
+                Some(w) if w.external_ids == **ids => {}
+                Some(w) => self.update(
+                    LogicalRouterPolicy::NAME,
+                    *uuid,
+                    row([("external_ids", Value::string_map(&w.external_ids))]),
+                ),
+                None => self.remove_from_set(
+                    LogicalRouter::NAME,
+                    router_ref.clone(),
+                    "policies",
+                    Atom::Uuid(*uuid),
+                ),
+            }
+        }
+        for w in want.into_values() {
+            let policy = row([
+                ("priority", Value::atom(w.priority)),
+                ("match", Value::atom(w.match_.as_str())),
+                ("action", Value::atom(w.action.as_str())),
+                ("nexthops", strings(&w.nexthops)),
+                ("external_ids", Value::string_map(&w.external_ids)),
+            ]);
+            let name = format!("{router} {} {}", w.priority, w.match_);
+            let r = self.insert(LogicalRouterPolicy::NAME, &name, policy);
+            self.add_to_set(LogicalRouter::NAME, router_ref.clone(), "policies", r);
+        }
+        Ok(())
+    }
+
     /// A port group (its name is unique in the schema).
     pub fn ensure_port_group(&mut self, name: &str, external_ids: &Map) -> Result<()> {
         self.ensure_named(PortGroup::NAME, name, external_ids, false)
@@ -460,6 +572,37 @@ impl<'a> NbTxn<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// A static route row as the spec we compare with (an empty policy is OVN's `dst-ip`).
+pub fn route_spec_of(r: &LogicalRouterStaticRoute) -> StaticRouteSpec {
+    StaticRouteSpec {
+        route_table: r.route_table.clone(),
+        policy: r
+            .policy
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "dst-ip".to_owned()),
+        ip_prefix: r.ip_prefix.clone(),
+        nexthop: r.nexthop.clone(),
+        external_ids: r.external_ids.clone(),
+    }
+}
+
+/// A policy row as the spec we compare with (the old single `nexthop` counts as `nexthops`).
+pub fn policy_spec_of(p: &LogicalRouterPolicy) -> RouterPolicySpec {
+    let mut nexthops = p.nexthops.clone();
+    if nexthops.is_empty() {
+        nexthops.extend(p.nexthop.clone());
+    }
+    nexthops.sort();
+    RouterPolicySpec {
+        priority: p.priority,
+        match_: p.match_.clone(),
+        action: p.action.clone(),
+        nexthops,
+        external_ids: p.external_ids.clone(),
     }
 }
 
