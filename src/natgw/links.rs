@@ -135,7 +135,7 @@ pub async fn interfaces(handle: &Handle) -> Result<Vec<(String, Vec<Ipv4Net>)>, 
             let v4 = addresses
                 .iter()
                 .filter(|a| a.header.index == link.index)
-                .filter_map(|a| Some(Ipv4Net::new(ipv4_of(a)?, a.header.prefix_len).ok()?))
+                .filter_map(|a| Ipv4Net::new(ipv4_of(a)?, a.header.prefix_len).ok())
                 .collect();
             (link.name, v4)
         })

@@ -309,3 +309,90 @@ impl Connection {
 pub fn sh(cmd: &str, args: &[&str]) -> String {
     tool(cmd, args)
 }
+
+/// `kube-ovn nat-gw` running inside a netns, stopped with SIGTERM on drop.
+pub struct NatGwProcess {
+    child: Option<std::process::Child>,
+    pub log: std::path::PathBuf,
+}
+
+impl NatGwProcess {
+    /// Starts the role in `netns` for gateway `gateway`, as pod `kube-system/<pod>`.
+    pub fn start(
+        netns: &Netns,
+        gateway: &str,
+        pod: &str,
+        kubeconfig: &std::path::Path,
+        log: std::path::PathBuf,
+    ) -> NatGwProcess {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(env!("CARGO_BIN_EXE_kube-ovn"))
+            .arg("--log-level=info,kube_ovn=debug")
+            .arg(format!("--log-file={}", log.display()))
+            .arg("nat-gw")
+            .env("KUBECONFIG", kubeconfig)
+            .env("GATEWAY_NAME", gateway)
+            .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", "kube-system")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn kube-ovn nat-gw");
+        NatGwProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("kube-ovn nat-gw exited with {status}:\n{}", self.log_text());
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // `ip netns exec` execs the program, so the child pid is the program's.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NatGwProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` every 100 ms until it is true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
