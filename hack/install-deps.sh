@@ -4,7 +4,9 @@
 set -euo pipefail
 
 apt_packages=(openvswitch-switch ovn-central ovn-host iproute2 iputils-ping ethtool iperf3
-  nftables containernetworking-plugins procps curl)
+  nftables containernetworking-plugins procps curl
+  # nat-gw: the nftnl crate builds against libnftnl (and libmnl) through pkg-config
+  pkg-config libnftnl-dev libmnl-dev)
 
 missing=()
 for p in "${apt_packages[@]}"; do
