@@ -147,15 +147,14 @@ fn describe(rule: &NatRule) -> String {
     }
 }
 
-fn comment(rule: &NatRule) -> Option<String> {
-    let c = match rule {
+fn comment(rule: &NatRule) -> String {
+    let mut c = match rule {
         NatRule::MarkFromLan { .. } => "hairpin: from the LAN".to_string(),
         NatRule::Hairpin { .. } => "hairpin: back into the LAN".to_string(),
         NatRule::Dnat { name, .. } => format!("dnat/{name}"),
         NatRule::FipDnat { name, .. } | NatRule::FipSnat { name, .. } => format!("fip/{name}"),
         NatRule::Snat { name, .. } => format!("snat/{name}"),
     };
-    let mut c = c;
     if c.len() > COMMENT_MAX {
         let mut end = COMMENT_MAX;
         while !c.is_char_boundary(end) {
@@ -163,7 +162,7 @@ fn comment(rule: &NatRule) -> Option<String> {
         }
         c.truncate(end);
     }
-    Some(c)
+    c
 }
 
 fn ifname(name: &str, rule: &NatRule) -> Result<InterfaceName, NftError> {
@@ -249,14 +248,12 @@ fn render<'a>(chain: &'a Chain<'a>, rule: &NatRule) -> Result<Rule<'a>, NftError
             nat_to(&mut r, NatType::SNat, *to);
         }
     }
-    if let Some(c) = comment(rule) {
-        // Names are DNS labels; a NUL cannot occur.
-        if let Ok(c) = CString::new(c) {
-            r.set_comment(c).map_err(|reason| NftError::Rule {
-                rule: describe(rule),
-                reason: reason.to_string(),
-            })?;
-        }
+    // Names are DNS labels: a NUL cannot occur, and a comment is only a help to readers.
+    if let Ok(c) = CString::new(comment(rule)) {
+        r.set_comment(c).map_err(|reason| NftError::Rule {
+            rule: describe(rule),
+            reason: reason.to_string(),
+        })?;
     }
     Ok(r)
 }
