@@ -4,9 +4,7 @@
 set -euo pipefail
 
 apt_packages=(openvswitch-switch ovn-central ovn-host iproute2 iputils-ping ethtool iperf3
-  nftables containernetworking-plugins procps curl
-  # nat-gw: the nftnl crate builds against libnftnl (and libmnl) through pkg-config
-  pkg-config libnftnl-dev libmnl-dev)
+  nftables containernetworking-plugins procps curl)
 
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -215,6 +215,10 @@ fn the_role_programs_validated_crs_writes_ready_follows_changes_and_rebuilds_aft
         "{log}"
     );
     assert!(log.contains("programmed"), "{log}");
+    assert!(
+        log.contains("dnat/web-dup not programmed: not valid"),
+        "the refusal is said: {log}"
+    );
 
     // Only `ready` was written: the controller's fields are intact, and the other
     // gateway's objects untouched.

@@ -7,9 +7,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple,
 };
@@ -17,7 +15,7 @@ use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
 
-use super::nfnetlink::NfSocket;
+use super::nfnetlink::{push_message, NfSocket};
 use super::plan::ConntrackFlush;
 
 /// What a flush did.
@@ -154,19 +152,14 @@ pub fn flush(flushes: &[ConntrackFlush]) -> io::Result<Flushed> {
 }
 
 fn message(inner: ConntrackMessage, flags: u16, seq: u32) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = seq;
-    let mut msg = NetlinkMessage::new(
-        header,
-        NetlinkPayload::InnerMessage(NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-            inner,
-        )),
+    let mut buf = Vec::new();
+    push_message(
+        &mut buf,
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        inner,
+        flags,
+        seq,
     );
-    msg.finalize();
-    let mut buf = vec![0; msg.buffer_len()];
-    msg.serialize(&mut buf);
     buf
 }
 

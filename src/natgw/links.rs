@@ -279,14 +279,9 @@ pub fn announce(link: &Link, ips: &[Ipv4Addr]) -> Result<(), LinkError> {
             source: io::Error::other("the interface has no MAC address"),
         });
     };
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            i32::from(ETH_P_ARP.to_be()),
-        )
-    };
+    // Protocol 0: a send-only socket that receives nothing. SAFETY: plain socket(2); the fd
+    // is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io("open packet socket on")(io::Error::last_os_error()));
     }

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod rules;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::annotations::NETWORK_STATUS;
 use crate::api::nat::{
@@ -44,7 +45,7 @@ use crate::api::network_status::parse_network_status;
 
 pub use dataplane::{apply, Applied};
 pub use plan::{plan, Interfaces, NatPlan};
-pub use rules::{select, GatewayRules, NatObjects, Selection};
+pub use rules::{select, GatewayRules, NatObjects, RuleRef, Selection};
 
 /// How long a burst of changes is collected before one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -139,6 +140,7 @@ pub async fn run(args: NatGwArgs) -> anyhow::Result<()> {
         interfaces,
         applied: None,
         started: true,
+        skipped: BTreeMap::new(),
     };
     let mut next_resync = tokio::time::Instant::now() + RESYNC;
     loop {
@@ -172,6 +174,8 @@ struct Gateway {
     applied: Option<NatPlan>,
     /// No apply succeeded since the start (the next announces every EIP).
     started: bool,
+    /// The objects left out by the last reconcile, with why.
+    skipped: BTreeMap<RuleRef, String>,
 }
 
 impl Gateway {
@@ -198,8 +202,12 @@ impl Gateway {
             },
         );
         for ((kind, name), reason) in &selection.skipped {
-            debug!(gateway = %self.name, "{kind}/{name} not programmed: {reason}");
+            // Said once per reason, not on every reconcile.
+            if self.skipped.get(&(*kind, name.clone())) != Some(reason) {
+                info!(gateway = %self.name, "{kind}/{name} not programmed: {reason}");
+            }
         }
+        self.skipped = selection.skipped.clone();
         let wanted = plan(&selection.rules, &self.interfaces, self.applied.as_ref());
         let unchanged = self.applied.as_ref().is_some_and(|a| a.same_state(&wanted));
         let mut failed = false;

@@ -1,7 +1,7 @@
 //! A netfilter netlink socket (`NETLINK_NETFILTER`) in this thread's netns, shared by the
-//! nftables batch (`nftables.rs`) and conntrack (`conntrack.rs`): sending a buffer of
-//! messages, collecting their acknowledgements with the kernel's extended error message, and
-//! reading a dump. What the messages say is the callers' business.
+//! nftables batch (`nftables.rs`) and conntrack (`conntrack.rs`): encoding a message into a
+//! buffer, sending the buffer, collecting the acknowledgements with the kernel's extended
+//! error message, and reading a dump. What the messages say is the callers' business.
 //!
 //! The kernel handles a netfilter message during the `send` call itself, so every
 //! acknowledgement is queued when `send` returns: [`NfSocket::acks`] reads without waiting
@@ -16,8 +16,10 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    ErrorBuffer, NetlinkBuffer, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK_TLVS,
+    ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK_TLVS,
 };
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 /// `NLMSGERR_ATTR_MSG`: the extended ack's text.
@@ -167,6 +169,27 @@ impl NfSocket {
             }
         }
     }
+}
+
+/// Appends one netfilter message (`header`, `inner`) with `flags` and `seq` to `buf`.
+pub fn push_message(
+    buf: &mut Vec<u8>,
+    header: NetfilterHeader,
+    inner: impl Into<NetfilterMessageInner>,
+    flags: u16,
+    seq: u32,
+) {
+    let mut nl = NetlinkHeader::default();
+    nl.flags = flags;
+    nl.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(
+        nl,
+        NetlinkPayload::InnerMessage(NetfilterMessage::new(header, inner)),
+    );
+    msg.finalize();
+    let start = buf.len();
+    buf.resize(start + msg.buffer_len(), 0);
+    msg.serialize(&mut buf[start..]);
 }
 
 /// Calls `f` with each netlink message in `buf` (the message's own bytes only).

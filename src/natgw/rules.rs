@@ -6,7 +6,7 @@
 //! Pure: CRs in, values out. Turning the values into nftables rules is `plan.rs`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -156,7 +156,8 @@ pub fn select(gateway: &str, objects: NatObjects<'_>) -> Selection {
     // EIP name → address, for every EIP of this gateway (with or without an address).
     let mut eips: BTreeMap<String, Option<Ipv4Addr>> = BTreeMap::new();
     for eip in objects.eips {
-        if eip.spec.nat_gw_dp != gateway || eip.meta().deletion_timestamp.is_some() {
+        // An EIP being deleted stays while its finalizer holds it: rules still name it.
+        if eip.spec.nat_gw_dp != gateway {
             continue;
         }
         let name = eip.name_any();
@@ -313,11 +314,9 @@ impl RulePass<'_> {
 /// Oldest first (creation time, then name), so that of two conflicting rules the older wins,
 /// as the controller decides; objects being deleted are left out.
 fn in_age_order<K: Resource>(objects: &[K]) -> Vec<&K> {
-    let mut seen = HashSet::new();
     let mut sorted: Vec<&K> = objects
         .iter()
         .filter(|o| o.meta().deletion_timestamp.is_none())
-        .filter(|o| seen.insert(o.meta().name.clone()))
         .collect();
     sorted.sort_by(|a, b| {
         let (a, b) = (a.meta(), b.meta());

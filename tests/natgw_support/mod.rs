@@ -88,6 +88,9 @@ impl Topology {
         t.gw.ip(&["addr", "add", &format!("{GW_LAN}/24"), "dev", LAN_IF]);
         t.gw.ip(&["addr", "add", &format!("{GW_EXT}/24"), "dev", EXT_IF]);
         t.gw.ip(&["route", "add", "default", "via", EXT_HOST]);
+        // A new netns copies the host's IPv4 forwarding: start the gateway from off.
+        t.gw.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+            .expect("forwarding off");
         t.ext
             .ip(&["addr", "add", &format!("{EXT_HOST}/24"), "dev", "eth1"]);
         // Learn from gratuitous ARP, so the test can see the gateway announce an EIP.
