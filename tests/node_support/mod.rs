@@ -382,15 +382,35 @@ pub struct PodNetns {
 }
 
 /// The first two octets of the beds' eth0 subnets (`<this>.<node>.0/24`, gateway `.1`): one
-/// per bed, from its unique prefix, so beds running at once on this machine (tests in
-/// parallel, other test processes) rarely give two pods the same eth0 address, which would
-/// confuse the node role's search for a pod's netns by address.
+/// per bed, held for the process's life with an advisory lock on `/run/kovn-test-eth0-<o>`,
+/// so beds running at once on this machine (tests in parallel, other test processes) never
+/// give two pods the same eth0 address, which would confuse the node role's search for a
+/// pod's netns by address. 10.160–10.199: clear of kube-sim's 10.244.0.0/16.
 pub fn eth0_net(sandbox: &OvnSandbox) -> String {
-    let h = sandbox
-        .prefix()
-        .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-    format!("10.{}", 200 + h % 50)
+    use std::os::fd::AsRawFd;
+    static NETS: std::sync::Mutex<Vec<(String, u32, std::fs::File)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut nets = NETS.lock().expect("eth0 nets");
+    if let Some((_, o, _)) = nets.iter().find(|(p, _, _)| p == sandbox.prefix()) {
+        return format!("10.{o}");
+    }
+    for o in 160..200u32 {
+        if nets.iter().any(|(_, taken, _)| *taken == o) {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("/run/kovn-test-eth0-{o}"))
+            .expect("lock file");
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            nets.push((sandbox.prefix().to_string(), o, file));
+            return format!("10.{o}");
+        }
+    }
+    panic!("more than 40 test beds at once hold an eth0 subnet")
 }
 
 impl PodNetns {
