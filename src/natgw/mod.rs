@@ -27,11 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::reflector::{self, store::Writer, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{self, Store};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
@@ -102,11 +100,11 @@ pub async fn run(args: NatGwArgs) -> anyhow::Result<()> {
 
     let changed = Arc::new(Notify::new());
     let stores = Stores {
-        gateways: mirror(Api::all(client.clone()), &changed),
-        eips: mirror(Api::all(client.clone()), &changed),
-        fips: mirror(Api::all(client.clone()), &changed),
-        dnats: mirror(Api::all(client.clone()), &changed),
-        snats: mirror(Api::all(client.clone()), &changed),
+        gateways: mirror(Api::all(client.clone()), "vpc-nat-gateways", &changed),
+        eips: mirror(Api::all(client.clone()), "iptables-eips", &changed),
+        fips: mirror(Api::all(client.clone()), "iptables-fip-rules", &changed),
+        dnats: mirror(Api::all(client.clone()), "iptables-dnat-rules", &changed),
+        snats: mirror(Api::all(client.clone()), "iptables-snat-rules", &changed),
     };
     // An incomplete store would look like removed rules: wait for every first list.
     for ready in [
@@ -379,34 +377,17 @@ async fn find_interfaces(
 }
 
 /// A reflector store of every `K`, fed by a watch that rings `changed` on each event.
-fn mirror<K>(api: Api<K>, changed: &Arc<Notify>) -> Store<K>
+/// A store of every `K`, fed by the operator's watch loop ([`crate::operator::mirror`]);
+/// `changed` is notified on every change after the first list.
+fn mirror<K>(api: Api<K>, what: &'static str, changed: &Arc<Notify>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store();
-    tokio::spawn(feed(api, writer, changed.clone()));
+    let changed = changed.clone();
+    tokio::spawn(crate::operator::mirror(api, writer, what, move || {
+        changed.notify_one()
+    }));
     store
-}
-
-async fn feed<K>(api: Api<K>, mut writer: Writer<K>, changed: Arc<Notify>)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let what = K::plural(&K::DynamicType::default()).into_owned();
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(e) => {
-                writer.apply_watcher_event(&e);
-                if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
-                    changed.notify_one();
-                }
-            }
-            Err(e) => warn!(what, "watch failed; retrying: {e}"),
-        }
-    }
 }
