@@ -206,14 +206,23 @@ async fn seed_nat_gateway_gets_statefulset_route_reserved_lan_ip_and_eips() {
         a[&format!("{LAN}.kubernetes.io/logical_switch")],
         "subnet-secondary"
     );
-    let ext_routes: serde_json::Value =
-        serde_json::from_str(&a[&format!("{EXT}.kubernetes.io/routes")]).unwrap();
-    assert_eq!(
-        ext_routes,
-        json!([{"dst": "0.0.0.0/0", "gw": "172.18.0.1"}])
+    assert!(
+        !a.contains_key(&format!("{EXT}.kubernetes.io/routes")),
+        "eth0 keeps the gateway pod's default route"
     );
     let pod = spec.template.spec.unwrap();
     let container = &pod.containers[0];
+    let gateway_v4 = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "GATEWAY_V4")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        gateway_v4.as_deref(),
+        Some("172.18.0.1"),
+        "the external gateway, for the role's policy route"
+    );
     assert_eq!(container.name, "vpc-nat-gw");
     assert_eq!(container.image.as_deref(), Some("kube-ovn:dev"));
     assert_eq!(

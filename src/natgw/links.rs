@@ -224,28 +224,44 @@ pub async fn remove_eips_except(
     Ok(removed)
 }
 
-/// Whether the main table has an IPv4 default route.
-pub async fn has_default_route(handle: &Handle) -> Result<bool, LinkError> {
-    let routes: Vec<RouteMessage> = handle
+/// Every IPv4 route of every table.
+pub(super) async fn ipv4_routes(handle: &Handle) -> Result<Vec<RouteMessage>, LinkError> {
+    let mut query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    query.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    handle
         .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .get(query)
         .execute()
         .try_collect()
         .await
-        .map_err(nl("list", "routes"))?;
-    Ok(routes.iter().any(|r| {
-        let table = r
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(r.header.table));
-        table == u32::from(RouteHeader::RT_TABLE_MAIN)
-            && r.header.kind == RouteType::Unicast
-            && r.header.destination_prefix_length == 0
-    }))
+        .map_err(nl("list", "routes"))
+}
+
+/// The table a route is in (the attribute when present: tables above 255 need it).
+pub(super) fn table_of(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
+
+/// Whether `r` is a unicast default route of `table`.
+pub(super) fn is_default_of(r: &RouteMessage, table: u32) -> bool {
+    table_of(r) == table
+        && r.header.kind == RouteType::Unicast
+        && r.header.destination_prefix_length == 0
+}
+
+/// Whether the main table has an IPv4 default route.
+pub async fn has_default_route(handle: &Handle) -> Result<bool, LinkError> {
+    let main = u32::from(RouteHeader::RT_TABLE_MAIN);
+    Ok(ipv4_routes(handle)
+        .await?
+        .iter()
+        .any(|r| is_default_of(r, main)))
 }
 
 /// The ARP request a host sends about its own address (sender = target = `ip`).

@@ -17,6 +17,7 @@ pub mod links;
 pub mod nfnetlink;
 pub mod nftables;
 pub mod plan;
+pub mod routing;
 pub mod rules;
 pub mod status;
 
@@ -70,6 +71,11 @@ pub struct NatGwArgs {
     /// The external interface, instead of finding it from network-status.
     #[arg(long, env = "EXTERNAL_INTERFACE")]
     pub external_interface: Option<String>,
+    /// The external network's gateway: traffic forwarded from the LAN leaves through it
+    /// (policy routing; the pod's own default route stays on eth0). Without it, forwarded
+    /// traffic follows the pod's main table.
+    #[arg(long, env = "GATEWAY_V4")]
+    pub gateway_v4: Option<Ipv4Addr>,
 }
 
 /// The reflector stores the loop reads.
@@ -136,6 +142,7 @@ pub async fn run(args: NatGwArgs) -> anyhow::Result<()> {
         name: gateway,
         client,
         interfaces,
+        egress_gateway: args.gateway_v4,
         applied: None,
         started: true,
         skipped: BTreeMap::new(),
@@ -169,6 +176,8 @@ struct Gateway {
     name: String,
     client: kube::Client,
     interfaces: Interfaces,
+    /// Where forwarded traffic leaves (GATEWAY_V4), if policy routing is wanted.
+    egress_gateway: Option<Ipv4Addr>,
     applied: Option<NatPlan>,
     /// No apply succeeded since the start (the next announces every EIP).
     started: bool,
@@ -212,7 +221,11 @@ impl Gateway {
         let programmed = if unchanged && !force {
             true
         } else {
-            match apply(&wanted, &self.interfaces, self.started).await {
+            let applied = match apply(&wanted, &self.interfaces, self.started).await {
+                Ok(applied) => self.route().await.map(|()| applied),
+                Err(e) => Err(e.to_string()),
+            };
+            match applied {
                 Ok(applied) => {
                     self.report(&selection, &applied);
                     self.applied = Some(wanted);
@@ -243,6 +256,29 @@ impl Gateway {
         failed
     }
 
+    /// The policy routes of forwarded traffic (when GATEWAY_V4 is set).
+    async fn route(&self) -> Result<(), String> {
+        let Some(gateway) = self.egress_gateway else {
+            return Ok(());
+        };
+        let routed = routing::ensure(&self.interfaces, gateway)
+            .await
+            .map_err(|e| format!("policy routing via {gateway}: {e}"))?;
+        if routed != routing::Routed::default() {
+            info!(
+                gateway = %self.name,
+                via = %gateway,
+                table = routing::TABLE,
+                rules_added = routed.rules_added,
+                rules_removed = routed.rules_removed,
+                route_written = routed.route_written,
+                "forwarded traffic leaves on {} via {gateway}",
+                self.interfaces.external
+            );
+        }
+        Ok(())
+    }
+
     fn report(&self, selection: &Selection, applied: &Applied) {
         let r = &selection.rules;
         info!(
@@ -263,11 +299,11 @@ impl Gateway {
         if applied.enabled_forwarding {
             info!(gateway = %self.name, "turned on IPv4 forwarding");
         }
-        if !applied.has_default_route {
+        if !applied.has_default_route && self.egress_gateway.is_none() {
             warn!(
                 gateway = %self.name,
-                "no IPv4 default route in the gateway's netns: SNAT/FIP traffic cannot leave \
-                 (the external network's routes annotation should give one)"
+                "no IPv4 default route in the gateway's netns and no GATEWAY_V4: SNAT/FIP \
+                 traffic cannot leave"
             );
         }
         for w in &applied.warnings {

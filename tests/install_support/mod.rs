@@ -63,7 +63,13 @@ pub struct Installed {
 impl Installed {
     /// kube-sim with `nodes` nodes, the CRDs (from `kube-ovn crd`) and Multus's NAD CRD.
     pub async fn up(nodes: usize) -> Installed {
-        let installed = Installed::start(nodes).await;
+        Installed::up_with(nodes, None).await
+    }
+
+    /// As [`Installed::up`], the nodes also on kube-sim's external network numbered from
+    /// `external` (a /24), with its external host.
+    pub async fn up_with(nodes: usize, external: Option<Ipv4Addr>) -> Installed {
+        let installed = Installed::start_with(nodes, external).await;
         let crds = installed.kube_ovn(&["crd"]);
         installed.kubectl_stdin(&["apply", "-f", "-"], &crds);
         installed
@@ -71,6 +77,10 @@ impl Installed {
 
     /// kube-sim with `nodes` nodes and Multus's NAD CRD, none of kube-ovn's CRDs.
     pub async fn start(nodes: usize) -> Installed {
+        Installed::start_with(nodes, None).await
+    }
+
+    async fn start_with(nodes: usize, external: Option<Ipv4Addr>) -> Installed {
         let api = ApiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .expect("kube-sim starts");
@@ -80,6 +90,7 @@ impl Installed {
             .expect("kubeconfig");
         let mut config = SimulatorConfig::new(nodes, dir.path().join("nodes"));
         config.api_server = Some(api.addr());
+        config.fabric.external_net = external;
         let binary = env!("CARGO_BIN_EXE_kube-ovn");
         let entries = [IMAGE, RELEASE_IMAGE].map(|image| format!("{image}={binary}"));
         config.runtime =
@@ -106,6 +117,14 @@ impl Installed {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
+    }
+
+    /// kube-sim's external network (beds made with [`Installed::up_with`]).
+    pub fn external(&self) -> kube_sim::nodes::ExternalNetwork {
+        self.sim()
+            .external()
+            .expect("a bed with an external network")
+            .clone()
     }
 
     fn sim(&self) -> &Simulator {
@@ -593,21 +612,26 @@ pub async fn attached(bed: &Installed, name: &str) -> (String, String) {
         Duration::from_secs(90),
         || async {
             let pod = pods.get(name).await.ok()?;
-            let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
             let ip = pod.metadata.annotations.as_ref()?.get(&key)?.clone();
-            let netns = pod
-                .metadata
-                .annotations
-                .as_ref()?
-                .get("kube-sim.dev/netns")?
-                .clone();
-            running.then_some((ip, netns))
+            Some((ip, running_netns(&pod)?))
         },
     )
     .await
 }
 
-fn netns_path(netns: &str) -> String {
+/// The network namespace of `pod` once it is Running (kube-sim's annotation).
+pub fn running_netns(pod: &Pod) -> Option<String> {
+    let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+    let netns = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("kube-sim.dev/netns")?;
+    running.then(|| netns.clone())
+}
+
+/// A netns name or path as a path.
+pub fn netns_path(netns: &str) -> String {
     if netns.starts_with('/') {
         netns.to_owned()
     } else {

@@ -363,25 +363,28 @@ pub fn pod_annotations(valid: &ValidGateway) -> BTreeMap<String, String> {
     if !valid.lan_routes.is_empty() {
         out.insert(lan.annotation(ProviderKey::Routes), json(&valid.lan_routes));
     }
-    for (i, ext) in valid.externals.iter().enumerate() {
+    // No default route on the external leg: the pod keeps eth0's (it reaches the API server
+    // through it, and a second default route makes the IPAM step fail). The nat-gw role routes
+    // forwarded traffic out of the external leg by policy routing to GATEWAY_V4.
+    for ext in &valid.externals {
         out.insert(
             ext.provider.annotation(ProviderKey::LogicalSwitch),
             ext.subnet.clone(),
         );
-        if let (0, Some(gateway)) = (i, ext.gateway) {
-            let any = if gateway.is_ipv4() {
-                "0.0.0.0/0"
-            } else {
-                "::/0"
-            };
-            let default = [PodRoute {
-                dst: Some(any.to_owned()),
-                gw: Some(gateway.to_string()),
-            }];
-            out.insert(ext.provider.annotation(ProviderKey::Routes), json(&default));
-        }
     }
     out
+}
+
+/// The env var naming the external network's IPv4 gateway (the nat-gw role's policy route).
+pub const GATEWAY_V4_ENV: &str = "GATEWAY_V4";
+
+/// The first external network's IPv4 gateway: where the gateway sends what it forwards out.
+fn external_gateway_v4(valid: &ValidGateway) -> Option<std::net::IpAddr> {
+    valid
+        .externals
+        .first()
+        .and_then(|e| e.gateway)
+        .filter(|g| g.is_ipv4())
 }
 
 /// The gateway's node selector from its `"key: value"` strings.
@@ -442,15 +445,24 @@ pub fn render_statefulset(
         image_pull_policy: install.pull_policy.clone(),
         command: Some(vec!["kube-ovn".into(), "nat-gw".into()]),
         args: (!args.is_empty()).then_some(args),
-        env: Some(vec![
-            EnvVar {
-                name: "GATEWAY_NAME".into(),
-                value: Some(valid.name.clone()),
+        env: Some(
+            [
+                EnvVar {
+                    name: "GATEWAY_NAME".into(),
+                    value: Some(valid.name.clone()),
+                    value_from: None,
+                },
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+            ]
+            .into_iter()
+            .chain(external_gateway_v4(valid).map(|gw| EnvVar {
+                name: GATEWAY_V4_ENV.into(),
+                value: Some(gw.to_string()),
                 value_from: None,
-            },
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+            }))
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             privileged: Some(true),
             ..Default::default()
@@ -592,11 +604,9 @@ pub(crate) mod tests {
             "the VPC's other subnets via the LAN gateway, nothing of other VPCs"
         );
         let e = "ovn-vpc-external-network.kube-system.kubernetes.io";
-        let ext_routes: serde_json::Value =
-            serde_json::from_str(&a[&format!("{e}/routes")]).unwrap();
-        assert_eq!(
-            ext_routes,
-            serde_json::json!([{"dst": "0.0.0.0/0", "gw": "172.18.0.1"}])
+        assert!(
+            !a.contains_key(&format!("{e}/routes")),
+            "no default route on the external leg: eth0 keeps the pod's default route"
         );
         assert_eq!(a[&format!("{e}/logical_switch")], EXTERNAL_NETWORK);
 
@@ -624,6 +634,7 @@ pub(crate) mod tests {
         assert_eq!(env["GATEWAY_NAME"], "vpc-nat-gw");
         assert_eq!(env["POD_NAME"], "metadata.name");
         assert_eq!(env["POD_NAMESPACE"], "metadata.namespace");
+        assert_eq!(env["GATEWAY_V4"], "172.18.0.1", "the role's policy route");
     }
 
     #[test]

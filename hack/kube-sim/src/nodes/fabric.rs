@@ -37,7 +37,30 @@ pub struct FabricConfig {
     /// `<first two octets>.<third + 1>.(10 + i)/24` (see `node::TUNNEL_NIC`).
     pub underlay_net: Ipv4Addr,
     pub plugin_timeout: Duration,
+    /// An "external" network outside the cluster (see [`ExternalNetwork`]), when set: the
+    /// /24 it numbers from.
+    pub external_net: Option<Ipv4Addr>,
 }
+
+/// The network outside the cluster a VPC NAT gateway reaches: a bridge in the underlay
+/// namespace, each node's [`EXTERNAL_NIC`] plugged into it (no address: macvlan's master),
+/// and one external host, namespace `<prefix>-external`, whose `eth0` holds the router
+/// address (`<net>.1/24`) and whose loopback holds [`BEYOND_ROUTER`], an address only
+/// reachable through that router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalNetwork {
+    pub netns: String,
+    /// `<net>.0/24`.
+    pub cidr: String,
+    /// The router (and external host) address, `<net>.1`.
+    pub router: Ipv4Addr,
+    pub beyond: Ipv4Addr,
+}
+
+/// Each node's NIC on the external network.
+pub const EXTERNAL_NIC: &str = "ext0";
+/// An address on the external host's loopback (TEST-NET-2), reached via the router.
+pub const BEYOND_ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
 impl FabricConfig {
     /// `nodes` nodes named `node-1` … under `state_dir`, with defaults for the rest.
@@ -51,6 +74,7 @@ impl FabricConfig {
             // Away from hack/ovn-sandbox.sh's 172.30.0.0/24.
             underlay_net: Ipv4Addr::new(172, 31, 0, 0),
             plugin_timeout: Duration::from_secs(120),
+            external_net: None,
         }
     }
 }
@@ -62,6 +86,7 @@ pub struct Fabric {
     pub prefix: String,
     pub nodes: Vec<Node>,
     pub plugins: PluginSettings,
+    pub external: Option<ExternalNetwork>,
 }
 
 impl Fabric {
@@ -88,9 +113,19 @@ impl Fabric {
                 cni_path.push(PathBuf::from(dir));
             }
         }
+        let external = config.external_net.map(|net| {
+            let [a, b, c, _] = net.octets();
+            ExternalNetwork {
+                netns: format!("{prefix}-external"),
+                cidr: format!("{a}.{b}.{c}.0/24"),
+                router: Ipv4Addr::new(a, b, c, 1),
+                beyond: BEYOND_ROUTER,
+            }
+        });
         let fabric = Fabric {
             prefix: prefix.clone(),
             nodes,
+            external,
             plugins: PluginSettings {
                 cni_path,
                 timeout: config.plugin_timeout,
@@ -118,6 +153,9 @@ impl Fabric {
         }
         // On failure the drop of `fabric` removes what was made.
         node::wire_nodes(&prefix, &fabric.nodes).await?;
+        if let Some(external) = &fabric.external {
+            node::wire_external(&prefix, &fabric.nodes, external).await?;
+        }
         for node in &fabric.nodes {
             let conf = node.host_path(Path::new("/etc/cni/net.d/10-kube-sim-primary.conflist"));
             let text = serde_json::to_string_pretty(&primary_conflist(node)).expect("JSON");

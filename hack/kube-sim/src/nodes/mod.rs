@@ -57,7 +57,7 @@ use kube::runtime::{watcher, Controller};
 use kube::Client;
 use serde_json::json;
 
-pub use fabric::{Fabric, FabricConfig};
+pub use fabric::{ExternalNetwork, Fabric, FabricConfig};
 pub use kubelet::{Backoff, NETNS_ANNOTATION};
 pub use node::{Node, TUNNEL_NIC};
 pub use workloads::ContainerRuntime;
@@ -271,6 +271,11 @@ impl Simulator {
 
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.fabric.node(name)
+    }
+
+    /// The network outside the cluster, if the fabric has one.
+    pub fn external(&self) -> Option<&ExternalNetwork> {
+        self.fabric.external.as_ref()
     }
 
     /// Prefix of every network namespace the simulator made.

@@ -350,6 +350,65 @@ pub(crate) async fn wire_nodes(prefix: &str, nodes: &[Node]) -> Result<(), NodeE
     Ok(())
 }
 
+/// The external network ([`super::fabric::ExternalNetwork`]): bridge `br2` in the underlay
+/// namespace, `ext0` in every node, and the external host.
+pub(crate) async fn wire_external(
+    prefix: &str,
+    nodes: &[Node],
+    external: &super::fabric::ExternalNetwork,
+) -> Result<(), NodeError> {
+    use super::fabric::EXTERNAL_NIC;
+    let underlay = format!("{prefix}-ul");
+    let fail = |node: &str, reason: String| NodeError::Setup {
+        node: node.to_string(),
+        what: "external network".to_string(),
+        reason,
+    };
+    let host = external.netns.as_str();
+    add_netns(host).await.map_err(|e| fail("external", e))?;
+    let router = format!("{}/24", external.router);
+    let beyond = format!("{}/32", external.beyond);
+    for step in [
+        vec!["-n", &underlay, "link", "add", "br2", "type", "bridge"],
+        vec!["-n", &underlay, "link", "set", "br2", "up"],
+        vec![
+            "link", "add", "eth0", "netns", host, "type", "veth", "peer", "name", "xh", "netns",
+            &underlay,
+        ],
+        vec!["-n", &underlay, "link", "set", "xh", "master", "br2", "up"],
+        vec!["-n", host, "addr", "add", &router, "dev", "eth0"],
+        vec!["-n", host, "link", "set", "eth0", "up"],
+        vec!["-n", host, "link", "set", "lo", "up"],
+        vec!["-n", host, "addr", "add", &beyond, "dev", "lo"],
+    ] {
+        ip(&step).await.map_err(|e| fail("external", e))?;
+    }
+    for node in nodes {
+        let peer = format!("x{}", node.index);
+        for step in [
+            vec![
+                "link",
+                "add",
+                EXTERNAL_NIC,
+                "netns",
+                &node.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                &underlay,
+            ],
+            vec!["-n", &underlay, "link", "set", &peer, "master", "br2", "up"],
+            vec!["-n", &node.netns, "link", "set", EXTERNAL_NIC, "up"],
+        ] {
+            ip(&step).await.map_err(|e| fail(&node.name, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// `net.ipv4.ip_forward=1` inside the node (sysctls under /proc/sys/net belong to the network
 /// namespace of the process that opens them).
 async fn set_ip_forward(node: &Node) -> Result<(), String> {
