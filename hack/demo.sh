@@ -12,7 +12,8 @@
 # process is started by hand. Then applies the guide's manifests verbatim (hack/demo/seed)
 # plus the networks they name without defining (hack/demo/extra), prints every pod's
 # interfaces, addresses and network-status, pings inside a VPC (must work) and across
-# tenants (must fail), and uninstalls by deleting the KubeOvn: nothing of ours stays on the
+# tenants (must fail), runs the guide's VPC NAT gateway on kube-sim's external network (SNAT,
+# DNAT and FIP checked with real traffic from and to an external host), and uninstalls by deleting the KubeOvn: nothing of ours stays on the
 # nodes. Exit 0 only if all of it worked. Needs root. KEEP=1 leaves everything up for a look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,9 +51,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "kube-sim: API server and two nodes (kube-ovn:dev runs as $bin)"
+say "kube-sim: API server and two nodes (kube-ovn:dev runs as $bin) on an external network"
 "$sim" serve --kubeconfig "$work/kubeconfig" --nodes 2 --state-dir "$work/nodes" \
-  --image-map "kube-ovn:dev=$bin" >"$work/kube-sim.log" 2>&1 &
+  --image-map "kube-ovn:dev=$bin" --external-net 172.18.0.0 >"$work/kube-sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
 export KUBECONFIG=$work/kubeconfig
@@ -77,6 +78,14 @@ spec:
   nonPrimaryCNI: true
   datapath: Netdev
   tunnelInterface: ul1
+  # kube-sim's external network: each node's ext0, router 172.18.0.1 (the external host).
+  natGateway:
+    externalNetwork:
+      interface: ext0
+      cidr: 172.18.0.0/24
+      gateway: 172.18.0.1
+      excludeIps:
+      - 172.18.0.1..172.18.0.9
 EOF
 kubectl wait --for=condition=Available kubeovn/kube-ovn --timeout=120s
 echo "KubeOvn Available after $(( ($(date +%s%N) - start) / 1000000 )) ms"
@@ -179,10 +188,130 @@ desc="tenant A cannot reach tenant B ($a1 -> $b1)"; check sh -c "! nsenter --net
 qos_node=$(node_of qos-pod)
 rate=$(ovs-vsctl --db="unix:$work/nodes/$qos_node/run-openvswitch/db.sock" --bare --columns=ingress_policing_rate find interface external_ids:pod_name=qos-pod)
 desc="qos-pod's egress is policed at 1000 Mbit/s (ingress_policing_rate=$rate kbit/s)"; check [ "$rate" = 1000000 ]
-# The demo's KubeOvn sets no natGateway.externalNetwork, so the gateway says what is missing
-# (the NAT data path end to end is not in the demo yet).
-gw_ready=$(kubectl get vpc-nat-gw vpc-nat-gw -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')
-echo "VpcNatGateway vpc-nat-gw: ${gw_ready:-no Ready condition yet}"
+say "VPC NAT gateway (hack/demo/seed/06-vpc-nat-gw.yaml) on kube-sim's external network"
+retry() { for _ in $(seq 1 100); do "$@" && return 0; sleep 0.2; done; return 1; }
+peer=$repo/hack/demo/tools/peer.py
+gw_pod=vpc-nat-gw-vpc-nat-gw-0
+node_netns() { # kube-sim names each node's network namespace on its Node object
+  kubectl get node "$1" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}'
+}
+ext_ns=$(node_netns node-1); ext_ns=${ext_ns%-node-1}-external
+for _ in $(seq 1 600); do
+  [ "$(kubectl get pod -n kube-system "$gw_pod" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && break
+  sleep 0.1
+done
+kubectl get vpc-nat-gw
+kubectl get pod -n kube-system "$gw_pod" -o wide
+gw_ns=$(kubectl get pod -n kube-system "$gw_pod" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}')
+case $gw_ns in /*) ;; *) gw_ns=/run/netns/$gw_ns ;; esac
+in_gw() { nsenter --net="$gw_ns" "$@"; }
+in_gw ip -br -4 addr show
+in_gw ip rule show
+desc="the gateway's LAN leg holds lanIp 10.100.0.254"; check sh -c "nsenter --net=$gw_ns ip -4 -o addr | grep -q ' 10.100.0.254/'"
+desc="the gateway has an address on the external network"; check sh -c "nsenter --net=$gw_ns ip -4 -o addr | grep -q ' 172.18.0.'"
+desc="the gateway keeps eth0's default route (forwarded traffic: policy routing)"; check sh -c "nsenter --net=$gw_ns ip route show default | grep -q 'dev eth0'"
+nb=$(kubectl get kubeovn kube-ovn -o jsonpath='{.status.central.nbAddress}')
+vpc_routes() { kubectl exec -n kube-system ovn-central-0 -- ovn-nbctl --db="$nb" lr-route-list vpc-secondary; }
+desc="the VPC routes 0.0.0.0/0 via lanIp"; check bash -c "$(declare -f vpc_routes); nb=$nb; vpc_routes | grep -q '0.0.0.0/0 .*10.100.0.254'"
+gw_node=$(kubectl get pod -n kube-system "$gw_pod" -o jsonpath='{.spec.nodeName}')
+[ "$gw_node" = node-1 ] && app_node=node-2 || app_node=node-1
+# A VPC pod on the other node; eth0 keeps its default route, so what goes out through the
+# gateway (and the replies to what comes in) is routed via net1's gateway.
+kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nat-app
+  annotations:
+    k8s.v1.cni.cncf.io/networks: default/kube-ovn-vpc-network
+    kube-ovn-vpc-network.default.ovn.kubernetes.io/routes: '[{"dst": "172.18.0.0/24", "gw": "10.100.0.1"}, {"dst": "198.51.100.0/24", "gw": "10.100.0.1"}]'
+spec:
+  nodeName: $app_node
+  containers:
+  - name: app
+    image: nginx
+EOF
+wait_running nat-app
+app=$(ip_of nat-app kube-ovn-vpc-network.default.ovn)
+eip_of() { kubectl get iptables-eip "$1" -o jsonpath='{.status.ip}'; }
+ready() { [ "$(kubectl get "$1" "$2" -o jsonpath='{.status.ready}')" = true ]; }
+kubectl apply -f - <<EOF
+apiVersion: kubeovn.io/v1
+kind: IptablesEIP
+metadata:
+  name: eip-snat
+spec:
+  natGwDp: vpc-nat-gw
+---
+apiVersion: kubeovn.io/v1
+kind: IptablesSnatRule
+metadata:
+  name: snat-vpc
+spec:
+  eip: eip-snat
+  internalCIDR: 10.100.0.0/16
+EOF
+desc="SNAT rule ready"; check retry ready iptables-snat-rule snat-vpc
+# Two tiny TCP servers answering with the client's address: on the host beyond the router
+# and in nat-app (stopped below: a process would keep the pod's namespace alive).
+ip netns exec "$ext_ns" python3 "$peer" serve 198.51.100.1 9000 & servers=$!
+nsenter --net="$(netns_of nat-app)" python3 "$peer" serve "$app" 80 & servers="$servers $!"
+seen=$(retry in_pod nat-app python3 "$peer" ask 198.51.100.1 9000 2>/dev/null || true)
+desc="nat-app ($app_node; the gateway is on $gw_node) reaches 198.51.100.1 beyond the router, which sees EIP $(eip_of eip-snat) ($seen)"; check [ "$seen" = "$(eip_of eip-snat)" ]
+desc="nat-app pings 198.51.100.1 through SNAT"; check quiet in_pod nat-app ping -c 3 -i 0.2 -W 2 198.51.100.1
+kubectl apply -f - <<EOF
+apiVersion: kubeovn.io/v1
+kind: IptablesEIP
+metadata:
+  name: eip-dnat
+spec:
+  natGwDp: vpc-nat-gw
+---
+apiVersion: kubeovn.io/v1
+kind: IptablesDnatRule
+metadata:
+  name: dnat-web
+spec:
+  eip: eip-dnat
+  externalPort: "8080"
+  protocol: tcp
+  internalIp: $app
+  internalPort: "80"
+---
+apiVersion: kubeovn.io/v1
+kind: IptablesEIP
+metadata:
+  name: eip-fip
+spec:
+  natGwDp: vpc-nat-gw
+---
+apiVersion: kubeovn.io/v1
+kind: IptablesFIPRule
+metadata:
+  name: fip-app
+spec:
+  eip: eip-fip
+  internalIp: $app
+EOF
+desc="DNAT and FIP rules ready"; check retry bash -c "$(declare -f ready); ready iptables-dnat-rule dnat-web && ready iptables-fip-rule fip-app"
+dnat=$(eip_of eip-dnat); fip=$(eip_of eip-fip)
+seen=$(retry ip netns exec "$ext_ns" python3 "$peer" ask "$dnat" 8080 2>/dev/null || true)
+desc="the external host reaches nat-app through DNAT $dnat:8080 -> $app:80 (nat-app sees $seen)"; check [ "$seen" = 172.18.0.1 ]
+seen=$(retry ip netns exec "$ext_ns" python3 "$peer" ask "$fip" 80 2>/dev/null || true)
+desc="the external host reaches nat-app through FIP $fip (nat-app sees $seen)"; check [ "$seen" = 172.18.0.1 ]
+desc="the external host pings the FIP $fip"; check quiet ip netns exec "$ext_ns" ping -c 3 -i 0.2 -W 2 "$fip"
+kubectl get iptables-eips,iptables-snat-rules,iptables-dnat-rules,iptables-fip-rules
+echo "# nft list table ip kube-ovn-nat (in the gateway pod)"
+in_gw nft list table ip kube-ovn-nat
+kubectl delete iptables-dnat-rule dnat-web
+desc="deleting the DNAT rule cuts it"; check retry sh -c "! ip netns exec '$ext_ns' python3 '$peer' ask '$dnat' 8080 >/dev/null 2>&1"
+kill $servers; wait $servers 2>/dev/null || true
+kubectl delete iptables-fip-rules,iptables-snat-rules --all
+kubectl delete iptables-eips --all
+kubectl delete vpc-nat-gw vpc-nat-gw
+desc="the VPC's default route goes with the gateway"; check retry bash -c "$(declare -f vpc_routes); nb=$nb; ! vpc_routes | grep -q '0.0.0.0/0'"
+desc="the gateway's pod goes with it"; check retry sh -c "! kubectl get pod -n kube-system $gw_pod >/dev/null 2>&1"
+
 
 say "OVN northbound (central runs on the nodes' host network)"
 nb=$(kubectl get kubeovn kube-ovn -o jsonpath='{.status.central.nbAddress}')
@@ -198,9 +327,6 @@ say "troubleshooting, as the guide shows it: the operator's log"
 kubectl logs -n kube-system deployment/kube-ovn-operator --tail 15
 
 say "uninstall: delete the KubeOvn; nothing of ours stays on the nodes"
-node_netns() { # kube-sim names each node's network namespace on its Node object
-  kubectl get node "$1" -o jsonpath='{.metadata.annotations.kube-sim\.dev/netns}'
-}
 leftovers() { # our binary in the nodes' CNI dirs, OVS files, bridges, veths of ours
   for n in node-1 node-2; do
     ls "$work/nodes/$n/opt-cni-bin" | grep -x kube-ovn || true

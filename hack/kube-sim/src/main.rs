@@ -63,6 +63,11 @@ struct ServeArgs {
     /// A file of `--image-map` entries, one a line (`#` starts a comment).
     #[arg(long)]
     image_map_file: Option<PathBuf>,
+    /// Put the nodes on an "external" network numbered from this /24 (e.g. 172.18.0.0): each
+    /// node gets `ext0` on a bridge outside the cluster, with an external host (namespace
+    /// `<prefix>-external`) holding the router address `.1` and 198.51.100.1 beyond it.
+    #[arg(long)]
+    external_net: Option<Ipv4Addr>,
 }
 
 /// The container runtime `--image-map` and `--image-map-file` ask for.
@@ -107,12 +112,16 @@ async fn start_nodes(
     }
     let mut config = kube_sim::nodes::SimulatorConfig::new(nodes, &state_dir);
     config.fabric.cni_bin_dirs = args.cni_bin_dir.clone();
+    config.fabric.external_net = args.external_net;
     config.api_server = Some(server.addr());
     config.runtime = container_runtime(args)?;
     let simulator = kube_sim::nodes::Simulator::start(server.client()?, config)
         .await
         .context("starting the node simulator")?;
     tracing::info!(nodes, state_dir = %state_dir.display(), netns_prefix = simulator.netns_prefix(), "nodes are up");
+    if let Some(external) = simulator.external() {
+        tracing::info!(netns = %external.netns, cidr = %external.cidr, router = %external.router, beyond = %external.beyond, "external network is up");
+    }
     Ok(simulator)
 }
 

@@ -79,6 +79,24 @@ pub fn validate(
     subnet_known: impl Fn(&str) -> bool,
 ) -> Result<EipRequest, EipProblem> {
     let name = eip.name_any();
+    let unsupported: Vec<&str> = [
+        ("spec.v6ip (IPv6 EIPs)", &eip.spec.v6ip),
+        ("spec.qosPolicy", &eip.spec.qos_policy),
+        ("spec.macAddress", &eip.spec.mac_address),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.trim().is_empty())
+    .map(|(field, _)| field)
+    .collect();
+    if !unsupported.is_empty() {
+        return Err(problem(
+            "NotSupported",
+            format!(
+                "iptables-eip {name:?}: {} not supported yet; remove it (no address was taken)",
+                unsupported.join(" and ")
+            ),
+        ));
+    }
     let gw = eip.spec.nat_gw_dp.trim();
     if gw.is_empty() || gateway(gw).is_none() {
         return Err(problem(
@@ -555,6 +573,16 @@ mod tests {
             let p = validate(&eip(bad, "vpc-nat-gw", ""), gateways, known).unwrap_err();
             assert_eq!(p.reason, "InvalidIP", "{bad}");
         }
+        let mut v6 = eip("", "vpc-nat-gw", "");
+        v6.spec.v6ip = "fd00::10".into();
+        v6.spec.qos_policy = "slow".into();
+        let p = validate(&v6, gateways, known).unwrap_err();
+        assert_eq!(p.reason, "NotSupported");
+        assert!(
+            p.message.contains("spec.v6ip") && p.message.contains("spec.qosPolicy"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

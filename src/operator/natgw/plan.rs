@@ -115,6 +115,27 @@ pub fn validate(
     let name = gw.name_any();
     let spec = &gw.spec;
     let find = |s: &str| subnets.iter().find(|f| f.name == s);
+    // Refused rather than ignored: a gateway without the asked limit would look right.
+    let mut unsupported = Vec::new();
+    if spec
+        .qos_policy
+        .as_deref()
+        .is_some_and(|q| !q.trim().is_empty())
+    {
+        unsupported.push("spec.qosPolicy");
+    }
+    if spec.no_default_eip.is_some() {
+        unsupported.push("spec.noDefaultEIP");
+    }
+    if !unsupported.is_empty() {
+        return Err(problem(
+            "NotSupported",
+            format!(
+                "vpc-nat-gw {name:?}: {} not supported yet; remove it (nothing was applied)",
+                unsupported.join(" and ")
+            ),
+        ));
+    }
     if spec.vpc.trim().is_empty() || !vpc_exists(&spec.vpc) {
         return Err(problem(
             "VpcNotFound",
@@ -680,8 +701,18 @@ pub(crate) mod tests {
     #[test]
     fn bad_gateways_say_what_to_fix() {
         type Case = (&'static str, fn(&mut VpcNatGateway), &'static str);
-        let cases: [Case; 9] = [
+        let cases: [Case; 11] = [
             ("VpcNotFound", |g| g.spec.vpc = "nope".into(), "\"nope\""),
+            (
+                "NotSupported",
+                |g| g.spec.qos_policy = Some("slow".into()),
+                "spec.qosPolicy not supported yet",
+            ),
+            (
+                "NotSupported",
+                |g| g.spec.no_default_eip = Some(true),
+                "spec.noDefaultEIP not supported yet",
+            ),
             (
                 "SubnetNotFound",
                 |g| g.spec.subnet = "ghost".into(),
