@@ -262,3 +262,60 @@ async fn node_commands_see_node_private_directories_and_netns() {
     );
     fabric.down().await;
 }
+
+const MACVLAN_NAD: &str = r#"{"cniVersion":"0.3.1","type":"macvlan","master":"ext0","mode":"bridge",
+  "ipam":{"type":"static","addresses":[{"address":"172.18.0.20/24"}]}}"#;
+
+#[tokio::test]
+async fn the_external_network_reaches_the_external_host_and_beyond_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = FabricConfig::new(2, dir.path());
+    config.external_net = Some("172.18.0.0".parse().unwrap());
+    let fabric = Fabric::up(&config).await.expect("fabric up");
+    let external = fabric.external.clone().expect("an external network");
+    assert_eq!(external.cidr, "172.18.0.0/24");
+    assert_eq!(external.router.to_string(), "172.18.0.1");
+    for node in &fabric.nodes {
+        let out = ip_netns(&node.netns, &["ip", "-o", "link", "show", "ext0"]);
+        assert!(out.status.success(), "{} has ext0", node.name);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("UP"), "ext0 is up on {}: {text}", node.name);
+    }
+
+    // A pod on node 2 with a macvlan on ext0 (as the NAT gateway's external leg) reaches the
+    // router; the address beyond it answers through it.
+    let n2 = &fabric.nodes[1];
+    let selection = parse_networks("ext", "default").expect("selection");
+    let ext = Delegate::for_nad(&selection[0], MACVLAN_NAD, 1).expect("delegate");
+    let (gw, _) = Sandbox::create(
+        n2,
+        pod("gw"),
+        vec![fabric.primary_delegate(n2), ext],
+        &fabric.pod_netns_prefix(),
+        &fabric.plugins,
+    )
+    .await
+    .expect("sandbox gw");
+    let ping = |to: String| {
+        ip_netns(&gw.netns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &to])
+            .status
+            .success()
+    };
+    assert!(ping(external.router.to_string()), "the router answers");
+    let via = external.router.to_string();
+    let beyond = format!("{}/32", external.beyond);
+    let out = ip_netns(
+        &gw.netns,
+        &["ip", "route", "add", &beyond, "via", &via, "dev", "net1"],
+    );
+    assert!(out.status.success(), "route beyond the router");
+    assert!(ping(external.beyond.to_string()), "the host beyond answers");
+    let out = ip_netns(&external.netns, &["ip", "-4", "-o", "addr"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("198.51.100.1/32"), "{text}");
+
+    gw.delete(n2, &fabric.plugins).await.expect("delete gw");
+    let prefix = fabric.prefix.clone();
+    fabric.down().await;
+    assert!(netns_with_prefix(&format!("{prefix}-")).is_empty());
+}
