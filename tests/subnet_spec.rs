@@ -1,0 +1,112 @@
+//! Subnet and NAD specs as a user writes them, end to end on kube-sim and real OVN: what is
+//! refused says why and applies nothing, what this mode does not act on says so in a
+//! condition and an Event, and what the controller derives from a Subnet reaches its pods.
+
+mod operator_support;
+mod support;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube_ovn::api::condition::{Condition, ConditionStatus};
+use kube_ovn::api::subnet::Subnet;
+use operator_support::*;
+use serde_json::json;
+
+/// Waits for the condition `type_` of subnet `name` with `reason`.
+async fn subnet_condition(c: &Cluster, name: &str, type_: &str, reason: &str) -> Condition {
+    c.eventually(&format!("condition {type_}/{reason} on {name}"), || async {
+        c.subnet(name)
+            .await?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|x| x.type_ == type_ && x.reason == reason)
+    })
+    .await
+}
+
+/// Names of the logical switches in NB.
+fn switches(c: &Cluster) -> Vec<String> {
+    c.ovn
+        .nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_and_unsupported_subnet_fields_say_so() {
+    let mut c = Cluster::up(0).await;
+    c.start_operator();
+    c.apply(SEED_NAD).await;
+    c.apply(SEED_VPC_SUBNET).await;
+    c.apply(&nad_yaml("hb-net")).await;
+
+    // Host bits set: invalid, nothing applied, the message says what to write.
+    c.apply(&subnet_yaml(
+        "host-bits",
+        "vpc-secondary",
+        "10.160.0.5/24",
+        "hb-net.default.ovn",
+    ))
+    .await;
+    let cond = subnet_condition(&c, "host-bits", "Validated", "InvalidCidr").await;
+    assert_eq!(
+        cond.message,
+        "subnet \"host-bits\": CIDR 10.160.0.5/24 has host bits set; write 10.160.0.0/24 (or a longer prefix) instead"
+    );
+    let event = c.event("host-bits", "InvalidCidr").await;
+    assert_eq!(event, cond.message);
+
+    // natOutgoing and u2oInterconnection: the subnet works, a condition and an Event say
+    // these fields do nothing here and what to use instead.
+    c.apply(&nad_yaml("nat-net")).await;
+    c.apply(&format!(
+        "{}  natOutgoing: true\n  u2oInterconnection: true\n",
+        subnet_yaml(
+            "with-nat",
+            "vpc-secondary",
+            "10.161.0.0/24",
+            "nat-net.default.ovn"
+        )
+    ))
+    .await;
+    let cond = subnet_condition(&c, "with-nat", "Unsupported", "UnsupportedFields").await;
+    assert!(
+        cond.message
+            .starts_with("subnet with-nat works without these fields: spec.natOutgoing: "),
+        "{}",
+        cond.message
+    );
+    for words in [
+        "VpcNatGateway",
+        "IptablesSnatRule",
+        "spec.u2oInterconnection: ",
+    ] {
+        assert!(cond.message.contains(words), "{words} in {}", cond.message);
+    }
+    let ready = subnet_condition(&c, "with-nat", "Ready", "Ready").await;
+    assert_eq!(ready.status, ConditionStatus::True);
+    let event = c.event("with-nat", "UnsupportedFields").await;
+    assert!(event.starts_with("spec.natOutgoing: "), "{event}");
+
+    let nb = switches(&c);
+    assert!(nb.contains(&"with-nat".to_owned()), "{nb:?}");
+    assert!(!nb.contains(&"host-bits".to_owned()), "{nb:?}");
+
+    // Fixing the CIDR makes it valid and applied.
+    let subnets: Api<Subnet> = Api::all(c.client.clone());
+    subnets
+        .patch(
+            "host-bits",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cidr": "10.160.0.0/24"}})),
+        )
+        .await
+        .unwrap();
+    subnet_condition(&c, "host-bits", "Validated", "Valid").await;
+    c.eventually("host-bits in NB", || async {
+        switches(&c).contains(&"host-bits".to_owned()).then_some(())
+    })
+    .await;
+}
