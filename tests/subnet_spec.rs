@@ -110,3 +110,28 @@ async fn refused_and_unsupported_subnet_fields_say_so() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nad_without_provider_is_reported_on_the_nad_and_its_pods() {
+    let mut c = Cluster::up(0).await;
+    c.start_operator();
+    c.apply(SEED_VPC_SUBNET).await;
+    c.apply("apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: no-provider\n  namespace: default\nspec:\n  config: '{\"cniVersion\": \"0.3.1\", \"type\": \"kube-ovn\", \"server_socket\": \"/run/openvswitch/kube-ovn-daemon.sock\"}'\n").await;
+    let expected = "kube-ovn config has no \"provider\"; add \"provider\": \"no-provider.default.ovn\" (<nad>.<namespace>.ovn) to its spec.config";
+    let on_nad = c.event("no-provider", "MissingProvider").await;
+    assert_eq!(
+        on_nad,
+        format!(
+            "NetworkAttachmentDefinition default/no-provider: NAD default/no-provider: {expected}"
+        )
+    );
+    c.apply(&pod_yaml("uses-it", "default/no-provider")).await;
+    let on_pod = c.event("uses-it", "MissingProvider").await;
+    assert_eq!(
+        on_pod,
+        format!(
+            "pod default/uses-it: network default/no-provider: NAD default/no-provider: {expected}"
+        )
+    );
+    assert!(c.nb_pod_ports().is_empty());
+}

@@ -241,7 +241,7 @@ impl AttachmentError {
         match self {
             Self::Selection(_) => "InvalidNetworksAnnotation",
             Self::NadNotFound { .. } => "NetworkAttachmentDefinitionNotFound",
-            Self::NadConfig { .. } => "InvalidNetworkAttachmentDefinition",
+            Self::NadConfig { source, .. } => source.reason(),
             Self::ProviderMismatch { .. } | Self::InvalidProvider { .. } => "ProviderMismatch",
             Self::NoSubnet { .. } => "NoSubnetForProvider",
             Self::AmbiguousSubnet { .. } => "AmbiguousSubnet",
