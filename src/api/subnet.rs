@@ -302,6 +302,32 @@ impl SubnetSpec {
     }
 }
 
+impl SubnetSpec {
+    /// `spec.mtu` if it is one an interface of these `cidrs` can take: within
+    /// [`MTU_RANGE`](crate::api::allocation::MTU_RANGE), and at least 1280 (IPv6's
+    /// minimum) when the subnet has IPv6. `Err` says what is wrong.
+    pub fn checked_mtu(&self, subnet: &str, cidrs: &[IpNet]) -> Result<Option<u32>, String> {
+        let Some(mtu) = self.mtu else {
+            return Ok(None);
+        };
+        let range = crate::api::allocation::MTU_RANGE;
+        let ipv6 = cidrs.iter().any(|c| matches!(c, IpNet::V6(_)));
+        if !range.contains(&mtu) {
+            return Err(format!(
+                "subnet {subnet:?}: spec.mtu {mtu} is outside {}..{}",
+                range.start(),
+                range.end()
+            ));
+        }
+        if ipv6 && mtu < 1280 {
+            return Err(format!(
+                "subnet {subnet:?}: spec.mtu {mtu} is below 1280, the least IPv6 allows"
+            ));
+        }
+        Ok(Some(mtu))
+    }
+}
+
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }

@@ -210,6 +210,10 @@ pub fn validate(
             return Err(problem("VpcRequired", message));
         }
     };
+    subnet
+        .spec
+        .checked_mtu(&name, &cidrs)
+        .map_err(|m| problem("InvalidSubnet", m))?;
     let ipam = ipam::SubnetSpec {
         name: name.clone(),
         cidr_block: cidrs
@@ -700,6 +704,25 @@ mod tests {
 
         let s = subnet("s", Some("vpc-a"), "10.1.0.0/33", 0);
         assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidCidr");
+
+        for (cidr, mtu, words) in [
+            ("10.1.0.0/24", 20, "spec.mtu 20 is outside 576..65535"),
+            ("10.1.0.0/24", 70000, "spec.mtu 70000 is outside 576..65535"),
+            (
+                "10.1.0.0/24,fd00::/64",
+                1000,
+                "spec.mtu 1000 is below 1280, the least IPv6 allows",
+            ),
+        ] {
+            let mut s = (*subnet("s", Some("vpc-a"), cidr, 0)).clone();
+            s.spec.mtu = Some(mtu);
+            let p = check(&s, &[]).unwrap_err();
+            assert_eq!(p.reason, "InvalidSubnet");
+            assert_eq!(p.message, format!("subnet \"s\": {words}"));
+        }
+        let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
+        s.spec.mtu = Some(1000);
+        assert!(check(&s, &[]).is_ok());
     }
 
     #[test]

@@ -587,6 +587,7 @@ mod tests {
             subnet: subnet.into(),
             vpc: Some("v".into()),
             cidrs: vec!["10.0.0.0/24".parse().unwrap()],
+            mtu: None,
             interface: "net1".into(),
             ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             ips_source: None,

@@ -19,7 +19,7 @@ use crate::operator::ports::PortChange;
 use crate::ovn::{external_ids, LspSpec};
 
 /// The annotations the controller writes per attachment.
-pub const ALLOCATION_KEYS: [ProviderKey; 7] = [
+pub const ALLOCATION_KEYS: [ProviderKey; 8] = [
     ProviderKey::IpAddress,
     ProviderKey::MacAddress,
     ProviderKey::Cidr,
@@ -27,6 +27,7 @@ pub const ALLOCATION_KEYS: [ProviderKey; 7] = [
     ProviderKey::LogicalSwitch,
     ProviderKey::LogicalRouter,
     ProviderKey::Allocated,
+    ProviderKey::Mtu,
 ];
 
 /// A logical switch port as NB has it now.
@@ -119,6 +120,7 @@ pub fn plan_pod_writes(
                 .unwrap_or_default(),
             logical_switch: plan.subnet.clone(),
             logical_router: plan.vpc.clone(),
+            mtu: plan.mtu,
         };
         for (k, v) in allocated.to_annotations(plan.key.as_str()) {
             if observed.annotations.get(&k) != Some(&v) {
@@ -201,6 +203,7 @@ mod tests {
             subnet: "s1".into(),
             vpc: Some("vpc1".into()),
             cidrs: vec!["10.0.0.0/24".parse().expect("valid CIDR")],
+            mtu: None,
             interface: "net1".into(),
             ips: vec![],
             ips_source: None,
@@ -322,7 +325,14 @@ mod tests {
 
     #[test]
     fn a_removed_attachment_loses_its_port_annotations_and_address() {
-        let both = [plan("n1"), plan("n2")];
+        // n2's subnet sets an MTU: its annotation goes too.
+        let both = [
+            plan("n1"),
+            AttachmentPlan {
+                mtu: Some(1300),
+                ..plan("n2")
+            },
+        ];
         let allocations = [allocation("n1", "10.0.0.5"), allocation("n2", "10.0.0.6")];
         let mut attached = after(
             observed(),
