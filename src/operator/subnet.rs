@@ -370,11 +370,13 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
             subnet: name.clone(),
         },
     })?;
-    let gateway = view
+    // One router address per family: a dual-stack subnet routes both.
+    let gateways: Vec<String> = view
         .gateways
         .iter()
         .zip(&view.cidrs)
-        .find_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())));
+        .filter_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())))
+        .collect();
     let wrote = match &valid.vpc {
         Some(vpc) => {
             let router_ids = external_ids::ours([(external_ids::VPC, vpc.as_str())]);
@@ -389,8 +391,8 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
                 .apply(|t| {
                     t.ensure_router(vpc, &router_ids)?;
                     t.ensure_switch(&name, &switch_ids)?;
-                    if let Some(gw) = &gateway {
-                        t.ensure_router_port_pair(vpc, &name, gw, &mac)?;
+                    if !gateways.is_empty() {
+                        t.ensure_router_port_pair(vpc, &name, &gateways, &mac)?;
                     }
                     Ok(())
                 })
