@@ -135,3 +135,146 @@ async fn a_nad_without_provider_is_reported_on_the_nad_and_its_pods() {
     );
     assert!(c.nb_pod_ports().is_empty());
 }
+
+/// Runs the real kubectl against the cluster; its stdout.
+fn kubectl(c: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .arg("--cache-dir")
+        .arg(c.dir.path().join("kubectl-cache"))
+        .args(args)
+        .output()
+        .expect("kubectl is installed");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ip_crs_and_vpc_status_read_as_upstream() {
+    let mut c = Cluster::up(0).await;
+    c.start_operator();
+    c.apply(&nad_yaml("dual-net")).await;
+    c.apply(&vpc_yaml("vpc-dual")).await;
+    c.apply(&subnet_yaml(
+        "dual",
+        "vpc-dual",
+        "10.162.0.0/24,fd00:162::/64",
+        "dual-net.default.ovn",
+    ))
+    .await;
+    c.apply(&format!(
+        "{}  nodeName: node1\n",
+        pod_yaml("dual-pod", "default/dual-net")
+    ))
+    .await;
+    let a = c.allocated("dual-pod", "dual-net.default.ovn").await;
+    assert_eq!(
+        a["dual-net.default.ovn.kubernetes.io/ip_address"],
+        "10.162.0.2,fd00:162::2"
+    );
+    assert_eq!(
+        a["dual-net.default.ovn.kubernetes.io/gateway"],
+        "10.162.0.1,fd00:162::1"
+    );
+    // Both gateways on the router port.
+    assert_eq!(
+        c.ovn
+            .nbctl(&["get", "Logical_Router_Port", "vpc-dual-dual", "networks"]),
+        r#"["10.162.0.1/24", "fd00:162::1/64"]"#
+    );
+
+    // `kubectl get ips` shows upstream's columns; the labels select as upstream's do.
+    c.eventually("IP CR", || async {
+        (c.ip_crs().await.len() == 1).then_some(())
+    })
+    .await;
+    let table = kubectl(&c, &["get", "ips"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "V4IP", "V6IP", "MAC", "NODE", "SUBNET"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "dual-pod.default.dual-net.default.ovn",
+            "10.162.0.2",
+            "fd00:162::2",
+            &a["dual-net.default.ovn.kubernetes.io/mac_address"],
+            "node1",
+            "dual"
+        ],
+        "{table}"
+    );
+    for selector in [
+        "ovn.kubernetes.io/subnet=dual",
+        "ovn.kubernetes.io/node-name=node1",
+        "ovn.kubernetes.io/ip_reserved=false",
+        "dual",
+    ] {
+        let names = kubectl(&c, &["get", "ips", "-l", selector, "-o", "name"]);
+        assert_eq!(
+            names, "ip.kubeovn.io/dual-pod.default.dual-net.default.ovn",
+            "{selector}"
+        );
+    }
+
+    // Vpc status: the router, its subnets, standby once the router exists, conditions.
+    let vpcs: Api<kube_ovn::api::vpc::Vpc> = Api::all(c.client.clone());
+    let status = c
+        .eventually("vpc-dual status with its subnet", || async {
+            let s = vpcs.get("vpc-dual").await.ok()?.status?;
+            (s.subnets == ["dual"]).then_some(s)
+        })
+        .await;
+    assert_eq!(status.router.as_deref(), Some("vpc-dual"));
+    assert!(status.standby);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|x| x.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status, ready.message.as_str()),
+        (ConditionStatus::True, "logical router vpc-dual")
+    );
+    let table = kubectl(&c, &["get", "vpc", "vpc-dual"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "ENABLEEXTERNAL",
+            "ENABLEBFD",
+            "STANDBY",
+            "SUBNETS",
+            "EXTRAEXTERNALSUBNETS",
+            "NAMESPACES",
+            "DEFAULTSUBNET"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        ["vpc-dual", "false", "false", "true", "[dual]"],
+        "{table}"
+    );
+
+    // A Vpc field that does nothing here says so.
+    c.apply("apiVersion: kubeovn.io/v1\nkind: Vpc\nmetadata:\n  name: vpc-ext\nspec:\n  enableExternal: true\n").await;
+    let m = c.event("vpc-ext", "UnsupportedFields").await;
+    assert!(
+        m.starts_with("spec.enableExternal/extraExternalSubnets: ") && m.contains("VpcNatGateway"),
+        "{m}"
+    );
+}

@@ -131,10 +131,7 @@ pub fn plan_pod_writes(
         let spec = ip_spec(key, observed, plan, alloc);
         if observed.ips.get(&plan.lsp_name) != Some(&spec) {
             let mut ip = IP::new(&plan.lsp_name, spec);
-            ip.metadata.labels = Some(BTreeMap::from([
-                ("ovn.kubernetes.io/subnet".to_owned(), plan.subnet.clone()),
-                ("kubeovn.io/pod".to_owned(), key.name.clone()),
-            ]));
+            ip.metadata.labels = Some(ip_labels(key, plan, observed.node_name));
             writes.ips.push(ip);
         }
     }
@@ -150,6 +147,33 @@ pub fn plan_pod_writes(
     writes.stale = stale;
     writes
 }
+
+/// Upstream's labels of an IP CR (`pkg/controller/ip.go`), so its selectors and tools work:
+/// the subnet (also as a key of its own, when it fits a label name), the node, and
+/// `ip_reserved: "false"` (a pod's address, not a reservation); plus the pod's name.
+fn ip_labels(key: &PodKey, plan: &AttachmentPlan, node: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (IP_LABEL_SUBNET.to_owned(), plan.subnet.clone()),
+        (
+            IP_LABEL_NODE.to_owned(),
+            node.unwrap_or_default().to_owned(),
+        ),
+        (IP_LABEL_RESERVED.to_owned(), "false".to_owned()),
+        ("kubeovn.io/pod".to_owned(), key.name.clone()),
+    ]);
+    // A label name is at most 63 characters; longer subnet names go without this one.
+    if plan.subnet.len() <= 63 {
+        labels.insert(plan.subnet.clone(), String::new());
+    }
+    labels
+}
+
+/// The IP CR label naming the subnet.
+pub const IP_LABEL_SUBNET: &str = "ovn.kubernetes.io/subnet";
+/// The IP CR label naming the pod's node (empty before scheduling).
+pub const IP_LABEL_NODE: &str = "ovn.kubernetes.io/node-name";
+/// The IP CR label telling a pod's address (`"false"`) from a reserved one.
+pub const IP_LABEL_RESERVED: &str = "ovn.kubernetes.io/ip_reserved";
 
 fn ip_spec(
     key: &PodKey,
@@ -308,6 +332,19 @@ mod tests {
         assert_eq!(ip.spec.ip_address, "10.0.0.5");
         assert_eq!(ip.spec.node_name, "node1");
         assert_eq!(ip.spec.pod_type, "");
+        assert_eq!(
+            ip.labels(),
+            &BTreeMap::from([
+                ("ovn.kubernetes.io/subnet".to_owned(), "s1".to_owned()),
+                ("ovn.kubernetes.io/node-name".to_owned(), "node1".to_owned()),
+                (
+                    "ovn.kubernetes.io/ip_reserved".to_owned(),
+                    "false".to_owned()
+                ),
+                ("s1".to_owned(), String::new()),
+                ("kubeovn.io/pod".to_owned(), "web".to_owned()),
+            ])
+        );
         assert!(writes.stale.is_empty());
     }
 
