@@ -767,7 +767,8 @@ mod tests {
         assert!(ready.is_true());
 
         // Each field on its own; defaults say nothing.
-        let each: [(&str, fn(&mut SubnetSpec)); 9] = [
+        type Setter = fn(&mut SubnetSpec);
+        let each: [(&str, Setter); 9] = [
             ("gatewayType", |s| {
                 s.gateway_type = Some("centralized".into())
             }),
