@@ -323,7 +323,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .iter()
             .filter_map(|p| {
                 let ip = ctx.ips.get(&ObjectRef::new(&p.lsp_name))?;
-                Some((p.lsp_name.clone(), ip.spec.clone()))
+                Some((p.lsp_name.clone(), ip))
             })
             .collect(),
         gateways: plans

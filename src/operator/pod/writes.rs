@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use kube::ResourceExt;
 
 use crate::api::allocation::AllocatedAttachment;
 use crate::api::annotations::{provider_annotation, ProviderKey};
@@ -49,8 +52,8 @@ pub struct ObservedPod<'a> {
     pub existing_keys: BTreeSet<String>,
     /// Ports of the planned attachments, by name, where NB has them.
     pub ports: BTreeMap<String, ObservedPort>,
-    /// IP CRs of the planned attachments, by name, where they exist.
-    pub ips: BTreeMap<String, IpSpec>,
+    /// IP CRs of the planned attachments, by name, where they exist (from the store).
+    pub ips: BTreeMap<String, Arc<IP>>,
     /// Gateways of each planned subnet.
     pub gateways: BTreeMap<String, Vec<IpAddr>>,
 }
@@ -129,9 +132,14 @@ pub fn plan_pod_writes(
         }
 
         let spec = ip_spec(key, observed, plan, alloc);
-        if observed.ips.get(&plan.lsp_name) != Some(&spec) {
+        let labels = ip_labels(key, plan, observed.node_name);
+        // IP CRs written before these labels existed get them too.
+        let up_to_date = observed.ips.get(&plan.lsp_name).is_some_and(|ip| {
+            ip.spec == spec && labels.iter().all(|(k, v)| ip.labels().get(k) == Some(v))
+        });
+        if !up_to_date {
             let mut ip = IP::new(&plan.lsp_name, spec);
-            ip.metadata.labels = Some(ip_labels(key, plan, observed.node_name));
+            ip.metadata.labels = Some(labels);
             writes.ips.push(ip);
         }
     }
@@ -281,7 +289,7 @@ mod tests {
             };
         }
         for ip in &writes.ips {
-            now.ips.insert(ip.name_any(), ip.spec.clone());
+            now.ips.insert(ip.name_any(), Arc::new(ip.clone()));
         }
         now
     }
@@ -346,6 +354,29 @@ mod tests {
             ])
         );
         assert!(writes.stale.is_empty());
+    }
+
+    #[test]
+    fn an_ip_cr_without_upstreams_labels_gets_them() {
+        let plans = [plan("n1")];
+        let allocations = [allocation("n1", "10.0.0.5")];
+        let mut attached = after(
+            observed(),
+            &plan_pod_writes(&key(), &plans, &allocations, &observed()),
+        );
+        let name = "web.default.n1.default.ovn";
+        let mut old = (*attached.ips[name]).clone();
+        old.metadata.labels = Some(BTreeMap::from([(
+            "ovn.kubernetes.io/subnet".to_owned(),
+            "s1".to_owned(),
+        )]));
+        attached.ips.insert(name.into(), Arc::new(old));
+        let writes = plan_pod_writes(&key(), &plans, &allocations, &attached);
+        let [ip] = writes.ips.as_slice() else {
+            panic!("one IP CR to apply, got {:?}", writes.ips);
+        };
+        assert_eq!(ip.labels()["ovn.kubernetes.io/ip_reserved"], "false");
+        assert!(writes.ports.is_empty() && writes.annotations.is_empty());
     }
 
     #[test]
