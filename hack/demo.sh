@@ -111,6 +111,8 @@ compose() { # name fragment [extra annotation line]
 compose multi-provider-pod fragment-multi-provider.yaml
 compose static-ip-pod fragment-static-ip.yaml
 compose qos-pod fragment-qos.yaml 'k8s.v1.cni.cncf.io/networks: default/kube-ovn-vpc-network'
+echo "# hack/demo/extra/dual-stack.yaml"
+kubectl apply -f hack/demo/extra/dual-stack.yaml
 echo "# hack/demo/seed/06-vpc-nat-gw.yaml"
 kubectl apply -f hack/demo/seed/06-vpc-nat-gw.yaml
 
@@ -145,7 +147,7 @@ spec:
     image: nginx
 EOF
 done
-wait_running tenant-a-app-2 tenant-b-app-2
+wait_running tenant-a-app-2 tenant-b-app-2 dual-1 dual-2
 kubectl get pods -o wide
 
 netns_of() { # the pod's network namespace (kube-sim records its name)
@@ -158,7 +160,7 @@ ip_of() { # pod provider
 }
 
 say "every pod: interfaces, addresses, routes and network-status"
-for p in multi-network-pod frontend tenant-a-app tenant-a-app-2 tenant-b-app tenant-b-app-2 multi-provider-pod static-ip-pod qos-pod; do
+for p in multi-network-pod frontend tenant-a-app tenant-a-app-2 tenant-b-app tenant-b-app-2 multi-provider-pod static-ip-pod qos-pod dual-1 dual-2; do
   echo "--- $p on $(node_of "$p")"
   in_pod "$p" ip -br addr show
   in_pod "$p" ip route show
@@ -176,6 +178,10 @@ desc="multi-network-pod's net1 is in 10.100.0.0/16 ($addr)"; check python3 -c "i
 desc="static-ip-pod has exactly 10.100.0.100"; check [ "$(ip_of static-ip-pod kube-ovn-network.default.ovn)" = 10.100.0.100 ]
 desc="frontend has net1 and net2"; check in_pod frontend ip link show net2
 desc="eth0 of every pod is untouched (default route via eth0)"; check sh -c "nsenter --net=$(netns_of frontend) ip route show default | grep -q 'dev eth0'"
+d2=$(ip_of dual-2 dual-network.default.ovn)
+desc="dual-stack pods ping each other across nodes over IPv4 (${d2%,*})"; check quiet in_pod dual-1 ping -c 3 -i 0.2 -W 2 "${d2%,*}"
+desc="dual-stack pods ping each other across nodes over IPv6 (${d2#*,})"; check quiet in_pod dual-1 ping -c 3 -i 0.2 -W 2 "${d2#*,}"
+desc="the dual-stack subnet's MTU 1300 is on net1"; check sh -c "nsenter --net=$(netns_of dual-1) ip link show net1 | grep -q 'mtu 1300'"
 a1=$(ip_of tenant-a-app tenant-a-network.default.ovn); a2=$(ip_of tenant-a-app-2 tenant-a-network.default.ovn)
 b1=$(ip_of tenant-b-app tenant-b-network.default.ovn)
 desc="tenant A pods ping each other across nodes ($a1 -> $a2)"; check quiet in_pod tenant-a-app ping -c 3 -i 0.2 -W 2 "$a2"

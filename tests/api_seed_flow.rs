@@ -55,6 +55,7 @@ fn seed_pod_is_planned_allocated_and_readable_by_the_daemon() {
         gateways: vec![subnet.spec.gateway.as_deref().unwrap().parse().unwrap()],
         logical_switch: plan.subnet.clone(),
         logical_router: plan.vpc.clone(),
+        mtu: plan.mtu,
     };
     let mut annotations = annotations.clone();
     annotations.extend(allocation.to_annotations(plan.key.as_str()));

@@ -96,3 +96,22 @@ fn primary_mode_is_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("primary mode is not supported"));
 }
+
+#[test]
+fn a_node_mtu_out_of_range_is_refused() {
+    for bad in ["20", "70000", "big"] {
+        let out = kube_ovn()
+            .args([
+                "node",
+                "--node-name=n1",
+                "--ovn-sb=tcp:127.0.0.1:6642",
+                "--mtu",
+                bad,
+            ])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--mtu") && err.contains(bad), "{bad}: {err}");
+    }
+}

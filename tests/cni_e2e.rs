@@ -470,6 +470,25 @@ fn bad_input_gives_the_right_code_names_the_problem_and_creates_nothing() {
         .assert_error(ErrorCode::InvalidNetworkConfig as u32, "server_socket");
     nothing_created("no server_socket");
 
+    // No provider: answered by the plugin at once (the daemon is not asked), saying what to
+    // write; DEL of such a pod still succeeds.
+    let mut no_provider = conf("0.3.1", &daemon.socket);
+    let object = no_provider.as_object_mut().expect("object");
+    object.remove("provider");
+    object.insert("name".into(), json!("attachnet"));
+    let out = exec("ADD", &no_provider, &env);
+    assert_eq!(
+        out.json(),
+        json!({
+            "cniVersion": "0.3.1",
+            "code": ErrorCode::InvalidNetworkConfig as u32,
+            "msg": "network config \"attachnet\" has no \"provider\", so kube-ovn never allocates an address for it; add \"provider\": \"attachnet.<nad namespace>.ovn\" to the config in the NetworkAttachmentDefinition's spec.config"
+        }),
+        "{}",
+        out.stdout
+    );
+    nothing_created("no provider");
+
     exec("ADD", &conf("0.2.0", &daemon.socket), &env)
         .assert_error(ErrorCode::IncompatibleVersion as u32, "0.2.0");
     nothing_created("unknown cniVersion");

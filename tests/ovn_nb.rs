@@ -54,7 +54,7 @@ async fn vpc_with_subnet(db: &DbServer) -> Northbound {
         .await
         .unwrap());
     assert!(nb
-        .ensure_router_port_pair("vpc1", "net1", "10.100.0.1/16", "00:00:00:10:00:01")
+        .ensure_router_port_pair("vpc1", "net1", &["10.100.0.1/16"], "00:00:00:10:00:01")
         .await
         .unwrap());
     nb
@@ -106,14 +106,14 @@ async fn router_switch_and_port_pair_are_created_once() {
         .await
         .unwrap());
     assert!(!nb
-        .ensure_router_port_pair("vpc1", "net1", "10.100.0.1/16", "00:00:00:10:00:01")
+        .ensure_router_port_pair("vpc1", "net1", &["10.100.0.1/16"], "00:00:00:10:00:01")
         .await
         .unwrap());
     assert_eq!(log_records(&db), before, "the second ensure wrote nothing");
 
     // A changed gateway is corrected in place.
     assert!(nb
-        .ensure_router_port_pair("vpc1", "net1", "10.100.0.254/16", "00:00:00:10:00:01")
+        .ensure_router_port_pair("vpc1", "net1", &["10.100.0.254/16"], "00:00:00:10:00:01")
         .await
         .unwrap());
     assert_eq!(
@@ -121,6 +121,43 @@ async fn router_switch_and_port_pair_are_created_once() {
         "[\"10.100.0.254/16\"]"
     );
     assert_eq!(db.nbctl(&["lrp-list", "vpc1"]).lines().count(), 1);
+
+    // Dual stack: both gateways on the one router port, and back to one.
+    assert!(nb
+        .ensure_router_port_pair(
+            "vpc1",
+            "net1",
+            &["fd00:100::1/64", "10.100.0.254/16"],
+            "00:00:00:10:00:01"
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]),
+        "[\"10.100.0.254/16\", \"fd00:100::1/64\"]"
+    );
+    assert!(!nb
+        .ensure_router_port_pair(
+            "vpc1",
+            "net1",
+            &["10.100.0.254/16", "fd00:100::1/64"],
+            "00:00:00:10:00:01"
+        )
+        .await
+        .unwrap());
+    assert!(nb
+        .ensure_router_port_pair("vpc1", "net1", &["10.100.0.254/16"], "00:00:00:10:00:01")
+        .await
+        .unwrap());
+    assert_eq!(
+        db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]),
+        "[\"10.100.0.254/16\"]"
+    );
+    let err = nb
+        .ensure_router_port_pair("vpc1", "net1", &[] as &[&str], "00:00:00:10:00:01")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no gateway address"), "{err}");
 
     assert!(nb
         .ensure_switch("net1", &ids(&[("vendor", "kube-ovn"), ("vpc", "vpc1")]))
@@ -132,12 +169,12 @@ async fn router_switch_and_port_pair_are_created_once() {
     );
 
     let err = nb
-        .ensure_router_port_pair("vpc1", "net1", "10.100.0.1", "00:00:00:10:00:01")
+        .ensure_router_port_pair("vpc1", "net1", &["10.100.0.1"], "00:00:00:10:00:01")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("vpc1-net1"), "{err}");
     let err = nb
-        .ensure_router_port_pair("nope", "net1", "10.0.0.1/24", "00:00:00:10:00:01")
+        .ensure_router_port_pair("nope", "net1", &["10.0.0.1/24"], "00:00:00:10:00:01")
         .await
         .unwrap_err();
     assert!(

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::annotations::{provider_annotation, ProviderKey, POD_EGRESS_RATE, POD_INGRESS_RATE};
 use super::mac::MacAddr;
 
+/// The MTUs an interface may get.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=65535;
+
 /// What the controller allocated for one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocatedAttachment {
@@ -30,6 +33,8 @@ pub struct AllocatedAttachment {
     pub logical_switch: String,
     /// The subnet's VPC.
     pub logical_router: Option<String>,
+    /// The subnet's `spec.mtu`, if it sets one (else the node's default applies).
+    pub mtu: Option<u32>,
 }
 
 /// Why the allocation annotations of an attachment cannot be read.
@@ -81,6 +86,9 @@ impl AllocatedAttachment {
                 router.clone(),
             );
         }
+        if let Some(mtu) = self.mtu {
+            out.insert(provider_annotation(key, ProviderKey::Mtu), mtu.to_string());
+        }
         out
     }
 
@@ -118,6 +126,16 @@ impl AllocatedAttachment {
             .get(&provider_annotation(key, ProviderKey::LogicalRouter))
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
+        let mtu_key = provider_annotation(key, ProviderKey::Mtu);
+        let mtu = match annotations.get(&mtu_key).map(|v| v.trim()) {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|m| MTU_RANGE.contains(m))
+                    .ok_or_else(|| invalid(&mtu_key, v, "is not an MTU (576..65535)"))?,
+            ),
+        };
         Ok(Some(Self {
             ips,
             mac,
@@ -125,6 +143,7 @@ impl AllocatedAttachment {
             gateways,
             logical_switch: logical_switch.to_owned(),
             logical_router,
+            mtu,
         }))
     }
 
@@ -238,6 +257,7 @@ mod tests {
             gateways: vec!["10.100.0.1".parse().unwrap()],
             logical_switch: "subnet-secondary".into(),
             logical_router: Some("vpc-secondary".into()),
+            mtu: None,
         }
     }
 
@@ -276,6 +296,27 @@ mod tests {
             back.gateway_for(back.ips[0]),
             Some("10.100.0.1".parse().unwrap())
         );
+        assert!(!annotations.contains_key(&format!("{KEY}.kubernetes.io/mtu")));
+    }
+
+    #[test]
+    fn the_subnet_mtu_travels_as_an_annotation_and_bad_ones_are_refused() {
+        let with_mtu = AllocatedAttachment {
+            mtu: Some(1300),
+            ..seed_allocation()
+        };
+        let mut annotations = with_mtu.to_annotations(KEY);
+        assert_eq!(annotations[&format!("{KEY}.kubernetes.io/mtu")], "1300");
+        let back = AllocatedAttachment::from_annotations(&annotations, KEY).unwrap();
+        assert_eq!(back, Some(with_mtu));
+        for bad in ["9", "70000", "big"] {
+            annotations.insert(format!("{KEY}.kubernetes.io/mtu"), bad.into());
+            let err = AllocatedAttachment::from_annotations(&annotations, KEY).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("annotation {KEY}.kubernetes.io/mtu: {bad:?} is not an MTU (576..65535)")
+            );
+        }
     }
 
     #[test]

@@ -73,11 +73,14 @@ pub enum ProviderKey {
     IpFamily,
     /// CIDRs routed in a NAT gateway pod (controller).
     VpcCidrs,
+    /// The interface MTU: the subnet's `spec.mtu` (controller, when the subnet sets one).
+    /// Not an upstream key: upstream's daemon reads the Subnet itself; ours watches only pods.
+    Mtu,
 }
 
 impl ProviderKey {
     /// Every key, for reverse lookups.
-    pub const ALL: [ProviderKey; 19] = [
+    pub const ALL: [ProviderKey; 20] = [
         Self::IpAddress,
         Self::MacAddress,
         Self::Cidr,
@@ -97,6 +100,7 @@ impl ProviderKey {
         Self::IpPool,
         Self::IpFamily,
         Self::VpcCidrs,
+        Self::Mtu,
     ];
 
     /// The part after `kubernetes.io/`.
@@ -121,6 +125,7 @@ impl ProviderKey {
             Self::IpPool => "ip_pool",
             Self::IpFamily => "ip_family",
             Self::VpcCidrs => "vpc_cidrs",
+            Self::Mtu => "mtu",
         }
     }
 

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 /// Set by validation: `False` with a reason naming what to fix.
 pub const VALIDATED: &str = "Validated";
+/// Present (`True`) while the spec sets fields this mode does not act on; its message names
+/// each field and what to use instead. Absent when there are none.
+pub const UNSUPPORTED: &str = "Unsupported";
 
 /// `status` of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

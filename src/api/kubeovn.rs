@@ -85,7 +85,8 @@ pub struct KubeOvnSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Pod interface MTU when a Subnet sets none; unset: the node role's default, 1400.
+    /// Pod interface MTU when a Subnet sets none; unset: each node's tunnel-endpoint link MTU
+    /// minus 100 (Geneve).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// Where the CNI binary is installed on nodes.

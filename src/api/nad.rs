@@ -43,7 +43,9 @@ pub struct KubeOvnNetConf {
     pub plugin_type: String,
     /// The node daemon's socket.
     pub server_socket: String,
-    /// Must equal `<nad>.<nad-namespace>.ovn` (checked by the attachment planner).
+    /// Must equal `<nad>.<nad-namespace>.ovn` (checked by the attachment planner); a
+    /// missing one is [`NadConfigError::MissingProvider`].
+    #[serde(default)]
     pub provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<serde_json::Value>,
@@ -71,12 +73,27 @@ pub enum NadConfigError {
     /// A kube-ovn config missing or mistyping a field.
     #[error("NAD {nad}: kube-ovn config: {reason}")]
     Invalid { nad: String, reason: String },
+    /// No `provider`: Kube-OVN's default `ovn` is the primary network, which secondary mode
+    /// does not serve, so no address would ever be allocated.
+    #[error(
+        "NAD {nad}: kube-ovn config has no \"provider\"; add \"provider\": \"{expected}\" \
+         (<nad>.<namespace>.ovn) to its spec.config"
+    )]
+    MissingProvider { nad: String, expected: String },
 }
 
 impl NadConfigError {
     /// True when the NAD simply belongs to another plugin.
     pub fn is_not_kube_ovn(&self) -> bool {
         matches!(self, Self::NotKubeOvn { .. })
+    }
+
+    /// The Event reason (one CamelCase word).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingProvider { .. } => "MissingProvider",
+            _ => "InvalidNetworkAttachmentDefinition",
+        }
     }
 }
 
@@ -116,8 +133,12 @@ pub fn parse_kube_ovn_config(nad: &str, config: &str) -> Result<KubeOvnNetConf, 
     if conf.server_socket.is_empty() {
         return Err(invalid("\"server_socket\" is empty"));
     }
-    if conf.provider.is_empty() {
-        return Err(invalid("\"provider\" is empty"));
+    if conf.provider.trim().is_empty() {
+        let (namespace, name) = nad.split_once('/').unwrap_or(("<namespace>", nad));
+        return Err(NadConfigError::MissingProvider {
+            nad: nad.to_owned(),
+            expected: format!("{name}.{namespace}.ovn"),
+        });
     }
     if conf.cni_version.is_empty() {
         return Err(invalid("\"cniVersion\" is empty"));
@@ -269,11 +290,18 @@ mod tests {
         assert!(err.to_string().contains("server_socket"), "{err}");
         let missing_provider = r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s"}"#;
         let err = parse_kube_ovn_config("ns/n", missing_provider).unwrap_err();
-        assert!(err.to_string().contains("provider"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "NAD ns/n: kube-ovn config has no \"provider\"; add \"provider\": \"n.ns.ovn\" (<nad>.<namespace>.ovn) to its spec.config"
+        );
+        assert_eq!(err.reason(), "MissingProvider");
         let empty_provider =
-            r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","provider":""}"#;
+            r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","provider":" "}"#;
         let err = parse_kube_ovn_config("ns/n", empty_provider).unwrap_err();
-        assert!(err.to_string().contains("provider"), "{err}");
+        assert!(
+            matches!(err, NadConfigError::MissingProvider { ref expected, .. } if expected == "n.ns.ovn"),
+            "{err}"
+        );
         let no_version = r#"{"type":"kube-ovn","server_socket":"/s","provider":"n.ns.ovn"}"#;
         let err = parse_kube_ovn_config("ns/n", no_version).unwrap_err();
         assert!(err.to_string().contains("cniVersion"), "{err}");

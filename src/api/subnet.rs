@@ -85,6 +85,7 @@ pub struct SubnetSpec {
     /// Pod interface MTU on this subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Upstream's node SNAT for the default VPC; not available here (`Unsupported`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_outgoing: Option<bool>,
     /// Only `allowSubnets` may reach a private subnet.
@@ -121,6 +122,32 @@ pub struct SubnetSpec {
     pub logical_gateway: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_table: Option<String>,
+    /// Upstream's underlay-to-overlay interconnection (underlay subnets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub u2o_interconnection: Option<bool>,
+    #[serde(
+        rename = "u2oInterconnectionIP",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub u2o_interconnection_ip: Option<String>,
+    /// Upstream's default-VPC egress through an external gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_egress_gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_routing_priority: Option<u32>,
+    #[serde(
+        rename = "policyRoutingTableID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_routing_table_id: Option<u32>,
+    /// Upstream's Service load balancers on the subnet's switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_lb: Option<bool>,
+    /// Upstream's ECMP over centralized gateway nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_ecmp: Option<bool>,
 }
 
 /// An ACL applied to the subnet's logical switch.
@@ -207,6 +234,14 @@ pub enum SubnetCidrError {
     },
     #[error("subnet {subnet:?}: {value:?} is not a CIDR")]
     Invalid { subnet: String, value: String },
+    #[error(
+        "subnet {subnet:?}: CIDR {given} has host bits set; write {network} (or a longer prefix) instead"
+    )]
+    HostBits {
+        subnet: String,
+        given: String,
+        network: String,
+    },
     #[error("subnet {subnet:?}: more than one {family} CIDR in {value:?}")]
     SameFamily {
         subnet: String,
@@ -234,14 +269,21 @@ impl SubnetSpec {
         }
     }
 
-    /// The CIDRs (one per family, at most one of each) as networks with host bits
-    /// cleared.
+    /// The CIDRs (one per family, at most one of each). A CIDR with host bits set
+    /// (`10.0.0.5/24`) is refused, not truncated: the user may have meant another prefix.
     pub fn cidrs(&self, subnet: &str) -> Result<Vec<IpNet>, SubnetCidrError> {
         let value = self.cidr_block(subnet)?;
         let nets = parse_cidr_list(value).ok_or_else(|| SubnetCidrError::Invalid {
             subnet: subnet.to_owned(),
             value: value.to_owned(),
         })?;
+        if let Some(net) = nets.iter().find(|n| n.trunc() != **n) {
+            return Err(SubnetCidrError::HostBits {
+                subnet: subnet.to_owned(),
+                given: net.to_string(),
+                network: net.trunc().to_string(),
+            });
+        }
         for (family, v4) in [("IPv4", true), ("IPv6", false)] {
             if nets
                 .iter()
@@ -260,6 +302,32 @@ impl SubnetSpec {
     }
 }
 
+impl SubnetSpec {
+    /// `spec.mtu` if it is one an interface of these `cidrs` can take: within
+    /// [`MTU_RANGE`](crate::api::allocation::MTU_RANGE), and at least 1280 (IPv6's
+    /// minimum) when the subnet has IPv6. `Err` says what is wrong.
+    pub fn checked_mtu(&self, subnet: &str, cidrs: &[IpNet]) -> Result<Option<u32>, String> {
+        let Some(mtu) = self.mtu else {
+            return Ok(None);
+        };
+        let range = crate::api::allocation::MTU_RANGE;
+        let ipv6 = cidrs.iter().any(|c| matches!(c, IpNet::V6(_)));
+        if !range.contains(&mtu) {
+            return Err(format!(
+                "subnet {subnet:?}: spec.mtu {mtu} is outside {}..{}",
+                range.start(),
+                range.end()
+            ));
+        }
+        if ipv6 && mtu < 1280 {
+            return Err(format!(
+                "subnet {subnet:?}: spec.mtu {mtu} is below 1280, the least IPv6 allows"
+            ));
+        }
+        Ok(Some(mtu))
+    }
+}
+
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
@@ -267,7 +335,7 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
 fn parse_cidr_list(value: &str) -> Option<Vec<IpNet>> {
     value
         .split(',')
-        .map(|part| part.trim().parse::<IpNet>().ok().map(|n| n.trunc()))
+        .map(|part| part.trim().parse::<IpNet>().ok())
         .collect()
 }
 
@@ -349,11 +417,29 @@ mod tests {
 
     #[test]
     fn dual_stack_and_bad_cidrs() {
-        let nets = spec(Some("10.0.0.5/24,fd00::/64"), None)
+        let nets = spec(Some("10.0.0.0/24,fd00::/64"), None)
             .cidrs("s")
             .unwrap();
         assert_eq!(nets[0].to_string(), "10.0.0.0/24");
         assert_eq!(nets[1].to_string(), "fd00::/64");
+        for (value, given, network) in [
+            ("10.0.0.5/24", "10.0.0.5/24", "10.0.0.0/24"),
+            ("10.0.0.0/24,fd00::1/64", "fd00::1/64", "fd00::/64"),
+        ] {
+            let err = spec(Some(value), None).cidrs("s").unwrap_err();
+            assert_eq!(
+                err,
+                SubnetCidrError::HostBits {
+                    subnet: "s".into(),
+                    given: given.into(),
+                    network: network.into()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("subnet \"s\": CIDR {given} has host bits set; write {network} (or a longer prefix) instead")
+            );
+        }
         let err = spec(Some("10.0.0.0/33"), None).cidrs("s").unwrap_err();
         assert!(matches!(err, SubnetCidrError::Invalid { .. }), "{err}");
         let err = spec(Some("10.0.0.0/24,10.1.0.0/24"), None)

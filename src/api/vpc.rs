@@ -1,5 +1,5 @@
 //! The `Vpc` CRD (`kubeovn.io/v1`, cluster-scoped, short name `vpc`): one OVN
-//! Logical_Router per VPC. Field names are Kube-OVN's.
+//! Logical_Router per VPC. Field names and `kubectl get vpc` columns are Kube-OVN's.
 
 // kube-derive attributes repeat keys (`printcolumn(type_ = …)`) by design.
 #![allow(clippy::duplicated_attributes)]
@@ -22,12 +22,24 @@ use super::condition::Condition;
     derive = "Default",
     derive = "PartialEq",
     doc = "A VPC: an isolated OVN logical router and the subnets attached to it.",
+    printcolumn(
+        name = "EnableExternal",
+        type_ = "boolean",
+        json_path = ".status.enableExternal"
+    ),
+    printcolumn(name = "EnableBfd", type_ = "boolean", json_path = ".status.enableBfd"),
+    printcolumn(name = "Standby", type_ = "boolean", json_path = ".status.standby"),
     printcolumn(name = "Subnets", type_ = "string", json_path = ".status.subnets"),
+    printcolumn(
+        name = "ExtraExternalSubnets",
+        type_ = "string",
+        json_path = ".status.extraExternalSubnets"
+    ),
     printcolumn(name = "Namespaces", type_ = "string", json_path = ".spec.namespaces"),
     printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
+        name = "DefaultSubnet",
+        type_ = "string",
+        json_path = ".status.defaultLogicalSwitch"
     )
 )]
 #[serde(rename_all = "camelCase")]

@@ -170,7 +170,11 @@ pub fn parse_netconf(stdin: &[u8], command: Command) -> Result<NetConf, CniError
         _ => return invalid("network config lacks \"server_socket\" (the node daemon's unix socket, e.g. /run/openvswitch/kube-ovn-daemon.sock)"),
     };
     let provider = match provider {
-        Some(p) if !p.is_empty() => p,
+        Some(p) if !p.trim().is_empty() => p,
+        // DEL must still succeed, so a pod on a broken NAD can go.
+        _ if matches!(command, Command::Add | Command::Check) => {
+            return invalid(&missing_provider(conf.name.as_deref(), ipam))
+        }
         _ => DEFAULT_PROVIDER.to_string(),
     };
     let runtime_config = conf.runtime_config.unwrap_or_default();
@@ -198,6 +202,23 @@ pub fn parse_netconf(stdin: &[u8], command: Command) -> Result<NetConf, CniError
         prev_result: conf.prev_result,
         raw,
     })
+}
+
+/// What ADD answers for a config without `provider`, at once: the controller allocates per
+/// provider and never for Kube-OVN's default `ovn` (the primary network) here, so waiting for
+/// an allocation would only time out.
+fn missing_provider(name: Option<&str>, ipam: bool) -> String {
+    let nad = name.filter(|n| !n.is_empty()).unwrap_or("<nad name>");
+    let (section, form) = if ipam {
+        ("its \"ipam\" section", format!("{nad}.<nad namespace>"))
+    } else {
+        ("the config", format!("{nad}.<nad namespace>.ovn"))
+    };
+    format!(
+        "network config {nad:?} has no \"provider\", so kube-ovn never allocates an address for \
+         it; add \"provider\": \"{form}\" to {section} in the NetworkAttachmentDefinition's \
+         spec.config"
+    )
 }
 
 /// The config's `cniVersion`, if supported and new enough for `command`; else code 1.
@@ -447,10 +468,42 @@ mod tests {
         );
         assert_eq!(c.provider, "attachnet.default.ovn");
         let c = conf(
-            r#"{"cniVersion":"1.1.0","name":"attachnet","type":"kube-ovn","server_socket":"/s"}"#,
+            r#"{"cniVersion":"1.1.0","name":"attachnet","type":"kube-ovn","server_socket":"/s","provider":"attachnet.default.ovn"}"#,
         )
         .expect("conf");
         assert_eq!(c.name.as_deref(), Some("attachnet"));
+    }
+
+    #[test]
+    fn add_without_provider_is_refused_at_once_and_del_still_works() {
+        let no_provider =
+            r#"{"cniVersion":"0.3.1","name":"attachnet","type":"kube-ovn","server_socket":"/s"}"#;
+        for command in [Command::Add, Command::Check] {
+            let stdin = no_provider.replace("0.3.1", "0.4.0");
+            let e = parse_netconf(stdin.as_bytes(), command).expect_err("no provider");
+            assert_eq!(e.code, ErrorCode::InvalidNetworkConfig as u32);
+            assert_eq!(
+                e.msg,
+                "network config \"attachnet\" has no \"provider\", so kube-ovn never allocates an address for it; add \"provider\": \"attachnet.<nad namespace>.ovn\" to the config in the NetworkAttachmentDefinition's spec.config"
+            );
+        }
+        let e =
+            conf(r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","provider":""}"#)
+                .expect_err("empty provider");
+        assert!(
+            e.msg.contains(r#""<nad name>.<nad namespace>.ovn""#),
+            "{}",
+            e.msg
+        );
+        let e = conf(r#"{"cniVersion":"0.3.1","name":"ext","type":"macvlan","ipam":{"type":"kube-ovn","server_socket":"/s"}}"#)
+            .expect_err("IPAM without provider");
+        assert!(
+            e.msg
+                .contains(r#"add "provider": "ext.<nad namespace>" to its "ipam" section"#),
+            "{}",
+            e.msg
+        );
+        let c = parse_netconf(no_provider.as_bytes(), Command::Del).expect("DEL parses");
         assert_eq!(c.provider, DEFAULT_PROVIDER);
     }
 
@@ -497,7 +550,7 @@ mod tests {
         assert_eq!(req.provider, "ovn-vpc-external-network.kube-system");
 
         // Our own plugin with some other IPAM section is a main plugin as always.
-        let c = conf(r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","ipam":{"type":"host-local"}}"#)
+        let c = conf(r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","provider":"n.default.ovn","ipam":{"type":"host-local"}}"#)
             .expect("conf");
         assert!(!c.ipam);
         assert!(
@@ -529,10 +582,10 @@ mod tests {
 
     #[test]
     fn bad_runtime_config_is_invalid_config() {
-        let e = conf(r#"{"cniVersion":"1.0.0","type":"kube-ovn","server_socket":"/s","runtimeConfig":{"ips":["10.0.0.300"]}}"#).expect_err("ip");
+        let e = conf(r#"{"cniVersion":"1.0.0","type":"kube-ovn","server_socket":"/s","provider":"n.default.ovn","runtimeConfig":{"ips":["10.0.0.300"]}}"#).expect_err("ip");
         assert_eq!(e.code, ErrorCode::InvalidNetworkConfig as u32);
         assert!(e.msg.contains("10.0.0.300"));
-        let e = conf(r#"{"cniVersion":"1.0.0","type":"kube-ovn","server_socket":"/s","runtimeConfig":{"mac":"zz"}}"#).expect_err("mac");
+        let e = conf(r#"{"cniVersion":"1.0.0","type":"kube-ovn","server_socket":"/s","provider":"n.default.ovn","runtimeConfig":{"mac":"zz"}}"#).expect_err("mac");
         assert_eq!(e.code, ErrorCode::InvalidNetworkConfig as u32);
     }
 
@@ -540,7 +593,7 @@ mod tests {
     fn version_gates_follow_skel() {
         let check = |v: &str, cmd| {
             parse_netconf(
-                format!(r#"{{"cniVersion":"{v}","type":"kube-ovn","server_socket":"/s"}}"#)
+                format!(r#"{{"cniVersion":"{v}","type":"kube-ovn","server_socket":"/s","provider":"n.default.ovn"}}"#)
                     .as_bytes(),
                 cmd,
             )
@@ -659,7 +712,7 @@ mod tests {
                 "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.1.0.9;MAC=0a:00:00:00:00:09",
             ),
         ];
-        let c = conf(r#"{"cniVersion":"1.0.0","type":"kube-ovn","server_socket":"/s","capabilities":{"ips":true,"mac":true},"runtimeConfig":{"ips":["10.1.0.7/24"],"mac":"0a:00:00:00:00:07"}}"#).expect("conf");
+        let c = conf(r#"{"cniVersion":"1.0.0","type":"kube-ovn","server_socket":"/s","provider":"n.default.ovn","capabilities":{"ips":true,"mac":true},"runtimeConfig":{"ips":["10.1.0.7/24"],"mac":"0a:00:00:00:00:07"}}"#).expect("conf");
         assert_eq!(c.capabilities.get("ips"), Some(&true));
         let req = build_request(Command::Add, &c, &env_of(ENV)).expect("request");
         assert_eq!(req.ips, vec!["10.1.0.7/24"]);

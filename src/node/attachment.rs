@@ -26,10 +26,6 @@ use crate::ovn::external_ids;
 
 use super::pod_index::PodView;
 
-/// The per-attachment MTU annotation (`<key>.kubernetes.io/mtu`), which wins over `--mtu`.
-/// Not yet in `ProviderKey`: the controller does not write it, a user may.
-const MTU_KEY: &str = "mtu";
-
 /// The attachment key of this interface ([`AttachmentId::key_for`], from the pod's networks
 /// annotation). A provider that is not `<nad>.<ns>.ovn` is its own key: no NAD names it, so
 /// the controller never annotates it and ADD reports that.
@@ -204,20 +200,7 @@ fn build(
             ),
         ));
     }
-    let mtu_annotation = format!("{key}.kubernetes.io/{MTU_KEY}");
-    let mtu = match pod.annotation(&mtu_annotation).map(str::trim) {
-        None | Some("") => defaults.mtu,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|m| (576..=65535).contains(m))
-            .ok_or_else(|| {
-                invalid(
-                    pod,
-                    format!("annotation {mtu_annotation}: {v:?} is not an MTU (576..65535)"),
-                )
-            })?,
-    };
+    let mtu = allocation.mtu.unwrap_or(defaults.mtu);
     let routes = routes(pod, &key, allocation)?;
     let qos = attachment_qos(&pod.annotations, &key).map_err(|e| invalid(pod, e.to_string()))?;
     let ips = addresses

@@ -99,9 +99,12 @@ pub struct NodeArgs {
     /// Let ovn-controller monitor all of the SB (faster first ADD on a switch, more memory).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ovn_monitor_all: bool,
-    /// Pod interface MTU when the annotations do not say: the underlay MTU minus 100.
-    #[arg(long, default_value_t = 1400)]
-    pub mtu: u32,
+    /// Pod interface MTU when the subnet does not say (`Subnet.spec.mtu`, which the operator
+    /// writes as `<provider>.kubernetes.io/mtu`). Default: the MTU of the link holding the
+    /// tunnel endpoint minus the Geneve overhead ([`GENEVE_OVERHEAD`]). The operator passes
+    /// `KubeOvn.spec.mtu` here.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub mtu: Option<u32>,
     /// How long ADD waits for the controller's annotations (`30s`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub annotation_timeout: Duration,
@@ -112,6 +115,20 @@ pub struct NodeArgs {
     /// How long ADD waits for ovn-controller to install the port.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ovn_installed_timeout: Duration,
+}
+
+/// What Geneve costs on the underlay, as Kube-OVN reckons it (`GeneveHeaderLength`): the
+/// userspace datapath does not fragment, so a pod MTU above underlay − this stalls TCP.
+pub const GENEVE_OVERHEAD: u32 = 100;
+
+/// The pod MTU when no subnet sets one used if the underlay MTU is unknown.
+const FALLBACK_MTU: u32 = 1400;
+
+/// The node's default pod MTU: `--mtu` if given, else the underlay's MTU minus
+/// [`GENEVE_OVERHEAD`], else [`FALLBACK_MTU`]. Pure.
+pub fn default_pod_mtu(flag: Option<u32>, underlay: Option<u32>) -> u32 {
+    flag.or_else(|| underlay.map(|m| m.saturating_sub(GENEVE_OVERHEAD).max(576)))
+        .unwrap_or(FALLBACK_MTU)
 }
 
 /// `250ms`, `30s`, `2m` or a bare number of seconds.
@@ -357,6 +374,26 @@ impl NodeSetup<'_> {
             )));
         }
 
+        let mtu = match args.mtu {
+            Some(m) => m,
+            None => {
+                let underlay = match netlink::Netlink::new() {
+                    Ok(nl) => nl.mtu_of_address(self.underlay.encap_ip).await,
+                    Err(e) => Err(e),
+                };
+                let underlay = underlay.unwrap_or_else(|e| {
+                    warn!(error = %e, "reading the underlay MTU");
+                    None
+                });
+                if underlay.is_none() {
+                    warn!(encap_ip = %self.underlay.encap_ip, fallback = FALLBACK_MTU,
+                        "no link holds the tunnel endpoint; pod MTU falls back (set --mtu or KubeOvn spec.mtu)");
+                }
+                default_pod_mtu(None, underlay)
+            }
+        };
+        info!(mtu, "pod interface MTU unless the subnet sets one");
+
         let pods = Arc::new(pod_index::PodIndex::new());
         let watch_task = tokio::spawn(watch_pods(
             self.client.clone(),
@@ -378,7 +415,7 @@ impl NodeSetup<'_> {
                 HandlerConfig {
                     bridge: chassis::INTEGRATION_BRIDGE.to_string(),
                     datapath: args.datapath,
-                    mtu: args.mtu,
+                    mtu,
                     annotation_timeout: args.annotation_timeout,
                     ovn_installed_timeout: args.ovn_installed_timeout,
                     ovn_run_dir: self.ovn_run_dir,
@@ -489,5 +526,14 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_default_pod_mtu_leaves_room_for_geneve() {
+        assert_eq!(default_pod_mtu(None, Some(1500)), 1400);
+        assert_eq!(default_pod_mtu(None, Some(9000)), 8900);
+        assert_eq!(default_pod_mtu(Some(1300), Some(9000)), 1300);
+        assert_eq!(default_pod_mtu(None, None), 1400);
+        assert_eq!(default_pod_mtu(None, Some(600)), 576);
     }
 }

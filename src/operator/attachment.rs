@@ -55,6 +55,8 @@ pub struct SubnetEntry {
     pub vpc: Option<String>,
     /// The CIDRs, or why the subnet has none usable.
     pub cidrs: Result<Vec<IpNet>, SubnetCidrError>,
+    /// `spec.mtu` when valid (the Subnet controller reports an invalid one).
+    pub mtu: Option<u32>,
 }
 
 /// Subnets by name and by provider; build it once per batch of pods.
@@ -72,10 +74,16 @@ impl SubnetIndex {
             let Some(name) = subnet.metadata.name.clone() else {
                 continue;
             };
+            let cidrs = subnet.spec.cidrs(&name);
+            let mtu = match &cidrs {
+                Ok(c) => subnet.spec.checked_mtu(&name, c).ok().flatten(),
+                Err(_) => None,
+            };
             let entry = SubnetEntry {
                 provider: subnet.provider().to_owned(),
                 vpc: subnet.spec.vpc.clone().filter(|v| !v.is_empty()),
-                cidrs: subnet.spec.cidrs(&name),
+                cidrs,
+                mtu,
                 name: name.clone(),
             };
             index
@@ -137,6 +145,8 @@ pub struct AttachmentPlan {
     pub vpc: Option<String>,
     /// The subnet's CIDRs (one per family).
     pub cidrs: Vec<IpNet>,
+    /// The subnet's `spec.mtu`, if set.
+    pub mtu: Option<u32>,
     /// Interface name in the pod.
     pub interface: String,
     /// Requested static addresses, as written (empty: allocate dynamically). IPAM checks
@@ -241,7 +251,7 @@ impl AttachmentError {
         match self {
             Self::Selection(_) => "InvalidNetworksAnnotation",
             Self::NadNotFound { .. } => "NetworkAttachmentDefinitionNotFound",
-            Self::NadConfig { .. } => "InvalidNetworkAttachmentDefinition",
+            Self::NadConfig { source, .. } => source.reason(),
             Self::ProviderMismatch { .. } | Self::InvalidProvider { .. } => "ProviderMismatch",
             Self::NoSubnet { .. } => "NoSubnetForProvider",
             Self::AmbiguousSubnet { .. } => "AmbiguousSubnet",
@@ -434,6 +444,7 @@ fn plan_one(
         subnet: subnet.name.clone(),
         vpc: subnet.vpc.clone(),
         cidrs,
+        mtu: subnet.mtu,
         interface: selection.interface.clone(),
         ips,
         ips_source,

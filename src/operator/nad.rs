@@ -22,7 +22,7 @@ pub fn nad_problem(nad: &NetworkAttachmentDefinition) -> Option<(&'static str, S
     match nad.kube_ovn_config() {
         Err(e) if e.is_not_kube_ovn() => None,
         Err(e) => Some((
-            "InvalidNetworkAttachmentDefinition",
+            e.reason(),
             format!("NetworkAttachmentDefinition {key}: {e}"),
         )),
         Ok(conf) => {
@@ -120,5 +120,15 @@ mod tests {
         assert!(message.contains("n1.default.ovn"), "{message}");
         let (reason, _) = nad_problem(&nad("n1", r#"{"type":"kube-ovn", "#)).unwrap();
         assert_eq!(reason, "InvalidNetworkAttachmentDefinition");
+        let (reason, message) = nad_problem(&nad(
+            "n1",
+            r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/run/openvswitch/kube-ovn-daemon.sock"}"#,
+        ))
+        .unwrap();
+        assert_eq!(reason, "MissingProvider");
+        assert!(
+            message.contains(r#"add "provider": "n1.default.ovn""#),
+            "{message}"
+        );
     }
 }

@@ -16,6 +16,11 @@
 //! another plugin's network that takes its addresses from kube-ovn (the NAT
 //! gateways' macvlan `ovn-vpc-external-network`); it needs no VPC (`spec.vpc`
 //! is ignored) and gets no logical switch.
+//!
+//! Fields of upstream's Subnet that mean nothing in secondary-network mode
+//! (`natOutgoing`, `u2oInterconnection`, `vlan`, …) or that are not built yet do
+//! not invalidate the subnet; they get an `Unsupported` condition and a Warning
+//! Event naming each field and what to use instead ([`unsupported_fields`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +39,10 @@ use tracing::{debug, info, warn};
 use super::context::Context;
 use super::controller::{self, ControllerError, Failure, Retry};
 use crate::api::annotations::Provider;
-use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
-use crate::api::subnet::{Subnet, SubnetStatus};
+use crate::api::condition::{
+    set_condition, Condition, ConditionStatus, READY, UNSUPPORTED, VALIDATED,
+};
+use crate::api::subnet::{Subnet, SubnetSpec, SubnetStatus};
 use crate::api::vpc::Vpc;
 use crate::ipam::{self, Allocator, Family};
 use crate::ovn::external_ids;
@@ -51,6 +58,8 @@ pub struct ValidSubnet {
     pub provider: String,
     pub cidrs: Vec<IpNet>,
     pub ipam: ipam::SubnetSpec,
+    /// What [`unsupported_fields`] says of the spec (empty: nothing).
+    pub unsupported: Vec<String>,
 }
 
 /// What is wrong with a subnet: a condition reason and a message saying what to fix.
@@ -62,6 +71,101 @@ pub struct SubnetProblem {
 
 fn problem(reason: &'static str, message: String) -> SubnetProblem {
     SubnetProblem { reason, message }
+}
+
+const USE_NAT_GATEWAY: &str = "for traffic leaving the VPC create a VpcNatGateway on its \
+    VPC with an IptablesEIP and an IptablesSnatRule (or IptablesFIPRule) for this subnet";
+
+/// The fields of `spec` this operator does not act on, each as `spec.<field>: why; what to
+/// use instead`. Default values (`natOutgoing: false`, `gatewayType: distributed`) say
+/// nothing and are not listed. Pure.
+pub fn unsupported_fields(spec: &SubnetSpec) -> Vec<String> {
+    let yes = |v: Option<bool>| v == Some(true);
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let mut out = Vec::new();
+    let mut say = |field: &str, why: &str| out.push(format!("spec.{field}: {why}"));
+    if yes(spec.nat_outgoing) {
+        say(
+            "natOutgoing",
+            &format!(
+                "node SNAT belongs to the primary network, not a secondary one; {USE_NAT_GATEWAY}"
+            ),
+        );
+    }
+    if yes(spec.u2o_interconnection) || set(&spec.u2o_interconnection_ip) {
+        say(
+            "u2oInterconnection",
+            "underlay-to-overlay interconnection needs an underlay (VLAN) subnet of the primary \
+             network; attach the subnets to one Vpc to connect them, or route with \
+             Vpc.spec.staticRoutes",
+        );
+    }
+    if spec
+        .gateway_type
+        .as_deref()
+        .is_some_and(|t| t != "distributed")
+        || set(&spec.gateway_node)
+    {
+        say(
+            "gatewayType/gatewayNode",
+            &format!("node gateways serve the primary network's default VPC; {USE_NAT_GATEWAY}"),
+        );
+    }
+    if set(&spec.external_egress_gateway)
+        || spec.policy_routing_priority.is_some()
+        || spec.policy_routing_table_id.is_some()
+    {
+        say(
+            "externalEgressGateway/policyRoutingPriority/policyRoutingTableID",
+            &format!("these route the default VPC's egress; use Vpc.spec.staticRoutes or policyRoutes, or {USE_NAT_GATEWAY}"),
+        );
+    }
+    if set(&spec.vlan) || yes(spec.logical_gateway) {
+        say(
+            "vlan/logicalGateway",
+            "underlay subnets need Kube-OVN provider networks, which this operator does not run; \
+             for a VLAN, use a macvlan or ipvlan NetworkAttachmentDefinition with \
+             \"ipam\": {\"type\": \"kube-ovn\", …} and a Subnet whose provider is \
+             <nad>.<namespace>",
+        );
+    }
+    if yes(spec.default) {
+        say(
+            "default",
+            "the default subnet is the primary network's; a pod reaches this subnet through its \
+             NetworkAttachmentDefinition's provider",
+        );
+    }
+    if !spec.namespaces.is_empty() {
+        say(
+            "namespaces",
+            "binds namespaces on the primary network; a pod reaches this subnet through a \
+             NetworkAttachmentDefinition whose provider is the subnet's",
+        );
+    }
+    if yes(spec.enable_lb) || yes(spec.enable_ecmp) {
+        say(
+            "enableLb/enableEcmp",
+            "Service load balancing and gateway ECMP are the primary network's",
+        );
+    }
+    if yes(spec.enable_ipv6_ra) {
+        say(
+            "enableIPv6RA",
+            "router advertisements are not sent yet; pods get their IPv6 address and routes \
+             from the allocation (static)",
+        );
+    }
+    if !spec.vips.is_empty() {
+        say("vips", "virtual IPs are not supported yet");
+    }
+    if set(&spec.route_table) {
+        say(
+            "routeTable",
+            "per-subnet route tables are not supported yet; the VPC's main table applies",
+        );
+    }
+    out
 }
 
 fn older(a: &Subnet, b: &Subnet) -> bool {
@@ -106,6 +210,10 @@ pub fn validate(
             return Err(problem("VpcRequired", message));
         }
     };
+    subnet
+        .spec
+        .checked_mtu(&name, &cidrs)
+        .map_err(|m| problem("InvalidSubnet", m))?;
     let ipam = ipam::SubnetSpec {
         name: name.clone(),
         cidr_block: cidrs
@@ -127,6 +235,7 @@ pub fn validate(
             provider,
             cidrs,
             ipam,
+            unsupported: unsupported_fields(&subnet.spec),
         });
     };
     for other in all {
@@ -167,6 +276,7 @@ pub fn validate(
         provider,
         cidrs,
         ipam,
+        unsupported: unsupported_fields(&subnet.spec),
     })
 }
 
@@ -260,11 +370,13 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
             subnet: name.clone(),
         },
     })?;
-    let gateway = view
+    // One router address per family: a dual-stack subnet routes both.
+    let gateways: Vec<String> = view
         .gateways
         .iter()
         .zip(&view.cidrs)
-        .find_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())));
+        .filter_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())))
+        .collect();
     let wrote = match &valid.vpc {
         Some(vpc) => {
             let router_ids = external_ids::ours([(external_ids::VPC, vpc.as_str())]);
@@ -279,8 +391,8 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
                 .apply(|t| {
                     t.ensure_router(vpc, &router_ids)?;
                     t.ensure_switch(&name, &switch_ids)?;
-                    if let Some(gw) = &gateway {
-                        t.ensure_router_port_pair(vpc, &name, gw, &mac)?;
+                    if !gateways.is_empty() {
+                        t.ensure_router_port_pair(vpc, &name, &gateways, &mac)?;
                     }
                     Ok(())
                 })
@@ -302,6 +414,18 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
         .is_some();
     if was_invalid {
         ctx.events.forget(&subnet.object_ref(&()));
+    }
+    if !valid.unsupported.is_empty() {
+        let message = valid.unsupported.join("; ");
+        warn!(subnet = %name, "fields without effect: {message}");
+        ctx.events
+            .warn(
+                &subnet.object_ref(&()),
+                "UnsupportedFields",
+                "Validate",
+                &message,
+            )
+            .await;
     }
     if wrote || change.created {
         info!(subnet = %name, vpc = ?valid.vpc, cidr = %valid.ipam.cidr_block, "subnet ready");
@@ -370,6 +494,20 @@ pub fn desired_status(
             };
             set(READY, true, "Ready", message);
             status.cidr_block = Some(valid.ipam.cidr_block.clone());
+            if valid.unsupported.is_empty() {
+                status.conditions.retain(|c| c.type_ != UNSUPPORTED);
+            } else {
+                set(
+                    UNSUPPORTED,
+                    true,
+                    "UnsupportedFields",
+                    format!(
+                        "subnet {} works without these fields: {}",
+                        valid.name,
+                        valid.unsupported.join("; ")
+                    ),
+                );
+            }
         }
         Err(p) => {
             set(VALIDATED, false, p.reason, p.message.clone());
@@ -568,6 +706,106 @@ mod tests {
 
         let s = subnet("s", Some("vpc-a"), "10.1.0.0/33", 0);
         assert_eq!(check(&s, &[]).unwrap_err().reason, "InvalidCidr");
+
+        for (cidr, mtu, words) in [
+            ("10.1.0.0/24", 20, "spec.mtu 20 is outside 576..65535"),
+            ("10.1.0.0/24", 70000, "spec.mtu 70000 is outside 576..65535"),
+            (
+                "10.1.0.0/24,fd00::/64",
+                1000,
+                "spec.mtu 1000 is below 1280, the least IPv6 allows",
+            ),
+        ] {
+            let mut s = (*subnet("s", Some("vpc-a"), cidr, 0)).clone();
+            s.spec.mtu = Some(mtu);
+            let p = check(&s, &[]).unwrap_err();
+            assert_eq!(p.reason, "InvalidSubnet");
+            assert_eq!(p.message, format!("subnet \"s\": {words}"));
+        }
+        let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
+        s.spec.mtu = Some(1000);
+        assert!(check(&s, &[]).is_ok());
+    }
+
+    #[test]
+    fn a_cidr_with_host_bits_is_refused_not_truncated() {
+        let s = subnet("s", Some("vpc-a"), "10.0.0.5/24", 0);
+        let p = check(&s, &[]).unwrap_err();
+        assert_eq!(p.reason, "InvalidCidr");
+        assert_eq!(
+            p.message,
+            "subnet \"s\": CIDR 10.0.0.5/24 has host bits set; write 10.0.0.0/24 (or a longer prefix) instead"
+        );
+        let s = subnet("s", Some("vpc-a"), "10.0.0.0/24,fd00:10::5/64", 0);
+        let p = check(&s, &[]).unwrap_err();
+        assert!(p.message.contains("write fd00:10::/64"), "{}", p.message);
+    }
+
+    #[test]
+    fn primary_network_fields_get_an_unsupported_condition_and_the_subnet_still_works() {
+        let mut s = (*subnet("s", Some("vpc-a"), "10.1.0.0/24", 0)).clone();
+        s.spec.nat_outgoing = Some(true);
+        s.spec.u2o_interconnection = Some(true);
+        s.spec.gateway_type = Some("distributed".into());
+        let v = check(&s, &[]).expect("still valid");
+        assert_eq!(v.unsupported.len(), 2, "{:?}", v.unsupported);
+        assert!(v.unsupported[0].starts_with("spec.natOutgoing: "));
+        assert!(v.unsupported[0].contains("VpcNatGateway"));
+        assert!(v.unsupported[1].starts_with("spec.u2oInterconnection: "));
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000).unwrap());
+        let status = desired_status(&s, Ok(&v), None, now.clone());
+        let c = crate::api::condition::find_condition(&status.conditions, UNSUPPORTED).unwrap();
+        assert!(c.is_true());
+        assert_eq!(c.reason, "UnsupportedFields");
+        assert!(
+            c.message
+                .starts_with("subnet s works without these fields: spec.natOutgoing: "),
+            "{}",
+            c.message
+        );
+        let ready = crate::api::condition::find_condition(&status.conditions, READY).unwrap();
+        assert!(ready.is_true());
+
+        // Each field on its own; defaults say nothing.
+        type Setter = fn(&mut SubnetSpec);
+        let each: [(&str, Setter); 9] = [
+            ("gatewayType", |s| {
+                s.gateway_type = Some("centralized".into())
+            }),
+            ("externalEgressGateway", |s| {
+                s.policy_routing_table_id = Some(1000)
+            }),
+            ("vlan", |s| s.vlan = Some("vlan10".into())),
+            ("default", |s| s.default = Some(true)),
+            ("namespaces", |s| s.namespaces = vec!["ns1".into()]),
+            ("enableLb", |s| s.enable_lb = Some(true)),
+            ("enableIPv6RA", |s| s.enable_ipv6_ra = Some(true)),
+            ("vips", |s| s.vips = vec!["10.1.0.9".into()]),
+            ("routeTable", |s| s.route_table = Some("rtb".into())),
+        ];
+        for (field, f) in each {
+            let mut spec = SubnetSpec::default();
+            f(&mut spec);
+            let got = unsupported_fields(&spec);
+            assert_eq!(got.len(), 1, "{field}: {got:?}");
+            assert!(got[0].starts_with(&format!("spec.{field}")), "{got:?}");
+        }
+        let defaults = SubnetSpec {
+            nat_outgoing: Some(false),
+            u2o_interconnection: Some(false),
+            gateway_type: Some("distributed".into()),
+            enable_lb: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(unsupported_fields(&defaults), Vec::<String>::new());
+
+        // Dropping the fields removes the condition.
+        s.spec.nat_outgoing = None;
+        s.spec.u2o_interconnection = None;
+        s.status = Some(status);
+        let v = check(&s, &[]).expect("valid");
+        let status = desired_status(&s, Ok(&v), None, now);
+        assert!(crate::api::condition::find_condition(&status.conditions, UNSUPPORTED).is_none());
     }
 
     #[test]

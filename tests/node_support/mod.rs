@@ -263,7 +263,6 @@ impl NodeDaemon {
             "--datapath=netdev".into(),
             format!("--ovn-sb={}", sandbox.sb_endpoint()),
             format!("--encap-ip=172.30.0.{}", 10 + n),
-            "--mtu=1400".into(),
         ];
         let mut args = args.to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));

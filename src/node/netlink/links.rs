@@ -185,6 +185,47 @@ impl Netlink {
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
         link_index(&self.handle, name).await
     }
+
+    /// The MTU of the link in this netns that holds address `ip` (the node's tunnel endpoint),
+    /// if some link does.
+    pub async fn mtu_of_address(&self, ip: std::net::IpAddr) -> Result<Option<u32>, NetlinkError> {
+        use netlink_packet_route::address::AddressAttribute;
+        let object = format!("the link holding {ip}");
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err("list addresses for", object.clone()))?;
+        let Some(index) = messages
+            .iter()
+            .find(|m| {
+                m.attributes.iter().any(|a| {
+                    matches!(a, AddressAttribute::Local(a) | AddressAttribute::Address(a) if *a == ip)
+                })
+            })
+            .map(|m| m.header.index)
+        else {
+            return Ok(None);
+        };
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(nl_err("look up", object))?;
+        Ok(link.and_then(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+        }))
+    }
 }
 
 /// RTM_DELLINK by name on a fresh rtnetlink socket of this thread's netns; waits for the ack.

@@ -323,7 +323,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
             .iter()
             .filter_map(|p| {
                 let ip = ctx.ips.get(&ObjectRef::new(&p.lsp_name))?;
-                Some((p.lsp_name.clone(), ip.spec.clone()))
+                Some((p.lsp_name.clone(), ip))
             })
             .collect(),
         gateways: plans
@@ -587,6 +587,7 @@ mod tests {
             subnet: subnet.into(),
             vpc: Some("v".into()),
             cidrs: vec!["10.0.0.0/24".parse().unwrap()],
+            mtu: None,
             interface: "net1".into(),
             ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             ips_source: None,

@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use kube::ResourceExt;
 
 use crate::api::allocation::AllocatedAttachment;
 use crate::api::annotations::{provider_annotation, ProviderKey};
@@ -19,7 +22,7 @@ use crate::operator::ports::PortChange;
 use crate::ovn::{external_ids, LspSpec};
 
 /// The annotations the controller writes per attachment.
-pub const ALLOCATION_KEYS: [ProviderKey; 7] = [
+pub const ALLOCATION_KEYS: [ProviderKey; 8] = [
     ProviderKey::IpAddress,
     ProviderKey::MacAddress,
     ProviderKey::Cidr,
@@ -27,6 +30,7 @@ pub const ALLOCATION_KEYS: [ProviderKey; 7] = [
     ProviderKey::LogicalSwitch,
     ProviderKey::LogicalRouter,
     ProviderKey::Allocated,
+    ProviderKey::Mtu,
 ];
 
 /// A logical switch port as NB has it now.
@@ -48,8 +52,8 @@ pub struct ObservedPod<'a> {
     pub existing_keys: BTreeSet<String>,
     /// Ports of the planned attachments, by name, where NB has them.
     pub ports: BTreeMap<String, ObservedPort>,
-    /// IP CRs of the planned attachments, by name, where they exist.
-    pub ips: BTreeMap<String, IpSpec>,
+    /// IP CRs of the planned attachments, by name, where they exist (from the store).
+    pub ips: BTreeMap<String, Arc<IP>>,
     /// Gateways of each planned subnet.
     pub gateways: BTreeMap<String, Vec<IpAddr>>,
 }
@@ -119,6 +123,7 @@ pub fn plan_pod_writes(
                 .unwrap_or_default(),
             logical_switch: plan.subnet.clone(),
             logical_router: plan.vpc.clone(),
+            mtu: plan.mtu,
         };
         for (k, v) in allocated.to_annotations(plan.key.as_str()) {
             if observed.annotations.get(&k) != Some(&v) {
@@ -127,12 +132,14 @@ pub fn plan_pod_writes(
         }
 
         let spec = ip_spec(key, observed, plan, alloc);
-        if observed.ips.get(&plan.lsp_name) != Some(&spec) {
+        let labels = ip_labels(key, plan, observed.node_name);
+        // IP CRs written before these labels existed get them too.
+        let up_to_date = observed.ips.get(&plan.lsp_name).is_some_and(|ip| {
+            ip.spec == spec && labels.iter().all(|(k, v)| ip.labels().get(k) == Some(v))
+        });
+        if !up_to_date {
             let mut ip = IP::new(&plan.lsp_name, spec);
-            ip.metadata.labels = Some(BTreeMap::from([
-                ("ovn.kubernetes.io/subnet".to_owned(), plan.subnet.clone()),
-                ("kubeovn.io/pod".to_owned(), key.name.clone()),
-            ]));
+            ip.metadata.labels = Some(labels);
             writes.ips.push(ip);
         }
     }
@@ -148,6 +155,33 @@ pub fn plan_pod_writes(
     writes.stale = stale;
     writes
 }
+
+/// Upstream's labels of an IP CR (`pkg/controller/ip.go`), so its selectors and tools work:
+/// the subnet (also as a key of its own, when it fits a label name), the node, and
+/// `ip_reserved: "false"` (a pod's address, not a reservation); plus the pod's name.
+fn ip_labels(key: &PodKey, plan: &AttachmentPlan, node: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (IP_LABEL_SUBNET.to_owned(), plan.subnet.clone()),
+        (
+            IP_LABEL_NODE.to_owned(),
+            node.unwrap_or_default().to_owned(),
+        ),
+        (IP_LABEL_RESERVED.to_owned(), "false".to_owned()),
+        ("kubeovn.io/pod".to_owned(), key.name.clone()),
+    ]);
+    // A label name is at most 63 characters; longer subnet names go without this one.
+    if plan.subnet.len() <= 63 {
+        labels.insert(plan.subnet.clone(), String::new());
+    }
+    labels
+}
+
+/// The IP CR label naming the subnet.
+pub const IP_LABEL_SUBNET: &str = "ovn.kubernetes.io/subnet";
+/// The IP CR label naming the pod's node (empty before scheduling).
+pub const IP_LABEL_NODE: &str = "ovn.kubernetes.io/node-name";
+/// The IP CR label telling a pod's address (`"false"`) from a reserved one.
+pub const IP_LABEL_RESERVED: &str = "ovn.kubernetes.io/ip_reserved";
 
 fn ip_spec(
     key: &PodKey,
@@ -201,6 +235,7 @@ mod tests {
             subnet: "s1".into(),
             vpc: Some("vpc1".into()),
             cidrs: vec!["10.0.0.0/24".parse().expect("valid CIDR")],
+            mtu: None,
             interface: "net1".into(),
             ips: vec![],
             ips_source: None,
@@ -254,7 +289,7 @@ mod tests {
             };
         }
         for ip in &writes.ips {
-            now.ips.insert(ip.name_any(), ip.spec.clone());
+            now.ips.insert(ip.name_any(), Arc::new(ip.clone()));
         }
         now
     }
@@ -305,7 +340,43 @@ mod tests {
         assert_eq!(ip.spec.ip_address, "10.0.0.5");
         assert_eq!(ip.spec.node_name, "node1");
         assert_eq!(ip.spec.pod_type, "");
+        assert_eq!(
+            ip.labels(),
+            &BTreeMap::from([
+                ("ovn.kubernetes.io/subnet".to_owned(), "s1".to_owned()),
+                ("ovn.kubernetes.io/node-name".to_owned(), "node1".to_owned()),
+                (
+                    "ovn.kubernetes.io/ip_reserved".to_owned(),
+                    "false".to_owned()
+                ),
+                ("s1".to_owned(), String::new()),
+                ("kubeovn.io/pod".to_owned(), "web".to_owned()),
+            ])
+        );
         assert!(writes.stale.is_empty());
+    }
+
+    #[test]
+    fn an_ip_cr_without_upstreams_labels_gets_them() {
+        let plans = [plan("n1")];
+        let allocations = [allocation("n1", "10.0.0.5")];
+        let mut attached = after(
+            observed(),
+            &plan_pod_writes(&key(), &plans, &allocations, &observed()),
+        );
+        let name = "web.default.n1.default.ovn";
+        let mut old = (*attached.ips[name]).clone();
+        old.metadata.labels = Some(BTreeMap::from([(
+            "ovn.kubernetes.io/subnet".to_owned(),
+            "s1".to_owned(),
+        )]));
+        attached.ips.insert(name.into(), Arc::new(old));
+        let writes = plan_pod_writes(&key(), &plans, &allocations, &attached);
+        let [ip] = writes.ips.as_slice() else {
+            panic!("one IP CR to apply, got {:?}", writes.ips);
+        };
+        assert_eq!(ip.labels()["ovn.kubernetes.io/ip_reserved"], "false");
+        assert!(writes.ports.is_empty() && writes.annotations.is_empty());
     }
 
     #[test]
@@ -322,7 +393,14 @@ mod tests {
 
     #[test]
     fn a_removed_attachment_loses_its_port_annotations_and_address() {
-        let both = [plan("n1"), plan("n2")];
+        // n2's subnet sets an MTU: its annotation goes too.
+        let both = [
+            plan("n1"),
+            AttachmentPlan {
+                mtu: Some(1300),
+                ..plan("n2")
+            },
+        ];
         let allocations = [allocation("n1", "10.0.0.5"), allocation("n2", "10.0.0.6")];
         let mut attached = after(
             observed(),

@@ -169,14 +169,14 @@ impl Northbound {
         self.apply(|t| t.ensure_switch(name, external_ids)).await
     }
 
-    pub async fn ensure_router_port_pair(
+    pub async fn ensure_router_port_pair<S: AsRef<str>>(
         &self,
         router: &str,
         switch: &str,
-        gateway_cidr: &str,
+        gateway_cidrs: &[S],
         mac: &str,
     ) -> Result<bool> {
-        self.apply(|t| t.ensure_router_port_pair(router, switch, gateway_cidr, mac))
+        self.apply(|t| t.ensure_router_port_pair(router, switch, gateway_cidrs, mac))
             .await
     }
 

@@ -216,28 +216,39 @@ impl<'a> NbTxn<'a> {
         self.ensure_named(LogicalSwitch::NAME, name, external_ids, true)
     }
 
-    /// Router port `<router>-<switch>` with the gateway address and MAC, and
-    /// its peer switch port `<switch>-<router>` of type `router`.
-    pub fn ensure_router_port_pair(
+    /// Router port `<router>-<switch>` with the gateway addresses (one per family of a
+    /// dual-stack subnet, each with its prefix) and MAC, and its peer switch port
+    /// `<switch>-<router>` of type `router`.
+    pub fn ensure_router_port_pair<S: AsRef<str>>(
         &mut self,
         router: &str,
         switch: &str,
-        gateway_cidr: &str,
+        gateway_cidrs: &[S],
         mac: &str,
     ) -> Result<()> {
         let (lrp_name, lsp_name) = router_port_names(router, switch);
-        if gateway_cidr.parse::<ipnet::IpNet>().is_err() {
-            return Err(Error::Invalid {
-                kind: "logical router port",
-                name: lrp_name,
-                reason: format!("gateway {gateway_cidr:?} is not an address with prefix length"),
-            });
+        let invalid = |reason: String| Error::Invalid {
+            kind: "logical router port",
+            name: lrp_name.clone(),
+            reason,
+        };
+        if gateway_cidrs.is_empty() {
+            return Err(invalid("no gateway address".into()));
         }
+        for gw in gateway_cidrs {
+            let gw = gw.as_ref();
+            if gw.parse::<ipnet::IpNet>().is_err() {
+                return Err(invalid(format!(
+                    "gateway {gw:?} is not an address with prefix length"
+                )));
+            }
+        }
+        let networks = Value::set(gateway_cidrs.iter().map(|g| Atom::from(g.as_ref())));
         let router_ref = self.named_ref(LogicalRouter::NAME, "logical router", router)?;
         let want_lrp = row([
             ("name", Value::atom(lrp_name.as_str())),
             ("mac", Value::atom(mac)),
-            ("networks", Value::atom(gateway_cidr)),
+            ("networks", networks),
         ]);
         let lrp: Option<LogicalRouterPort> = self.cached(&lrp_name)?;
         match lrp {
