@@ -12,6 +12,8 @@
 //!   routes).
 //! - `natgw`: the VPC NAT gateway controllers (VpcNatGateway, IptablesEIP, the NAT rules,
 //!   the external network).
+//! - `policy`: traffic policy (SecurityGroups, Subnet `private`/`allowSubnets`/`acls`) as
+//!   Port_Groups, Address_Sets and ACLs.
 //! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
 //! - `queue`: the pod work queue; `events`: Events; `status`: the status endpoint
@@ -32,6 +34,7 @@ pub mod leader;
 pub mod nad;
 pub mod natgw;
 pub mod pod;
+pub mod policy;
 pub mod ports;
 pub mod queue;
 pub mod routes;
@@ -106,7 +109,7 @@ pub struct OperatorArgs {
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
-const REQUIRED_CRDS: [(&str, &str); 10] = [
+const REQUIRED_CRDS: [(&str, &str); 11] = [
     (
         "kubeovns.operator.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -114,6 +117,10 @@ const REQUIRED_CRDS: [(&str, &str); 10] = [
     ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    (
+        "security-groups.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
     (
         "vpc-nat-gateways.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -345,13 +352,17 @@ async fn lead(
     });
 
     status_api.set_context(ctx.clone());
+    let policy_wake = policy::start(ctx.clone(), tasks);
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
         "subnets",
         {
             let ctx = ctx.clone();
-            move || ctx.requeue_waiting()
+            move || {
+                ctx.requeue_waiting();
+                policy_wake.notify_one();
+            }
         },
     ));
     tasks.spawn(mirror(

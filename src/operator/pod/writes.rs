@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::api::allocation::AllocatedAttachment;
-use crate::api::annotations::{provider_annotation, ProviderKey};
+use crate::api::annotations::{provider_annotation, ProviderKey, POD_SECURITY_GROUPS};
 use crate::api::ip::{IpSpec, IP};
 use crate::ipam::Allocation;
 use crate::operator::attachment::AttachmentPlan;
@@ -33,6 +33,7 @@ pub const ALLOCATION_KEYS: [ProviderKey; 7] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedPort {
     pub addresses: Vec<String>,
+    pub port_security: Vec<String>,
     pub external_ids: BTreeMap<String, String>,
 }
 
@@ -88,20 +89,39 @@ pub fn plan_pod_writes(
     let pod_ref = key.ns_name();
     let mut writes = PodWrites::default();
     for (plan, alloc) in plans.iter().zip(allocations) {
+        let mut ids = external_ids::ours([
+            (external_ids::POD, pod_ref.as_str()),
+            (external_ids::LOGICAL_SWITCH, plan.subnet.as_str()),
+            (external_ids::ATTACHMENT, plan.key.as_str()),
+        ]);
+        let groups = security_groups(&observed.annotations, plan.key.as_str());
+        if !groups.is_empty() {
+            ids.insert(external_ids::SECURITY_GROUPS.to_owned(), groups.join("/"));
+            for g in &groups {
+                ids.insert(
+                    format!("{}{g}", external_ids::ASSOCIATED_SG_PREFIX),
+                    "true".to_owned(),
+                );
+            }
+        }
         let spec = LspSpec {
             name: plan.lsp_name.clone(),
             switch: plan.subnet.clone(),
             mac: alloc.mac,
             ips: alloc.ips.to_vec(),
-            port_security: false,
-            external_ids: external_ids::ours([
-                (external_ids::POD, pod_ref.as_str()),
-                (external_ids::LOGICAL_SWITCH, plan.subnet.as_str()),
-                (external_ids::ATTACHMENT, plan.key.as_str()),
-            ]),
+            port_security: observed
+                .annotations
+                .get(&provider_annotation(
+                    plan.key.as_str(),
+                    ProviderKey::PortSecurity,
+                ))
+                .is_some_and(|v| v == "true"),
+            external_ids: ids,
         };
         let up_to_date = observed.ports.get(&spec.name).is_some_and(|p| {
-            p.addresses == spec.addresses() && p.external_ids == spec.external_ids
+            p.addresses == spec.addresses()
+                && p.port_security == spec.port_security_entries()
+                && p.external_ids == spec.external_ids
         });
         // An IPAM-only attachment (another plugin's interface) has no port.
         if !up_to_date && !plan.provider.is_ipam_only() {
@@ -147,6 +167,23 @@ pub fn plan_pod_writes(
     }
     writes.stale = stale;
     writes
+}
+
+/// The security groups an attachment names: `<key>.kubernetes.io/security_groups`, else the
+/// pod-wide `ovn.kubernetes.io/security_groups` (as the pod-wide QoS keys apply to every
+/// attachment); comma-separated, duplicates dropped, order kept.
+pub fn security_groups(annotations: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    let value = annotations
+        .get(&provider_annotation(key, ProviderKey::SecurityGroups))
+        .or_else(|| annotations.get(POD_SECURITY_GROUPS));
+    let mut out: Vec<String> = Vec::new();
+    for g in value.into_iter().flat_map(|v| v.split(',')) {
+        let g = g.trim();
+        if !g.is_empty() && !out.iter().any(|o| o == g) {
+            out.push(g.to_owned());
+        }
+    }
+    out
 }
 
 fn ip_spec(
@@ -238,6 +275,7 @@ mod tests {
                 PortChange::Ensure(spec) => {
                     let port = ObservedPort {
                         addresses: spec.addresses(),
+                        port_security: spec.port_security_entries(),
                         external_ids: spec.external_ids.clone(),
                     };
                     now.ports.insert(spec.name.clone(), port);
