@@ -359,6 +359,56 @@ mod tests {
     }
 
     #[test]
+    fn security_groups_and_port_security_reach_the_port_live() {
+        let plans = [plan("n1"), plan("n2")];
+        let allocations = [allocation("n1", "10.0.0.5"), allocation("n2", "10.0.0.6")];
+        let attached = after(
+            observed(),
+            &plan_pod_writes(&key(), &plans, &allocations, &observed()),
+        );
+        let mut annotated = after(attached, &PodWrites::default());
+        let a = annotated.annotations.to_mut();
+        a.insert(POD_SECURITY_GROUPS.into(), "all-sg".into());
+        a.insert(
+            "n1.default.ovn.kubernetes.io/security_groups".into(),
+            "web, db,web".into(),
+        );
+        a.insert(
+            "n1.default.ovn.kubernetes.io/port_security".into(),
+            "true".into(),
+        );
+        let writes = plan_pod_writes(&key(), &plans, &allocations, &annotated);
+        let specs: Vec<&LspSpec> = writes
+            .ports
+            .iter()
+            .map(|c| match c {
+                PortChange::Ensure(s) => s,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(specs.len(), 2, "both ports change, nothing else does");
+        assert!(writes.annotations.is_empty() && writes.ips.is_empty());
+        let ids = &specs[0].external_ids;
+        assert_eq!(ids[external_ids::SECURITY_GROUPS], "web/db");
+        assert_eq!(ids["associated_sg_web"], "true");
+        assert_eq!(ids["associated_sg_db"], "true");
+        assert!(specs[0].port_security);
+        assert_eq!(specs[0].port_security_entries(), specs[0].addresses());
+        // The second attachment names none of its own: the pod-wide key applies, no port security.
+        assert_eq!(
+            specs[1].external_ids[external_ids::SECURITY_GROUPS],
+            "all-sg"
+        );
+        assert!(!specs[1].port_security);
+        // Applied, nothing more to write.
+        let now = after(annotated, &writes);
+        assert_eq!(
+            plan_pod_writes(&key(), &plans, &allocations, &now),
+            PodWrites::default()
+        );
+    }
+
+    #[test]
     fn a_removed_attachment_loses_its_port_annotations_and_address() {
         let both = [plan("n1"), plan("n2")];
         let allocations = [allocation("n1", "10.0.0.5"), allocation("n2", "10.0.0.6")];
