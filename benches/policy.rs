@@ -59,12 +59,12 @@ fn group_spec(g: usize, first_port: i32) -> SecurityGroupSpec {
     };
     SecurityGroupSpec {
         ingress_rules: (0..RULES_PER_GROUP / 2)
-            .map(|i| rule(i, i % 2 == 0))
+            .map(|i| rule(i, i.is_multiple_of(2)))
             .collect(),
         egress_rules: (RULES_PER_GROUP / 2..RULES_PER_GROUP)
-            .map(|i| rule(i, i % 2 == 1))
+            .map(|i| rule(i, !i.is_multiple_of(2)))
             .collect(),
-        allow_same_group_traffic: Some(g % 2 == 0),
+        allow_same_group_traffic: Some(g.is_multiple_of(2)),
         tier: None,
     }
 }
