@@ -72,9 +72,9 @@ fn ping(bed: &Bed, from: &PodNetns, ip: &str) -> bool {
     bed.sandbox.ping(&from.name, ip)
 }
 
-/// Waits (up to a minute) until `check` holds.
+/// Waits (up to 90 s, the other beds' patience) until `check` holds.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !check() {
         assert!(Instant::now() < deadline, "never: {what}");
         std::thread::sleep(Duration::from_millis(300));

@@ -352,13 +352,14 @@ async fn lead(
     });
 
     status_api.set_context(ctx.clone());
-    let policy_wake = policy::start(ctx.clone(), tasks);
+    let policy_wake = Arc::new(Notify::new());
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
         "subnets",
         {
             let ctx = ctx.clone();
+            let policy_wake = policy_wake.clone();
             move || {
                 ctx.requeue_waiting();
                 policy_wake.notify_one();
@@ -413,6 +414,7 @@ async fn lead(
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
+    policy::start(ctx.clone(), policy_wake, tasks);
     natgw::run(&nat, tasks);
     info!("operator running (secondary-network mode)");
 

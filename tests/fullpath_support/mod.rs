@@ -36,9 +36,15 @@ impl Drop for Bed {
         if std::thread::panicking() {
             let log =
                 std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            // Debug lines (NB echoes, retries) would bury the cause.
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+                .take(40)
+                .collect();
             eprintln!(
-                "--- operator log (last 40 lines, newest first)\n{}",
+                "--- operator log (last 40 lines above debug, newest first)\n{}",
                 tail.join("\n")
             );
             for (i, n) in self.nodes.iter().enumerate() {

@@ -51,31 +51,46 @@ pub enum PolicyError {
 
 /// The member ports NB shows: our switch ports whose pod names security groups for them. Their
 /// addresses are the port security entries if set, else the addresses (as Kube-OVN reads them).
+/// Reads the cache in place and decodes only the ports that name groups: a pass over a switch
+/// of thousands of pods without groups copies no row.
 pub fn members(nb: &Northbound) -> crate::ovn::Result<Vec<Member>> {
-    let ports: Vec<LogicalSwitchPort> = nb.client().list()?;
-    Ok(ports
-        .into_iter()
-        .filter(|p| external_ids::is_ours(&p.external_ids))
-        .filter_map(|p| {
-            let groups: Vec<String> = p
-                .external_ids
-                .get(external_ids::SECURITY_GROUPS)?
-                .split('/')
-                .filter(|g| !g.is_empty())
-                .map(str::to_owned)
-                .collect();
-            let ips = if p.port_security.is_empty() {
-                port_ips(&p.addresses)
-            } else {
-                port_ips(&p.port_security)
-            };
-            Some(Member {
-                port: p.name,
-                ips,
-                groups,
-            })
-        })
-        .collect())
+    let cache = nb.client().cache();
+    let Some(table) = cache.table(LogicalSwitchPort::NAME) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (uuid, row) in table.rows() {
+        let names_groups = row
+            .get("external_ids")
+            .and_then(|ids| ids.map_get(external_ids::SECURITY_GROUPS))
+            .is_some();
+        if !names_groups {
+            continue;
+        }
+        let p = LogicalSwitchPort::from_row(*uuid, row).map_err(crate::ovn::Error::from)?;
+        if !external_ids::is_ours(&p.external_ids) {
+            continue;
+        }
+        let groups: Vec<String> = p
+            .external_ids
+            .get(external_ids::SECURITY_GROUPS)
+            .into_iter()
+            .flat_map(|v| v.split('/'))
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let ips = if p.port_security.is_empty() {
+            port_ips(&p.addresses)
+        } else {
+            port_ips(&p.port_security)
+        };
+        out.push(Member {
+            port: p.name,
+            ips,
+            groups,
+        });
+    }
+    Ok(out)
 }
 
 /// The policy fields of `subnet` (a subnet without a valid CIDR still gets its `acls`).
@@ -109,9 +124,9 @@ fn concerns_policy(table: &str) -> bool {
     table == LogicalSwitchPort::NAME || table == LogicalSwitch::NAME
 }
 
-/// Starts the controller; returns what wakes it (the Subnet watch pokes it).
-pub fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) -> Arc<Notify> {
-    let wake = Arc::new(Notify::new());
+/// Starts the controller, woken by `wake` (which the Subnet watch also pokes). Start it once
+/// the Subnet store is ready: its first pass must not miss a subnet's ACLs.
+pub fn start(ctx: Arc<Context>, wake: Arc<Notify>, tasks: &mut tokio::task::JoinSet<()>) {
     let (groups, writer) = reflector::store();
     tasks.spawn(super::mirror(
         Api::<SecurityGroup>::all(ctx.client.clone()),
@@ -139,8 +154,7 @@ pub fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) -> Arc<Not
             }
         });
     }
-    tasks.spawn(run(ctx, groups, wake.clone()));
-    wake
+    tasks.spawn(run(ctx, groups, wake));
 }
 
 async fn run(ctx: Arc<Context>, groups: Store<SecurityGroup>, wake: Arc<Notify>) {
