@@ -1,8 +1,8 @@
 //! Traffic policy with real traffic across two nodes (real OVN, the operator and node roles,
 //! pods made through the plugin): SecurityGroups allow exactly their rules and change live,
 //! ovn-trace agrees with what TCP showed, a pod without groups is unaffected, port security
-//! drops a pod that changes its MAC or IP, and a private subnet admits exactly its
-//! `allowSubnets`.
+//! drops a pod that changes its MAC or IP, a private subnet admits exactly its
+//! `allowSubnets`, and a MultiNetworkPolicy restricts exactly its network's interfaces.
 
 mod fullpath_support;
 mod node_support;
@@ -57,8 +57,13 @@ fn serve(pod: &PodNetns, ports: &[u16]) {
 
 /// Whether `from` opens a TCP connection to `ip:port` and reads the greeting.
 fn tcp(from: &PodNetns, ip: &str, port: u16) -> bool {
+    tcp_from(&from.name, ip, port)
+}
+
+/// `tcp` from any network namespace (a node's, for a pod's eth0).
+fn tcp_from(netns: &str, ip: &str, port: u16) -> bool {
     let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
-    in_netns(&from.name, move || {
+    in_netns(netns, move || {
         let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
             return false;
         };
@@ -358,4 +363,115 @@ fn a_private_subnet_admits_exactly_its_allowed_subnets() {
         ping(&bed, &r, &p1_ip)
     });
     assert!(bed.sandbox.nbctl(&["acl-list", "priv"]).trim().is_empty());
+}
+
+fn label(bed: &Bed, pod: &str, app: &str) {
+    bed.rt
+        .block_on(bed.kube.pods().patch(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": app}}})),
+        ))
+        .expect("label pod");
+}
+
+#[test]
+fn a_multi_network_policy_restricts_its_networks_interfaces_only() {
+    let crd_yaml = include_str!("../crds/multi-networkpolicy.yaml");
+    let crd = serde_yaml::from_str(crd_yaml).expect("the community's CRD");
+    let bed = Bed::up_with_crds(&[crd]);
+    bed.apply(&vpc_yaml("vpc-mnp"));
+    for (nad, cidr) in [("mnp-a", "10.51.0.0/24"), ("mnp-b", "10.52.0.0/24")] {
+        bed.apply(&nad_yaml(nad));
+        bed.apply(&subnet_yaml(
+            nad,
+            "vpc-mnp",
+            cidr,
+            &format!("{nad}.default.ovn"),
+        ));
+    }
+    let on = |n: usize, name: &str, nad: &str, app: &str| {
+        let made = bed.pod(
+            n,
+            name,
+            &format!("default/{nad}"),
+            &format!("{nad}.default.ovn"),
+        );
+        label(&bed, name, app);
+        serve(&made.0, &[80, 81]);
+        made
+    };
+    let (server, server_ip) = on(1, "server", "mnp-a", "server");
+    let (client, _) = on(2, "client", "mnp-a", "client");
+    let (intruder, _) = on(2, "intruder", "mnp-a", "other");
+    let (_server_b, server_b_ip) = on(1, "server-b", "mnp-b", "server");
+    let (intruder_b, _) = on(2, "intruder-b", "mnp-b", "other");
+    eventually("intruder reaches server before any policy", || {
+        tcp(&intruder, &server_ip, 81)
+    });
+
+    bed.apply(
+        "apiVersion: k8s.cni.cncf.io/v1beta1
+kind: MultiNetworkPolicy
+metadata:
+  name: web-from-client
+  namespace: default
+  annotations:
+    k8s.v1.cni.cncf.io/policy-for: mnp-a
+spec:
+  podSelector:
+    matchLabels:
+      app: server
+  policyTypes:
+  - Ingress
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          app: client
+    ports:
+    - protocol: TCP
+      port: 80
+",
+    );
+    eventually("the intruder loses TCP 80 to the server", || {
+        !tcp(&intruder, &server_ip, 80)
+    });
+    bed.sandbox.nbctl(&["--wait=hv", "sync"]);
+    eventually("the client reaches the server on TCP 80", || {
+        tcp(&client, &server_ip, 80)
+    });
+    assert!(!tcp(&client, &server_ip, 81), "client reached TCP 81");
+    assert!(!tcp(&intruder, &server_ip, 81), "intruder reached TCP 81");
+    // The same pod selector on another network, and the server's eth0, are untouched.
+    assert!(
+        tcp(&intruder_b, &server_b_ip, 81),
+        "the policy restricted mnp-b"
+    );
+    assert!(
+        tcp_from(&bed.sandbox.node_netns(1), &server.eth0_ip, 81),
+        "the policy restricted eth0"
+    );
+    let members = bed.sandbox.nbctl(&[
+        "--bare",
+        "--columns=ports",
+        "list",
+        "Port_Group",
+        "ovn.mnp.default.web_from_client",
+    ]);
+    assert_eq!(
+        members.split_whitespace().count(),
+        1,
+        "only server's net1 is a member"
+    );
+
+    // Deleting it restores traffic.
+    let policies: Api<kube_ovn::api::multi_network_policy::MultiNetworkPolicy> =
+        Api::namespaced(bed.client.clone(), "default");
+    bed.rt
+        .block_on(policies.delete("web-from-client", &Default::default()))
+        .expect("delete policy");
+    eventually("the intruder reaches the server again", || {
+        tcp(&intruder, &server_ip, 81)
+    });
 }

@@ -349,20 +349,19 @@ async fn lead(
         started,
         changes: Default::default(),
         routes_lock: tokio::sync::Mutex::new(()),
+        policy_wake: Arc::new(Notify::new()),
     });
 
     status_api.set_context(ctx.clone());
-    let policy_wake = Arc::new(Notify::new());
     tasks.spawn(mirror(
         Api::<Subnet>::all(client.clone()),
         subnet_writer,
         "subnets",
         {
             let ctx = ctx.clone();
-            let policy_wake = policy_wake.clone();
             move || {
                 ctx.requeue_waiting();
-                policy_wake.notify_one();
+                ctx.policy_wake.notify_one();
             }
         },
     ));
@@ -414,7 +413,7 @@ async fn lead(
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
-    policy::start(ctx.clone(), policy_wake, tasks);
+    policy::start(ctx.clone(), tasks).await;
     natgw::run(&nat, tasks);
     info!("operator running (secondary-network mode)");
 

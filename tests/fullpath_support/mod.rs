@@ -62,6 +62,12 @@ impl Drop for Bed {
 
 impl Bed {
     pub fn up() -> Bed {
+        Self::up_with_crds(&[])
+    }
+
+    /// `up` with more CRDs installed before the operator starts (e.g. the community's
+    /// MultiNetworkPolicy, which the operator looks for at start).
+    pub fn up_with_crds(extra: &[CustomResourceDefinition]) -> Bed {
         let sandbox = OvnSandbox::up(2);
         let kube = Kube::start();
         let dir = tempfile::Builder::new()
@@ -80,6 +86,9 @@ impl Bed {
             crds.create(&PostParams::default(), &kube_sim::nodes::nad::crd())
                 .await
                 .unwrap();
+            for crd in extra {
+                crds.create(&PostParams::default(), crd).await.unwrap();
+            }
         });
         let kubeconfig = dir.path().join("kubeconfig");
         kube.server.write_kubeconfig(&kubeconfig).unwrap();
@@ -119,6 +128,7 @@ impl Bed {
             let plural = match gvk.kind.as_str() {
                 "NetworkAttachmentDefinition" => "network-attachment-definitions".to_owned(),
                 "SecurityGroup" => "security-groups".to_owned(),
+                "MultiNetworkPolicy" => "multi-networkpolicies".to_owned(),
                 k => format!("{}s", k.to_lowercase()),
             };
             let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);

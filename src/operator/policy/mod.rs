@@ -1,5 +1,7 @@
 //! The traffic-policy controller: SecurityGroups (and the Subnets' `private`, `allowSubnets`
-//! and `acls`) onto the pod attachments that name them. One loop owns every policy row in NB:
+//! and `acls`) onto the pod attachments that name them, and MultiNetworkPolicies onto the
+//! attachments of the networks they name (`network_policy.rs`; only when their CRD is
+//! installed). One loop owns every policy row in NB:
 //! woken by a SecurityGroup or Subnet change or by a change of NB's switch ports (a pod's
 //! `<provider>.kubernetes.io/security_groups` reaches its port's `external_ids` through the pod
 //! controller), it reads the member ports from the NB cache, plans the whole policy
@@ -9,6 +11,7 @@
 //! The groups need no finalizer: a deleted group is no longer planned, so its rows go with the
 //! next pass.
 
+pub mod network_policy;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -25,13 +28,19 @@ use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::controller::{self, backoff};
+use crate::api::annotations::{parse_provider_annotation, provider_annotation, ProviderKey};
+use crate::api::attachment_id;
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY};
+use crate::api::multi_network_policy::{policy_for, MultiNetworkPolicy, POLICY_FOR};
 use crate::api::security_group::{SecurityGroup, SecurityGroupSpec, SecurityGroupStatus};
 use crate::api::subnet::Subnet;
 use crate::ovn::nb::policy::port_ips;
 use crate::ovn::{external_ids, Northbound};
 use crate::ovsdb::model::nb::{LogicalSwitch, LogicalSwitchPort};
 use crate::ovsdb::Table;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use network_policy::{NetworkPolicy, NetworkPolicyPlan, PodAttachment, PolicyPod};
 use plan::{plan, Member, PolicyPlan, SubnetPolicy};
 
 /// Coalesces bursts of changes (a pod's ports, many groups applied at once) into one pass.
@@ -112,10 +121,117 @@ pub async fn apply_policy(
     groups: &[(String, SecurityGroupSpec)],
     subnets: &[SubnetPolicy],
 ) -> crate::ovn::Result<(PolicyPlan, bool)> {
+    apply_policy_with(nb, groups, subnets, &NetworkPolicyPlan::default()).await
+}
+
+/// `apply_policy` with the rows of the MultiNetworkPolicies (planned by
+/// `network_policy::plan`) in the same transaction.
+pub async fn apply_policy_with(
+    nb: &Northbound,
+    groups: &[(String, SecurityGroupSpec)],
+    subnets: &[SubnetPolicy],
+    network: &NetworkPolicyPlan,
+) -> crate::ovn::Result<(PolicyPlan, bool)> {
     let members = members(nb)?;
-    let plan = plan(groups, &members, subnets);
+    let mut plan = plan(groups, &members, subnets);
+    plan.nb
+        .port_groups
+        .extend(network.port_groups.iter().cloned());
+    plan.nb
+        .address_sets
+        .extend(network.address_sets.iter().cloned());
     let wrote = nb.apply(|t| t.sync_policy(&plan.nb)).await?;
     Ok((plan, wrote))
+}
+
+/// A MultiNetworkPolicy with its `policy-for` networks as providers.
+pub fn network_policy_of(p: &MultiNetworkPolicy) -> NetworkPolicy {
+    let namespace = p.namespace().unwrap_or_default();
+    let networks = p
+        .annotations()
+        .get(POLICY_FOR)
+        .map(|v| policy_for(v, &namespace))
+        .unwrap_or_default();
+    NetworkPolicy {
+        providers: networks
+            .iter()
+            .map(|(ns, nad)| format!("{nad}.{ns}.ovn"))
+            .collect(),
+        name: p.name_any(),
+        namespace,
+        spec: p.spec.clone(),
+    }
+}
+
+/// A pod's labels and its allocated attachments (from the controller's annotations).
+pub fn policy_pod(pod: &Pod) -> PolicyPod {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let annotations = pod.annotations();
+    let attachments = annotations
+        .iter()
+        .filter_map(|(k, v)| match parse_provider_annotation(k) {
+            Some((key, ProviderKey::IpAddress)) => Some((key, v)),
+            _ => None,
+        })
+        .filter(|(key, _)| {
+            annotations
+                .get(&provider_annotation(key, ProviderKey::Allocated))
+                .is_some_and(|a| a == "true")
+        })
+        .map(|(key, ips)| PodAttachment {
+            key: key.to_owned(),
+            port: attachment_id::port_name(&namespace, &name, key),
+            ips: ips
+                .split(',')
+                .filter_map(|ip| ip.trim().parse().ok())
+                .collect(),
+        })
+        .collect();
+    PolicyPod {
+        namespace,
+        labels: pod.labels().clone(),
+        attachments,
+    }
+}
+
+/// An Event on each MultiNetworkPolicy whose left-out parts changed.
+async fn report_policies(
+    ctx: &Context,
+    store: &Store<MultiNetworkPolicy>,
+    problems: &BTreeMap<String, Vec<String>>,
+    reported: &mut BTreeMap<String, Vec<String>>,
+) {
+    for p in store.state() {
+        let id = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let now = problems.get(&id).cloned().unwrap_or_default();
+        let what =
+            format!("multi-networkpolicy {id}: left out (traffic it would allow stays denied)");
+        let event = ("UnsupportedPolicy", "ApplyPolicy");
+        report(ctx, &p.object_ref(&()), id, now, &what, event, reported).await;
+    }
+}
+
+/// A Warning Event on `object` (and a log line) when the parts of it left out (`now`)
+/// changed since last reported; nothing when they did not.
+async fn report(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    id: String,
+    now: Vec<String>,
+    what: &str,
+    (reason, action): (&str, &str),
+    reported: &mut BTreeMap<String, Vec<String>>,
+) {
+    if reported.get(&id).unwrap_or(&Vec::new()) == &now {
+        return;
+    }
+    if !now.is_empty() {
+        let message = format!("{what}: {}", now.join("; "));
+        warn!(object = %id, "{message}");
+        ctx.events.warn(object, reason, action, &message).await;
+    }
+    reported.insert(id, now);
 }
 
 /// Whether a batch of NB changes can change the plan: switch ports (members, addresses) and
@@ -124,9 +240,27 @@ fn concerns_policy(table: &str) -> bool {
     table == LogicalSwitchPort::NAME || table == LogicalSwitch::NAME
 }
 
-/// Starts the controller, woken by `wake` (which the Subnet watch also pokes). Start it once
-/// the Subnet store is ready: its first pass must not miss a subnet's ACLs.
-pub fn start(ctx: Arc<Context>, wake: Arc<Notify>, tasks: &mut tokio::task::JoinSet<()>) {
+/// Starts the controller, woken by `ctx.policy_wake` (which the Subnet and pod watches also
+/// poke). Start it once the Subnet and pod stores are ready: its first pass must not miss a
+/// subnet's ACLs or a policy's pods.
+pub async fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) {
+    let wake = ctx.policy_wake.clone();
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let (policies, policy_writer) = reflector::store();
+    let with_policies = matches!(crds.get_opt(MNP_CRD).await, Ok(Some(_)));
+    if with_policies {
+        tasks.spawn(super::mirror(
+            Api::<MultiNetworkPolicy>::all(ctx.client.clone()),
+            policy_writer,
+            "multi-networkpolicies",
+            {
+                let wake = wake.clone();
+                move || wake.notify_one()
+            },
+        ));
+    } else {
+        info!(crd = MNP_CRD, "MultiNetworkPolicy CRD not installed: MultiNetworkPolicies are not applied (install crds/multi-networkpolicy.yaml and restart the operator)");
+    }
     let (groups, writer) = reflector::store();
     tasks.spawn(super::mirror(
         Api::<SecurityGroup>::all(ctx.client.clone()),
@@ -154,10 +288,17 @@ pub fn start(ctx: Arc<Context>, wake: Arc<Notify>, tasks: &mut tokio::task::Join
             }
         });
     }
-    tasks.spawn(run(ctx, groups, wake));
+    tasks.spawn(run(ctx, groups, with_policies.then_some(policies), wake));
 }
 
-async fn run(ctx: Arc<Context>, groups: Store<SecurityGroup>, wake: Arc<Notify>) {
+const MNP_CRD: &str = "multi-networkpolicies.k8s.cni.cncf.io";
+
+async fn run(
+    ctx: Arc<Context>,
+    groups: Store<SecurityGroup>,
+    policies: Option<Store<MultiNetworkPolicy>>,
+    wake: Arc<Notify>,
+) {
     // A pass over an incomplete store would remove the rows of what is not listed yet.
     if groups.wait_until_ready().await.is_err() || ctx.subnets.wait_until_ready().await.is_err() {
         warn!("the SecurityGroup or Subnet watch stopped before its first list");
@@ -165,9 +306,18 @@ async fn run(ctx: Arc<Context>, groups: Store<SecurityGroup>, wake: Arc<Notify>)
     }
     info!("traffic policy controller running");
     let mut reported: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut reported_policies: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut failures = 0;
     loop {
-        match pass(&ctx, &groups, &mut reported).await {
+        let done = pass(&ctx, &groups, policies.as_ref(), &mut reported).await;
+        let done = match (done, &policies) {
+            (Ok(mnp), Some(store)) => {
+                report_policies(&ctx, store, &mnp, &mut reported_policies).await;
+                Ok(())
+            }
+            (other, _) => other.map(|_| ()),
+        };
+        match done {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures += 1;
@@ -194,11 +344,13 @@ fn error_kind(e: &PolicyError) -> &'static str {
 }
 
 /// One pass: plan, apply, report.
+/// One pass: plan, apply, report. Returns what each MultiNetworkPolicy left out.
 async fn pass(
     ctx: &Context,
     groups: &Store<SecurityGroup>,
+    policies: Option<&Store<MultiNetworkPolicy>>,
     reported: &mut BTreeMap<String, Vec<String>>,
-) -> Result<(), PolicyError> {
+) -> Result<BTreeMap<String, Vec<String>>, PolicyError> {
     let mut objects = groups.state();
     objects.sort_by_key(|g| g.name_any());
     let specs: Vec<(String, SecurityGroupSpec)> = objects
@@ -213,8 +365,21 @@ async fn pass(
         .filter(|s| s.metadata.deletion_timestamp.is_none())
         .map(|s| subnet_policy(s))
         .collect();
+    let network = match policies {
+        Some(store) => {
+            let policies: Vec<NetworkPolicy> = store
+                .state()
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| network_policy_of(p))
+                .collect();
+            let pods: Vec<PolicyPod> = ctx.pods.state().iter().map(|p| policy_pod(p)).collect();
+            network_policy::plan(&policies, &pods)
+        }
+        None => NetworkPolicyPlan::default(),
+    };
     let started = std::time::Instant::now();
-    let (plan, wrote) = apply_policy(&ctx.nb, &specs, &subnets).await?;
+    let (plan, wrote) = apply_policy_with(&ctx.nb, &specs, &subnets, &network).await?;
     if wrote {
         debug!(
             groups = specs.len(),
@@ -240,30 +405,12 @@ async fn pass(
     }
     for s in ctx.subnets.state() {
         let name = s.name_any();
-        let problems = plan.subnets.get(&name).cloned().unwrap_or_default();
-        if reported.get(&name) == Some(&problems)
-            || (problems.is_empty() && !reported.contains_key(&name))
-        {
-            continue;
-        }
-        if !problems.is_empty() {
-            let message = format!(
-                "subnet {name:?}: left out of its ACLs (the rest apply): {}",
-                problems.join("; ")
-            );
-            warn!(subnet = %name, "{message}");
-            ctx.events
-                .warn(
-                    &s.object_ref(&()),
-                    "InvalidSubnetAcl",
-                    "ApplyAcls",
-                    &message,
-                )
-                .await;
-        }
-        reported.insert(name, problems);
+        let now = plan.subnets.get(&name).cloned().unwrap_or_default();
+        let what = format!("subnet {name:?}: left out of its ACLs (the rest apply)");
+        let event = ("InvalidSubnetAcl", "ApplyAcls");
+        report(ctx, &s.object_ref(&()), name, now, &what, event, reported).await;
     }
-    Ok(())
+    Ok(network.problems)
 }
 
 /// A group's status after a pass that applied `outcome`. Pure.

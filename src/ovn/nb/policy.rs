@@ -65,6 +65,8 @@ pub struct PolicySpec {
 /// `external_ids` key on the Port_Groups and Address_Sets of the policy controller: the
 /// security group (or `kubeovn_deny_all`) they belong to, as Kube-OVN writes it.
 pub const SECURITY_GROUP: &str = "sg";
+/// `external_ids` key on the Port_Groups and Address_Sets of a MultiNetworkPolicy: `<ns>/<name>`.
+pub const MULTI_NETWORK_POLICY: &str = "mnp";
 /// `external_ids` key on our ACLs: the port group or logical switch holding them (Kube-OVN's
 /// `parent`).
 pub const PARENT: &str = "parent";
@@ -73,7 +75,8 @@ pub const SUBNET: &str = "subnet";
 
 /// Whether a Port_Group or Address_Set is the policy controller's.
 pub fn is_policy_row(ids: &Map) -> bool {
-    external_ids::is_ours(ids) && ids.contains_key(SECURITY_GROUP)
+    external_ids::is_ours(ids)
+        && (ids.contains_key(SECURITY_GROUP) || ids.contains_key(MULTI_NETWORK_POLICY))
 }
 
 /// Whether an ACL on a logical switch is the policy controller's.
