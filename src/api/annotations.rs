@@ -22,6 +22,9 @@ pub const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
 pub const POD_INGRESS_RATE: &str = "ovn.kubernetes.io/ingress_rate";
 /// Pod-wide egress limit (Mbit/s) for every kube-ovn interface of the pod.
 pub const POD_EGRESS_RATE: &str = "ovn.kubernetes.io/egress_rate";
+/// Security groups of every kube-ovn attachment of the pod that does not name its own with
+/// `<provider>.kubernetes.io/security_groups`.
+pub const POD_SECURITY_GROUPS: &str = "ovn.kubernetes.io/security_groups";
 /// On a VPC NAT gateway pod: the gateway's name.
 pub const VPC_NAT_GW: &str = "ovn.kubernetes.io/vpc_nat_gw";
 /// On a VPC NAT gateway pod: `"true"` once the gateway is initialised.

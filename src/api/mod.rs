@@ -8,7 +8,8 @@
 //!   annotation; `network_status`: Multus's result annotation.
 //! - `attachment_id`: who an attachment is, and the port, IPAM and IP CR names derived
 //!   from it (used by the operator and the node role alike).
-//! - `nad`: NetworkAttachmentDefinition and the kube-ovn NAD config.
+//! - `nad`: NetworkAttachmentDefinition and the kube-ovn NAD config; `multi_network_policy`:
+//!   the community's MultiNetworkPolicy (its CRD is not ours).
 //! - CRDs: `vpc`, `subnet`, `ip`, `ippool`, `security_group`, `nat` (VpcNatGateway
 //!   and the Iptables* rules), `kubeovn` (the operator's own); `condition` for
 //!   their status conditions; `crds` for `kube-ovn crd`.
@@ -23,6 +24,7 @@ pub mod ip;
 pub mod ippool;
 pub mod kubeovn;
 pub mod mac;
+pub mod multi_network_policy;
 pub mod nad;
 pub mod names;
 pub mod nat;

@@ -25,6 +25,8 @@ use super::condition::Condition;
     derive = "PartialEq",
     doc = "A security group: ingress and egress rules applied to the ports that name it.",
     printcolumn(name = "PortGroup", type_ = "string", json_path = ".status.portGroup"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
     printcolumn(
         name = "AllowSameGroup",
         type_ = "boolean",
@@ -89,6 +91,12 @@ pub struct SecurityGroupStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_group: Option<String>,
+    /// Logical switch ports in the group (attachments that name it).
+    #[serde(default)]
+    pub members: u32,
+    /// Every rule is in NB (condition `Ready` says which were left out, if any).
+    #[serde(default)]
+    pub ready: bool,
     #[serde(default)]
     pub allow_same_group_traffic: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

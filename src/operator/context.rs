@@ -118,6 +118,9 @@ pub struct Context {
     /// Held while a VPC's routes are planned and written (`routes::sync`): two writers
     /// planning against the same cache would insert one route twice.
     pub routes_lock: tokio::sync::Mutex<()>,
+    /// Wakes the traffic-policy controller (pods and Subnets changed: MultiNetworkPolicies
+    /// select pods by label, subnets carry ACLs).
+    pub policy_wake: Arc<Notify>,
 }
 
 impl Context {

@@ -12,6 +12,8 @@
 //!   routes).
 //! - `natgw`: the VPC NAT gateway controllers (VpcNatGateway, IptablesEIP, the NAT rules,
 //!   the external network).
+//! - `policy`: traffic policy (SecurityGroups, Subnet `private`/`allowSubnets`/`acls`) as
+//!   Port_Groups, Address_Sets and ACLs.
 //! - `nad`: the NAD watch (Events for broken kube-ovn NADs, requeue waiting pods).
 //! - `gc`: garbage collection of leaked ports, IP CRs and addresses.
 //! - `queue`: the pod work queue; `events`: Events; `status`: the status endpoint
@@ -32,6 +34,7 @@ pub mod leader;
 pub mod nad;
 pub mod natgw;
 pub mod pod;
+pub mod policy;
 pub mod ports;
 pub mod queue;
 pub mod routes;
@@ -106,7 +109,7 @@ pub struct OperatorArgs {
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
-const REQUIRED_CRDS: [(&str, &str); 10] = [
+const REQUIRED_CRDS: [(&str, &str); 11] = [
     (
         "kubeovns.operator.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -114,6 +117,10 @@ const REQUIRED_CRDS: [(&str, &str); 10] = [
     ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    (
+        "security-groups.kubeovn.io",
+        "kube-ovn crd | kubectl apply -f -",
+    ),
     (
         "vpc-nat-gateways.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -342,6 +349,7 @@ async fn lead(
         started,
         changes: Default::default(),
         routes_lock: tokio::sync::Mutex::new(()),
+        policy_wake: Arc::new(Notify::new()),
     });
 
     status_api.set_context(ctx.clone());
@@ -351,7 +359,10 @@ async fn lead(
         "subnets",
         {
             let ctx = ctx.clone();
-            move || ctx.requeue_waiting()
+            move || {
+                ctx.requeue_waiting();
+                ctx.policy_wake.notify_one();
+            }
         },
     ));
     tasks.spawn(mirror(
@@ -402,6 +413,7 @@ async fn lead(
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
+    policy::start(ctx.clone(), tasks).await;
     natgw::run(&nat, tasks);
     info!("operator running (secondary-network mode)");
 

@@ -23,6 +23,10 @@ pub const ATTACHMENT: &str = "attachment";
 pub const VPC: &str = "vpc";
 /// Logical_Switch: the subnet's provider.
 pub const PROVIDER: &str = "provider";
+/// Logical_Switch_Port: the security groups its pod names for it, `sg1/sg2` (Kube-OVN's).
+pub const SECURITY_GROUPS: &str = "security_groups";
+/// Logical_Switch_Port: `associated_sg_<sg>=true` per group (Kube-OVN's membership mark).
+pub const ASSOCIATED_SG_PREFIX: &str = "associated_sg_";
 /// Logical_Router_Static_Route (ours): the VpcNatGateway whose default route this is.
 pub const VPC_NAT_GW: &str = "vpc-nat-gw";
 

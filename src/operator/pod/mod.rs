@@ -314,6 +314,7 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                 let port = ctx.nb.port(&p.lsp_name).ok().flatten()?;
                 let observed = ObservedPort {
                     addresses: port.addresses,
+                    port_security: port.port_security,
                     external_ids: port.external_ids,
                 };
                 Some((p.lsp_name.clone(), observed))

@@ -135,6 +135,7 @@ pub async fn feed(
     gc: Arc<tokio::sync::Notify>,
 ) {
     while let Some(note) = notes.recv().await {
+        ctx.policy_wake.notify_one();
         match note {
             PodFeed::Changed(key) => ctx.pod_queue.add(key),
             PodFeed::Deleted(key, pod) => {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 
 use crate::api::allocation::AllocatedAttachment;
-use crate::api::annotations::{provider_annotation, ProviderKey};
+use crate::api::annotations::{provider_annotation, ProviderKey, POD_SECURITY_GROUPS};
 use crate::api::ip::{IpSpec, IP};
 use crate::ipam::Allocation;
 use crate::operator::attachment::AttachmentPlan;
@@ -37,6 +37,7 @@ pub const ALLOCATION_KEYS: [ProviderKey; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedPort {
     pub addresses: Vec<String>,
+    pub port_security: Vec<String>,
     pub external_ids: BTreeMap<String, String>,
 }
 
@@ -92,20 +93,39 @@ pub fn plan_pod_writes(
     let pod_ref = key.ns_name();
     let mut writes = PodWrites::default();
     for (plan, alloc) in plans.iter().zip(allocations) {
+        let mut ids = external_ids::ours([
+            (external_ids::POD, pod_ref.as_str()),
+            (external_ids::LOGICAL_SWITCH, plan.subnet.as_str()),
+            (external_ids::ATTACHMENT, plan.key.as_str()),
+        ]);
+        let groups = security_groups(&observed.annotations, plan.key.as_str());
+        if !groups.is_empty() {
+            ids.insert(external_ids::SECURITY_GROUPS.to_owned(), groups.join("/"));
+            for g in &groups {
+                ids.insert(
+                    format!("{}{g}", external_ids::ASSOCIATED_SG_PREFIX),
+                    "true".to_owned(),
+                );
+            }
+        }
         let spec = LspSpec {
             name: plan.lsp_name.clone(),
             switch: plan.subnet.clone(),
             mac: alloc.mac,
             ips: alloc.ips.to_vec(),
-            port_security: false,
-            external_ids: external_ids::ours([
-                (external_ids::POD, pod_ref.as_str()),
-                (external_ids::LOGICAL_SWITCH, plan.subnet.as_str()),
-                (external_ids::ATTACHMENT, plan.key.as_str()),
-            ]),
+            port_security: observed
+                .annotations
+                .get(&provider_annotation(
+                    plan.key.as_str(),
+                    ProviderKey::PortSecurity,
+                ))
+                .is_some_and(|v| v == "true"),
+            external_ids: ids,
         };
         let up_to_date = observed.ports.get(&spec.name).is_some_and(|p| {
-            p.addresses == spec.addresses() && p.external_ids == spec.external_ids
+            p.addresses == spec.addresses()
+                && p.port_security == spec.port_security_entries()
+                && p.external_ids == spec.external_ids
         });
         // An IPAM-only attachment (another plugin's interface) has no port.
         if !up_to_date && !plan.provider.is_ipam_only() {
@@ -182,6 +202,23 @@ pub const IP_LABEL_SUBNET: &str = "ovn.kubernetes.io/subnet";
 pub const IP_LABEL_NODE: &str = "ovn.kubernetes.io/node-name";
 /// The IP CR label telling a pod's address (`"false"`) from a reserved one.
 pub const IP_LABEL_RESERVED: &str = "ovn.kubernetes.io/ip_reserved";
+
+/// The security groups an attachment names: `<key>.kubernetes.io/security_groups`, else the
+/// pod-wide `ovn.kubernetes.io/security_groups` (as the pod-wide QoS keys apply to every
+/// attachment); comma-separated, duplicates dropped, order kept.
+pub fn security_groups(annotations: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    let value = annotations
+        .get(&provider_annotation(key, ProviderKey::SecurityGroups))
+        .or_else(|| annotations.get(POD_SECURITY_GROUPS));
+    let mut out: Vec<String> = Vec::new();
+    for g in value.into_iter().flat_map(|v| v.split(',')) {
+        let g = g.trim();
+        if !g.is_empty() && !out.iter().any(|o| o == g) {
+            out.push(g.to_owned());
+        }
+    }
+    out
+}
 
 fn ip_spec(
     key: &PodKey,
@@ -273,6 +310,7 @@ mod tests {
                 PortChange::Ensure(spec) => {
                     let port = ObservedPort {
                         addresses: spec.addresses(),
+                        port_security: spec.port_security_entries(),
                         external_ids: spec.external_ids.clone(),
                     };
                     now.ports.insert(spec.name.clone(), port);
@@ -387,6 +425,56 @@ mod tests {
         let attached = after(observed(), &first);
         assert_eq!(
             plan_pod_writes(&key(), &plans, &allocations, &attached),
+            PodWrites::default()
+        );
+    }
+
+    #[test]
+    fn security_groups_and_port_security_reach_the_port_live() {
+        let plans = [plan("n1"), plan("n2")];
+        let allocations = [allocation("n1", "10.0.0.5"), allocation("n2", "10.0.0.6")];
+        let attached = after(
+            observed(),
+            &plan_pod_writes(&key(), &plans, &allocations, &observed()),
+        );
+        let mut annotated = after(attached, &PodWrites::default());
+        let a = annotated.annotations.to_mut();
+        a.insert(POD_SECURITY_GROUPS.into(), "all-sg".into());
+        a.insert(
+            "n1.default.ovn.kubernetes.io/security_groups".into(),
+            "web, db,web".into(),
+        );
+        a.insert(
+            "n1.default.ovn.kubernetes.io/port_security".into(),
+            "true".into(),
+        );
+        let writes = plan_pod_writes(&key(), &plans, &allocations, &annotated);
+        let specs: Vec<&LspSpec> = writes
+            .ports
+            .iter()
+            .map(|c| match c {
+                PortChange::Ensure(s) => s,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(specs.len(), 2, "both ports change, nothing else does");
+        assert!(writes.annotations.is_empty() && writes.ips.is_empty());
+        let ids = &specs[0].external_ids;
+        assert_eq!(ids[external_ids::SECURITY_GROUPS], "web/db");
+        assert_eq!(ids["associated_sg_web"], "true");
+        assert_eq!(ids["associated_sg_db"], "true");
+        assert!(specs[0].port_security);
+        assert_eq!(specs[0].port_security_entries(), specs[0].addresses());
+        // The second attachment names none of its own: the pod-wide key applies, no port security.
+        assert_eq!(
+            specs[1].external_ids[external_ids::SECURITY_GROUPS],
+            "all-sg"
+        );
+        assert!(!specs[1].port_security);
+        // Applied, nothing more to write.
+        let now = after(annotated, &writes);
+        assert_eq!(
+            plan_pod_writes(&key(), &plans, &allocations, &now),
             PodWrites::default()
         );
     }

@@ -1,9 +1,11 @@
 //! OVN_Northbound in domain words, for the operator: routers (with the static
 //! routes and policies we own on them), switches, the router-port pair between
-//! them, logical switch ports (one per pod attachment), port groups. Here: the connection, reads from the cache, and
+//! them, logical switch ports (one per pod attachment), port groups; `policy.rs` the
+//! ACLs, port groups and address sets of traffic policy. Here: the connection, reads from the cache, and
 //! one-operation transactions; `txn.rs` plans them (`NbTxn` gathers any number
 //! into one transaction).
 
+pub mod policy;
 mod txn;
 
 pub(crate) use txn::changed_columns;
@@ -18,8 +20,8 @@ use super::external_ids::{self, POD as POD_KEY};
 use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::api::mac::MacAddr;
 use crate::ovsdb::model::nb::{
-    LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch,
-    LogicalSwitchPort, PortGroup,
+    Acl, AddressSet, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
+    LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, PortGroup,
 };
 use crate::ovsdb::{Atom, Client, ClientOptions, Condition, IndexSpec, Table, TableSpec, Value};
 
@@ -49,6 +51,15 @@ impl LspSpec {
             a.push_str(&ip.to_string());
         }
         vec![a]
+    }
+
+    /// The `port_security` column: the addresses when port security is on, else nothing.
+    pub fn port_security_entries(&self) -> Vec<String> {
+        if self.port_security {
+            self.addresses()
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -121,6 +132,8 @@ impl Northbound {
             TableSpec::of::<LogicalRouterStaticRoute>(),
             TableSpec::of::<LogicalRouterPolicy>(),
             TableSpec::of::<PortGroup>().index(IndexSpec::column("ports")),
+            TableSpec::of::<Acl>(),
+            TableSpec::of::<AddressSet>(),
         ]
     }
 

@@ -3,6 +3,8 @@
 //! state), guarded so that concurrent writers cannot duplicate a named row; `commit` sends
 //! them as one transaction. Reads and the connection live in `mod.rs`.
 
+mod policy;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{
@@ -318,11 +320,7 @@ impl<'a> NbTxn<'a> {
     /// The pod's switch port with addresses, port security and external_ids.
     pub fn ensure_logical_switch_port(&mut self, spec: &LspSpec) -> Result<()> {
         let addresses = spec.addresses();
-        let security = if spec.port_security {
-            addresses.clone()
-        } else {
-            Vec::new()
-        };
+        let security = spec.port_security_entries();
         let want = row([
             ("name", Value::atom(spec.name.as_str())),
             ("addresses", strings(&addresses)),
