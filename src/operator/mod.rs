@@ -7,6 +7,7 @@
 //! - `ports`: NB port changes of many pods batched into few transactions.
 //! - `install`: the KubeOvn controller (the install switch: renders and runs central, the
 //!   chassis and the node role, and says where NB is).
+//! - `ippool`: which IPPools a subnet takes, and the IPPool controller (status).
 //! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status); `routes`:
 //!   what a VPC's router routes (its spec's routes and policies, its NAT gateways' default
 //!   routes).
@@ -28,6 +29,7 @@ pub mod controller;
 pub mod events;
 pub mod gc;
 pub mod install;
+pub mod ippool;
 pub mod leader;
 pub mod nad;
 pub mod natgw;
@@ -57,6 +59,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::api::ip::IP;
+use crate::api::ippool::IPPool;
 use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::Vpc;
@@ -106,7 +109,7 @@ pub struct OperatorArgs {
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
-const REQUIRED_CRDS: [(&str, &str); 10] = [
+const REQUIRED_CRDS: [(&str, &str); 11] = [
     (
         "kubeovns.operator.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -114,6 +117,7 @@ const REQUIRED_CRDS: [(&str, &str); 10] = [
     ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    ("ippools.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     (
         "vpc-nat-gateways.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -318,6 +322,7 @@ async fn lead(
     let (nads, nad_writer) = reflector::store();
     let (ips, ip_writer) = reflector::store();
     let (nat_gateways, nat_gateway_writer) = reflector::store();
+    let (ippools, ippool_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         nb,
@@ -329,6 +334,7 @@ async fn lead(
         nads,
         ips,
         nat_gateways,
+        ippools,
         events: events::Notifier::new(client.clone()),
         metrics: metrics.clone(),
         failures: Default::default(),
@@ -367,6 +373,15 @@ async fn lead(
         || {},
     ));
     tasks.spawn(mirror(
+        Api::<IPPool>::all(client.clone()),
+        ippool_writer,
+        "ippools",
+        {
+            let ctx = ctx.clone();
+            move || ctx.requeue_waiting()
+        },
+    ));
+    tasks.spawn(mirror(
         Api::<VpcNatGateway>::all(client.clone()),
         nat_gateway_writer,
         "vpc-nat-gateways",
@@ -386,6 +401,7 @@ async fn lead(
         ctx.ips.wait_until_ready().await.is_ok(),
         ctx.pods.wait_until_ready().await.is_ok(),
         ctx.nat_gateways.wait_until_ready().await.is_ok(),
+        ctx.ippools.wait_until_ready().await.is_ok(),
     ] {
         anyhow::ensure!(ready, "a watch stopped before its first list");
     }
@@ -401,6 +417,7 @@ async fn lead(
     ));
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
+    tasks.spawn(ippool::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
     natgw::run(&nat, tasks);
     info!("operator running (secondary-network mode)");

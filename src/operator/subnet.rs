@@ -35,6 +35,7 @@ use super::context::Context;
 use super::controller::{self, ControllerError, Failure, Retry};
 use crate::api::annotations::Provider;
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
+use crate::api::ippool::IPPool;
 use crate::api::subnet::{Subnet, SubnetStatus};
 use crate::api::vpc::Vpc;
 use crate::ipam::{self, Allocator, Family};
@@ -229,7 +230,11 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
     let valid = match validate(subnet, &all, |v| {
         ctx.vpcs.get(&ObjectRef::<Vpc>::new(v)).is_some()
     }) {
-        Ok(v) => v,
+        // Its IPPools that fit; the IPPool controller says why the others do not.
+        Ok(mut v) => {
+            v.ipam = super::ippool::fit_pools(&v.ipam, &ctx.ippools.state()).0;
+            v
+        }
         Err(p) => {
             warn!(subnet = %name, reason = p.reason, "{}", p.message);
             ctx.invalid_subnets
@@ -462,7 +467,11 @@ pub async fn run(ctx: Arc<Context>) {
     let vpcs: Api<Vpc> = Api::all(ctx.client.clone());
     let by_vpc = ctx.subnets.clone();
     let siblings = ctx.subnets.clone();
+    let ippools: Api<IPPool> = Api::all(ctx.client.clone());
     Controller::new(api.clone(), watcher::Config::default())
+        .watches(ippools, watcher::Config::default(), |pool: IPPool| {
+            Some(ObjectRef::<Subnet>::new(&pool.spec.subnet))
+        })
         .watches(vpcs, watcher::Config::default(), move |vpc: Vpc| {
             let name = vpc.name_any();
             by_vpc

@@ -206,6 +206,7 @@ mod tests {
             ips_source: None,
             mac: None,
             mac_source: None,
+            pool: None,
             default_route: false,
             default_route_gateways: vec![],
         }
