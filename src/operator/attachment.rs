@@ -28,6 +28,9 @@
 //!   entries of one address per family, or `,`-separated single addresses; two of different
 //!   families are one dual-stack entry): a StatefulSet pod takes the entry of its ordinal,
 //!   any other pod the first free one (`pod/`). A static request wins over the pool.
+//! - Claim: the element's `ipam-claim-reference` names an IPAMClaim; the address is the
+//!   claim's (IPAM key `<ns>/claim:<claim>/<key>`, kept until the claim goes), so a pod
+//!   re-created with the same claim (a KubeVirt VM's next launcher pod) gets it back.
 //! - Another plugin's NAD whose `ipam` is kube-ovn (the NAT gateways' macvlan external
 //!   network) is IPAM-only: provider `<nad>.<nad-namespace>` (its `ipam.provider` must say
 //!   so), a subnet with that provider, the same annotations and IP CR, and no OVN port.
@@ -183,6 +186,9 @@ pub struct AttachmentPlan {
     pub mac_source: Option<RequestSource>,
     /// `<key>.kubernetes.io/ip_pool`, parsed, with the annotation it came from.
     pub pool: Option<(PoolRequest, String)>,
+    /// The element's `ipam-claim-reference`: an IPAMClaim of the pod's namespace that owns
+    /// the address (it outlives the pod).
+    pub claim: Option<String>,
     /// Whether this interface gets the pod's default route.
     pub default_route: bool,
     /// Gateways from the element's `default-route` (empty: the subnet gateway).
@@ -625,6 +631,7 @@ fn plan_one(
         mac,
         mac_source,
         pool,
+        claim: selection.ipam_claim_reference.clone(),
         default_route,
         default_route_gateways: selection.default_route.clone(),
         provider,

@@ -20,6 +20,7 @@ use super::status::Metrics;
 use crate::api::annotations::Provider;
 use crate::api::attachment_id;
 use crate::api::ip::IP;
+use crate::api::ipamclaim::IPAMClaim;
 use crate::api::ippool::IPPool;
 use crate::api::nad::NetworkAttachmentDefinition;
 use crate::api::nat::VpcNatGateway;
@@ -98,6 +99,8 @@ pub struct Context {
     pub ips: Store<IP>,
     pub nat_gateways: Store<VpcNatGateway>,
     pub ippools: Store<IPPool>,
+    /// Never waited for: the IPAMClaim CRD is optional.
+    pub ipamclaims: Store<IPAMClaim>,
     pub events: Notifier,
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for the controllers' backoff.

@@ -59,6 +59,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::api::ip::IP;
+use crate::api::ipamclaim::IPAMClaim;
 use crate::api::ippool::IPPool;
 use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
@@ -323,6 +324,7 @@ async fn lead(
     let (ips, ip_writer) = reflector::store();
     let (nat_gateways, nat_gateway_writer) = reflector::store();
     let (ippools, ippool_writer) = reflector::store();
+    let (ipamclaims, ipamclaim_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         nb,
@@ -335,6 +337,7 @@ async fn lead(
         ips,
         nat_gateways,
         ippools,
+        ipamclaims,
         events: events::Notifier::new(client.clone()),
         metrics: metrics.clone(),
         failures: Default::default(),
@@ -395,6 +398,20 @@ async fn lead(
     // (One waiter per store: kube-runtime's readiness wakes only the last.)
     let gc_trigger = Arc::new(Notify::new());
     tasks.spawn(pod::feed(ctx.clone(), pod_feed, gc_trigger.clone()));
+    // Optional CRD (k8s.cni.cncf.io IPAMClaim): not waited for. A deleted claim frees its
+    // address at the next GC pass, which its change triggers.
+    tasks.spawn(mirror(
+        Api::<IPAMClaim>::all(client.clone()),
+        ipamclaim_writer,
+        "ipamclaims",
+        {
+            let (ctx, gc) = (ctx.clone(), gc_trigger.clone());
+            move || {
+                ctx.requeue_waiting();
+                gc.notify_one();
+            }
+        },
+    ));
     for ready in [
         ctx.subnets.wait_until_ready().await.is_ok(),
         ctx.nads.wait_until_ready().await.is_ok(),

@@ -391,9 +391,56 @@ async fn allocate(
     let mut allocations = Vec::with_capacity(plans.len());
     let mut fresh: Vec<String> = Vec::new();
     for plan in plans {
-        let ipam_key = key.ipam_key(plan.key.as_str());
+        let mut ipam_key = key.ipam_key(plan.key.as_str());
+        let mut claim_ips = Vec::new();
+        let mut sticky = sticky;
+        let claim = match &plan.claim {
+            None => None,
+            Some(name) => {
+                let found = ctx
+                    .ipamclaims
+                    .get(&ObjectRef::new(name).within(&key.namespace));
+                let Some(claim) = found else {
+                    for k in &fresh {
+                        let _ = ctx.ipam.release(k, Release::Claim).await;
+                    }
+                    let message = format!(
+                        "pod {key}: network {}: IPAMClaim {}/{name} (ipam-claim-reference) does \
+                         not exist",
+                        plan.network, key.namespace
+                    );
+                    report(ctx, pod, "IPAMClaimNotFound", &message).await;
+                    return Ok(Err(Some(Duration::from_secs(10))));
+                };
+                // An allocation adopted under the pod's key (a lost store) moves to the claim.
+                if ctx.ipam.get(&ipam_key).is_some() {
+                    ctx.ipam
+                        .release(&ipam_key, Release::Claim)
+                        .await
+                        .map_err(|source| PodError::Ipam {
+                            pod: key.to_string(),
+                            source,
+                        })?;
+                }
+                ipam_key = crate::api::attachment_id::claim_ipam_key(
+                    &key.namespace,
+                    name,
+                    plan.key.as_str(),
+                );
+                claim_ips = claim
+                    .status
+                    .as_ref()
+                    .map(|s| s.ips.iter().filter_map(|ip| ip.parse().ok()).collect())
+                    .unwrap_or_default();
+                sticky = true;
+                Some(claim)
+            }
+        };
         match held(ctx.ipam.get(&ipam_key), plan) {
             Held::Fits(a) => {
+                if let Some(claim) = &claim {
+                    write_claim_status(ctx, claim, plan, &a, &key.name).await;
+                }
                 allocations.push(a);
                 continue;
             }
@@ -423,7 +470,12 @@ async fn allocate(
                     )
                 }),
             Ok(None) => {
-                let request = request_for(plan, &ipam_key, &plan.ips, sticky);
+                let ips = if plan.ips.is_empty() {
+                    &claim_ips
+                } else {
+                    &plan.ips
+                };
+                let request = request_for(plan, &ipam_key, ips, sticky);
                 match ctx.ipam.allocate(&request).await {
                     Ok(a) => Ok(a.into()),
                     Err(IpamError::Store { reason }) => {
@@ -438,6 +490,9 @@ async fn allocate(
         };
         match outcome {
             Ok(a) => {
+                if let Some(claim) = &claim {
+                    write_claim_status(ctx, claim, plan, &a, &key.name).await;
+                }
                 fresh.push(ipam_key);
                 allocations.push(a);
             }
@@ -456,6 +511,49 @@ async fn allocate(
         }
     }
     Ok(Ok(allocations))
+}
+
+/// Records on `claim` the addresses it owns (with the subnet's prefix) and the pod holding
+/// it now. A failed write is logged: the address is held in IPAM either way.
+async fn write_claim_status(
+    ctx: &Context,
+    claim: &crate::api::ipamclaim::IPAMClaim,
+    plan: &AttachmentPlan,
+    allocation: &Allocation,
+    pod: &str,
+) {
+    use crate::api::ipamclaim::{IPAMClaim, IpamClaimStatus, OwnerPod};
+    let ips = allocation
+        .ips
+        .iter()
+        .filter_map(|ip| {
+            let cidr = plan.cidrs.iter().find(|c| c.contains(ip))?;
+            Some(format!("{ip}/{}", cidr.prefix_len()))
+        })
+        .collect();
+    let status = IpamClaimStatus {
+        ips,
+        owner_pod: Some(OwnerPod { name: pod.into() }),
+    };
+    if claim.status.as_ref() == Some(&status) {
+        return;
+    }
+    let namespace = claim.namespace().unwrap_or_default();
+    let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
+        "status": status,
+    });
+    if let Err(e) = api
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(claim = %claim.name_any(), namespace, error = %e, "writing IPAMClaim status");
+    }
 }
 
 /// The IPAM request for `plan` with static addresses `ips` (a named pool goes along, so
@@ -726,6 +824,7 @@ mod tests {
             mac: None,
             mac_source: None,
             pool: None,
+            claim: None,
             default_route: false,
             default_route_gateways: vec![],
         }
@@ -738,6 +837,7 @@ mod tests {
             ips: [ip.parse().unwrap()].into_iter().collect(),
             mac: "0a:00:00:00:00:01".parse().unwrap(),
             pool: None,
+            claim: None,
             sticky: false,
         }
     }

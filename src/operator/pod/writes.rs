@@ -207,6 +207,7 @@ mod tests {
             mac: None,
             mac_source: None,
             pool: None,
+            claim: None,
             default_route: false,
             default_route_gateways: vec![],
         }
@@ -219,6 +220,7 @@ mod tests {
             ips: [ip.parse().expect("valid IP")].into_iter().collect(),
             mac: "0a:58:0a:00:00:05".parse().expect("valid MAC"),
             pool: None,
+            claim: None,
             sticky: false,
         }
     }
