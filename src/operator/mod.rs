@@ -7,6 +7,7 @@
 //! - `ports`: NB port changes of many pods batched into few transactions.
 //! - `install`: the KubeOvn controller (the install switch: renders and runs central, the
 //!   chassis and the node role, and says where NB is).
+//! - `dhcp`: the DHCP_Options rows a Subnet with `enableDHCP` wants (pure).
 //! - `ippool`: which IPPools a subnet takes, and the IPPool controller (status).
 //! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status); `routes`:
 //!   what a VPC's router routes (its spec's routes and policies, its NAT gateways' default
@@ -26,6 +27,7 @@ pub mod attachment;
 pub mod central;
 pub mod context;
 pub mod controller;
+pub mod dhcp;
 pub mod events;
 pub mod gc;
 pub mod install;

@@ -121,6 +121,8 @@ pub fn validate(
     Allocator::new()
         .add_subnet(ipam.clone())
         .map_err(|e| problem("InvalidSubnet", e.to_string()))?;
+    super::dhcp::user_options(subnet)
+        .map_err(|e| problem("InvalidDHCPOptions", format!("subnet {name:?}: {e}")))?;
     let Some(vpc) = vpc else {
         return Ok(ValidSubnet {
             name,
@@ -270,6 +272,9 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
         .iter()
         .zip(&view.cidrs)
         .find_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())));
+    // Validated above; a refusal here would be a bug, reported like any invalid spec.
+    let dhcp = super::dhcp::plan(subnet, &view.cidrs, &view.gateways, view.gateway_mac)
+        .unwrap_or_default();
     let wrote = match &valid.vpc {
         Some(vpc) => {
             let router_ids = external_ids::ours([(external_ids::VPC, vpc.as_str())]);
@@ -287,6 +292,7 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
                     if let Some(gw) = &gateway {
                         t.ensure_router_port_pair(vpc, &name, gw, &mac)?;
                     }
+                    t.sync_dhcp_options(&name, &dhcp)?;
                     Ok(())
                 })
                 .await;
@@ -322,7 +328,14 @@ async fn cleanup(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
     let subnet = &*subnet;
     let name = subnet.name_any();
     let started = Instant::now();
-    let deleted = ctx.nb.delete_switch(&name).await;
+    // DHCP_Options is a root table: its rows go explicitly.
+    let deleted = ctx
+        .nb
+        .apply(|t| {
+            t.sync_dhcp_options(&name, &[])?;
+            t.delete_switch(&name)
+        })
+        .await;
     ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
     deleted.map_err(|source| Error::Nb {
         subnet: name.clone(),
