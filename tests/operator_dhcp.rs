@@ -107,7 +107,7 @@ async fn enable_dhcp_writes_options_rows_on_the_ports_and_bad_options_are_a_cond
         message.contains("\"lease_tme\" is not an OVN DHCP option"),
         "{message}"
     );
-    assert_eq!(dhcp_rows(&c), [row.clone()]);
+    assert_eq!(dhcp_rows(&c), std::slice::from_ref(&row));
 
     // Off: the row and the references go.
     patch(json!({"enableDHCP": false, "dhcpV4Options": null})).await;

@@ -837,7 +837,6 @@ mod tests {
             ips: [ip.parse().unwrap()].into_iter().collect(),
             mac: "0a:00:00:00:00:01".parse().unwrap(),
             pool: None,
-            claim: None,
             sticky: false,
         }
     }

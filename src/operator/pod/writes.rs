@@ -220,7 +220,6 @@ mod tests {
             ips: [ip.parse().expect("valid IP")].into_iter().collect(),
             mac: "0a:58:0a:00:00:05".parse().expect("valid MAC"),
             pool: None,
-            claim: None,
             sticky: false,
         }
     }
