@@ -252,6 +252,12 @@ async fn a_claimed_address_outlives_its_pod_comes_back_with_the_claim_and_goes_w
     })
     .await;
 
+    // A second pod with the claim while the first runs: refused, nothing allocated.
+    c.apply(&pod_yaml("virt-launcher-vm1-ccccc", claimed)).await;
+    let m = c.event("virt-launcher-vm1-ccccc", "IPAMClaimInUse").await;
+    assert!(m.contains("held by pod virt-launcher-vm1-bbbbb"), "{m}");
+    c.delete_pod("virt-launcher-vm1-ccccc").await;
+
     // Bad references: an Event, nothing allocated.
     c.apply(&pod_yaml(
         "no-claim",

@@ -412,6 +412,32 @@ async fn allocate(
                     report(ctx, pod, "IPAMClaimNotFound", &message).await;
                     return Ok(Err(Some(Duration::from_secs(10))));
                 };
+                // One pod at a time: two ports with one address would break both.
+                let owner = claim
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.owner_pod.as_ref())
+                    .map(|o| o.name.clone())
+                    .filter(|o| *o != key.name);
+                let owner_alive = owner.as_ref().is_some_and(|o| {
+                    ctx.pods
+                        .get(&ObjectRef::new(o).within(&key.namespace))
+                        .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+                });
+                if owner_alive {
+                    for k in &fresh {
+                        let _ = ctx.ipam.release(k, Release::Claim).await;
+                    }
+                    let message = format!(
+                        "pod {key}: network {}: IPAMClaim {}/{name} is held by pod {}; it \
+                         serves one pod at a time",
+                        plan.network,
+                        key.namespace,
+                        owner.unwrap_or_default()
+                    );
+                    report(ctx, pod, "IPAMClaimInUse", &message).await;
+                    return Ok(Err(Some(Duration::from_secs(10))));
+                }
                 // An allocation adopted under the pod's key (a lost store) moves to the claim.
                 if ctx.ipam.get(&ipam_key).is_some() {
                     ctx.ipam
