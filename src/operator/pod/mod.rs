@@ -527,11 +527,18 @@ async fn allocate(
                     let _ = ctx.ipam.release(k, Release::Claim).await;
                 }
                 report(ctx, pod, reason, &message).await;
-                // A taken address or a full subnet or pool may free up.
+                // A taken address or a full subnet or pool may free up: at the latest in
+                // 30 s, at once when a pod releases its addresses.
                 let retry = matches!(
                     reason,
                     "StaticIPTaken" | "SubnetFull" | "IPPoolExhausted" | "IPPoolUnusable"
                 );
+                if retry {
+                    ctx.waiting
+                        .lock()
+                        .expect("waiting lock poisoned")
+                        .insert(key.clone());
+                }
                 return Ok(Err(retry.then_some(Duration::from_secs(30))));
             }
         }
@@ -825,6 +832,8 @@ pub async fn release_pod(
         release(ctx, key, k).await?;
     }
     info!(pod = %key, attachments = keys.len(), "pod gone: ports, IPs and addresses released");
+    // Pods waiting for an address may take one now.
+    ctx.requeue_waiting();
     Ok(true)
 }
 
