@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use fullpath_support::Bed;
 use node_support::PodNetns;
-use serde_json::Value;
 use operator_support::{nad_yaml, subnet_yaml, vpc_yaml, SEED_NAD, SEED_VPC_SUBNET};
+use serde_json::Value;
 
 #[test]
 fn seed_pods_get_net1_and_ping_within_a_vpc_across_nodes_but_not_across_tenants() {

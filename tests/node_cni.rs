@@ -428,6 +428,202 @@ fn egress_rate_caps_the_pod_and_removing_it_lifts_the_cap_live() {
     );
 }
 
+/// Whether this kernel has the netem qdisc (a scratch netns and veth, `tc` as a test tool).
+fn kernel_has_netem() -> bool {
+    let ns = format!("kovn-netem-probe-{}", std::process::id());
+    let sh = format!(
+        "ip netns add {ns} && ip -n {ns} link add p0 type veth peer name p1 && \
+         tc -n {ns} qdisc add dev p0 root netem delay 1ms; r=$?; ip netns del {ns}; exit $r"
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &sh])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The smallest round-trip time of `count` pings from `netns` to `ip`, in ms (`None`: no reply).
+fn min_rtt_ms(bed: &Bed, netns: &str, ip: &str, count: u32) -> Option<f64> {
+    let count = count.to_string();
+    let out = bed
+        .sandbox
+        .exec_in(netns, &["ping", "-c", &count, "-i", "0.2", "-W", "2", ip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // rtt min/avg/max/mdev = 50.1/50.3/…
+    let stats = text.lines().find(|l| l.contains("min/avg/max"))?;
+    stats
+        .split('=')
+        .nth(1)?
+        .trim()
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn netem_annotations_become_a_netem_qos_live_and_bad_values_are_an_event() {
+    let bed = Bed::up(1, &[]);
+    let a = bed.pod(
+        1,
+        "na",
+        "10.66.0.41",
+        "0a:58:0a:42:00:41",
+        &[
+            (&format!("{PROVIDER}.kubernetes.io/latency"), "60"),
+            ("ovn.kubernetes.io/limit", "500"),
+        ],
+    );
+    let b = bed.pod(1, "nb", "10.66.0.42", "0a:58:0a:42:00:42", &[]);
+    bed.add(1, &a, "1.0.0").assert_ok("ADD na");
+    bed.add(1, &b, "1.0.0").assert_ok("ADD nb");
+    let host = bed.host_of(1, &a);
+    let netem_config = |key: &str| {
+        let qos = bed.sandbox.vsctl(1, &["get", "port", &host, "qos"]);
+        if qos == "[]" {
+            return None;
+        }
+        assert_eq!(
+            bed.sandbox.vsctl(1, &["get", "qos", &qos, "type"]),
+            "linux-netem"
+        );
+        let v = bed.sandbox.vsctl(1, &["get", "qos", &qos, "other_config"]);
+        Some(
+            v.trim_matches(|c| c == '{' || c == '}')
+                .split(", ")
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .map(|v| v.trim_matches('"').to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let wait_for = |key: &str, want: Option<&str>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = netem_config(key);
+            if got.as_deref() == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "netem {key}: {got:?}, want {want:?}\n{}",
+                bed.node(1).log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Per-interface latency (ms → µs) and the pod-wide limit, set at ADD.
+    wait_for("latency", Some("60000"));
+    wait_for("limit", Some("500"));
+
+    if kernel_has_netem() {
+        let rtt = min_rtt_ms(&bed, &b.name, "10.66.0.41", 5).expect("b → a replies");
+        eprintln!("latency=60: min RTT {rtt:.1} ms");
+        assert!(rtt >= 60.0, "netem delays what a receives: {rtt:.1} ms");
+    } else {
+        // This kernel cannot delay: the user hears it on the pod instead of nothing.
+        let note = bed
+            .kube
+            .event_note(
+                "na",
+                "NetemNotApplied",
+                &host,
+                std::time::Duration::from_secs(10),
+            )
+            .expect("NetemNotApplied Event on the pod");
+        eprintln!("no sch_netem in this kernel; Event: {note}");
+        assert!(note.contains("sch_netem"), "{note}");
+        assert!(note.contains(&host), "{note}");
+    }
+
+    // Live: a new latency and a loss change the row in place, without a new ADD.
+    bed.kube.annotate(
+        "na",
+        json!({format!("{PROVIDER}.kubernetes.io/latency"): "80", "ovn.kubernetes.io/loss": "100"}),
+    );
+    wait_for("latency", Some("80000"));
+    wait_for("loss", Some("100"));
+    if kernel_has_netem() {
+        assert!(
+            !bed.sandbox.ping(&b.name, "10.66.0.41"),
+            "loss=100 drops every reply to b"
+        );
+    }
+
+    // Bad values: an Event that names the key and value; the applied netem stays as it was.
+    for (key, value, expect, fixed) in [
+        (
+            "ovn.kubernetes.io/jitter",
+            "a bit",
+            "is not a whole number of milliseconds",
+            Value::Null,
+        ),
+        (
+            "ovn.kubernetes.io/loss",
+            "150",
+            "is not a percentage from 0 to 100",
+            json!("100"),
+        ),
+        (
+            "ovn.kubernetes.io/ingress_rate",
+            "10",
+            "cannot apply together with latency/jitter/limit/loss",
+            Value::Null,
+        ),
+    ] {
+        bed.kube.annotate("na", json!({ key: value }));
+        let note = bed
+            .kube
+            .event_note(
+                "na",
+                "InvalidQoS",
+                expect,
+                std::time::Duration::from_secs(20),
+            )
+            .unwrap_or_else(|| panic!("no InvalidQoS Event for {key}={value}"));
+        eprintln!("{key}={value}: {note}");
+        assert!(note.contains(key) && note.contains("net1"), "{note}");
+        assert_eq!(netem_config("latency").as_deref(), Some("80000"));
+        assert_eq!(netem_config("loss").as_deref(), Some("100"));
+        bed.kube.annotate("na", json!({ key: fixed }));
+    }
+
+    // Removing the keys removes the QoS row; b reaches a again.
+    bed.kube.annotate(
+        "na",
+        json!({
+            format!("{PROVIDER}.kubernetes.io/latency"): null,
+            "ovn.kubernetes.io/loss": null,
+            "ovn.kubernetes.io/limit": null,
+        }),
+    );
+    wait_for("latency", None);
+    assert_eq!(bed.qos_rows(1), 0, "netem QoS row removed");
+    assert!(
+        bed.sandbox.ping(&b.name, "10.66.0.41"),
+        "b → a without netem"
+    );
+
+    // The burst keys are read: egress_burst (Mbit) is the policing burst (kbit), live.
+    bed.kube.annotate(
+        "nb",
+        json!({"ovn.kubernetes.io/egress_rate": "10", format!("{PROVIDER}.kubernetes.io/egress_burst"): "2"}),
+    );
+    let b_host = bed.host_of(1, &b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bed
+        .sandbox
+        .vsctl(1, &["get", "interface", &b_host, "ingress_policing_burst"])
+        != "2000"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "egress_burst=2 not applied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn bad_input_gives_the_right_code_and_leaves_nothing_behind() {
     let bed = Bed::up(

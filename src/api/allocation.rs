@@ -3,8 +3,9 @@
 //! them before wiring the interface): `<key>.kubernetes.io/ip_address`,
 //! `mac_address`, `cidr`, `gateway`, `logical_switch`, `logical_router`,
 //! `allocated`; plus the user's per-interface knobs the daemon reads: QoS
-//! (`<key>.kubernetes.io/ingress_rate|egress_rate` over the pod-wide
-//! `ovn.kubernetes.io/…`), extra `routes` and `default_route`.
+//! (`<key>.kubernetes.io/ingress_rate|egress_rate|ingress_burst|egress_burst` and netem's
+//! `latency|jitter|limit|loss`, each over the pod-wide `ovn.kubernetes.io/…`), extra
+//! `routes` and `default_route`.
 //! `key` is an attachment key (`<nad>.<ns>.ovn` or `<nad>.<ns>.ovn.<ifname>`).
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::annotations::{provider_annotation, ProviderKey, POD_EGRESS_RATE, POD_INGRESS_RATE};
+use super::annotations::{provider_annotation, ProviderKey};
 use super::mac::MacAddr;
 
 /// The MTUs an interface may get.
@@ -188,35 +189,127 @@ fn parse_list<T: std::str::FromStr>(
         .map_err(|_| invalid(key, value, reason))
 }
 
-/// Rate limits of one attachment in Mbit/s (`None`: unlimited).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Rate limits and network emulation of one attachment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AttachmentQos {
+    /// Mbit/s (`None`: unlimited).
     pub ingress_mbps: Option<u64>,
     pub egress_mbps: Option<u64>,
+    /// Mbit (`None`: Kube-OVN's defaults, 80 % of a second of the rate for egress policing,
+    /// a tenth of a second for the ingress queue).
+    pub ingress_burst_mbit: Option<u64>,
+    pub egress_burst_mbit: Option<u64>,
+    /// netem on what the interface receives (`None`: none).
+    pub netem: Option<Netem>,
 }
 
-/// QoS of attachment `key`: `<key>.kubernetes.io/ingress_rate|egress_rate`, else
-/// the pod-wide `ovn.kubernetes.io/ingress_rate|egress_rate`. `0` means unlimited.
+/// Kube-OVN's netem keys (`latency`, `jitter`, `limit`, `loss`) of one attachment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Netem {
+    pub latency_ms: u32,
+    pub jitter_ms: u32,
+    /// Packets the qdisc holds (0: the kernel's default, 1000).
+    pub limit_packets: u32,
+    /// Percent, 0..=100.
+    pub loss_percent: f64,
+}
+
+/// The value of QoS key `own` for attachment `key`: `<key>.kubernetes.io/<own>`, else the
+/// pod-wide `ovn.kubernetes.io/<own>`; with the annotation's name, for messages.
+fn qos_value<'a>(
+    annotations: &'a BTreeMap<String, String>,
+    key: &str,
+    own: ProviderKey,
+) -> Option<(String, &'a str)> {
+    [
+        provider_annotation(key, own),
+        provider_annotation(POD_WIDE, own),
+    ]
+    .into_iter()
+    .find_map(|k| {
+        let v = annotations.get(&k)?.trim();
+        (!v.is_empty()).then_some((k, v))
+    })
+}
+
+/// The pod-wide provider prefix (`ovn.kubernetes.io/…`).
+const POD_WIDE: &str = "ovn";
+
+/// QoS of attachment `key`: each of `<key>.kubernetes.io/ingress_rate|egress_rate|
+/// ingress_burst|egress_burst|latency|jitter|limit|loss`, else the pod-wide
+/// `ovn.kubernetes.io/…` one. A rate of `0` means unlimited, netem values of `0` mean none.
+/// Any bad value refuses the whole set, so nothing half-applies.
 pub fn attachment_qos(
     annotations: &BTreeMap<String, String>,
     key: &str,
 ) -> Result<AttachmentQos, AllocationAnnotationError> {
-    let rate = |own: ProviderKey, pod_wide: &str| {
-        let own = provider_annotation(key, own);
-        let Some((name, value)) = [own.as_str(), pod_wide].into_iter().find_map(|k| {
-            let v = annotations.get(k)?.trim();
-            (!v.is_empty()).then_some((k, v))
-        }) else {
+    fn whole<T: std::str::FromStr>(
+        annotations: &BTreeMap<String, String>,
+        key: &str,
+        own: ProviderKey,
+        what: &str,
+    ) -> Result<Option<T>, AllocationAnnotationError> {
+        let Some((name, value)) = qos_value(annotations, key, own) else {
             return Ok(None);
         };
-        let mbps: u64 = value
+        value
             .parse()
-            .map_err(|_| invalid(name, value, "is not a whole number of Mbit/s"))?;
-        Ok((mbps > 0).then_some(mbps))
+            .map(Some)
+            .map_err(|_| invalid(&name, value, &format!("is not a whole number of {what}")))
+    }
+    let nonzero = |v: Option<u64>| v.filter(|n| *n > 0);
+    let ingress_mbps = nonzero(whole(annotations, key, ProviderKey::IngressRate, "Mbit/s")?);
+    let egress_mbps = nonzero(whole(annotations, key, ProviderKey::EgressRate, "Mbit/s")?);
+    let ingress_burst_mbit = whole(annotations, key, ProviderKey::IngressBurst, "Mbit")?;
+    let egress_burst_mbit = whole(annotations, key, ProviderKey::EgressBurst, "Mbit")?;
+    let latency_ms: u32 =
+        whole(annotations, key, ProviderKey::Latency, "milliseconds")?.unwrap_or(0);
+    let jitter_ms: u32 = whole(annotations, key, ProviderKey::Jitter, "milliseconds")?.unwrap_or(0);
+    let limit_packets: u32 = whole(annotations, key, ProviderKey::Limit, "packets")?.unwrap_or(0);
+    let loss_percent = match qos_value(annotations, key, ProviderKey::Loss) {
+        None => 0.0,
+        Some((name, value)) => value
+            .parse::<f64>()
+            .ok()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .ok_or_else(|| invalid(&name, value, "is not a percentage from 0 to 100"))?,
     };
+    if jitter_ms > 0 && latency_ms == 0 {
+        let (name, value) =
+            qos_value(annotations, key, ProviderKey::Jitter).expect("jitter was read above");
+        return Err(invalid(
+            &name,
+            value,
+            &format!(
+                "needs a latency to vary around: set {} too",
+                provider_annotation(key, ProviderKey::Latency)
+            ),
+        ));
+    }
+    let netem = (latency_ms > 0 || jitter_ms > 0 || limit_packets > 0 || loss_percent > 0.0)
+        .then_some(Netem {
+            latency_ms,
+            jitter_ms,
+            limit_packets,
+            loss_percent,
+        });
+    if let (Some(_), Some(mbps)) = (netem, ingress_mbps) {
+        let (name, _) = qos_value(annotations, key, ProviderKey::IngressRate)
+            .expect("ingress_rate was read above");
+        return Err(invalid(
+            &name,
+            &mbps.to_string(),
+            "cannot apply together with latency/jitter/limit/loss: an interface has one \
+             queueing discipline towards the pod (Kube-OVN would silently drop the netem keys); \
+             remove one of them",
+        ));
+    }
     Ok(AttachmentQos {
-        ingress_mbps: rate(ProviderKey::IngressRate, POD_INGRESS_RATE)?,
-        egress_mbps: rate(ProviderKey::EgressRate, POD_EGRESS_RATE)?,
+        ingress_mbps,
+        egress_mbps,
+        ingress_burst_mbit,
+        egress_burst_mbit,
+        netem,
     })
 }
 
@@ -370,7 +463,8 @@ mod tests {
             qos,
             AttachmentQos {
                 ingress_mbps: Some(1000),
-                egress_mbps: Some(1000)
+                egress_mbps: Some(1000),
+                ..Default::default()
             }
         );
         annotations.insert(format!("{KEY}.kubernetes.io/egress_rate"), "50".into());
@@ -380,7 +474,8 @@ mod tests {
             qos,
             AttachmentQos {
                 ingress_mbps: None,
-                egress_mbps: Some(50)
+                egress_mbps: Some(50),
+                ..Default::default()
             }
         );
         annotations.insert(format!("{KEY}.kubernetes.io/egress_rate"), "fast".into());
@@ -394,6 +489,75 @@ mod tests {
             attachment_qos(&BTreeMap::new(), KEY),
             Ok(AttachmentQos::default())
         );
+    }
+
+    #[test]
+    fn netem_keys_parse_per_interface_over_pod_wide_and_bad_values_name_the_key() {
+        let mut annotations = BTreeMap::from([
+            ("ovn.kubernetes.io/latency".to_string(), "100".to_string()),
+            ("ovn.kubernetes.io/loss".to_string(), "5".to_string()),
+            (format!("{KEY}.kubernetes.io/latency"), "50".to_string()),
+            (format!("{KEY}.kubernetes.io/jitter"), "10".to_string()),
+            (format!("{KEY}.kubernetes.io/limit"), "200".to_string()),
+            (format!("{KEY}.kubernetes.io/egress_burst"), "3".to_string()),
+        ]);
+        let qos = attachment_qos(&annotations, KEY).unwrap();
+        assert_eq!(
+            qos.netem,
+            Some(Netem {
+                latency_ms: 50,
+                jitter_ms: 10,
+                limit_packets: 200,
+                loss_percent: 5.0
+            })
+        );
+        assert_eq!(qos.egress_burst_mbit, Some(3));
+        assert_eq!(
+            attachment_qos(&BTreeMap::new(), KEY).unwrap().netem,
+            None,
+            "no keys, no netem"
+        );
+
+        let bad = |k: &str, v: &str, expect: &str| {
+            let mut a = annotations.clone();
+            a.insert(k.to_string(), v.to_string());
+            let err = attachment_qos(&a, KEY).unwrap_err().to_string();
+            assert!(err.contains(expect), "{k}={v}: {err}");
+        };
+        bad(
+            &format!("{KEY}.kubernetes.io/latency"),
+            "50ms",
+            "latency: \"50ms\" is not a whole number of milliseconds",
+        );
+        bad(
+            "ovn.kubernetes.io/loss",
+            "120",
+            "is not a percentage from 0 to 100",
+        );
+        bad(
+            "ovn.kubernetes.io/loss",
+            "-1",
+            "is not a percentage from 0 to 100",
+        );
+        bad(
+            &format!("{KEY}.kubernetes.io/limit"),
+            "-5",
+            "is not a whole number of packets",
+        );
+        bad(
+            &format!("{KEY}.kubernetes.io/ingress_burst"),
+            "lots",
+            "ingress_burst: \"lots\" is not a whole number of Mbit",
+        );
+        bad(
+            "ovn.kubernetes.io/ingress_rate",
+            "10",
+            "cannot apply together with latency/jitter/limit/loss",
+        );
+        annotations.remove(&format!("{KEY}.kubernetes.io/latency"));
+        annotations.remove("ovn.kubernetes.io/latency");
+        let err = attachment_qos(&annotations, KEY).unwrap_err().to_string();
+        assert!(err.contains("needs a latency"), "{err}");
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub enum ProviderKey {
     IngressBurst,
     /// Egress burst in Mbit (user).
     EgressBurst,
+    /// netem delay in ms for what the interface receives (user).
+    Latency,
+    /// netem delay variation in ms, with `Latency` (user).
+    Jitter,
+    /// netem queue limit in packets (user).
+    Limit,
+    /// netem loss in percent, 0..100 (user).
+    Loss,
     /// `sg1,sg2` security groups (user).
     SecurityGroups,
     /// `"true"` fills the LSP's port_security (user).
@@ -83,7 +91,7 @@ pub enum ProviderKey {
 
 impl ProviderKey {
     /// Every key, for reverse lookups.
-    pub const ALL: [ProviderKey; 20] = [
+    pub const ALL: [ProviderKey; 24] = [
         Self::IpAddress,
         Self::MacAddress,
         Self::Cidr,
@@ -98,6 +106,10 @@ impl ProviderKey {
         Self::EgressRate,
         Self::IngressBurst,
         Self::EgressBurst,
+        Self::Latency,
+        Self::Jitter,
+        Self::Limit,
+        Self::Loss,
         Self::SecurityGroups,
         Self::PortSecurity,
         Self::IpPool,
@@ -123,6 +135,10 @@ impl ProviderKey {
             Self::EgressRate => "egress_rate",
             Self::IngressBurst => "ingress_burst",
             Self::EgressBurst => "egress_burst",
+            Self::Latency => "latency",
+            Self::Jitter => "jitter",
+            Self::Limit => "limit",
+            Self::Loss => "loss",
             Self::SecurityGroups => "security_groups",
             Self::PortSecurity => "port_security",
             Self::IpPool => "ip_pool",

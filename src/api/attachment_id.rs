@@ -82,6 +82,17 @@ pub fn ipam_key(namespace: &str, pod: &str, key: &str) -> String {
     format!("{namespace}/{pod}/{key}")
 }
 
+/// The IPAM key of an address owned by IPAMClaim `<ns>/<claim>` for attachment `key`:
+/// `<ns>/claim:<claim>/<key>` (no pod name has a `:`), so GC sees the claim as its holder.
+pub fn claim_ipam_key(namespace: &str, claim: &str, key: &str) -> String {
+    ipam_key(namespace, &claim_holder(claim), key)
+}
+
+/// The pseudo pod name that holds a claim's addresses in IPAM keys.
+pub fn claim_holder(claim: &str) -> String {
+    format!("claim:{claim}")
+}
+
 /// `<ns>/<pod>`.
 pub fn pod_ref(namespace: &str, pod: &str) -> String {
     format!("{namespace}/{pod}")

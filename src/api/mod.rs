@@ -12,7 +12,8 @@
 //!   the community's MultiNetworkPolicy (its CRD is not ours).
 //! - CRDs: `vpc`, `subnet`, `ip`, `ippool`, `security_group`, `nat` (VpcNatGateway
 //!   and the Iptables* rules), `kubeovn` (the operator's own); `condition` for
-//!   their status conditions; `crds` for `kube-ovn crd`.
+//!   their status conditions; `crds` for `kube-ovn crd`. `ipamclaim`: the community
+//!   IPAMClaim CRD, shipped in its own file.
 //! - Small value types and rules: `mac`, `names`, `schema`.
 
 pub mod allocation;
@@ -21,6 +22,7 @@ pub mod attachment_id;
 pub mod condition;
 pub mod crds;
 pub mod ip;
+pub mod ipamclaim;
 pub mod ippool;
 pub mod kubeovn;
 pub mod mac;

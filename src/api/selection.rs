@@ -157,6 +157,8 @@ pub struct NetworkSelection {
     pub cni_args: Option<serde_json::Map<String, serde_json::Value>>,
     pub bandwidth: Option<Bandwidth>,
     pub port_mappings: Vec<PortMapping>,
+    /// The IPAMClaim (in the pod's namespace) that owns this interface's address.
+    pub ipam_claim_reference: Option<String>,
 }
 
 impl NetworkSelection {
@@ -296,7 +298,10 @@ fn resolve(
     let interface = requested.unwrap_or_else(|| format!("net{}", index + FIRST_ANNOTATION_INDEX));
 
     let ips = element.ips.unwrap_or_default();
-    if !ips.is_empty() && element.ipam_claim_reference.is_some() {
+    let ipam_claim_reference = element
+        .ipam_claim_reference
+        .filter(|c| !c.trim().is_empty());
+    if !ips.is_empty() && ipam_claim_reference.is_some() {
         return Err("\"ips\" and \"ipam-claim-reference\" are mutually exclusive".into());
     }
     let ips = ips
@@ -331,6 +336,7 @@ fn resolve(
         cni_args: element.cni_args,
         bandwidth: element.bandwidth,
         port_mappings: element.port_mappings.unwrap_or_default(),
+        ipam_claim_reference,
     })
 }
 

@@ -99,6 +99,21 @@ pub struct SubnetSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub enable_dhcp: Option<bool>,
+    /// OVN DHCPv4 options, `key=value` pairs separated by `,` (a `dns_server` list uses `;`);
+    /// Kube-OVN's defaults fill `lease_time`, `router`, `server_id`, `server_mac` and `mtu`.
+    #[serde(
+        rename = "dhcpV4Options",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dhcp_v4_options: Option<String>,
+    /// OVN DHCPv6 options in the same form; `server_id` defaults to the gateway MAC.
+    #[serde(
+        rename = "dhcpV6Options",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dhcp_v6_options: Option<String>,
     #[serde(
         rename = "enableIPv6RA",
         default,

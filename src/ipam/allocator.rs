@@ -177,12 +177,7 @@ impl Allocator {
     /// Deletes a subnet. Refused while addresses are held unless `force`
     /// (cleanup), which frees them and returns what was freed.
     pub fn delete_subnet(&mut self, name: &str, force: bool) -> Result<Vec<Allocation>, IpamError> {
-        let state = self
-            .subnets
-            .get(name)
-            .ok_or_else(|| IpamError::UnknownSubnet {
-                subnet: name.to_string(),
-            })?;
+        let state = self.state(name)?;
         if state.count > 0 && !force {
             return Err(IpamError::InUse {
                 subnet: name.to_string(),
@@ -440,13 +435,44 @@ impl Allocator {
         self.len() == 0
     }
 
-    pub fn usage(&self, subnet: &str) -> Result<Usage, IpamError> {
-        let state = self
-            .subnets
+    fn state(&self, subnet: &str) -> Result<&SubnetState, IpamError> {
+        self.subnets
             .get(subnet)
             .ok_or_else(|| IpamError::UnknownSubnet {
                 subnet: subnet.to_string(),
-            })?;
+            })
+    }
+
+    /// Counts of IP pool `pool` of `subnet`, one per family the pool has addresses of:
+    /// `total` its addresses, `available` those free, `used` the rest.
+    pub fn pool_usage(&self, subnet: &str, pool: &str) -> Result<Vec<FamilyUsage>, IpamError> {
+        let state = self.state(subnet)?;
+        if !state.spec.pools.contains_key(pool) {
+            return Err(IpamError::UnknownPool {
+                subnet: subnet.to_string(),
+                pool: pool.to_string(),
+            });
+        }
+        let id: PoolId = Some(pool.to_string());
+        Ok(state
+            .families
+            .iter()
+            .filter_map(|f| {
+                let total = f.layout.usable_sets().get(&id)?.len();
+                let available = f.free.get(&id).map_or(0, |l| l.free.len());
+                Some(FamilyUsage {
+                    family: f.layout.family,
+                    cidr: f.layout.net.to_string(),
+                    total,
+                    used: total.saturating_sub(available),
+                    available,
+                })
+            })
+            .collect())
+    }
+
+    pub fn usage(&self, subnet: &str) -> Result<Usage, IpamError> {
+        let state = self.state(subnet)?;
         let families: Vec<FamilyUsage> = state
             .families
             .iter()

@@ -326,6 +326,8 @@ impl CniHandler for NodeHandler {
             }
             return Err(e);
         }
+        // The live QoS pass now sees the sandbox and checks what vswitchd made of the rows.
+        self.pods.touch();
         Ok(attachment::response(&wiring))
     }
 

@@ -405,6 +405,10 @@ impl NodeSetup<'_> {
             pods.clone(),
             vswitch.clone(),
             args.datapath,
+            Some(Arc::new(crate::operator::events::Notifier::for_controller(
+                self.client.clone(),
+                crate::operator::install::render::KUBE_OVN_CNI,
+            ))),
             stop_rx.clone(),
         ));
 

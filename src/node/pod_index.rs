@@ -215,6 +215,12 @@ impl PodIndex {
         }
     }
 
+    /// Tells subscribers that something about this node's pods changed outside the API (an
+    /// ADD plugged an interface), so passes that work from the index run again.
+    pub fn touch(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// Subscribes to change notifications (a generation counter).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()

@@ -495,7 +495,9 @@ async fn set_up_subnets(ctx: &Context) {
         let valid = subnet::validate(s, &all, |vpc| ctx.vpcs.get(&ObjectRef::new(vpc)).is_some());
         // An invalid subnet is the Subnet controller's to report.
         let Ok(valid) = valid else { continue };
-        if let Err(e) = ctx.ipam.apply_subnet(valid.ipam).await {
+        // With its IPPools, so no pool address is handed out as a general one meanwhile.
+        let spec = super::ippool::fit_pools(&valid.ipam, &ctx.ippools.state()).0;
+        if let Err(e) = ctx.ipam.apply_subnet(spec).await {
             warn!(subnet = %s.name_any(), error = %e, "adopting IPAM: subnet not set up; its pods wait for the Subnet controller");
         }
     }

@@ -21,6 +21,16 @@
 //! - MAC: element `mac`, per-NIC `mac_address.<iface>`, `<key>.kubernetes.io/mac_address`.
 //! - Default route: element `default-route` gateways, else
 //!   `<key>.kubernetes.io/default_route: "true"`.
+//! - Pool: `<key>.kubernetes.io/ip_pool` (then the base provider's key), as Kube-OVN reads
+//!   it: an IPPool's name (dynamic addresses from the pool; the pool's subnet is the
+//!   attachment's when no `logical_switch` pins one, and must be it when one does; a pool
+//!   with `namespaces` serves only pods of those), or a list of addresses (`;`-separated
+//!   entries of one address per family, or `,`-separated single addresses; two of different
+//!   families are one dual-stack entry): a StatefulSet pod takes the entry of its ordinal,
+//!   any other pod the first free one (`pod/`). A static request wins over the pool.
+//! - Claim: the element's `ipam-claim-reference` names an IPAMClaim; the address is the
+//!   claim's (IPAM key `<ns>/claim:<claim>/<key>`, kept until the claim goes), so a pod
+//!   re-created with the same claim (a KubeVirt VM's next launcher pod) gets it back.
 //! - Another plugin's NAD whose `ipam` is kube-ovn (the NAT gateways' macvlan external
 //!   network) is IPAM-only: provider `<nad>.<nad-namespace>` (its `ipam.provider` must say
 //!   so), a subnet with that provider, the same annotations and IP CR, and no OVN port.
@@ -59,11 +69,20 @@ pub struct SubnetEntry {
     pub mtu: Option<u32>,
 }
 
-/// Subnets by name and by provider; build it once per batch of pods.
+/// One IPPool as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    pub subnet: String,
+    /// Empty: any namespace.
+    pub namespaces: Vec<String>,
+}
+
+/// Subnets by name and by provider, and the IPPools; build it once per batch of pods.
 #[derive(Debug, Clone, Default)]
 pub struct SubnetIndex {
     by_name: HashMap<String, SubnetEntry>,
     by_provider: HashMap<String, Vec<String>>,
+    pools: HashMap<String, PoolEntry>,
 }
 
 impl SubnetIndex {
@@ -97,6 +116,26 @@ impl SubnetIndex {
             names.sort();
         }
         index
+    }
+
+    /// The same index knowing the IPPools `pools` (unnamed objects are ignored).
+    pub fn with_pools<'a>(
+        mut self,
+        pools: impl IntoIterator<Item = &'a crate::api::ippool::IPPool>,
+    ) -> Self {
+        for pool in pools {
+            let Some(name) = pool.metadata.name.clone() else {
+                continue;
+            };
+            self.pools.insert(
+                name,
+                PoolEntry {
+                    subnet: pool.spec.subnet.clone(),
+                    namespaces: pool.spec.namespaces.clone(),
+                },
+            );
+        }
+        self
     }
 
     /// The subnet called `name`.
@@ -155,6 +194,11 @@ pub struct AttachmentPlan {
     pub ips_source: Option<RequestSource>,
     pub mac: Option<MacAddr>,
     pub mac_source: Option<RequestSource>,
+    /// `<key>.kubernetes.io/ip_pool`, parsed, with the annotation it came from.
+    pub pool: Option<(PoolRequest, String)>,
+    /// The element's `ipam-claim-reference`: an IPAMClaim of the pod's namespace that owns
+    /// the address (it outlives the pod).
+    pub claim: Option<String>,
     /// Whether this interface gets the pod's default route.
     pub default_route: bool,
     /// Gateways from the element's `default-route` (empty: the subnet gateway).
@@ -165,6 +209,67 @@ impl AttachmentPlan {
     /// `<key>.kubernetes.io/<key>` for this attachment.
     pub fn annotation(&self, key: ProviderKey) -> String {
         self.key.annotation(key)
+    }
+}
+
+/// What `<key>.kubernetes.io/ip_pool` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolRequest {
+    /// An IPPool by name: dynamic addresses from its range.
+    Named(String),
+    /// Kube-OVN's address list: each entry holds one address per family.
+    Addresses(Vec<Vec<IpRequest>>),
+}
+
+impl PoolRequest {
+    /// Parses an `ip_pool` value as Kube-OVN does (`pkg/controller/pod.go`): `;` separates
+    /// entries (each may be `v4,v6`); else `,` separates single addresses, except that
+    /// exactly two of different families are one dual-stack entry; a single token that is no
+    /// address is an IPPool name.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        let parse_entry = |entry: &str| {
+            entry
+                .split(',')
+                .map(|a| a.parse::<IpRequest>())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if value.contains(';') {
+            return value
+                .split(';')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(parse_entry)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::Addresses);
+        }
+        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        if let [only] = parts.as_slice() {
+            if only.parse::<IpRequest>().is_err() {
+                let is_name = only
+                    .split('.')
+                    .all(|l| crate::api::names::check_dns1123_label(l).is_ok());
+                return if is_name {
+                    Ok(Self::Named((*only).to_owned()))
+                } else {
+                    Err(format!(
+                        "{only:?} is neither an IP address nor an IPPool name"
+                    ))
+                };
+            }
+        }
+        let addresses = parts
+            .iter()
+            .map(|a| a.parse::<IpRequest>())
+            .collect::<Result<Vec<_>, _>>()?;
+        match addresses.as_slice() {
+            [a, b] if a.address.is_ipv4() != b.address.is_ipv4() => {
+                Ok(Self::Addresses(vec![addresses]))
+            }
+            _ => Ok(Self::Addresses(
+                addresses.into_iter().map(|a| vec![a]).collect(),
+            )),
+        }
     }
 }
 
@@ -243,6 +348,26 @@ pub enum AttachmentError {
         origin: RequestSource,
         value: String,
     },
+    #[error("network {network}: annotation {annotation}: {reason}")]
+    InvalidIpPool {
+        network: String,
+        annotation: String,
+        reason: String,
+    },
+    /// Retry when the pool appears.
+    #[error("network {network}: IPPool {pool:?} named by annotation {annotation} does not exist")]
+    IpPoolNotFound {
+        network: String,
+        pool: String,
+        annotation: String,
+    },
+    #[error("network {network}: IPPool {pool:?} (annotation {annotation}): {reason}")]
+    IpPoolUnusable {
+        network: String,
+        pool: String,
+        annotation: String,
+        reason: String,
+    },
 }
 
 impl AttachmentError {
@@ -260,6 +385,9 @@ impl AttachmentError {
             Self::SubnetCidr { .. } => "InvalidSubnet",
             Self::InvalidStaticIp { .. } => "InvalidStaticIP",
             Self::InvalidMac { .. } => "InvalidMAC",
+            Self::InvalidIpPool { .. } => "InvalidIPPool",
+            Self::IpPoolNotFound { .. } => "IPPoolNotFound",
+            Self::IpPoolUnusable { .. } => "IPPoolUnusable",
         }
     }
 
@@ -277,7 +405,10 @@ impl AttachmentError {
             | Self::SubnetProviderMismatch { network, .. }
             | Self::SubnetCidr { network, .. }
             | Self::InvalidStaticIp { network, .. }
-            | Self::InvalidMac { network, .. } => Some(network),
+            | Self::InvalidMac { network, .. }
+            | Self::InvalidIpPool { network, .. }
+            | Self::IpPoolNotFound { network, .. }
+            | Self::IpPoolUnusable { network, .. } => Some(network),
         }
     }
 }
@@ -414,7 +545,67 @@ fn plan_one(
         });
     }
     let key = AttachmentId::key_for(selections, &provider, &selection.interface);
-    let subnet = choose_subnet(pod, &network, &provider, &key, subnets)?;
+    let pool = requested_pool(pod, &network, &provider, &key)?;
+    let pool_subnet = match &pool {
+        Some((PoolRequest::Named(name), annotation)) => {
+            let unusable = |reason: String| AttachmentError::IpPoolUnusable {
+                network: network.clone(),
+                pool: name.clone(),
+                annotation: annotation.clone(),
+                reason,
+            };
+            let entry = subnets
+                .pools
+                .get(name)
+                .ok_or_else(|| AttachmentError::IpPoolNotFound {
+                    network: network.clone(),
+                    pool: name.clone(),
+                    annotation: annotation.clone(),
+                })?;
+            if !entry.namespaces.is_empty() && !entry.namespaces.iter().any(|n| n == pod.namespace)
+            {
+                return Err(unusable(format!(
+                    "it serves namespaces {} only, not {}",
+                    entry.namespaces.join(", "),
+                    pod.namespace
+                )));
+            }
+            let Some(subnet) = subnets.get(&entry.subnet) else {
+                return Err(unusable(format!(
+                    "its subnet {:?} does not exist",
+                    entry.subnet
+                )));
+            };
+            if subnet.provider != provider.as_str() {
+                return Err(unusable(format!(
+                    "its subnet {:?} belongs to provider {}, not {provider}",
+                    subnet.name, subnet.provider
+                )));
+            }
+            Some(subnet)
+        }
+        _ => None,
+    };
+    let subnet = match (pool_subnet, has_pin(pod, &provider, &key)) {
+        (Some(s), false) => s,
+        (pool_subnet, _) => {
+            let chosen = choose_subnet(pod, &network, &provider, &key, subnets)?;
+            if let (Some(p), Some((PoolRequest::Named(name), annotation))) = (pool_subnet, &pool) {
+                if p.name != chosen.name {
+                    return Err(AttachmentError::IpPoolUnusable {
+                        network: network.clone(),
+                        pool: name.clone(),
+                        annotation: annotation.clone(),
+                        reason: format!(
+                            "it is a pool of subnet {:?}, but the attachment's subnet is {:?}",
+                            p.name, chosen.name
+                        ),
+                    });
+                }
+            }
+            chosen
+        }
+    };
     let cidrs = subnet
         .cidrs
         .clone()
@@ -450,11 +641,44 @@ fn plan_one(
         ips_source,
         mac,
         mac_source,
+        pool,
+        claim: selection.ipam_claim_reference.clone(),
         default_route,
         default_route_gateways: selection.default_route.clone(),
         provider,
         key,
     })
+}
+
+/// Whether the pod pins this attachment's subnet with `logical_switch`.
+fn has_pin(pod: PodAttachmentInput<'_>, provider: &Provider, key: &Provider) -> bool {
+    first_annotation(
+        pod,
+        [key, provider].map(|p| p.annotation(ProviderKey::LogicalSwitch)),
+    )
+    .is_some()
+}
+
+/// `<key>.kubernetes.io/ip_pool`, then the base provider's, parsed.
+fn requested_pool(
+    pod: PodAttachmentInput<'_>,
+    network: &str,
+    provider: &Provider,
+    key: &Provider,
+) -> Result<Option<(PoolRequest, String)>, AttachmentError> {
+    let Some((annotation, value)) = first_annotation(
+        pod,
+        [key, provider].map(|p| p.annotation(ProviderKey::IpPool)),
+    ) else {
+        return Ok(None);
+    };
+    PoolRequest::parse(value)
+        .map(|p| Some((p, annotation.clone())))
+        .map_err(|reason| AttachmentError::InvalidIpPool {
+            network: network.to_owned(),
+            annotation,
+            reason,
+        })
 }
 
 fn choose_subnet<'s>(
@@ -1202,6 +1426,101 @@ mod tests {
         assert_eq!(out.plans[0].interface, "net2");
         assert_eq!(out.errors.len(), 1);
         assert!(out.into_result().is_err());
+    }
+
+    #[test]
+    fn ip_pool_values_parse_as_kube_ovn_reads_them() {
+        let ip = |s: &str| s.parse::<IpRequest>().unwrap();
+        assert_eq!(
+            PoolRequest::parse("web-pool"),
+            Ok(PoolRequest::Named("web-pool".into()))
+        );
+        assert_eq!(
+            PoolRequest::parse("10.0.0.5, 10.0.0.6"),
+            Ok(PoolRequest::Addresses(vec![
+                vec![ip("10.0.0.5")],
+                vec![ip("10.0.0.6")]
+            ]))
+        );
+        assert_eq!(
+            PoolRequest::parse("10.0.0.5,fd00::5"),
+            Ok(PoolRequest::Addresses(vec![vec![
+                ip("10.0.0.5"),
+                ip("fd00::5")
+            ]])),
+            "two of different families are one dual-stack entry"
+        );
+        assert_eq!(
+            PoolRequest::parse("10.0.0.5,fd00::5;10.0.0.6,fd00::6"),
+            Ok(PoolRequest::Addresses(vec![
+                vec![ip("10.0.0.5"), ip("fd00::5")],
+                vec![ip("10.0.0.6"), ip("fd00::6")]
+            ]))
+        );
+        assert!(PoolRequest::parse("10.0.0.5,nonsense")
+            .unwrap_err()
+            .contains("nonsense"));
+        assert!(PoolRequest::parse("Not_A_Name").is_err());
+    }
+
+    #[test]
+    fn a_named_pool_picks_its_subnet_and_guards_its_namespaces() {
+        let mut pool = crate::api::ippool::IPPool::new(
+            "p1",
+            crate::api::ippool::IpPoolSpec {
+                subnet: "s2".into(),
+                ips: vec!["10.1.0.10".into()],
+                namespaces: vec!["default".into()],
+            },
+        );
+        let subnets = [
+            subnet("s1", "n1.default.ovn", "vpc", "10.0.0.0/24"),
+            subnet("s2", "n1.default.ovn", "vpc", "10.1.0.0/24"),
+        ];
+        let index =
+            |pool: &crate::api::ippool::IPPool| SubnetIndex::new(subnets.iter()).with_pools([pool]);
+        let nads = nads(&["n1"]);
+        let run = |annotations: &BTreeMap<String, String>, pool: &crate::api::ippool::IPPool| {
+            plan_pod_attachments(
+                PodAttachmentInput {
+                    name: "p",
+                    namespace: "default",
+                    annotations,
+                },
+                lookup(&nads),
+                &index(pool),
+            )
+        };
+        let mut annotations = networks("n1");
+        annotations.insert("n1.default.ovn.kubernetes.io/ip_pool".into(), "p1".into());
+        let out = run(&annotations, &pool);
+        assert_eq!(out.plans[0].subnet, "s2", "the pool's subnet, no ambiguity");
+        assert_eq!(
+            out.plans[0].pool,
+            Some((
+                PoolRequest::Named("p1".into()),
+                "n1.default.ovn.kubernetes.io/ip_pool".into()
+            ))
+        );
+
+        annotations.insert(
+            "n1.default.ovn.kubernetes.io/logical_switch".into(),
+            "s1".into(),
+        );
+        let e = only_error(run(&annotations, &pool));
+        assert_eq!(e.reason(), "IPPoolUnusable");
+        assert!(e.to_string().contains("subnet \"s2\""), "{e}");
+
+        annotations.remove("n1.default.ovn.kubernetes.io/logical_switch");
+        pool.spec.namespaces = vec!["other".into()];
+        let e = only_error(run(&annotations, &pool));
+        assert!(e.to_string().contains("namespaces other only"), "{e}");
+
+        annotations.insert("n1.default.ovn.kubernetes.io/ip_pool".into(), "p9".into());
+        assert_eq!(
+            only_error(run(&annotations, &pool)).reason(),
+            "IPPoolNotFound"
+        );
     }
 
     #[test]

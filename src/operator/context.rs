@@ -20,6 +20,8 @@ use super::status::Metrics;
 use crate::api::annotations::Provider;
 use crate::api::attachment_id;
 use crate::api::ip::IP;
+use crate::api::ipamclaim::IPAMClaim;
+use crate::api::ippool::IPPool;
 use crate::api::nad::NetworkAttachmentDefinition;
 use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
@@ -96,6 +98,9 @@ pub struct Context {
     pub nads: Store<NetworkAttachmentDefinition>,
     pub ips: Store<IP>,
     pub nat_gateways: Store<VpcNatGateway>,
+    pub ippools: Store<IPPool>,
+    /// Never waited for: the IPAMClaim CRD is optional.
+    pub ipamclaims: Store<IPAMClaim>,
     pub events: Notifier,
     pub metrics: Arc<Metrics>,
     /// Consecutive reconcile failures per object, for the controllers' backoff.

@@ -12,7 +12,8 @@ use tracing::warn;
 
 /// Publishes Events for the operator's controllers.
 pub struct Notifier {
-    recorder: Recorder,
+    client: kube::Client,
+    reporter: Reporter,
     /// (object uid or name, reason) → last message published.
     seen: Mutex<HashMap<(String, String), String>>,
 }
@@ -30,12 +31,18 @@ fn identity(object: &ObjectReference) -> String {
 
 impl Notifier {
     pub fn new(client: kube::Client) -> Self {
+        Self::for_controller(client, "kube-ovn-operator")
+    }
+
+    /// A notifier whose Events name `controller` as their source (`kube-ovn-cni` for the node).
+    pub fn for_controller(client: kube::Client, controller: &str) -> Self {
         let reporter = Reporter {
-            controller: "kube-ovn-operator".into(),
+            controller: controller.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client, reporter),
+            client,
+            reporter,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -81,7 +88,11 @@ impl Notifier {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, object).await {
+        // A fresh recorder each time: kube's Recorder keys its series on the reason alone, so
+        // a new message for the same reason would only bump the old Event's count and the
+        // user would never read it. Repeats of one message are already dropped above.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, object).await {
             warn!(error = %e, reason, message, "publishing an Event failed");
         }
     }

@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use kube::ResourceExt;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -84,12 +86,31 @@ pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
     let allocations: Vec<String> = ctx
         .ipam
         .read(|a| a.allocations().map(|x| x.key.clone()).collect());
-    let live: HashSet<String> = ctx
+    let mut live: HashSet<String> = ctx
         .pods
         .state()
         .iter()
         .map(|p| PodKey::of(p).ns_name())
         .collect();
+    // A claim's addresses live while the claim does; while the claims are not listed yet
+    // (or their CRD is missing) none of them is taken for gone.
+    let claims_listed = ctx
+        .ipamclaims
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok());
+    for claim in ctx.ipamclaims.state() {
+        let ns = claim.metadata.namespace.clone().unwrap_or_default();
+        let holder = crate::api::attachment_id::claim_holder(&claim.name_any());
+        live.insert(PodKey::new(ns, holder).ns_name());
+    }
+    if !claims_listed {
+        let prefix = crate::api::attachment_id::claim_holder("");
+        live.extend(allocations.iter().filter_map(|k| {
+            let (pod, _) = PodKey::of_ipam_key(k)?;
+            pod.name.starts_with(&prefix).then(|| pod.ns_name())
+        }));
+    }
     let found = orphans(&live, &ports, &ips, &allocations);
     let (mut removed_ports, mut removed_ips, mut removed_addresses) = (0, 0, 0);
     for (pod, orphaned) in &found {

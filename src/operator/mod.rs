@@ -7,6 +7,8 @@
 //! - `ports`: NB port changes of many pods batched into few transactions.
 //! - `install`: the KubeOvn controller (the install switch: renders and runs central, the
 //!   chassis and the node role, and says where NB is).
+//! - `dhcp`: the DHCP_Options rows a Subnet with `enableDHCP` wants (pure).
+//! - `ippool`: which IPPools a subnet takes, and the IPPool controller (status).
 //! - `subnet`, `vpc`: the Subnet and Vpc controllers (validate → apply → status); `routes`:
 //!   what a VPC's router routes (its spec's routes and policies, its NAT gateways' default
 //!   routes).
@@ -27,9 +29,11 @@ pub mod attachment;
 pub mod central;
 pub mod context;
 pub mod controller;
+pub mod dhcp;
 pub mod events;
 pub mod gc;
 pub mod install;
+pub mod ippool;
 pub mod leader;
 pub mod nad;
 pub mod natgw;
@@ -60,6 +64,8 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::api::ip::IP;
+use crate::api::ipamclaim::IPAMClaim;
+use crate::api::ippool::IPPool;
 use crate::api::nat::VpcNatGateway;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::Vpc;
@@ -109,7 +115,7 @@ pub struct OperatorArgs {
 }
 
 /// The CRDs the operator cannot work without, and how to get each.
-const REQUIRED_CRDS: [(&str, &str); 11] = [
+const REQUIRED_CRDS: [(&str, &str); 12] = [
     (
         "kubeovns.operator.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -117,6 +123,7 @@ const REQUIRED_CRDS: [(&str, &str); 11] = [
     ("vpcs.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("subnets.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     ("ips.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
+    ("ippools.kubeovn.io", "kube-ovn crd | kubectl apply -f -"),
     (
         "security-groups.kubeovn.io",
         "kube-ovn crd | kubectl apply -f -",
@@ -325,6 +332,8 @@ async fn lead(
     let (nads, nad_writer) = reflector::store();
     let (ips, ip_writer) = reflector::store();
     let (nat_gateways, nat_gateway_writer) = reflector::store();
+    let (ippools, ippool_writer) = reflector::store();
+    let (ipamclaims, ipamclaim_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         nb,
@@ -336,6 +345,8 @@ async fn lead(
         nads,
         ips,
         nat_gateways,
+        ippools,
+        ipamclaims,
         events: events::Notifier::new(client.clone()),
         metrics: metrics.clone(),
         failures: Default::default(),
@@ -378,6 +389,15 @@ async fn lead(
         || {},
     ));
     tasks.spawn(mirror(
+        Api::<IPPool>::all(client.clone()),
+        ippool_writer,
+        "ippools",
+        {
+            let ctx = ctx.clone();
+            move || ctx.requeue_waiting()
+        },
+    ));
+    tasks.spawn(mirror(
         Api::<VpcNatGateway>::all(client.clone()),
         nat_gateway_writer,
         "vpc-nat-gateways",
@@ -391,12 +411,27 @@ async fn lead(
     // (One waiter per store: kube-runtime's readiness wakes only the last.)
     let gc_trigger = Arc::new(Notify::new());
     tasks.spawn(pod::feed(ctx.clone(), pod_feed, gc_trigger.clone()));
+    // Optional CRD (k8s.cni.cncf.io IPAMClaim): not waited for. A deleted claim frees its
+    // address at the next GC pass, which its change triggers.
+    tasks.spawn(mirror(
+        Api::<IPAMClaim>::all(client.clone()),
+        ipamclaim_writer,
+        "ipamclaims",
+        {
+            let (ctx, gc) = (ctx.clone(), gc_trigger.clone());
+            move || {
+                ctx.requeue_waiting();
+                gc.notify_one();
+            }
+        },
+    ));
     for ready in [
         ctx.subnets.wait_until_ready().await.is_ok(),
         ctx.nads.wait_until_ready().await.is_ok(),
         ctx.ips.wait_until_ready().await.is_ok(),
         ctx.pods.wait_until_ready().await.is_ok(),
         ctx.nat_gateways.wait_until_ready().await.is_ok(),
+        ctx.ippools.wait_until_ready().await.is_ok(),
     ] {
         anyhow::ensure!(ready, "a watch stopped before its first list");
     }
@@ -412,6 +447,7 @@ async fn lead(
     ));
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
+    tasks.spawn(ippool::run(ctx.clone()));
     tasks.spawn(vpc::run(ctx.clone()));
     policy::start(ctx.clone(), tasks).await;
     natgw::run(&nat, tasks);

@@ -42,6 +42,7 @@ use crate::api::annotations::Provider;
 use crate::api::condition::{
     set_condition, Condition, ConditionStatus, READY, UNSUPPORTED, VALIDATED,
 };
+use crate::api::ippool::IPPool;
 use crate::api::subnet::{Subnet, SubnetSpec, SubnetStatus};
 use crate::api::vpc::Vpc;
 use crate::ipam::{self, Allocator, Family};
@@ -228,6 +229,8 @@ pub fn validate(
     Allocator::new()
         .add_subnet(ipam.clone())
         .map_err(|e| problem("InvalidSubnet", e.to_string()))?;
+    super::dhcp::user_options(subnet)
+        .map_err(|e| problem("InvalidDHCPOptions", format!("subnet {name:?}: {e}")))?;
     let Some(vpc) = vpc else {
         return Ok(ValidSubnet {
             name,
@@ -339,7 +342,11 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
     let valid = match validate(subnet, &all, |v| {
         ctx.vpcs.get(&ObjectRef::<Vpc>::new(v)).is_some()
     }) {
-        Ok(v) => v,
+        // Its IPPools that fit; the IPPool controller says why the others do not.
+        Ok(mut v) => {
+            v.ipam = super::ippool::fit_pools(&v.ipam, &ctx.ippools.state()).0;
+            v
+        }
         Err(p) => {
             warn!(subnet = %name, reason = p.reason, "{}", p.message);
             ctx.invalid_subnets
@@ -377,6 +384,9 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
         .zip(&view.cidrs)
         .filter_map(|(g, c)| g.map(|g| format!("{g}/{}", c.prefix_len())))
         .collect();
+    // Validated above; a refusal here would be a bug, reported like any invalid spec.
+    let dhcp = super::dhcp::plan(subnet, &view.cidrs, &view.gateways, view.gateway_mac)
+        .unwrap_or_default();
     let wrote = match &valid.vpc {
         Some(vpc) => {
             let router_ids = external_ids::ours([(external_ids::VPC, vpc.as_str())]);
@@ -394,6 +404,7 @@ async fn apply(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
                     if !gateways.is_empty() {
                         t.ensure_router_port_pair(vpc, &name, &gateways, &mac)?;
                     }
+                    t.sync_dhcp_options(&name, &dhcp)?;
                     Ok(())
                 })
                 .await;
@@ -441,7 +452,14 @@ async fn cleanup(subnet: Arc<Subnet>, ctx: &Context) -> Result<Action, Error> {
     let subnet = &*subnet;
     let name = subnet.name_any();
     let started = Instant::now();
-    let deleted = ctx.nb.delete_switch(&name).await;
+    // DHCP_Options is a root table: its rows go explicitly.
+    let deleted = ctx
+        .nb
+        .apply(|t| {
+            t.sync_dhcp_options(&name, &[])?;
+            t.delete_switch(&name)
+        })
+        .await;
     ctx.metrics.observe_nb(CONTROLLER, started.elapsed());
     deleted.map_err(|source| Error::Nb {
         subnet: name.clone(),
@@ -600,7 +618,11 @@ pub async fn run(ctx: Arc<Context>) {
     let vpcs: Api<Vpc> = Api::all(ctx.client.clone());
     let by_vpc = ctx.subnets.clone();
     let siblings = ctx.subnets.clone();
+    let ippools: Api<IPPool> = Api::all(ctx.client.clone());
     Controller::new(api.clone(), watcher::Config::default())
+        .watches(ippools, watcher::Config::default(), |pool: IPPool| {
+            Some(ObjectRef::<Subnet>::new(&pool.spec.subnet))
+        })
         .watches(vpcs, watcher::Config::default(), move |vpc: Vpc| {
             let name = vpc.name_any();
             by_vpc

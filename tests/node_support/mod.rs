@@ -166,6 +166,40 @@ impl Kube {
             .expect("delete pod");
     }
 
+    /// The note of an Event with `reason` about pod `name` that contains `text`, waiting up
+    /// to `timeout`.
+    pub fn event_note(
+        &self,
+        name: &str,
+        reason: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notes: Vec<String> = self
+                .rt
+                .block_on(events.list(&Default::default()))
+                .expect("list events")
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                        && e.reason.as_deref() == Some(reason)
+                })
+                .filter_map(|e| e.note)
+                .collect();
+            if let Some(note) = notes.into_iter().find(|n| n.contains(text)) {
+                return Some(note);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Merges `annotations` into pod `name` (a `null` value removes a key).
     pub fn annotate(&self, name: &str, annotations: Value) {
         self.rt

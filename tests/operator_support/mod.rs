@@ -236,7 +236,7 @@ impl Cluster {
             };
             let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
             let api: Api<DynamicObject> = match gvk.kind.as_str() {
-                "Vpc" | "Subnet" | "IP" => Api::all_with(self.client.clone(), &ar),
+                "Vpc" | "Subnet" | "IP" | "IPPool" => Api::all_with(self.client.clone(), &ar),
                 _ => Api::namespaced_with(
                     self.client.clone(),
                     obj.metadata.namespace.as_deref().unwrap_or("default"),

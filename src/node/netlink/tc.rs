@@ -1,7 +1,8 @@
 //! The pod's egress limit on the userspace datapath: a root TBF qdisc on the pod end, set,
 //! removed and read back over rtnetlink inside the pod netns. The crate does not model TBF's
-//! options, so they are encoded and decoded here (`linux/pkt_sched.h`). The OVS side of
-//! pod limits is `ovn::vswitch`; choosing when to shape is `node/qos.rs`.
+//! options, so they are encoded and decoded here (`linux/pkt_sched.h`). Also the kind of a
+//! node link's root qdisc, to see whether ovs-vswitchd installed the one a QoS row asks for.
+//! The OVS side of pod limits is `ovn::vswitch`; choosing when to shape is `node/qos.rs`.
 
 use std::path::Path;
 
@@ -115,6 +116,23 @@ pub async fn set_pod_egress_limit(
     }
 }
 
+impl super::Netlink {
+    /// The kind (`netem`, `htb`, …) of the root qdisc of link `ifname` in the node's netns;
+    /// `None` if the link has none or is gone.
+    pub async fn root_qdisc_kind(&self, ifname: &str) -> Result<Option<String>, NetlinkError> {
+        let Some(index) = self.link_index(ifname).await? else {
+            return Ok(None);
+        };
+        let root = root_qdisc(&self.handle, index as i32, &format!("link {ifname}")).await?;
+        Ok(root.and_then(|q| {
+            q.attributes.into_iter().find_map(|a| match a {
+                TcAttribute::Kind(kind) => Some(kind),
+                _ => None,
+            })
+        }))
+    }
+}
+
 /// The payload of attribute `kind` in a buffer of netlink attributes.
 fn nested_attribute(buf: &[u8], kind: u16) -> Option<Vec<u8>> {
     let mut rest = buf;
@@ -132,8 +150,8 @@ fn nested_attribute(buf: &[u8], kind: u16) -> Option<Vec<u8>> {
     None
 }
 
-/// The root TBF qdisc of link `index`, if there is one.
-async fn root_tbf(
+/// The root qdisc of link `index`, if there is one.
+async fn root_qdisc(
     handle: &Handle,
     index: i32,
     object: &str,
@@ -147,11 +165,20 @@ async fn root_tbf(
         .try_collect()
         .await
         .map_err(nl_err("list qdiscs of", object))?;
-    Ok(qdiscs.into_iter().find(|q| {
-        q.header.index == index
-            && q.header.parent == TcHandle::ROOT
-            && q.attributes.contains(&TcAttribute::Kind(TBF.to_string()))
-    }))
+    Ok(qdiscs
+        .into_iter()
+        .find(|q| q.header.index == index && q.header.parent == TcHandle::ROOT))
+}
+
+/// The root TBF qdisc of link `index`, if there is one.
+async fn root_tbf(
+    handle: &Handle,
+    index: i32,
+    object: &str,
+) -> Result<Option<TcMessage>, NetlinkError> {
+    Ok(root_qdisc(handle, index, object)
+        .await?
+        .filter(|q| q.attributes.contains(&TcAttribute::Kind(TBF.to_string()))))
 }
 
 /// The pod end's egress limit in Mbit/s, if a TBF we set is there (for tests and CHECK).

@@ -36,7 +36,8 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::attachment::{
-    plan_pod_attachments, AttachmentError, AttachmentPlan, PodAttachmentInput, SubnetIndex,
+    plan_pod_attachments, AttachmentError, AttachmentPlan, PodAttachmentInput, PoolRequest,
+    SubnetIndex,
 };
 use super::context::{Context, PodKey};
 use super::ports::PortChange;
@@ -184,7 +185,9 @@ pub fn ipam_reason(e: &IpamError) -> &'static str {
         | IpamError::PrefixMismatch { .. }
         | IpamError::SecondAddress { .. } => "InvalidStaticIP",
         IpamError::BadMac { .. } => "InvalidMAC",
+        IpamError::Full { pool: Some(_), .. } => "IPPoolExhausted",
         IpamError::Full { .. } => "SubnetFull",
+        IpamError::UnknownPool { .. } | IpamError::NotInPool { .. } => "IPPoolUnusable",
         _ => "AllocationFailed",
     }
 }
@@ -240,7 +243,9 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let subnets = ctx.subnets.state();
-    let index = SubnetIndex::new(subnets.iter().map(|s| &**s));
+    let pools = ctx.ippools.state();
+    let index =
+        SubnetIndex::new(subnets.iter().map(|s| &**s)).with_pools(pools.iter().map(|p| &**p));
     let outcome = plan_pod_attachments(
         PodAttachmentInput {
             name: &key.name,
@@ -267,6 +272,8 @@ async fn attach(ctx: &Arc<Context>, key: &PodKey, pod: &Pod) -> Result<Option<Du
                         | AttachmentError::NadConfig { .. }
                         | AttachmentError::ProviderMismatch { .. }
                         | AttachmentError::SubnetProviderMismatch { .. }
+                        | AttachmentError::IpPoolNotFound { .. }
+                        | AttachmentError::IpPoolUnusable { .. }
                 )
             });
             if retry_on_change {
@@ -385,9 +392,82 @@ async fn allocate(
     let mut allocations = Vec::with_capacity(plans.len());
     let mut fresh: Vec<String> = Vec::new();
     for plan in plans {
-        let ipam_key = key.ipam_key(plan.key.as_str());
+        let mut ipam_key = key.ipam_key(plan.key.as_str());
+        let mut claim_ips = Vec::new();
+        let mut sticky = sticky;
+        let claim = match &plan.claim {
+            None => None,
+            Some(name) => {
+                let found = ctx
+                    .ipamclaims
+                    .get(&ObjectRef::new(name).within(&key.namespace));
+                let Some(claim) = found else {
+                    for k in &fresh {
+                        let _ = ctx.ipam.release(k, Release::Claim).await;
+                    }
+                    let message = format!(
+                        "pod {key}: network {}: IPAMClaim {}/{name} (ipam-claim-reference) does \
+                         not exist",
+                        plan.network, key.namespace
+                    );
+                    report(ctx, pod, "IPAMClaimNotFound", &message).await;
+                    return Ok(Err(Some(Duration::from_secs(10))));
+                };
+                // One pod at a time: two ports with one address would break both.
+                let owner = claim
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.owner_pod.as_ref())
+                    .map(|o| o.name.clone())
+                    .filter(|o| *o != key.name);
+                let owner_alive = owner.as_ref().is_some_and(|o| {
+                    ctx.pods
+                        .get(&ObjectRef::new(o).within(&key.namespace))
+                        .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+                });
+                if owner_alive {
+                    for k in &fresh {
+                        let _ = ctx.ipam.release(k, Release::Claim).await;
+                    }
+                    let message = format!(
+                        "pod {key}: network {}: IPAMClaim {}/{name} is held by pod {}; it \
+                         serves one pod at a time",
+                        plan.network,
+                        key.namespace,
+                        owner.unwrap_or_default()
+                    );
+                    report(ctx, pod, "IPAMClaimInUse", &message).await;
+                    return Ok(Err(Some(Duration::from_secs(10))));
+                }
+                // An allocation adopted under the pod's key (a lost store) moves to the claim.
+                if ctx.ipam.get(&ipam_key).is_some() {
+                    ctx.ipam
+                        .release(&ipam_key, Release::Claim)
+                        .await
+                        .map_err(|source| PodError::Ipam {
+                            pod: key.to_string(),
+                            source,
+                        })?;
+                }
+                ipam_key = crate::api::attachment_id::claim_ipam_key(
+                    &key.namespace,
+                    name,
+                    plan.key.as_str(),
+                );
+                claim_ips = claim
+                    .status
+                    .as_ref()
+                    .map(|s| s.ips.iter().filter_map(|ip| ip.parse().ok()).collect())
+                    .unwrap_or_default();
+                sticky = true;
+                Some(claim)
+            }
+        };
         match held(ctx.ipam.get(&ipam_key), plan) {
             Held::Fits(a) => {
+                if let Some(claim) = &claim {
+                    write_claim_status(ctx, claim, plan, &a, &key.name).await;
+                }
                 allocations.push(a);
                 continue;
             }
@@ -403,37 +483,221 @@ async fn allocate(
             }
             Held::Nothing => {}
         }
-        let mut request = AllocationRequest::new(ipam_key.clone(), plan.subnet.clone())
-            .with_ips(plan.ips.iter().copied())
-            .sticky(sticky);
-        if let Some(mac) = plan.mac {
-            request = request.with_mac(mac);
-        }
-        match ctx.ipam.allocate(&request).await {
-            Ok(a) => {
-                fresh.push(ipam_key);
-                allocations.push(a.into());
+        let outcome = match pool_entries(pod, plan, sticky) {
+            Err(message) => Err(("IPPoolExhausted", message)),
+            Ok(Some(entries)) => allocate_from_list(ctx, key, plan, &ipam_key, sticky, &entries)
+                .await?
+                .map_err(|e| {
+                    (
+                        ipam_reason(&e.0),
+                        match e.1 {
+                            Some(message) => message,
+                            None => refusal_message(key, plan, &e.0),
+                        },
+                    )
+                }),
+            Ok(None) => {
+                let ips = if plan.ips.is_empty() {
+                    &claim_ips
+                } else {
+                    &plan.ips
+                };
+                let request = request_for(plan, &ipam_key, ips, sticky);
+                match ctx.ipam.allocate(&request).await {
+                    Ok(a) => Ok(a.into()),
+                    Err(IpamError::Store { reason }) => {
+                        return Err(PodError::Ipam {
+                            pod: key.to_string(),
+                            source: IpamError::Store { reason },
+                        })
+                    }
+                    Err(e) => Err((ipam_reason(&e), refusal_message(key, plan, &e))),
+                }
             }
+        };
+        match outcome {
+            Ok(a) => {
+                if let Some(claim) = &claim {
+                    write_claim_status(ctx, claim, plan, &a, &key.name).await;
+                }
+                fresh.push(ipam_key);
+                allocations.push(a);
+            }
+            Err((reason, message)) => {
+                for k in &fresh {
+                    let _ = ctx.ipam.release(k, Release::Claim).await;
+                }
+                report(ctx, pod, reason, &message).await;
+                // A taken address or a full subnet or pool may free up: at the latest in
+                // 30 s, at once when a pod releases its addresses.
+                let retry = matches!(
+                    reason,
+                    "StaticIPTaken" | "SubnetFull" | "IPPoolExhausted" | "IPPoolUnusable"
+                );
+                if retry {
+                    ctx.waiting
+                        .lock()
+                        .expect("waiting lock poisoned")
+                        .insert(key.clone());
+                }
+                return Ok(Err(retry.then_some(Duration::from_secs(30))));
+            }
+        }
+    }
+    Ok(Ok(allocations))
+}
+
+/// Records on `claim` the addresses it owns (with the subnet's prefix) and the pod holding
+/// it now. A failed write is logged: the address is held in IPAM either way.
+async fn write_claim_status(
+    ctx: &Context,
+    claim: &crate::api::ipamclaim::IPAMClaim,
+    plan: &AttachmentPlan,
+    allocation: &Allocation,
+    pod: &str,
+) {
+    use crate::api::ipamclaim::{IPAMClaim, IpamClaimStatus, OwnerPod};
+    let ips = allocation
+        .ips
+        .iter()
+        .filter_map(|ip| {
+            let cidr = plan.cidrs.iter().find(|c| c.contains(ip))?;
+            Some(format!("{ip}/{}", cidr.prefix_len()))
+        })
+        .collect();
+    let status = IpamClaimStatus {
+        ips,
+        owner_pod: Some(OwnerPod { name: pod.into() }),
+    };
+    if claim.status.as_ref() == Some(&status) {
+        return;
+    }
+    let namespace = claim.namespace().unwrap_or_default();
+    let api: Api<IPAMClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "k8s.cni.cncf.io/v1alpha1", "kind": "IPAMClaim",
+        "status": status,
+    });
+    if let Err(e) = api
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(claim = %claim.name_any(), namespace, error = %e, "writing IPAMClaim status");
+    }
+}
+
+/// The IPAM request for `plan` with static addresses `ips` (a named pool goes along, so
+/// IPAM keeps dynamic and static addresses inside it).
+fn request_for(
+    plan: &AttachmentPlan,
+    ipam_key: &str,
+    ips: &[crate::api::selection::IpRequest],
+    sticky: bool,
+) -> AllocationRequest {
+    let mut request = AllocationRequest::new(ipam_key.to_owned(), plan.subnet.clone())
+        .with_ips(ips.iter().copied())
+        .sticky(sticky);
+    if let Some(mac) = plan.mac {
+        request = request.with_mac(mac);
+    }
+    if let Some((PoolRequest::Named(name), _)) = &plan.pool {
+        request = request.with_pool(name.clone());
+    }
+    request
+}
+
+/// The entries of `plan`'s address-list pool this pod may take, in order (`None`: no list,
+/// or a static request, which wins): a StatefulSet pod only the entry of its ordinal, as
+/// Kube-OVN. `Err`: a StatefulSet ordinal past the list's end.
+fn pool_entries(
+    pod: &Pod,
+    plan: &AttachmentPlan,
+    sticky: bool,
+) -> Result<Option<Vec<Vec<crate::api::selection::IpRequest>>>, String> {
+    let Some((PoolRequest::Addresses(entries), annotation)) = &plan.pool else {
+        return Ok(None);
+    };
+    if !plan.ips.is_empty() {
+        return Ok(None);
+    }
+    if !sticky {
+        return Ok(Some(entries.clone()));
+    }
+    let name = pod.name_any();
+    let ordinal = name
+        .rsplit_once('-')
+        .and_then(|(_, o)| o.parse::<usize>().ok());
+    match ordinal.and_then(|o| entries.get(o).map(|e| (o, e))) {
+        Some((_, entry)) => Ok(Some(vec![entry.clone()])),
+        None => Err(format!(
+            "pod {}/{name}: network {}: annotation {annotation} lists {} entries; StatefulSet \
+             ordinal {} has none",
+            pod.namespace().unwrap_or_default(),
+            plan.network,
+            entries.len(),
+            ordinal.map_or_else(|| "?".to_string(), |o| o.to_string())
+        )),
+    }
+}
+
+/// Takes the first entry of `entries` no other attachment holds. `Ok(Err((e, message)))`: IPAM's
+/// refusal of an entry for another reason than being taken (an address outside the subnet,
+/// excluded, the gateway), or the list exhausted (`message` says so).
+async fn allocate_from_list(
+    ctx: &Context,
+    key: &PodKey,
+    plan: &AttachmentPlan,
+    ipam_key: &str,
+    sticky: bool,
+    entries: &[Vec<crate::api::selection::IpRequest>],
+) -> Result<Result<Allocation, (IpamError, Option<String>)>, PodError> {
+    let mut last_taken = None;
+    for entry in entries {
+        match ctx
+            .ipam
+            .allocate(&request_for(plan, ipam_key, entry, sticky))
+            .await
+        {
+            Ok(a) => return Ok(Ok(a.into())),
             Err(IpamError::Store { reason }) => {
                 return Err(PodError::Ipam {
                     pod: key.to_string(),
                     source: IpamError::Store { reason },
                 })
             }
+            Err(e @ IpamError::HeldBy { .. }) => last_taken = Some(e),
             Err(e) => {
-                for k in &fresh {
-                    let _ = ctx.ipam.release(k, Release::Claim).await;
-                }
-                let reason = ipam_reason(&e);
-                let message = refusal_message(key, plan, &e);
-                report(ctx, pod, reason, &message).await;
-                // A taken address or a full subnet may free up.
-                let retry = matches!(e, IpamError::HeldBy { .. } | IpamError::Full { .. });
-                return Ok(Err(retry.then_some(Duration::from_secs(30))));
+                let message = format!(
+                    "pod {key}: network {}: {e} (listed in annotation {})",
+                    plan.network,
+                    plan.pool.as_ref().map_or("", |(_, a)| a.as_str())
+                );
+                return Ok(Err((e, Some(message))));
             }
         }
     }
-    Ok(Ok(allocations))
+    let annotation = plan.pool.as_ref().map_or("", |(_, a)| a.as_str());
+    let last = last_taken
+        .map(|e| format!(" (last refusal: {e})"))
+        .unwrap_or_default();
+    let message = format!(
+        "pod {key}: network {}: every address of annotation {annotation} ({} entries) is \
+         taken{last}",
+        plan.network,
+        entries.len()
+    );
+    let cidr = plan.cidrs[0];
+    let full = IpamError::Full {
+        subnet: plan.subnet.clone(),
+        family: crate::ipam::Family::of(&cidr.addr()),
+        cidr,
+        pool: Some(annotation.to_owned()),
+    };
+    Ok(Err((full, Some(message))))
 }
 
 /// Applies a pod's writes in order: ports (one NB transaction, possibly shared), the
@@ -569,6 +833,8 @@ pub async fn release_pod(
         release(ctx, key, k).await?;
     }
     info!(pod = %key, attachments = keys.len(), "pod gone: ports, IPs and addresses released");
+    // Pods waiting for an address may take one now.
+    ctx.requeue_waiting();
     Ok(true)
 }
 
@@ -594,6 +860,8 @@ mod tests {
             ips_source: None,
             mac: None,
             mac_source: None,
+            pool: None,
+            claim: None,
             default_route: false,
             default_route_gateways: vec![],
         }

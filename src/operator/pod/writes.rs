@@ -278,6 +278,8 @@ mod tests {
             ips_source: None,
             mac: None,
             mac_source: None,
+            pool: None,
+            claim: None,
             default_route: false,
             default_route_gateways: vec![],
         }

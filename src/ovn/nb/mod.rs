@@ -20,7 +20,7 @@ use super::external_ids::{self, POD as POD_KEY};
 use super::{is_conflict, Error, Map, Result, ATTEMPTS};
 use crate::api::mac::MacAddr;
 use crate::ovsdb::model::nb::{
-    Acl, AddressSet, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
+    Acl, AddressSet, DhcpOptions, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort,
     LogicalRouterStaticRoute, LogicalSwitch, LogicalSwitchPort, PortGroup,
 };
 use crate::ovsdb::{Atom, Client, ClientOptions, Condition, IndexSpec, Table, TableSpec, Value};
@@ -59,6 +59,24 @@ impl LspSpec {
             self.addresses()
         } else {
             Vec::new()
+        }
+    }
+}
+
+/// One DHCP_Options row a switch should have (one per family when the subnet enables DHCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpSpec {
+    /// The subnet CIDR of that family.
+    pub cidr: ipnet::IpNet,
+    pub options: Map,
+}
+
+impl DhcpSpec {
+    /// The `external_ids:protocol` value of its row (Kube-OVN's).
+    pub fn protocol(&self) -> &'static str {
+        match self.cidr {
+            ipnet::IpNet::V4(_) => "IPv4",
+            ipnet::IpNet::V6(_) => "IPv6",
         }
     }
 }
@@ -134,6 +152,7 @@ impl Northbound {
             TableSpec::of::<PortGroup>().index(IndexSpec::column("ports")),
             TableSpec::of::<Acl>(),
             TableSpec::of::<AddressSet>(),
+            TableSpec::of::<DhcpOptions>(),
         ]
     }
 
@@ -250,6 +269,22 @@ impl Northbound {
 
     /// Whether the logical switch `name` exists: an index lookup in the cache, no row is
     /// copied (which matters with thousands of ports on the switch).
+    /// Our DHCP_Options rows of switch `switch`.
+    pub fn dhcp_options(&self, switch: &str) -> Result<Vec<DhcpOptions>> {
+        Ok(self
+            .client
+            .list::<DhcpOptions>()?
+            .into_iter()
+            .filter(|d| {
+                external_ids::is_ours(&d.external_ids)
+                    && d.external_ids
+                        .get(external_ids::LOGICAL_SWITCH)
+                        .map(String::as_str)
+                        == Some(switch)
+            })
+            .collect())
+    }
+
     pub fn switch_exists(&self, name: &str) -> bool {
         self.client
             .cache()

@@ -8,14 +8,14 @@ mod policy;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{
-    name_is, one, router_port_names, strings, LspSpec, Map, Northbound, RouterPolicySpec,
+    name_is, one, router_port_names, strings, DhcpSpec, LspSpec, Map, Northbound, RouterPolicySpec,
     StaticRouteSpec,
 };
 use crate::ovn::external_ids;
 use crate::ovn::{Error, Result};
 use crate::ovsdb::model::nb::{
-    LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute, LogicalSwitch,
-    LogicalSwitchPort, PortGroup,
+    DhcpOptions, LogicalRouter, LogicalRouterPolicy, LogicalRouterPort, LogicalRouterStaticRoute,
+    LogicalSwitch, LogicalSwitchPort, PortGroup,
 };
 use crate::ovsdb::{row, Atom, Condition, IndexSpec, Mutation, Op, Row, Table, Uuid, Value};
 
@@ -317,17 +317,101 @@ impl<'a> NbTxn<'a> {
         Ok(())
     }
 
-    /// The pod's switch port with addresses, port security and external_ids.
+    /// The pod's switch port with addresses, port security and external_ids, and the
+    /// switch's DHCP_Options rows if it has any (`sync_dhcp_options` keeps them current).
     pub fn ensure_logical_switch_port(&mut self, spec: &LspSpec) -> Result<()> {
         let addresses = spec.addresses();
         let security = spec.port_security_entries();
-        let want = row([
+        let mut want = row([
             ("name", Value::atom(spec.name.as_str())),
             ("addresses", strings(&addresses)),
             ("port_security", strings(&security)),
             ("external_ids", Value::string_map(&spec.external_ids)),
         ]);
+        for dhcp in self.nb.dhcp_options(&spec.switch)? {
+            let column = match dhcp.external_ids.get("protocol").map(String::as_str) {
+                Some("IPv4") => "dhcpv4_options",
+                Some("IPv6") => "dhcpv6_options",
+                _ => continue,
+            };
+            want.insert(column.into(), Value::Set(vec![Atom::Uuid(dhcp.uuid)]));
+        }
         self.ensure_lsp_row(&spec.name, &spec.switch, want)
+    }
+
+    /// Makes the DHCP_Options rows of `switch` (ours: `external_ids` vendor, `ls`, `protocol`)
+    /// exactly `wanted`, one per family, and points every pod port of the switch at them
+    /// (`dhcpv4_options`/`dhcpv6_options`; cleared for a family no longer wanted). The switch
+    /// must exist in the cache or be created by this transaction.
+    pub fn sync_dhcp_options(&mut self, switch: &str, wanted: &[DhcpSpec]) -> Result<()> {
+        let mut existing = self.nb.dhcp_options(switch)?;
+        let mut refs: BTreeMap<&'static str, Atom> = BTreeMap::new();
+        for want in wanted {
+            let protocol = want.protocol();
+            let cidr = want.cidr.to_string();
+            let found = existing
+                .iter()
+                .position(|d| d.external_ids.get("protocol").map(String::as_str) == Some(protocol));
+            match found.map(|i| existing.remove(i)) {
+                Some(d) => {
+                    let have = d.to_row();
+                    let diff = changed_columns(
+                        &have,
+                        row([
+                            ("cidr", Value::atom(cidr.as_str())),
+                            ("options", Value::string_map(&want.options)),
+                        ]),
+                    );
+                    self.update(DhcpOptions::NAME, d.uuid, diff);
+                    refs.insert(protocol, Atom::Uuid(d.uuid));
+                }
+                None => {
+                    let ids = external_ids::ours([
+                        (external_ids::LOGICAL_SWITCH, switch),
+                        ("protocol", protocol),
+                    ]);
+                    let r = self.insert(
+                        DhcpOptions::NAME,
+                        &format!("{switch}/{protocol}"),
+                        row([
+                            ("cidr", Value::atom(cidr.as_str())),
+                            ("options", Value::string_map(&want.options)),
+                            ("external_ids", Value::string_map(&ids)),
+                        ]),
+                    );
+                    refs.insert(protocol, r);
+                }
+            }
+        }
+        for stale in existing {
+            self.ops.push(Op::delete(
+                DhcpOptions::NAME,
+                vec![Condition::uuid(stale.uuid)],
+            ));
+        }
+        let Some(ls) = self.nb.switch(switch)? else {
+            return Ok(());
+        };
+        let client = &self.nb.client;
+        let mut updates = Vec::new();
+        for p in &ls.ports {
+            let Some(lsp) = client.get::<LogicalSwitchPort>(*p)? else {
+                continue;
+            };
+            if !lsp.kind.is_empty() || !external_ids::is_ours(&lsp.external_ids) {
+                continue;
+            }
+            let have = lsp.to_row();
+            let want = row([
+                ("dhcpv4_options", option_ref(refs.get("IPv4"))),
+                ("dhcpv6_options", option_ref(refs.get("IPv6"))),
+            ]);
+            updates.push((lsp.uuid, changed_columns(&have, want)));
+        }
+        for (uuid, diff) in updates {
+            self.update(LogicalSwitchPort::NAME, uuid, diff);
+        }
+        Ok(())
     }
 
     /// Removes the switch port `name` from its switch and port groups
@@ -616,6 +700,11 @@ pub fn policy_spec_of(p: &LogicalRouterPolicy) -> RouterPolicySpec {
 }
 
 /// The columns of `want` whose value differs from `have`.
+/// An optional reference column's value.
+fn option_ref(r: Option<&Atom>) -> Value {
+    Value::Set(r.cloned().into_iter().collect())
+}
+
 pub(crate) fn changed_columns(have: &Row, want: Row) -> Row {
     want.into_iter()
         .filter(|(k, v)| !same_value(have.get(k), v))

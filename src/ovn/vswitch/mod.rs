@@ -20,7 +20,7 @@ use crate::ovsdb::{
     TableSpec, Uuid, Value,
 };
 
-pub use qos::{bandwidth, Bandwidth, QosKind};
+pub use qos::{bandwidth, Bandwidth, PortQos, QosKind, NETEM};
 
 pub const DATABASE: &str = "Open_vSwitch";
 

@@ -1,9 +1,11 @@
-//! Pod bandwidth limits on the node's Open_vSwitch database, in Kube-OVN's mapping
+//! Pod bandwidth limits and netem on the node's Open_vSwitch database, in Kube-OVN's mapping
 //! (`../shared/reference/UPSTREAM.md` §3.7): pod egress → the Interface's ingress policing;
-//! pod ingress → a QoS with one Queue on the Port; and the removal of the QoS/Queue rows
-//! nothing references any more. Plugging the port itself is `mod.rs`.
+//! pod ingress → a QoS with one Queue on the Port; netem (latency, jitter, limit, loss on
+//! what the pod receives) → a `linux-netem` QoS on the Port; and the removal of the QoS/Queue
+//! rows nothing references any more. Plugging the port itself is `mod.rs`.
 
 use super::{named, Map, Vswitch};
+use crate::api::allocation::AttachmentQos;
 use crate::ovn::external_ids;
 use crate::ovn::{Error, Result};
 use crate::ovsdb::model::vswitch::{Interface, Port, Qos, Queue};
@@ -35,36 +37,99 @@ impl QosKind {
     }
 }
 
-/// The rows one limit maps to, as pure values (see `set_interface_qos`).
+/// The OVS type of a netem QoS.
+pub const NETEM: &str = "linux-netem";
+
+/// The rows one set of limits maps to, as pure values (see `set_interface_limits`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bandwidth {
     /// `Interface.ingress_policing_rate` / `_burst`, kbit/s and kbit.
     pub policing_rate_kbps: i64,
     pub policing_burst_kb: i64,
-    /// The QoS row's `other_config` (egress-policer) or the Queue's (htb); none without a limit.
-    pub shaping: Option<Map>,
+    /// The Port's QoS row, if any.
+    pub port_qos: Option<PortQos>,
 }
 
-/// Kube-OVN's mapping of pod limits (Mbit/s) onto OVS columns.
-pub fn bandwidth(kind: QosKind, ingress_mbps: Option<u64>, egress_mbps: Option<u64>) -> Bandwidth {
-    let rate = egress_mbps
+/// A QoS row on a Port: its `type`, its `other_config`, and the `other_config` of its queue 0
+/// (`linux-htb` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortQos {
+    pub kind: &'static str,
+    pub other_config: Map,
+    pub queue: Option<Map>,
+}
+
+/// Kube-OVN's mapping of one attachment's limits onto OVS columns: rates in Mbit/s, bursts in
+/// Mbit, netem latency/jitter in µs (OVS's unit; the annotations say ms).
+pub fn bandwidth(kind: QosKind, qos: &AttachmentQos) -> Bandwidth {
+    let rate = qos
+        .egress_mbps
         .map(|m| (m as i64).saturating_mul(1000))
         .unwrap_or(0);
-    let shaping = ingress_mbps.map(|m| {
+    let burst = match (rate, qos.egress_burst_mbit) {
+        (0, _) => 0,
+        (_, Some(mbit)) => (mbit as i64).saturating_mul(1000),
+        (rate, None) => rate * 8 / 10,
+    };
+    let shaping = qos.ingress_mbps.map(|m| {
         let bps = m.saturating_mul(1_000_000);
+        let burst_bits = qos.ingress_burst_mbit.map(|b| b.saturating_mul(1_000_000));
         match kind {
-            QosKind::LinuxHtb => Map::from([("max-rate".to_string(), bps.to_string())]),
-            // cir is bytes/s; cbs one 64 KiB burst (at least one MTU-sized packet).
-            QosKind::EgressPolicer => Map::from([
-                ("cir".to_string(), (bps / 8).to_string()),
-                ("cbs".to_string(), 65536.to_string()),
-            ]),
+            QosKind::LinuxHtb => {
+                // Queue `burst` is in bits (vswitchd.conf.db); only written when asked for,
+                // so htb keeps its own default otherwise.
+                let mut queue = Map::from([("max-rate".to_string(), bps.to_string())]);
+                if let Some(bits) = burst_bits {
+                    queue.insert("burst".into(), bits.to_string());
+                }
+                PortQos {
+                    kind: kind.ovs_type(),
+                    other_config: Map::new(),
+                    queue: Some(queue),
+                }
+            }
+            // cir is bytes/s; cbs one 64 KiB burst (at least one MTU-sized packet) unless asked.
+            QosKind::EgressPolicer => PortQos {
+                kind: kind.ovs_type(),
+                other_config: Map::from([
+                    ("cir".to_string(), (bps / 8).to_string()),
+                    (
+                        "cbs".to_string(),
+                        burst_bits.map_or(65536, |b| b / 8).to_string(),
+                    ),
+                ]),
+                queue: None,
+            },
+        }
+    });
+    let netem = qos.netem.map(|n| {
+        let mut cfg = Map::new();
+        let mut put = |k: &str, v: String| {
+            cfg.insert(k.to_string(), v);
+        };
+        if n.latency_ms > 0 {
+            put("latency", (u64::from(n.latency_ms) * 1000).to_string());
+        }
+        if n.jitter_ms > 0 {
+            put("jitter", (u64::from(n.jitter_ms) * 1000).to_string());
+        }
+        if n.limit_packets > 0 {
+            put("limit", n.limit_packets.to_string());
+        }
+        if n.loss_percent > 0.0 {
+            put("loss", n.loss_percent.to_string());
+        }
+        PortQos {
+            kind: NETEM,
+            other_config: cfg,
+            queue: None,
         }
     });
     Bandwidth {
         policing_rate_kbps: rate,
-        policing_burst_kb: rate * 8 / 10,
-        shaping,
+        policing_burst_kb: burst,
+        // `attachment_qos` refuses both at once; if a caller still asks, the rate limit wins.
+        port_qos: shaping.or(netem),
     }
 }
 
@@ -118,8 +183,24 @@ impl Vswitch {
         ingress_mbps: Option<u64>,
         egress_mbps: Option<u64>,
     ) -> Result<bool> {
-        let want = bandwidth(kind, ingress_mbps, egress_mbps);
-        self.apply(|vs| vs.qos_ops(iface, kind, &want)).await
+        let qos = AttachmentQos {
+            ingress_mbps,
+            egress_mbps,
+            ..Default::default()
+        };
+        self.set_interface_limits(iface, kind, &qos).await
+    }
+
+    /// Sets every limit of a pod interface (rates, bursts, netem) in one transaction;
+    /// returns whether anything changed.
+    pub async fn set_interface_limits(
+        &self,
+        iface: &str,
+        kind: QosKind,
+        qos: &AttachmentQos,
+    ) -> Result<bool> {
+        let want = bandwidth(kind, qos);
+        self.apply(|vs| vs.qos_ops(iface, &want)).await
     }
 
     /// Lifts both limits and removes the QoS rows only this interface used.
@@ -127,7 +208,7 @@ impl Vswitch {
         self.set_interface_qos(iface, None, None).await
     }
 
-    fn qos_ops(&self, iface: &str, kind: QosKind, want: &Bandwidth) -> Result<Vec<Op>> {
+    fn qos_ops(&self, iface: &str, want: &Bandwidth) -> Result<Vec<Op>> {
         let i = self.existing_interface(iface)?;
         let port = self.port_of(i.uuid)?.ok_or_else(|| Error::NotFound {
             kind: "port of interface",
@@ -159,7 +240,7 @@ impl Vswitch {
         let port_cond = vec![Condition::uuid(port.uuid)];
         let mut ids = external_ids::ours([]);
         ids.insert("iface".into(), iface.to_string());
-        match (&want.shaping, current) {
+        match (&want.port_qos, current) {
             (None, None) => {}
             (None, Some(q)) => {
                 ops.push(Op::update(
@@ -169,65 +250,58 @@ impl Vswitch {
                 ));
                 ops.extend(self.qos_cleanup_ops(q.uuid, port.uuid)?);
             }
-            (Some(cfg), Some(q))
-                if q.kind == kind.ovs_type() && external_ids::is_ours(&q.external_ids) =>
+            (Some(wanted), Some(q))
+                if q.kind == wanted.kind && external_ids::is_ours(&q.external_ids) =>
             {
-                match kind {
-                    QosKind::EgressPolicer if &q.other_config != cfg => ops.push(Op::update(
+                if q.other_config != wanted.other_config {
+                    ops.push(Op::update(
                         Qos::NAME,
                         vec![Condition::uuid(q.uuid)],
-                        row([("other_config", Value::string_map(cfg))]),
-                    )),
-                    QosKind::LinuxHtb => {
-                        let queue = match q.queues.get(&0) {
-                            Some(u) => self.client.get::<Queue>(*u)?,
-                            None => None,
-                        };
-                        match queue {
-                            Some(queue) if &queue.other_config == cfg => {}
-                            Some(queue) => ops.push(Op::update(
-                                Queue::NAME,
-                                vec![Condition::uuid(queue.uuid)],
-                                row([("other_config", Value::string_map(cfg))]),
-                            )),
-                            None => {
-                                ops.push(insert_queue(cfg, &ids));
-                                ops.push(Op::mutate(
-                                    Qos::NAME,
-                                    vec![Condition::uuid(q.uuid)],
-                                    vec![Mutation::insert(
-                                        "queues",
-                                        Value::Map(
-                                            [(Atom::Integer(0), Atom::NamedUuid("queue".into()))]
-                                                .into(),
-                                        ),
-                                    )],
-                                ));
-                            }
+                        row([("other_config", Value::string_map(&wanted.other_config))]),
+                    ));
+                }
+                if let Some(cfg) = &wanted.queue {
+                    let queue = match q.queues.get(&0) {
+                        Some(u) => self.client.get::<Queue>(*u)?,
+                        None => None,
+                    };
+                    match queue {
+                        Some(queue) if &queue.other_config == cfg => {}
+                        Some(queue) => ops.push(Op::update(
+                            Queue::NAME,
+                            vec![Condition::uuid(queue.uuid)],
+                            row([("other_config", Value::string_map(cfg))]),
+                        )),
+                        None => {
+                            ops.push(insert_queue(cfg, &ids));
+                            ops.push(Op::mutate(
+                                Qos::NAME,
+                                vec![Condition::uuid(q.uuid)],
+                                vec![Mutation::insert(
+                                    "queues",
+                                    Value::Map(
+                                        [(Atom::Integer(0), Atom::NamedUuid("queue".into()))]
+                                            .into(),
+                                    ),
+                                )],
+                            ));
                         }
                     }
-                    QosKind::EgressPolicer => {}
                 }
             }
-            (Some(cfg), current) => {
+            (Some(wanted), current) => {
                 // None yet, or one of another kind or owner: replace it.
                 let mut qos = row([
-                    ("type", Value::atom(kind.ovs_type())),
+                    ("type", Value::atom(wanted.kind)),
                     ("external_ids", Value::string_map(&ids)),
+                    ("other_config", Value::string_map(&wanted.other_config)),
                 ]);
-                match kind {
-                    QosKind::LinuxHtb => {
-                        ops.push(insert_queue(cfg, &ids));
-                        qos.insert(
-                            "queues".into(),
-                            Value::Map(
-                                [(Atom::Integer(0), Atom::NamedUuid("queue".into()))].into(),
-                            ),
-                        );
-                    }
-                    QosKind::EgressPolicer => {
-                        qos.insert("other_config".into(), Value::string_map(cfg));
-                    }
+                if let Some(cfg) = &wanted.queue {
+                    ops.push(insert_queue(cfg, &ids));
+                    qos.insert(
+                        "queues".into(),
+                        Value::Map([(Atom::Integer(0), Atom::NamedUuid("queue".into()))].into()),
+                    );
                 }
                 ops.push(Op::insert(Qos::NAME, qos, Some("qos")));
                 ops.push(Op::update(
@@ -286,21 +360,68 @@ fn insert_queue(cfg: &Map, ids: &Map) -> Op {
 mod tests {
     use super::*;
 
+    use crate::api::allocation::Netem;
+
+    fn rates(ingress_mbps: Option<u64>, egress_mbps: Option<u64>) -> AttachmentQos {
+        AttachmentQos {
+            ingress_mbps,
+            egress_mbps,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn pod_egress_becomes_interface_ingress_policing() {
-        let b = bandwidth(QosKind::LinuxHtb, None, Some(10));
+        let b = bandwidth(QosKind::LinuxHtb, &rates(None, Some(10)));
         assert_eq!((b.policing_rate_kbps, b.policing_burst_kb), (10_000, 8_000));
-        assert_eq!(b.shaping, None);
+        assert_eq!(b.port_qos, None);
+        let with_burst = AttachmentQos {
+            egress_burst_mbit: Some(2),
+            ..rates(None, Some(10))
+        };
+        assert_eq!(
+            bandwidth(QosKind::LinuxHtb, &with_burst).policing_burst_kb,
+            2_000
+        );
     }
 
     #[test]
     fn pod_ingress_becomes_a_queue_max_rate_or_a_policer() {
-        let b = bandwidth(QosKind::LinuxHtb, Some(5), None);
+        let b = bandwidth(QosKind::LinuxHtb, &rates(Some(5), None));
         assert_eq!(b.policing_rate_kbps, 0);
-        assert_eq!(b.shaping.unwrap()["max-rate"], "5000000");
-        let p = bandwidth(QosKind::EgressPolicer, Some(8), None)
-            .shaping
+        let q = b.port_qos.unwrap();
+        assert_eq!(q.kind, "linux-htb");
+        assert_eq!(q.queue.as_ref().unwrap()["max-rate"], "5000000");
+        assert!(!q.queue.unwrap().contains_key("burst"));
+        let burst = AttachmentQos {
+            ingress_burst_mbit: Some(1),
+            ..rates(Some(5), None)
+        };
+        let q = bandwidth(QosKind::LinuxHtb, &burst).port_qos.unwrap();
+        assert_eq!(q.queue.unwrap()["burst"], "1000000");
+        let p = bandwidth(QosKind::EgressPolicer, &rates(Some(8), None))
+            .port_qos
             .unwrap();
-        assert_eq!(p["cir"], "1000000");
+        assert_eq!(p.other_config["cir"], "1000000");
+    }
+
+    #[test]
+    fn netem_becomes_a_linux_netem_qos_in_microseconds() {
+        let qos = AttachmentQos {
+            netem: Some(Netem {
+                latency_ms: 50,
+                jitter_ms: 5,
+                limit_packets: 100,
+                loss_percent: 2.5,
+            }),
+            ..Default::default()
+        };
+        let q = bandwidth(QosKind::LinuxHtb, &qos).port_qos.unwrap();
+        assert_eq!(q.kind, NETEM);
+        assert_eq!(q.other_config["latency"], "50000");
+        assert_eq!(q.other_config["jitter"], "5000");
+        assert_eq!(q.other_config["limit"], "100");
+        assert_eq!(q.other_config["loss"], "2.5");
+        assert_eq!(q.queue, None);
     }
 }
