@@ -4,7 +4,7 @@
 set -euo pipefail
 
 apt_packages=(openvswitch-switch ovn-central ovn-host iproute2 iputils-ping ethtool iperf3
-  nftables containernetworking-plugins procps curl busybox)
+  nftables containernetworking-plugins procps curl busybox python3)
 
 missing=()
 for p in "${apt_packages[@]}"; do
