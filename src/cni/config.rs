@@ -169,12 +169,15 @@ pub fn parse_netconf(stdin: &[u8], command: Command) -> Result<NetConf, CniError
         Some(s) if !s.is_empty() => PathBuf::from(s),
         _ => return invalid("network config lacks \"server_socket\" (the node daemon's unix socket, e.g. /run/openvswitch/kube-ovn-daemon.sock)"),
     };
+    let adding = matches!(command, Command::Add | Command::Check);
     let provider = match provider {
+        // Kube-OVN's primary network: nothing allocates for it in secondary mode.
+        Some(p) if p.trim() == DEFAULT_PROVIDER && adding => {
+            return invalid(&primary_provider(conf.name.as_deref(), ipam))
+        }
         Some(p) if !p.trim().is_empty() => p,
         // DEL must still succeed, so a pod on a broken NAD can go.
-        _ if matches!(command, Command::Add | Command::Check) => {
-            return invalid(&missing_provider(conf.name.as_deref(), ipam))
-        }
+        _ if adding => return invalid(&missing_provider(conf.name.as_deref(), ipam)),
         _ => DEFAULT_PROVIDER.to_string(),
     };
     let runtime_config = conf.runtime_config.unwrap_or_default();
@@ -218,6 +221,20 @@ fn missing_provider(name: Option<&str>, ipam: bool) -> String {
         "network config {nad:?} has no \"provider\", so kube-ovn never allocates an address for \
          it; add \"provider\": \"{form}\" to {section} in the NetworkAttachmentDefinition's \
          spec.config"
+    )
+}
+
+/// What ADD answers for `"provider": "ovn"`, at once: that is Kube-OVN's primary network,
+/// which secondary mode never allocates for.
+fn primary_provider(name: Option<&str>, ipam: bool) -> String {
+    let advice = missing_provider(name, ipam);
+    let fix = advice
+        .split_once("; ")
+        .map_or(advice.as_str(), |(_, fix)| fix);
+    let nad = name.filter(|n| !n.is_empty()).unwrap_or("<nad name>");
+    format!(
+        "network config {nad:?} names provider \"ovn\", Kube-OVN's primary network, which \
+         kube-ovn does not run (secondary mode only), so no address would ever come; {fix}"
     )
 }
 
@@ -487,6 +504,14 @@ mod tests {
                 "network config \"attachnet\" has no \"provider\", so kube-ovn never allocates an address for it; add \"provider\": \"attachnet.<nad namespace>.ovn\" to the config in the NetworkAttachmentDefinition's spec.config"
             );
         }
+        let e = conf(
+            r#"{"cniVersion":"0.3.1","name":"attachnet","type":"kube-ovn","server_socket":"/s","provider":"ovn"}"#,
+        )
+        .expect_err("the primary network's provider");
+        assert_eq!(
+            e.msg,
+            "network config \"attachnet\" names provider \"ovn\", Kube-OVN's primary network, which kube-ovn does not run (secondary mode only), so no address would ever come; add \"provider\": \"attachnet.<nad namespace>.ovn\" to the config in the NetworkAttachmentDefinition's spec.config"
+        );
         let e =
             conf(r#"{"cniVersion":"0.3.1","type":"kube-ovn","server_socket":"/s","provider":""}"#)
                 .expect_err("empty provider");
