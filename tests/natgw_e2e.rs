@@ -18,7 +18,9 @@ use std::time::Duration;
 use install_support::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
-use kube_ovn::api::nat::{IptablesDnatRule, IptablesEIP, IptablesFIPRule, IptablesSnatRule};
+use kube_ovn::api::nat::{
+    IptablesDnatRule, IptablesEIP, IptablesFIPRule, IptablesSnatRule, VpcNatGateway,
+};
 
 /// The external network's /24 (kube-sim's external host is its `.1`, the router).
 const EXTERNAL_NET: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 0);
@@ -266,6 +268,26 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
     assert!(
         gw_addresses.contains("172.18.0."),
         "an external address on the gateway's external leg: {gw_addresses}"
+    );
+    let gateways: Api<VpcNatGateway> = Api::all(bed.client.clone());
+    let status = eventually(
+        "the gateway's status names its pod and addresses",
+        Duration::from_secs(30),
+        || async {
+            let s = gateways.get("vpc-nat-gw").await.ok()?.status?;
+            (!s.lan_ips.is_empty() && !s.external_ips.is_empty()).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status.pod.as_deref(), Some(GATEWAY_POD));
+    assert_eq!(status.lan_ips, [LAN_IP]);
+    assert!(
+        status
+            .external_ips
+            .iter()
+            .all(|ip| ip.starts_with("172.18.0.")),
+        "{:?}",
+        status.external_ips
     );
     eventually(
         "the VPC's default route via lanIp",

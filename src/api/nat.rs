@@ -96,6 +96,12 @@ pub struct VpcNatGatewayStatus {
     /// The gateway pod's name once it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// The pod's addresses on its LAN leg (lanIp), from its network-status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lan_ips: Vec<String>,
+    /// The pod's own addresses on the external network(s) (not the EIPs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }

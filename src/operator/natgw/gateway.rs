@@ -27,9 +27,10 @@ use tracing::{info, warn};
 
 use super::plan::{self, GatewayProblem, ValidGateway};
 use super::{is_lan_key_of, lan_key, NatContext};
-use crate::api::annotations::VPC_NAT_GW;
+use crate::api::annotations::{NETWORK_STATUS, VPC_NAT_GW};
 use crate::api::condition::{set_condition, Condition, ConditionStatus, READY, VALIDATED};
 use crate::api::nat::{VpcNatGateway, VpcNatGatewayStatus};
+use crate::api::network_status::parse_network_status;
 use crate::api::selection::IpRequest;
 use crate::api::subnet::Subnet;
 use crate::api::vpc::Vpc;
@@ -84,15 +85,46 @@ enum Outcome<'a> {
     Ready(&'a ValidGateway),
 }
 
-/// The gateway's status for `outcome` as of `now`; `pod`: its pod's name if the pod exists.
-/// Pure.
+/// The addresses `pod`'s network-status gives its LAN leg and its external legs.
+fn pod_addresses(valid: &ValidGateway, pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let statuses = pod
+        .annotations()
+        .get(NETWORK_STATUS)
+        .and_then(|v| parse_network_status(v).ok())
+        .unwrap_or_default();
+    let ips_of = |provider: &crate::api::annotations::Provider| {
+        let network = format!("{}/{}", provider.namespace(), provider.nad());
+        statuses
+            .iter()
+            .filter(|s| s.name == network)
+            .flat_map(|s| s.ips.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    let lan = ips_of(&valid.lan_provider);
+    let external = valid
+        .externals
+        .iter()
+        .flat_map(|e| ips_of(&e.provider))
+        .collect();
+    (lan, external)
+}
+
+/// The gateway's status for `outcome` as of `now`; `pod`: its pod if it exists. Pure.
 fn desired_status(
     gw: &VpcNatGateway,
     outcome: Outcome<'_>,
-    pod: Option<String>,
+    pod: Option<&Pod>,
     now: Time,
 ) -> VpcNatGatewayStatus {
     let mut status = gw.status.clone().unwrap_or_default();
+    let valid = match &outcome {
+        Outcome::NotReady(v, _) | Outcome::Ready(v) => Some(*v),
+        Outcome::Invalid(_) => None,
+    };
+    (status.lan_ips, status.external_ips) = match (valid, pod) {
+        (Some(v), Some(p)) => pod_addresses(v, p),
+        _ => (Vec::new(), Vec::new()),
+    };
     let generation = gw.metadata.generation;
     let mut set = |type_: &str, ok: bool, reason: &str, message: String| {
         let state = if ok {
@@ -128,7 +160,7 @@ fn desired_status(
     }
     status.selector = gw.spec.selector.clone();
     status.qos_policy = gw.spec.qos_policy.clone();
-    status.pod = pod;
+    status.pod = pod.map(|p| p.name_any());
     status.observed_generation = generation;
     status
 }
@@ -144,9 +176,8 @@ async fn write_status(
     let pod = nat
         .ctx
         .pods
-        .get(&ObjectRef::new(&pod_name).within(&namespace))
-        .map(|_| pod_name);
-    let status = desired_status(gw, outcome, pod, Time(Timestamp::now()));
+        .get(&ObjectRef::new(&pod_name).within(&namespace));
+    let status = desired_status(gw, outcome, pod.as_deref(), Time(Timestamp::now()));
     if gw.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -420,16 +451,26 @@ mod tests {
     fn status_says_ready_or_what_holds_it_up() {
         let gw = plan::tests::seed_gateway();
         let valid = plan::validate(&gw, |_| true, &plan::tests::facts()).unwrap();
-        let ready = desired_status(
-            &gw,
-            Outcome::Ready(&valid),
-            Some("vpc-nat-gw-vpc-nat-gw-0".into()),
-            now(),
-        );
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vpc-nat-gw-vpc-nat-gw-0", "namespace": "kube-system",
+                "annotations": {NETWORK_STATUS: serde_json::json!([
+                    {"name": "kube-sim-primary", "interface": "eth0", "ips": ["10.244.0.6"], "default": true},
+                    {"name": "default/kube-ovn-vpc-network", "interface": "net1", "ips": ["10.100.0.254"]},
+                    {"name": "kube-system/ovn-vpc-external-network", "interface": "net2", "ips": ["172.18.0.10"]},
+                ]).to_string()}},
+        }))
+        .unwrap();
+        let ready = desired_status(&gw, Outcome::Ready(&valid), Some(&pod), now());
         let c = find_condition(&ready.conditions, READY).unwrap();
         assert!(c.is_true());
         assert!(c.message.contains("10.100.0.254"), "{}", c.message);
         assert_eq!(ready.pod.as_deref(), Some("vpc-nat-gw-vpc-nat-gw-0"));
+        assert_eq!(ready.lan_ips, ["10.100.0.254"], "the LAN leg's address");
+        assert_eq!(
+            ready.external_ips,
+            ["172.18.0.10"],
+            "eth0's is not an external one"
+        );
         assert_eq!(ready.external_subnets, ["ovn-vpc-external-network"]);
 
         let taken = GatewayProblem {
