@@ -4,7 +4,7 @@
 //! drops a pod that changes its MAC or IP, a private subnet admits exactly its
 //! `allowSubnets`, and a MultiNetworkPolicy restricts exactly its network's interfaces and
 //! admits the pods of the namespaces its `namespaceSelector` peers select (live on a label
-//! change).
+//! change) on a port given by name.
 
 mod fullpath_support;
 mod node_support;
@@ -477,8 +477,9 @@ spec:
         tcp(&intruder, &server_ip, 81)
     });
 
-    // A namespaceSelector peer: the pods of the labelled namespace get in, a pod of another
-    // namespace and the policy's own namespace's pods do not, until a label change.
+    // A namespaceSelector peer: the pods of the labelled namespace get in (on the named port
+    // only), a pod of another namespace and the policy's own namespace's pods do not, until a
+    // label change.
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(bed.client.clone());
     for (ns, labels) in [("mnp-blue", json!({"team": "a"})), ("mnp-red", json!({}))] {
         let object = serde_json::from_value(
@@ -496,6 +497,17 @@ spec:
     };
     let blue = from_ns("mnp-blue", "blue-client");
     let red = from_ns("mnp-red", "red-client");
+    // The rule's port is by name: the server's container port `web` is TCP 81.
+    bed.rt
+        .block_on(bed.kube.pods().patch(
+            "server",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"containers": [{"name": "c", "image": "busybox",
+                "ports": [{"name": "web", "containerPort": 81, "protocol": "TCP"}]}]}}),
+            ),
+        ))
+        .expect("name the server's port");
     bed.apply(
         "apiVersion: k8s.cni.cncf.io/v1beta1
 kind: MultiNetworkPolicy
@@ -513,6 +525,8 @@ spec:
     - namespaceSelector:
         matchLabels:
           team: a
+    ports:
+    - port: web
 ",
     );
     eventually("the red namespace's pod loses the server", || {
@@ -522,6 +536,10 @@ spec:
     eventually("the blue namespace's pod reaches the server", || {
         tcp(&blue, &server_ip, 81)
     });
+    assert!(
+        !tcp(&blue, &server_ip, 80),
+        "the blue pod reached a port the named port does not name"
+    );
     assert!(
         !tcp(&client, &server_ip, 81),
         "a pod of the policy's unlabelled namespace reached the server"
