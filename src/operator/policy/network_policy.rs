@@ -218,11 +218,6 @@ pub fn plan(
             .filter(|pod| pod.namespace == p.namespace)
             .filter(|pod| matches(&p.spec.pod_selector, &pod.labels, &mut problems))
             .collect();
-        // Every pod on the policy's networks: the destinations an egress named port resolves in.
-        let on_these: Vec<&PolicyPod> = pods
-            .iter()
-            .filter(|pod| on_networks(pod, &p.providers).next().is_some())
-            .collect();
         let ports: BTreeSet<String> = selected
             .iter()
             .flat_map(|pod| on_networks(pod, &p.providers))
@@ -371,11 +366,12 @@ pub fn plan(
                         "{rule}: endPort with the named port {named:?} is invalid (NetworkPolicy allows endPort only with a numbered port; port left out)"
                     )),
                     (Some(IntOrString::String(named)), None) => {
-                        // Where the name resolves: the destinations' container ports.
-                        let dests: &[&PolicyPod] = if dir.what == "ingress" {
-                            &selected
+                        // Where the name resolves: the destinations' container ports (egress:
+                        // any pod on the networks; the rule's peers narrow it in the match).
+                        let dests: Vec<&PolicyPod> = if dir.what == "ingress" {
+                            selected.clone()
                         } else {
-                            &on_these
+                            pods.iter().collect()
                         };
                         let mut numbers: BTreeMap<i32, BTreeSet<IpAddr>> = BTreeMap::new();
                         for pod in dests {
