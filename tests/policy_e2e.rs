@@ -2,7 +2,9 @@
 //! pods made through the plugin): SecurityGroups allow exactly their rules and change live,
 //! ovn-trace agrees with what TCP showed, a pod without groups is unaffected, port security
 //! drops a pod that changes its MAC or IP, a private subnet admits exactly its
-//! `allowSubnets`, and a MultiNetworkPolicy restricts exactly its network's interfaces.
+//! `allowSubnets`, and a MultiNetworkPolicy restricts exactly its network's interfaces and
+//! admits the pods of the namespaces its `namespaceSelector` peers select (live on a label
+//! change) on a port given by name.
 
 mod fullpath_support;
 mod node_support;
@@ -474,4 +476,86 @@ spec:
     eventually("the intruder reaches the server again", || {
         tcp(&intruder, &server_ip, 81)
     });
+
+    // A namespaceSelector peer: the pods of the labelled namespace get in (on the named port
+    // only), a pod of another namespace and the policy's own namespace's pods do not, until a
+    // label change.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(bed.client.clone());
+    for (ns, labels) in [("mnp-blue", json!({"team": "a"})), ("mnp-red", json!({}))] {
+        let object = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}),
+        )
+        .expect("namespace");
+        bed.rt
+            .block_on(namespaces.create(&Default::default(), &object))
+            .expect("create namespace");
+    }
+    let from_ns = |ns: &str, name: &str| {
+        let made = bed.pod_in(ns, 2, name, "default/mnp-a", "mnp-a.default.ovn", &[]);
+        serve(&made.0, &[81]);
+        made.0
+    };
+    let blue = from_ns("mnp-blue", "blue-client");
+    let red = from_ns("mnp-red", "red-client");
+    // The rule's port is by name: the server's container port `web` is TCP 81.
+    bed.rt
+        .block_on(bed.kube.pods().patch(
+            "server",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"containers": [{"name": "c", "image": "busybox",
+                "ports": [{"name": "web", "containerPort": 81, "protocol": "TCP"}]}]}}),
+            ),
+        ))
+        .expect("name the server's port");
+    bed.apply(
+        "apiVersion: k8s.cni.cncf.io/v1beta1
+kind: MultiNetworkPolicy
+metadata:
+  name: from-team-a
+  namespace: default
+  annotations:
+    k8s.v1.cni.cncf.io/policy-for: mnp-a
+spec:
+  podSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - from:
+    - namespaceSelector:
+        matchLabels:
+          team: a
+    ports:
+    - port: web
+",
+    );
+    eventually("the red namespace's pod loses the server", || {
+        !tcp(&red, &server_ip, 81)
+    });
+    bed.sandbox.nbctl(&["--wait=hv", "sync"]);
+    eventually("the blue namespace's pod reaches the server", || {
+        tcp(&blue, &server_ip, 81)
+    });
+    assert!(
+        !tcp(&blue, &server_ip, 80),
+        "the blue pod reached a port the named port does not name"
+    );
+    assert!(
+        !tcp(&client, &server_ip, 81),
+        "a pod of the policy's unlabelled namespace reached the server"
+    );
+    bed.rt
+        .block_on(namespaces.patch(
+            "mnp-red",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        ))
+        .expect("label namespace");
+    eventually("labelling the red namespace lets its pod in", || {
+        tcp(&red, &server_ip, 81)
+    });
+    assert!(
+        !tcp(&intruder, &server_ip, 81),
+        "the intruder reached the server"
+    );
 }

@@ -159,17 +159,32 @@ impl Bed {
         provider: &str,
         extra: &[(&str, &str)],
     ) -> (PodNetns, String) {
+        self.pod_in("default", n, name, networks, provider, extra)
+    }
+
+    /// `pod_with` in `namespace` (which must exist).
+    pub fn pod_in(
+        &self,
+        namespace: &str,
+        n: usize,
+        name: &str,
+        networks: &str,
+        provider: &str,
+        extra: &[(&str, &str)],
+    ) -> (PodNetns, String) {
         let mut annotations = BTreeMap::from([(
             "k8s.v1.cni.cncf.io/networks".to_owned(),
             networks.to_owned(),
         )]);
         annotations.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.kube
-            .create_pod(name, &format!("node{n}"), &annotations);
+            .create_pod_in(namespace, name, &format!("node{n}"), &annotations);
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), namespace);
         let key = format!("{provider}.kubernetes.io/ip_address");
         let deadline = Instant::now() + Duration::from_secs(60);
         let ip = loop {
-            let pod = self.rt.block_on(self.kube.pods().get(name)).unwrap();
+            let pod = self.rt.block_on(pods.get(name)).unwrap();
             let allocated = pod.metadata.annotations.unwrap_or_default();
             if allocated
                 .get(&format!("{provider}.kubernetes.io/allocated"))
@@ -181,7 +196,8 @@ impl Bed {
             assert!(Instant::now() < deadline, "pod {name} never allocated");
             std::thread::sleep(Duration::from_millis(100));
         };
-        let netns = PodNetns::new(&self.sandbox, n, name, self.dir.path());
+        let mut netns = PodNetns::new(&self.sandbox, n, name, self.dir.path());
+        netns.namespace = namespace.to_owned();
         let nad = provider.split('.').next().unwrap();
         let config = json!({"cniVersion": "0.3.1", "name": nad, "type": "kube-ovn",
             "server_socket": self.nodes[n - 1].socket, "provider": provider});

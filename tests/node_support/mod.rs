@@ -148,14 +148,26 @@ impl Kube {
 
     /// Creates pod `name` on `node` with `annotations`.
     pub fn create_pod(&self, name: &str, node: &str, annotations: &BTreeMap<String, String>) {
+        self.create_pod_in("default", name, node, annotations)
+    }
+
+    /// `create_pod` in `namespace`.
+    pub fn create_pod_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        annotations: &BTreeMap<String, String>,
+    ) {
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
         }))
         .expect("pod");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         self.rt
-            .block_on(self.pods().create(&PostParams::default(), &pod))
+            .block_on(api.create(&PostParams::default(), &pod))
             .expect("create pod");
     }
 
@@ -410,6 +422,8 @@ pub fn health(socket: &Path) -> (u16, String) {
 pub struct PodNetns {
     pub name: String,
     pub pod: String,
+    /// The pod's namespace (`default` unless set after `new`), as CNI_ARGS pass it.
+    pub namespace: String,
     pub container_id: String,
     pub eth0_ip: String,
 }
@@ -472,6 +486,7 @@ impl PodNetns {
         PodNetns {
             name,
             pod: pod.to_string(),
+            namespace: "default".to_string(),
             container_id,
             eth0_ip,
         }
@@ -521,8 +536,8 @@ impl PodNetns {
             (
                 "CNI_ARGS".into(),
                 format!(
-                    "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
-                    self.pod, self.container_id, self.pod
+                    "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
+                    self.namespace, self.pod, self.container_id, self.pod
                 ),
             ),
         ]

@@ -2,7 +2,8 @@
 //! and `acls`) onto the pod attachments that name them, and MultiNetworkPolicies onto the
 //! attachments of the networks they name (`network_policy.rs`; only when their CRD is
 //! installed). One loop owns every policy row in NB:
-//! woken by a SecurityGroup or Subnet change or by a change of NB's switch ports (a pod's
+//! woken by a SecurityGroup, Subnet, MultiNetworkPolicy, pod or Namespace change (a namespace's
+//! labels decide `namespaceSelector` peers) or by a change of NB's switch ports (a pod's
 //! `<provider>.kubernetes.io/security_groups` reaches its port's `external_ids` through the pod
 //! controller), it reads the member ports from the NB cache, plans the whole policy
 //! (`plan.rs`, pure) and applies the difference in one NB transaction, then writes each group's
@@ -38,9 +39,12 @@ use crate::ovn::nb::policy::port_ips;
 use crate::ovn::{external_ids, Northbound};
 use crate::ovsdb::model::nb::{LogicalSwitch, LogicalSwitchPort};
 use crate::ovsdb::Table;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use network_policy::{NetworkPolicy, NetworkPolicyPlan, PodAttachment, PolicyPod};
+use network_policy::{
+    NamedPort, Namespaces, NetworkPolicy, NetworkPolicyPlan, PodAttachment, PolicyPod,
+};
 use plan::{plan, Member, PolicyPlan, SubnetPolicy};
 
 /// Coalesces bursts of changes (a pod's ports, many groups applied at once) into one pass.
@@ -188,11 +192,34 @@ pub fn policy_pod(pod: &Pod) -> PolicyPod {
                 .collect(),
         })
         .collect();
+    let ports = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                port: p.container_port,
+            })
+        })
+        .collect();
     PolicyPod {
         namespace,
         labels: pod.labels().clone(),
         attachments,
+        ports,
     }
+}
+
+/// Every namespace's labels (for `namespaceSelector` peers).
+pub fn namespace_labels(store: &Store<Namespace>) -> Namespaces {
+    store
+        .state()
+        .iter()
+        .map(|n| (n.name_any(), n.labels().clone()))
+        .collect()
 }
 
 /// An Event on each MultiNetworkPolicy whose left-out parts changed.
@@ -247,12 +274,24 @@ pub async fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) {
     let wake = ctx.policy_wake.clone();
     let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
     let (policies, policy_writer) = reflector::store();
+    // Namespaces' labels, for the policies' namespaceSelector peers: a label change wakes the
+    // loop like a pod's.
+    let (namespaces, namespace_writer) = reflector::store();
     let with_policies = matches!(crds.get_opt(MNP_CRD).await, Ok(Some(_)));
     if with_policies {
         tasks.spawn(super::mirror(
             Api::<MultiNetworkPolicy>::all(ctx.client.clone()),
             policy_writer,
             "multi-networkpolicies",
+            {
+                let wake = wake.clone();
+                move || wake.notify_one()
+            },
+        ));
+        tasks.spawn(super::mirror(
+            Api::<Namespace>::all(ctx.client.clone()),
+            namespace_writer,
+            "namespaces",
             {
                 let wake = wake.clone();
                 move || wake.notify_one()
@@ -288,7 +327,12 @@ pub async fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) {
             }
         });
     }
-    tasks.spawn(run(ctx, groups, with_policies.then_some(policies), wake));
+    tasks.spawn(run(
+        ctx,
+        groups,
+        with_policies.then_some((policies, namespaces)),
+        wake,
+    ));
 }
 
 const MNP_CRD: &str = "multi-networkpolicies.k8s.cni.cncf.io";
@@ -296,13 +340,19 @@ const MNP_CRD: &str = "multi-networkpolicies.k8s.cni.cncf.io";
 async fn run(
     ctx: Arc<Context>,
     groups: Store<SecurityGroup>,
-    policies: Option<Store<MultiNetworkPolicy>>,
+    policies: Option<(Store<MultiNetworkPolicy>, Store<Namespace>)>,
     wake: Arc<Notify>,
 ) {
     // A pass over an incomplete store would remove the rows of what is not listed yet.
     if groups.wait_until_ready().await.is_err() || ctx.subnets.wait_until_ready().await.is_err() {
         warn!("the SecurityGroup or Subnet watch stopped before its first list");
         return;
+    }
+    if let Some((p, n)) = &policies {
+        if p.wait_until_ready().await.is_err() || n.wait_until_ready().await.is_err() {
+            warn!("the MultiNetworkPolicy or Namespace watch stopped before its first list");
+            return;
+        }
     }
     info!("traffic policy controller running");
     let mut reported: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -311,7 +361,7 @@ async fn run(
     loop {
         let done = pass(&ctx, &groups, policies.as_ref(), &mut reported).await;
         let done = match (done, &policies) {
-            (Ok(mnp), Some(store)) => {
+            (Ok(mnp), Some((store, _))) => {
                 report_policies(&ctx, store, &mnp, &mut reported_policies).await;
                 Ok(())
             }
@@ -348,7 +398,7 @@ fn error_kind(e: &PolicyError) -> &'static str {
 async fn pass(
     ctx: &Context,
     groups: &Store<SecurityGroup>,
-    policies: Option<&Store<MultiNetworkPolicy>>,
+    policies: Option<&(Store<MultiNetworkPolicy>, Store<Namespace>)>,
     reported: &mut BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, Vec<String>>, PolicyError> {
     let mut objects = groups.state();
@@ -366,7 +416,7 @@ async fn pass(
         .map(|s| subnet_policy(s))
         .collect();
     let network = match policies {
-        Some(store) => {
+        Some((store, namespaces)) => {
             let policies: Vec<NetworkPolicy> = store
                 .state()
                 .iter()
@@ -374,7 +424,7 @@ async fn pass(
                 .map(|p| network_policy_of(p))
                 .collect();
             let pods: Vec<PolicyPod> = ctx.pods.state().iter().map(|p| policy_pod(p)).collect();
-            network_policy::plan(&policies, &pods)
+            network_policy::plan(&policies, &pods, &namespace_labels(namespaces))
         }
         None => NetworkPolicyPlan::default(),
     };

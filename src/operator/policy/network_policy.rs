@@ -2,9 +2,12 @@
 //! attachments of its selected pods on the networks its `policy-for` names (eth0 and other
 //! networks are never members), a default drop per direction it isolates, and an allow ACL per
 //! rule × peer × port, with Kube-OVN's NetworkPolicy priorities (drop 2000, allow 2001).
-//! Pod peers become address sets of their attachments' addresses on the same networks.
-//! `namespaceSelector` and named ports are not supported yet: such a peer or port is left out
-//! (traffic stays denied) and reported.
+//! Pod peers (`podSelector` in the policy's namespace, `namespaceSelector` alone for every pod
+//! of the matching namespaces, both for the matching pods of the matching namespaces) become
+//! address sets of their attachments' addresses on the same networks. A named port resolves,
+//! per pod, in the container ports of the destination pods (ingress: the selected pods; egress:
+//! any pod on the networks, within the rule's peers) with the same protocol: one address set of
+//! the destinations per resolved number; pods without the name contribute nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -42,13 +45,26 @@ pub struct PodAttachment {
     pub ips: Vec<IpAddr>,
 }
 
+/// A named container port of a pod: name, protocol (`TCP`, `UDP`, `SCTP`) and number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
 /// A pod as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PolicyPod {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub attachments: Vec<PodAttachment>,
+    /// Its containers' named ports.
+    pub ports: Vec<NamedPort>,
 }
+
+/// Namespaces' labels by namespace name.
+pub type Namespaces = BTreeMap<String, BTreeMap<String, String>>;
 
 /// NB rows for every policy, and what each left out (by `ns/name`).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -109,6 +125,54 @@ fn on_networks<'a>(
     })
 }
 
+/// Whether `selector` selects `labels`; an invalid selector selects nothing and is reported.
+fn matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> bool {
+    selects(selector, labels).unwrap_or_else(|e| {
+        if !problems.contains(&e) {
+            problems.push(e);
+        }
+        false
+    })
+}
+
+/// The pods `peer` selects for a policy in `namespace` (as NetworkPolicy does: `podSelector`
+/// alone within the policy's namespace, `namespaceSelector` alone every pod of the matching
+/// namespaces, both the matching pods of the matching namespaces). A namespace not (yet)
+/// observed matches no `namespaceSelector`.
+fn peer_pods<'a>(
+    namespace: &str,
+    peer: &NetworkPolicyPeer,
+    pods: &'a [PolicyPod],
+    namespaces: &Namespaces,
+    problems: &mut Vec<String>,
+) -> Vec<&'a PolicyPod> {
+    let in_namespaces: Option<BTreeSet<&str>> = peer.namespace_selector.as_ref().map(|sel| {
+        namespaces
+            .iter()
+            .filter(|(_, labels)| matches(sel, labels, problems))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    });
+    pods.iter()
+        .filter(|pod| match &in_namespaces {
+            Some(names) => names.contains(pod.namespace.as_str()),
+            None => pod.namespace == namespace,
+        })
+        .filter(|pod| {
+            peer.pod_selector
+                .as_ref()
+                .is_none_or(|sel| matches(sel, &pod.labels, problems))
+        })
+        .collect()
+}
+
+/// One match part and the IP family it is bound to (`Some(true)` IPv4, `Some(false)` IPv6).
+type Part = (String, Option<bool>);
+
 /// One rule: its direction, peers (`from`/`to`) and ports.
 type Rule<'a> = (
     &'a Direction,
@@ -137,26 +201,23 @@ const EGRESS: Direction = Direction {
     end: "dst",
 };
 
-pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan {
+/// The NB rows of `policies` over `pods`, with `namespaces`' labels for `namespaceSelector`.
+pub fn plan(
+    policies: &[NetworkPolicy],
+    pods: &[PolicyPod],
+    namespaces: &Namespaces,
+) -> NetworkPolicyPlan {
     let mut out = NetworkPolicyPlan::default();
     for p in policies {
         let id = format!("{}/{}", p.namespace, p.name);
         let pg = port_group_name(&p.namespace, &p.name);
         let ids = external_ids::ours([(MULTI_NETWORK_POLICY, id.as_str())]);
         let mut problems = Vec::new();
-        let in_ns = |sel: &LabelSelector, problems: &mut Vec<String>| -> Vec<&PolicyPod> {
-            pods.iter()
-                .filter(|pod| pod.namespace == p.namespace)
-                .filter(|pod| match selects(sel, &pod.labels) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        problems.push(e);
-                        false
-                    }
-                })
-                .collect()
-        };
-        let selected = in_ns(&p.spec.pod_selector, &mut problems);
+        let selected: Vec<&PolicyPod> = pods
+            .iter()
+            .filter(|pod| pod.namespace == p.namespace)
+            .filter(|pod| matches(&p.spec.pod_selector, &pod.labels, &mut problems))
+            .collect();
         let ports: BTreeSet<String> = selected
             .iter()
             .flat_map(|pod| on_networks(pod, &p.providers))
@@ -204,26 +265,31 @@ pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan
             }
             r
         };
+        let mut sets: BTreeMap<String, AddressSetSpec> = BTreeMap::new();
+        let mut set = |name: String, addresses: BTreeSet<String>| {
+            sets.insert(
+                name.clone(),
+                AddressSetSpec {
+                    name,
+                    addresses,
+                    external_ids: ids.clone(),
+                },
+            );
+        };
         let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
         for (dir, peers, l4) in rules {
             let n = counters.entry(dir.what).or_default();
             *n += 1;
             let rule = format!("{} rule {n}", dir.what);
             // Sources (or destinations): none means any.
-            let mut ends: Vec<String> = Vec::new();
+            let mut ends: Vec<Part> = Vec::new();
             let peers = peers.map(Vec::as_slice).unwrap_or_default();
             let mut pod_ips: BTreeSet<IpAddr> = BTreeSet::new();
             let mut pod_peers = false;
             for peer in peers {
-                if peer.namespace_selector.is_some() {
-                    problems.push(format!(
-                        "{rule}: namespaceSelector is not supported yet (peer left out)"
-                    ));
-                    continue;
-                }
-                if let Some(sel) = &peer.pod_selector {
+                if peer.pod_selector.is_some() || peer.namespace_selector.is_some() {
                     pod_peers = true;
-                    for pod in in_ns(sel, &mut problems) {
+                    for pod in peer_pods(&p.namespace, peer, pods, namespaces, &mut problems) {
                         pod_ips.extend(
                             on_networks(pod, &p.providers).flat_map(|a| a.ips.iter().copied()),
                         );
@@ -237,11 +303,8 @@ pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan
                         ));
                         continue;
                     };
-                    let ip = if matches!(cidr, IpNet::V4(_)) {
-                        "ip4"
-                    } else {
-                        "ip6"
-                    };
+                    let v4 = matches!(cidr, IpNet::V4(_));
+                    let ip = if v4 { "ip4" } else { "ip6" };
                     let mut m = format!("{ip}.{} == {cidr}", dir.end);
                     let except: Vec<String> = block
                         .except
@@ -257,32 +320,31 @@ pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan
                             except.join(", ")
                         ));
                     }
-                    ends.push(m);
+                    ends.push((m, Some(v4)));
                 }
             }
             if pod_peers {
                 for v4 in [true, false] {
                     let ip = if v4 { "ip4" } else { "ip6" };
                     let name = format!("{pg}.{}.{n}.{}", dir.what, if v4 { "v4" } else { "v6" });
-                    out.address_sets.push(AddressSetSpec {
-                        name: name.clone(),
-                        addresses: pod_ips
+                    set(
+                        name.clone(),
+                        pod_ips
                             .iter()
                             .filter(|a| a.is_ipv4() == v4)
                             .map(ToString::to_string)
                             .collect(),
-                        external_ids: ids.clone(),
-                    });
-                    ends.push(format!("{ip}.{} == ${name}", dir.end));
+                    );
+                    ends.push((format!("{ip}.{} == ${name}", dir.end), Some(v4)));
                 }
             }
             if !peers.is_empty() && ends.is_empty() {
                 continue;
             }
             if ends.is_empty() {
-                ends.push("ip".to_owned());
+                ends.push(("ip".to_owned(), None));
             }
-            let mut l4s: Vec<Option<String>> = Vec::new();
+            let mut l4s: Vec<Option<Part>> = Vec::new();
             let l4 = l4.map(Vec::as_slice).unwrap_or_default();
             for port in l4 {
                 let proto = port.protocol.as_deref().unwrap_or("TCP").to_lowercase();
@@ -293,16 +355,64 @@ pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan
                     continue;
                 }
                 match (&port.port, port.end_port) {
-                    (None, _) => l4s.push(Some(proto)),
+                    (None, _) => l4s.push(Some((proto, None))),
                     (Some(IntOrString::Int(p)), None) => {
-                        l4s.push(Some(format!("{proto}.dst == {p}")))
+                        l4s.push(Some((format!("{proto}.dst == {p}"), None)))
                     }
                     (Some(IntOrString::Int(p)), Some(end)) => {
-                        l4s.push(Some(format!("{p} <= {proto}.dst <= {end}")))
+                        l4s.push(Some((format!("{p} <= {proto}.dst <= {end}"), None)))
                     }
-                    (Some(IntOrString::String(named)), _) => problems.push(format!(
-                        "{rule}: named port {named:?} is not supported yet (port left out)"
+                    (Some(IntOrString::String(named)), Some(_)) => problems.push(format!(
+                        "{rule}: endPort with the named port {named:?} is invalid (NetworkPolicy allows endPort only with a numbered port; port left out)"
                     )),
+                    (Some(IntOrString::String(named)), None) => {
+                        // Where the name resolves: the destinations' container ports (egress:
+                        // any pod on the networks; the rule's peers narrow it in the match).
+                        let dests: Vec<&PolicyPod> = if dir.what == "ingress" {
+                            selected.clone()
+                        } else {
+                            pods.iter().collect()
+                        };
+                        let mut numbers: BTreeMap<i32, BTreeSet<IpAddr>> = BTreeMap::new();
+                        for pod in dests {
+                            let Some(number) = pod
+                                .ports
+                                .iter()
+                                .find(|c| {
+                                    c.name == *named && c.protocol.eq_ignore_ascii_case(&proto)
+                                })
+                                .map(|c| c.port)
+                            else {
+                                continue;
+                            };
+                            numbers.entry(number).or_default().extend(
+                                on_networks(pod, &p.providers).flat_map(|a| a.ips.iter().copied()),
+                            );
+                        }
+                        for (number, ips) in numbers {
+                            for v4 in [true, false] {
+                                let addresses: BTreeSet<String> = ips
+                                    .iter()
+                                    .filter(|a| a.is_ipv4() == v4)
+                                    .map(ToString::to_string)
+                                    .collect();
+                                if addresses.is_empty() {
+                                    continue;
+                                }
+                                let (ip, fam) = if v4 { ("ip4", "v4") } else { ("ip6", "v6") };
+                                let name = format!(
+                                    "{pg}.{}.{n}.{proto}_{}_{number}.{fam}",
+                                    dir.what,
+                                    named.replace('-', "_")
+                                );
+                                set(name.clone(), addresses);
+                                l4s.push(Some((
+                                    format!("{ip}.dst == ${name} && {proto}.dst == {number}"),
+                                    Some(v4),
+                                )));
+                            }
+                        }
+                    }
                 }
             }
             if !l4.is_empty() && l4s.is_empty() {
@@ -311,10 +421,14 @@ pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan
             if l4s.is_empty() {
                 l4s.push(None);
             }
-            for end in &ends {
+            for (end, end_v4) in &ends {
                 for l4 in &l4s {
                     let mut m = format!("{} == @{pg} && {end}", dir.side);
-                    if let Some(l4) = l4 {
+                    if let Some((l4, l4_v4)) = l4 {
+                        // An IPv4 end never meets an IPv6 destination.
+                        if matches!((end_v4, l4_v4), (Some(a), Some(b)) if a != b) {
+                            continue;
+                        }
                         m.push_str(" && ");
                         m.push_str(l4);
                     }
@@ -322,6 +436,7 @@ pub fn plan(policies: &[NetworkPolicy], pods: &[PolicyPod]) -> NetworkPolicyPlan
                 }
             }
         }
+        out.address_sets.extend(sets.into_values());
         let mut seen = BTreeSet::new();
         acls.retain(|a| seen.insert((a.direction.clone(), a.match_.clone())));
         out.port_groups.push(PortGroupSpec {
@@ -370,6 +485,7 @@ mod tests {
                     ips: vec![ip.parse().unwrap()],
                 })
                 .collect(),
+            ports: Vec::new(),
         }
     }
 
@@ -454,7 +570,7 @@ mod tests {
                 )],
             ),
         ];
-        let p = plan(&[server_policy()], &pods);
+        let p = plan(&[server_policy()], &pods, &Namespaces::new());
         let pg = &p.port_groups[0];
         assert_eq!(pg.name, "ovn.mnp.default.web_only");
         assert_eq!(
@@ -485,27 +601,374 @@ mod tests {
         assert!(p.problems.is_empty());
     }
 
+    fn in_ns(ns: &str, app: &str, port: &str, ip: &str) -> PolicyPod {
+        PolicyPod {
+            namespace: ns.into(),
+            ..pod(app, &[("net-a.default.ovn", port, ip)])
+        }
+    }
+
+    fn namespaces(list: &[(&str, &[(&str, &str)])]) -> Namespaces {
+        list.iter()
+            .map(|(ns, labels)| {
+                let labels = labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (ns.to_string(), labels)
+            })
+            .collect()
+    }
+
+    fn team(value: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(BTreeMap::from([("team".to_owned(), value.to_owned())])),
+            ..Default::default()
+        }
+    }
+
+    /// The addresses of the policy's ingress rule 1 peers (IPv4).
+    fn peers_v4(p: &NetworkPolicyPlan) -> Vec<String> {
+        p.address_sets
+            .iter()
+            .find(|s| s.name == "ovn.mnp.default.web_only.ingress.1.v4")
+            .expect("the peers' address set")
+            .addresses
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn cluster() -> Vec<PolicyPod> {
+        vec![
+            in_ns(
+                "default",
+                "server",
+                "s.default.net-a.default.ovn",
+                "10.0.0.2",
+            ),
+            in_ns(
+                "default",
+                "client",
+                "c.default.net-a.default.ovn",
+                "10.0.0.3",
+            ),
+            in_ns("blue", "client", "c.blue.net-a.default.ovn", "10.0.0.10"),
+            in_ns("blue", "other", "o.blue.net-a.default.ovn", "10.0.0.11"),
+            in_ns("red", "client", "c.red.net-a.default.ovn", "10.0.0.20"),
+            // A blue client without an attachment on the policy's network.
+            PolicyPod {
+                namespace: "blue".into(),
+                ..pod(
+                    "client",
+                    &[("net-b.default.ovn", "x.blue.net-b.default.ovn", "10.1.0.9")],
+                )
+            },
+        ]
+    }
+
     #[test]
-    fn unsupported_peers_and_ports_are_left_out_and_reported() {
+    fn a_namespace_selector_alone_selects_every_pod_of_the_matching_namespaces() {
         let mut policy = server_policy();
+        policy.spec.ingress[0].from = Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(team("a")),
+            ..Default::default()
+        }]);
+        let ns = namespaces(&[
+            ("default", &[]),
+            ("blue", &[("team", "a")]),
+            ("red", &[("team", "b")]),
+        ]);
+        let p = plan(&[policy.clone()], &cluster(), &ns);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        // Both blue pods on net-a, not the red one, not default's, not blue's net-b address.
+        assert_eq!(peers_v4(&p), ["10.0.0.10", "10.0.0.11"]);
+        assert!(p.port_groups[0].acls.iter().any(|a| a.match_
+            == "outport == @ovn.mnp.default.web_only && ip4.src == $ovn.mnp.default.web_only.ingress.1.v4 && tcp.dst == 80"));
+
+        // An empty namespaceSelector: every namespace.
         policy.spec.ingress[0].from = Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
             ..Default::default()
         }]);
-        let p = plan(&[policy], &[]);
-        // Only the default drop: the rule allows nothing it cannot express.
-        assert_eq!(p.port_groups[0].acls.len(), 1);
-        assert!(
-            p.problems["default/web-only"][0].contains("namespaceSelector is not supported yet")
+        let p = plan(&[policy], &cluster(), &ns);
+        assert_eq!(
+            peers_v4(&p),
+            [
+                "10.0.0.10",
+                "10.0.0.11",
+                "10.0.0.2",
+                "10.0.0.20",
+                "10.0.0.3"
+            ]
         );
-        let mut named = server_policy();
-        named.spec.ingress[0].ports = Some(vec![NetworkPolicyPort {
-            port: Some(IntOrString::String("http".into())),
+    }
+
+    #[test]
+    fn namespace_and_pod_selectors_in_one_peer_select_the_matching_pods_of_matching_namespaces() {
+        let mut policy = server_policy();
+        policy.spec.ingress[0].from = Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(team("a")),
+            pod_selector: Some(selector("client")),
             ..Default::default()
         }]);
-        let p = plan(&[named], &[]);
+        let ns = namespaces(&[
+            ("default", &[]),
+            ("blue", &[("team", "a")]),
+            ("red", &[("team", "b")]),
+        ]);
+        let p = plan(&[policy.clone()], &cluster(), &ns);
+        assert_eq!(peers_v4(&p), ["10.0.0.10"]);
+
+        // A label change on a namespace changes the peers: red joins, blue leaves.
+        let relabelled = namespaces(&[
+            ("default", &[]),
+            ("blue", &[("team", "b")]),
+            ("red", &[("team", "a")]),
+        ]);
+        let p = plan(&[policy.clone()], &cluster(), &relabelled);
+        assert_eq!(peers_v4(&p), ["10.0.0.20"]);
+
+        // A namespace not observed matches no selector; no namespace matching: no peer at all
+        // (the set is empty, the rule allows nothing).
+        let p = plan(&[policy], &cluster(), &namespaces(&[("default", &[])]));
+        assert!(peers_v4(&p).is_empty());
+        assert!(p.problems.is_empty());
+    }
+
+    #[test]
+    fn a_podselector_peer_without_namespaceselector_stays_in_the_policys_namespace() {
+        let p = plan(
+            &[server_policy()],
+            &cluster(),
+            &namespaces(&[("default", &[]), ("blue", &[("team", "a")])]),
+        );
+        assert_eq!(peers_v4(&p), ["10.0.0.3"]);
+    }
+
+    #[test]
+    fn an_invalid_namespace_selector_selects_nothing_and_is_reported() {
+        let mut policy = server_policy();
+        policy.spec.ingress[0].from = Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                        key: "team".into(),
+                        operator: "Near".into(),
+                        values: None,
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let ns = namespaces(&[("blue", &[("team", "a")])]);
+        let p = plan(&[policy], &cluster(), &ns);
+        assert!(peers_v4(&p).is_empty());
+        assert!(p.problems["default/web-only"][0].contains("\"Near\""));
+    }
+
+    fn with_ports(mut pod: PolicyPod, ports: &[(&str, &str, i32)]) -> PolicyPod {
+        pod.ports = ports
+            .iter()
+            .map(|(name, protocol, port)| NamedPort {
+                name: name.to_string(),
+                protocol: protocol.to_string(),
+                port: *port,
+            })
+            .collect();
+        pod
+    }
+
+    fn named(name: &str, protocol: Option<&str>) -> NetworkPolicyPort {
+        NetworkPolicyPort {
+            protocol: protocol.map(str::to_owned),
+            port: Some(IntOrString::String(name.into())),
+            end_port: None,
+        }
+    }
+
+    fn allow_matches(p: &NetworkPolicyPlan) -> Vec<String> {
+        p.port_groups[0]
+            .acls
+            .iter()
+            .filter(|a| a.priority == ALLOW_PRIORITY)
+            .map(|a| a.match_.clone())
+            .collect()
+    }
+
+    fn set<'a>(p: &'a NetworkPolicyPlan, name: &str) -> Vec<&'a str> {
+        p.address_sets
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no address set {name}: {:?}", p.address_sets))
+            .addresses
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn an_ingress_named_port_resolves_per_selected_pod_with_its_protocol() {
+        let pods = vec![
+            with_ports(
+                in_ns(
+                    "default",
+                    "server",
+                    "s1.default.net-a.default.ovn",
+                    "10.0.0.2",
+                ),
+                &[("http", "TCP", 8080), ("dns", "UDP", 53)],
+            ),
+            with_ports(
+                in_ns(
+                    "default",
+                    "server",
+                    "s2.default.net-a.default.ovn",
+                    "10.0.0.4",
+                ),
+                &[("http", "TCP", 9090)],
+            ),
+            with_ports(
+                in_ns(
+                    "default",
+                    "server",
+                    "s3.default.net-a.default.ovn",
+                    "10.0.0.5",
+                ),
+                &[("http", "TCP", 8080)],
+            ),
+            // Named `http` over UDP: the protocol does not match.
+            with_ports(
+                in_ns(
+                    "default",
+                    "server",
+                    "s4.default.net-a.default.ovn",
+                    "10.0.0.6",
+                ),
+                &[("http", "UDP", 7070)],
+            ),
+            // No such port: contributes nothing.
+            in_ns(
+                "default",
+                "server",
+                "s5.default.net-a.default.ovn",
+                "10.0.0.7",
+            ),
+            // Not selected (a client): its `http` never counts for ingress.
+            with_ports(
+                in_ns(
+                    "default",
+                    "client",
+                    "c.default.net-a.default.ovn",
+                    "10.0.0.3",
+                ),
+                &[("http", "TCP", 1111)],
+            ),
+        ];
+        let mut policy = server_policy();
+        policy.spec.ingress[0].from = Some(vec![NetworkPolicyPeer {
+            pod_selector: Some(selector("client")),
+            ..Default::default()
+        }]);
+        policy.spec.ingress[0].ports = Some(vec![named("http", None), named("dns", Some("UDP"))]);
+        let p = plan(&[policy], &pods, &Namespaces::new());
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let pg = "ovn.mnp.default.web_only";
+        assert_eq!(
+            set(&p, &format!("{pg}.ingress.1.tcp_http_8080.v4")),
+            ["10.0.0.2", "10.0.0.5"]
+        );
+        assert_eq!(
+            set(&p, &format!("{pg}.ingress.1.tcp_http_9090.v4")),
+            ["10.0.0.4"]
+        );
+        assert_eq!(
+            set(&p, &format!("{pg}.ingress.1.udp_dns_53.v4")),
+            ["10.0.0.2"]
+        );
+        assert!(!p
+            .address_sets
+            .iter()
+            .any(|s| s.name.contains("7070") || s.name.contains("1111")));
+        let src = format!("outport == @{pg} && ip4.src == ${pg}.ingress.1.v4");
+        assert_eq!(
+            allow_matches(&p),
+            [
+                format!("{src} && ip4.dst == ${pg}.ingress.1.tcp_http_8080.v4 && tcp.dst == 8080"),
+                format!("{src} && ip4.dst == ${pg}.ingress.1.tcp_http_9090.v4 && tcp.dst == 9090"),
+                format!("{src} && ip4.dst == ${pg}.ingress.1.udp_dns_53.v4 && udp.dst == 53"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_egress_named_port_resolves_in_the_destination_pods() {
+        let pods = vec![
+            in_ns(
+                "default",
+                "server",
+                "s.default.net-a.default.ovn",
+                "10.0.0.2",
+            ),
+            with_ports(
+                in_ns(
+                    "default",
+                    "client",
+                    "c.default.net-a.default.ovn",
+                    "10.0.0.3",
+                ),
+                &[("metrics", "TCP", 9100)],
+            ),
+            with_ports(
+                in_ns("blue", "client", "c.blue.net-a.default.ovn", "10.0.0.10"),
+                &[("metrics", "TCP", 9200)],
+            ),
+        ];
+        let mut policy = server_policy();
+        policy.spec.ingress.clear();
+        policy.spec.policy_types = Some(vec!["Egress".into()]);
+        policy.spec.egress = vec![k8s_openapi::api::networking::v1::NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                pod_selector: Some(selector("client")),
+                ..Default::default()
+            }]),
+            ports: Some(vec![named("metrics", None)]),
+        }];
+        let p = plan(&[policy], &pods, &Namespaces::new());
+        let pg = "ovn.mnp.default.web_only";
+        // Only default's client is a peer; the named port resolves in every pod on the
+        // network, the peer set narrows it.
+        assert_eq!(set(&p, &format!("{pg}.egress.1.v4")), ["10.0.0.3"]);
+        assert_eq!(
+            set(&p, &format!("{pg}.egress.1.tcp_metrics_9100.v4")),
+            ["10.0.0.3"]
+        );
+        let dst = format!("inport == @{pg} && ip4.dst == ${pg}.egress.1.v4");
+        assert!(allow_matches(&p).contains(&format!(
+            "{dst} && ip4.dst == ${pg}.egress.1.tcp_metrics_9100.v4 && tcp.dst == 9100"
+        )));
+        // No IPv6 destination combined with an IPv4 one.
+        assert!(!allow_matches(&p)
+            .iter()
+            .any(|m| m.contains("ip6") && m.contains("v4 &&")));
+    }
+
+    #[test]
+    fn a_named_port_no_pod_has_allows_nothing_and_endport_with_a_name_is_reported() {
+        let mut policy = server_policy();
+        policy.spec.ingress[0].ports = Some(vec![named("http", None)]);
+        let p = plan(&[policy.clone()], &cluster(), &Namespaces::new());
+        // Only the default drop: nothing resolves `http`.
         assert_eq!(p.port_groups[0].acls.len(), 1);
-        assert!(p.problems["default/web-only"][0].contains("named port"));
+        assert!(p.problems.is_empty());
+        policy.spec.ingress[0].ports = Some(vec![NetworkPolicyPort {
+            end_port: Some(90),
+            ..named("http", None)
+        }]);
+        let p = plan(&[policy], &cluster(), &Namespaces::new());
+        assert_eq!(p.port_groups[0].acls.len(), 1);
+        assert!(p.problems["default/web-only"][0].contains("endPort with the named port"));
     }
 
     #[test]
@@ -513,7 +976,7 @@ mod tests {
         let mut policy = server_policy();
         policy.spec.ingress.clear();
         policy.spec.policy_types = Some(vec!["Egress".into()]);
-        let p = plan(&[policy], &[]);
+        let p = plan(&[policy], &[], &Namespaces::new());
         assert_eq!(p.port_groups[0].acls.len(), 1);
         assert_eq!(p.port_groups[0].acls[0].direction, FROM_LPORT);
         let sel = LabelSelector {
