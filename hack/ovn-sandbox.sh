@@ -133,7 +133,11 @@ cmd_down() {
     pid=$(cat "$f" 2>/dev/null || true)
     [ -n "$pid" ] || continue
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$pid" 2>/dev/null || continue
+    # Still there after 2.5 s (a loaded machine): kill it and wait until it is gone, so
+    # that `down` returning means no daemon of the sandbox runs.
     kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   done
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
