@@ -217,8 +217,9 @@ desc="the gateway's LAN leg holds lanIp 10.100.0.254"; check sh -c "nsenter --ne
 desc="the gateway has an address on the external network"; check sh -c "nsenter --net=$gw_ns ip -4 -o addr | grep -q ' 172.18.0.'"
 desc="the gateway keeps eth0's default route (forwarded traffic: policy routing)"; check sh -c "nsenter --net=$gw_ns ip route show default | grep -q 'dev eth0'"
 nb=$(kubectl get kubeovn kube-ovn -o jsonpath='{.status.central.nbAddress}')
-vpc_routes() { kubectl exec -n kube-system ovn-central-0 -- ovn-nbctl --db="$nb" lr-route-list vpc-secondary; }
-desc="the VPC routes 0.0.0.0/0 via lanIp"; check bash -c "$(declare -f vpc_routes); nb=$nb; vpc_routes | grep -q '0.0.0.0/0 .*10.100.0.254'"
+nbctl() { kubectl exec -n kube-system ovn-central-0 -- ovn-nbctl --db="$nb" "$@"; }
+vpc_routes() { nbctl lr-route-list vpc-secondary; }
+desc="the VPC routes 0.0.0.0/0 via lanIp"; check bash -c "$(declare -f nbctl vpc_routes); nb=$nb; vpc_routes | grep -q '0.0.0.0/0 .*10.100.0.254'"
 gw_node=$(kubectl get pod -n kube-system "$gw_pod" -o jsonpath='{.spec.nodeName}')
 [ "$gw_node" = node-1 ] && app_node=node-2 || app_node=node-1
 # A VPC pod on the other node; eth0 keeps its default route, so what goes out through the
@@ -315,13 +316,11 @@ kill $servers; wait $servers 2>/dev/null || true
 kubectl delete iptables-fip-rules,iptables-snat-rules --all
 kubectl delete iptables-eips --all
 kubectl delete vpc-nat-gw vpc-nat-gw
-desc="the VPC's default route goes with the gateway"; check retry bash -c "$(declare -f vpc_routes); nb=$nb; ! vpc_routes | grep -q '0.0.0.0/0'"
+desc="the VPC's default route goes with the gateway"; check retry bash -c "$(declare -f nbctl vpc_routes); nb=$nb; ! vpc_routes | grep -q '0.0.0.0/0'"
 desc="the gateway's pod goes with it"; check retry sh -c "! kubectl get pod -n kube-system $gw_pod >/dev/null 2>&1"
 
 
 say "OVN northbound (central runs on the nodes' host network)"
-nb=$(kubectl get kubeovn kube-ovn -o jsonpath='{.status.central.nbAddress}')
-nbctl() { kubectl exec -n kube-system ovn-central-0 -- ovn-nbctl --db="$nb" "$@"; }
 nbctl show | head -60
 
 say "deleting the pods frees their ports and addresses"

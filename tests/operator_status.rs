@@ -36,28 +36,10 @@ subjects:
   namespace: default
 ";
 
-/// Runs the real kubectl against the cluster; its stdout.
-fn kubectl(c: &Cluster, args: &[&str]) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .arg("--cache-dir")
-        .arg(c.dir.path().join("kubectl-cache"))
-        .args(args)
-        .output()
-        .expect("kubectl is installed");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A token of a new ServiceAccount `name` in `default`.
 fn token_of(c: &Cluster, name: &str) -> String {
-    kubectl(c, &["create", "serviceaccount", name]);
-    kubectl(c, &["create", "token", name])
+    c.kubectl(&["create", "serviceaccount", name]);
+    c.kubectl(&["create", "token", name])
 }
 
 fn json_body(code: u16, body: &str, want: u16) -> Value {
@@ -131,7 +113,7 @@ async fn status_api_answers_tokens_with_rbac_only_and_shows_usage_pods_and_metri
     let viewer = token_of(&c, "viewer");
     let rbac = c.dir.path().join("status-reader.yaml");
     std::fs::write(&rbac, STATUS_READER).unwrap();
-    kubectl(&c, &["apply", "-f", rbac.to_str().unwrap()]);
+    c.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
 
     let (code, body) = c.status_call("/api/v1/status", Some(&viewer)).await;
     let doc = json_body(code, &body, 200);

@@ -136,24 +136,6 @@ async fn a_nad_without_provider_is_reported_on_the_nad_and_its_pods() {
     assert!(c.nb_pod_ports().is_empty());
 }
 
-/// Runs the real kubectl against the cluster; its stdout.
-fn kubectl(c: &Cluster, args: &[&str]) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .arg("--cache-dir")
-        .arg(c.dir.path().join("kubectl-cache"))
-        .args(args)
-        .output()
-        .expect("kubectl is installed");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ip_crs_and_vpc_status_read_as_upstream() {
     let mut c = Cluster::up(0).await;
@@ -193,7 +175,7 @@ async fn ip_crs_and_vpc_status_read_as_upstream() {
         (c.ip_crs().await.len() == 1).then_some(())
     })
     .await;
-    let table = kubectl(&c, &["get", "ips"]);
+    let table = c.kubectl(&["get", "ips"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -220,7 +202,7 @@ async fn ip_crs_and_vpc_status_read_as_upstream() {
         "ovn.kubernetes.io/ip_reserved=false",
         "dual",
     ] {
-        let names = kubectl(&c, &["get", "ips", "-l", selector, "-o", "name"]);
+        let names = c.kubectl(&["get", "ips", "-l", selector, "-o", "name"]);
         assert_eq!(
             names, "ip.kubeovn.io/dual-pod.default.dual-net.default.ovn",
             "{selector}"
@@ -246,7 +228,7 @@ async fn ip_crs_and_vpc_status_read_as_upstream() {
         (ready.status, ready.message.as_str()),
         (ConditionStatus::True, "logical router vpc-dual")
     );
-    let table = kubectl(&c, &["get", "vpc", "vpc-dual"]);
+    let table = c.kubectl(&["get", "vpc", "vpc-dual"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(

@@ -37,7 +37,10 @@ pub enum LinkError {
     Missing(String),
 }
 
-fn nl(op: &'static str, object: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+pub(super) fn nl(
+    op: &'static str,
+    object: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let object = object.into();
     move |source| LinkError::Netlink { op, object, source }
 }

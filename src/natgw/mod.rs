@@ -7,8 +7,10 @@
 //!
 //! By step: `rules.rs` (which CRs, as typed rules), `plan.rs` (the wanted table, addresses
 //! and conntrack flushes; pure), `dataplane.rs` (applying a plan) over `nftables.rs`,
-//! `links.rs`, `conntrack.rs` and `nfnetlink.rs`; `interfaces.rs` (which interface is which
-//! leg); `status.rs` (`status.ready`). This file is the loop that joins them.
+//! `links.rs`, `conntrack.rs` and `nfnetlink.rs`; `routing.rs` (forwarded LAN traffic out of
+//! the external leg by policy routing, eth0 keeping the pod's default route);
+//! `interfaces.rs` (which interface is which leg); `status.rs` (`status.ready`). This file is
+//! the loop that joins them.
 
 pub mod conntrack;
 pub mod dataplane;
@@ -221,8 +223,12 @@ impl Gateway {
         let programmed = if unchanged && !force {
             true
         } else {
+            // The policy routes depend only on the legs and GATEWAY_V4, fixed for the pod's
+            // life: written until the first apply succeeds, then repaired on each resync.
+            let route = self.started || force;
             let applied = match apply(&wanted, &self.interfaces, self.started).await {
-                Ok(applied) => self.route().await.map(|()| applied),
+                Ok(applied) if route => self.route().await.map(|()| applied),
+                Ok(applied) => Ok(applied),
                 Err(e) => Err(e.to_string()),
             };
             match applied {

@@ -21,7 +21,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::IpVersion;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::links::{self, LinkError};
+use super::links::{self, nl, LinkError};
 use super::plan::Interfaces;
 
 /// The routing table holding the external default route.
@@ -30,11 +30,6 @@ pub const TABLE: u32 = 100;
 pub const MAIN_PRIORITY: u32 = 1000;
 /// Priority of the rule sending the rest of the LAN's traffic to [`TABLE`].
 pub const EGRESS_PRIORITY: u32 = 1001;
-
-fn nl(op: &'static str, object: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
-    let object = object.into();
-    move |source| LinkError::Netlink { op, object, source }
-}
 
 /// A policy rule as we want it, for comparing with what the kernel lists.
 #[derive(Debug, Clone, PartialEq, Eq)]

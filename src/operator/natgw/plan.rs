@@ -5,8 +5,9 @@
 //!
 //! The pod gets two attachments, both injected here (upstream forgets the LAN one in
 //! non-primary mode, #6744): the LAN subnet's NAD with the lanIp, and the external subnets'
-//! IPAM-only NADs (the first holds the default route). Other VPC subnets are routed via the
-//! LAN subnet's gateway.
+//! IPAM-only NADs. No default route on either: eth0 keeps the pod's; the first external
+//! subnet's IPv4 gateway is passed as `GATEWAY_V4`, through which the nat-gw role
+//! policy-routes what it forwards. Other VPC subnets are routed via the LAN subnet's gateway.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -71,7 +72,7 @@ pub struct ExternalLeg {
     pub subnet: String,
     /// `<nad>.<ns>`: the IPAM-only provider, which names the NAD.
     pub provider: Provider,
-    /// The subnet's gateway of the family the default route needs.
+    /// The subnet's gateway (the first leg's IPv4 one becomes `GATEWAY_V4`).
     pub gateway: Option<IpAddr>,
 }
 
