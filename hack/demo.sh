@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-fail() { printf '\n\033[31mDEMO FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
+failed=''
+fail() { failed=$*; printf '\n\033[31mDEMO FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, OVS)"
 hack/install-deps.sh
@@ -43,13 +44,17 @@ cleanup() {
                      kubectl get kubeovn kube-ovn -o jsonpath='{.status}' 2>&1; echo
                      kubectl get pods -n kube-system -o wide 2>&1 || true
                      for w in deployment/kube-ovn-operator statefulset/ovn-central daemonset/ovs-ovn daemonset/kube-ovn-cni; do
-                       echo "--- $w log (tail)"; kubectl logs -n kube-system "$w" --tail 20 2>&1 || true; done; }
+                       echo "--- $w log (tail)"; kubectl logs -n kube-system "$w" --tail 20 2>&1 || true; done
+                     # Last, so that a log's tail (CI keeps only the end) still names what failed.
+                     echo "DEMO FAILED: ${failed:-a command failed (exit $rc), see above}" >&2; }
   # Stopping kube-sim stops every process it runs.
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
   rm -rf "$work"
   exit $rc
 }
 trap cleanup EXIT
+# A command failing outside check (set -e) is named too.
+trap '[ -n "$failed" ] || failed="line $LINENO: $BASH_COMMAND"' ERR
 
 say "kube-sim: API server and two nodes (kube-ovn:dev runs as $bin) on an external network"
 "$sim" serve --kubeconfig "$work/kubeconfig" --nodes 2 --state-dir "$work/nodes" \
@@ -321,7 +326,10 @@ desc="the gateway's pod goes with it"; check retry sh -c "! kubectl get pod -n k
 
 
 say "OVN northbound (central runs on the nodes' host network)"
-nbctl show | head -60
+# Whole output to a file first: `nbctl show | head` under pipefail fails the demo whenever head
+# exits before kubectl exec has written its last chunk (SIGPIPE), which a loaded machine does.
+nbctl show >"$work/nb-show.txt"
+sed -n 1,60p "$work/nb-show.txt"
 
 say "deleting the pods frees their ports and addresses"
 kubectl delete pod --all >/dev/null
