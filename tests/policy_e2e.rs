@@ -18,7 +18,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fullpath_support::Bed;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_ovn::api::security_group::SecurityGroup;
 use node_support::PodNetns;
 use operator_support::{nad_yaml, subnet_yaml, vpc_yaml};
@@ -295,7 +296,7 @@ fn security_groups_allow_only_their_rules_live_and_port_security_drops_spoofing(
 }
 
 #[test]
-fn a_private_subnet_admits_exactly_its_allowed_subnets() {
+fn a_private_subnet_admits_exactly_its_allowed_subnets_and_a_later_mnp_crd_is_picked_up() {
     let bed = Bed::up();
     bed.apply(&vpc_yaml("vpc-priv"));
     for (nad, subnet, cidr) in [
@@ -323,7 +324,7 @@ fn a_private_subnet_admits_exactly_its_allowed_subnets() {
         (p, ip)
     };
     let (p1, p1_ip) = pod(1, "priv-1", "priv-net");
-    let (_p2, p2_ip) = pod(2, "priv-2", "priv-net");
+    let (p2, p2_ip) = pod(2, "priv-2", "priv-net");
     let (q, _) = pod(2, "allowed-1", "allowed-net");
     let (r, _) = pod(1, "other-1", "other-net");
     eventually("the private subnet's ACLs are in NB", || {
@@ -365,6 +366,47 @@ fn a_private_subnet_admits_exactly_its_allowed_subnets() {
         ping(&bed, &r, &p1_ip)
     });
     assert!(bed.sandbox.nbctl(&["acl-list", "priv"]).trim().is_empty());
+
+    // The operator started without the MultiNetworkPolicy CRD: installing it now is enough
+    // (no restart) for a policy to apply: deny all ingress to priv-1 on priv-net.
+    let crd = serde_yaml::from_str(include_str!("../crds/multi-networkpolicy.yaml"))
+        .expect("the community's CRD");
+    bed.rt
+        .block_on(
+            Api::<CustomResourceDefinition>::all(bed.client.clone())
+                .create(&PostParams::default(), &crd),
+        )
+        .expect("install the MultiNetworkPolicy CRD");
+    label(&bed, "priv-1", "locked");
+    assert!(
+        ping(&bed, &p2, &p1_ip),
+        "priv-2 reaches priv-1 before the policy"
+    );
+    bed.apply(
+        "apiVersion: k8s.cni.cncf.io/v1beta1
+kind: MultiNetworkPolicy
+metadata:
+  name: lock
+  namespace: default
+  annotations:
+    k8s.v1.cni.cncf.io/policy-for: priv-net
+spec:
+  podSelector:
+    matchLabels:
+      app: locked
+  policyTypes:
+  - Ingress
+",
+    );
+    eventually("the late policy's port group is in NB", || {
+        bed.sandbox
+            .nbctl(&["--bare", "--columns=name", "list", "Port_Group"])
+            .contains("ovn.mnp.default.lock")
+    });
+    bed.sandbox.nbctl(&["--wait=hv", "sync"]);
+    eventually("priv-2 loses priv-1 under the late policy", || {
+        !ping(&bed, &p2, &p1_ip)
+    });
 }
 
 fn label(bed: &Bed, pod: &str, app: &str) {

@@ -19,10 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -278,27 +280,43 @@ pub async fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) {
     // loop like a pod's.
     let (namespaces, namespace_writer) = reflector::store();
     let with_policies = matches!(crds.get_opt(MNP_CRD).await, Ok(Some(_)));
+    let mirror_policies = {
+        let (client, wake) = (ctx.client.clone(), wake.clone());
+        async move {
+            let changed = move || wake.notify_one();
+            futures::join!(
+                super::mirror(
+                    Api::<MultiNetworkPolicy>::all(client.clone()),
+                    policy_writer,
+                    "multi-networkpolicies",
+                    changed.clone(),
+                ),
+                super::mirror(
+                    Api::<Namespace>::all(client),
+                    namespace_writer,
+                    "namespaces",
+                    changed,
+                ),
+            );
+        }
+    };
+    let (installed_tx, installed) = tokio::sync::oneshot::channel();
     if with_policies {
-        tasks.spawn(super::mirror(
-            Api::<MultiNetworkPolicy>::all(ctx.client.clone()),
-            policy_writer,
-            "multi-networkpolicies",
-            {
-                let wake = wake.clone();
-                move || wake.notify_one()
-            },
-        ));
-        tasks.spawn(super::mirror(
-            Api::<Namespace>::all(ctx.client.clone()),
-            namespace_writer,
-            "namespaces",
-            {
-                let wake = wake.clone();
-                move || wake.notify_one()
-            },
-        ));
+        tasks.spawn(mirror_policies);
+        let _ = installed_tx.send((policies, namespaces));
     } else {
-        info!(crd = MNP_CRD, "MultiNetworkPolicy CRD not installed: MultiNetworkPolicies are not applied (install crds/multi-networkpolicy.yaml and restart the operator)");
+        info!(crd = MNP_CRD, "MultiNetworkPolicy CRD not installed: MultiNetworkPolicies are applied once it is (crds/multi-networkpolicy.yaml)");
+        // Watched for: installing the CRD later starts the policies' watches without a restart.
+        tasks.spawn(async move {
+            if crd_installed(crds).await {
+                info!(
+                    crd = MNP_CRD,
+                    "MultiNetworkPolicy CRD installed: applying MultiNetworkPolicies"
+                );
+                let _ = installed_tx.send((policies, namespaces));
+                mirror_policies.await;
+            }
+        });
     }
     let (groups, writer) = reflector::store();
     tasks.spawn(super::mirror(
@@ -327,20 +345,37 @@ pub async fn start(ctx: Arc<Context>, tasks: &mut tokio::task::JoinSet<()>) {
             }
         });
     }
-    tasks.spawn(run(
-        ctx,
-        groups,
-        with_policies.then_some((policies, namespaces)),
-        wake,
-    ));
+    tasks.spawn(run(ctx, groups, installed, wake));
 }
 
 const MNP_CRD: &str = "multi-networkpolicies.k8s.cni.cncf.io";
 
+/// The MultiNetworkPolicy and Namespace stores, once the MultiNetworkPolicy CRD is installed.
+type PolicyStores = (Store<MultiNetworkPolicy>, Store<Namespace>);
+
+/// Waits until the MultiNetworkPolicy CRD exists (a watch over the CRDs: a handful of objects).
+/// False when the watch ends first.
+async fn crd_installed(crds: Api<CustomResourceDefinition>) -> bool {
+    let mut events = kube::runtime::watcher(crds, kube::runtime::watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        use kube::runtime::watcher::Event;
+        match event {
+            Ok(Event::Apply(crd) | Event::InitApply(crd)) if crd.name_any() == MNP_CRD => {
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "CRD watch failed; retrying"),
+        }
+    }
+    false
+}
+
 async fn run(
     ctx: Arc<Context>,
     groups: Store<SecurityGroup>,
-    policies: Option<(Store<MultiNetworkPolicy>, Store<Namespace>)>,
+    installed: tokio::sync::oneshot::Receiver<PolicyStores>,
     wake: Arc<Notify>,
 ) {
     // A pass over an incomplete store would remove the rows of what is not listed yet.
@@ -348,11 +383,15 @@ async fn run(
         warn!("the SecurityGroup or Subnet watch stopped before its first list");
         return;
     }
-    if let Some((p, n)) = &policies {
-        if p.wait_until_ready().await.is_err() || n.wait_until_ready().await.is_err() {
-            warn!("the MultiNetworkPolicy or Namespace watch stopped before its first list");
-            return;
-        }
+    // Installed at start: sent already. Otherwise taken when the CRD appears (below).
+    let mut installed = Some(installed);
+    let mut policies = None;
+    if let Some(Ok(stores)) = installed.as_mut().map(|r| r.try_recv()) {
+        installed = None;
+        policies = Some(match ready(stores).await {
+            Some(stores) => stores,
+            None => return,
+        });
     }
     info!("traffic policy controller running");
     let mut reported: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -381,9 +420,34 @@ async fn run(
                 continue;
             }
         }
-        wake.notified().await;
+        if let Some(receiver) = installed.as_mut() {
+            tokio::select! {
+                () = wake.notified() => {}
+                stores = receiver => {
+                    installed = None;
+                    if let Ok(stores) = stores {
+                        policies = Some(match ready(stores).await {
+                            Some(stores) => stores,
+                            None => return,
+                        });
+                    }
+                }
+            }
+        } else {
+            wake.notified().await;
+        }
         tokio::time::sleep(SETTLE).await;
     }
+}
+
+/// The stores once both have listed, or None when a watch stopped first.
+async fn ready(stores: PolicyStores) -> Option<PolicyStores> {
+    let (p, n) = &stores;
+    if p.wait_until_ready().await.is_err() || n.wait_until_ready().await.is_err() {
+        warn!("the MultiNetworkPolicy or Namespace watch stopped before its first list");
+        return None;
+    }
+    Some(stores)
 }
 
 fn error_kind(e: &PolicyError) -> &'static str {
