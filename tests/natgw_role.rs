@@ -185,6 +185,24 @@ fn all_ready_but_the_duplicate(r: &[(String, Option<bool>)]) -> bool {
     })
 }
 
+/// The role started again in `t`'s gateway netns, once it has programmed its table.
+fn start_programmed(
+    t: &Topology,
+    kubeconfig: &std::path::Path,
+    log: std::path::PathBuf,
+) -> NatGwProcess {
+    let mut role = NatGwProcess::start(&t.gw, GW, POD, kubeconfig, log);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            role.assert_running();
+            role.log_text().contains("programmed")
+        }),
+        "{}",
+        role.log_text()
+    );
+    role
+}
+
 #[test]
 fn the_role_programs_validated_crs_writes_ready_follows_changes_and_rebuilds_after_restart() {
     let t = Topology::new();
@@ -327,21 +345,53 @@ fn the_role_programs_validated_crs_writes_ready_follows_changes_and_rebuilds_aft
         .connect(&format!("{EXT_HOST}:9000"))
         .expect("SNAT while down");
     assert_eq!(c.seen_as, EIP_1);
-    let mut role = NatGwProcess::start(&t.gw, GW, POD, &kubeconfig, dir.path().join("natgw2.log"));
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            role.assert_running();
-            role.log_text().contains("programmed")
-        }),
-        "{}",
-        role.log_text()
-    );
+    let mut role = start_programmed(&t, &kubeconfig, dir.path().join("natgw2.log"));
     assert_eq!(t.gw.nft_text(), before);
     let c = t
         .ext
         .connect(&format!("{EIP_1}:8080"))
         .expect("DNAT after restart");
     assert_eq!(c.seen_as, EXT_HOST);
+
+    // A rule deleted while no role runs: the pod's netns, and its conntrack table, outlive the
+    // process, so the next one cuts that rule's open connection at start and keeps the others'.
+    let mut forward = t
+        .ext
+        .connect(&format!("{EIP_1}:8080"))
+        .expect("DNAT web-dup");
+    let mut fip = t.ext.connect(&format!("{EIP_2}:80")).expect("FIP in");
+    let status = role.stop().expect("exit status");
+    assert!(status.success(), "{}", role.log_text());
+    rt.block_on(
+        Api::<IptablesDnatRule>::all(client.clone()).delete("web-dup", &DeleteParams::default()),
+    )
+    .expect("delete web-dup while the role is down");
+    assert_eq!(
+        forward
+            .echo("while down")
+            .expect("the old rule works while down"),
+        "while down"
+    );
+    let mut role = start_programmed(&t, &kubeconfig, dir.path().join("natgw3.log"));
+    assert!(
+        !t.gw.nft_text().contains("dport 8080"),
+        "{}",
+        t.gw.nft_text()
+    );
+    assert!(
+        t.gw.conntrack(&["dport=8080", "ESTABLISHED"]).is_empty(),
+        "the removed rule's connection is still tracked:\n{}",
+        role.log_text()
+    );
+    assert!(
+        forward.echo("after restart").is_err(),
+        "the removed rule's connection still reaches the pod"
+    );
+    assert_eq!(
+        fip.echo("kept")
+            .expect("the FIP's connection survives the restart"),
+        "kept"
+    );
     let stopped = role.stop().expect("exit status");
     assert!(stopped.success(), "{}", role.log_text());
 }

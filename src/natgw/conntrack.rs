@@ -16,7 +16,7 @@ use netlink_packet_netfilter::{
 };
 
 use super::nfnetlink::{push_message, NfSocket};
-use super::plan::ConntrackFlush;
+use super::plan::{ConntrackFlush, Translations};
 
 /// What a flush did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,7 +82,34 @@ pub fn matches(flush: &ConntrackFlush, original: &TupleKey, reply: &TupleKey) ->
         }
         // A translated source shows as the reply's destination.
         ConntrackFlush::Address { eip } => original.dst == Some(*eip) || reply.dst == Some(*eip),
+        ConntrackFlush::Unexplained(t) => !explains(t, original, reply),
     }
+}
+
+/// Whether `t` translates the connection the way the entry shows it was translated (an
+/// untranslated entry needs no explaining). The reply of a destination-translated connection
+/// comes from its target: that is what a rule must name.
+fn explains(t: &Translations, original: &TupleKey, reply: &TupleKey) -> bool {
+    if original.dst != reply.src || original.dst_port != reply.src_port {
+        let (Some(eip), Some(target)) = (original.dst, reply.src) else {
+            return true;
+        };
+        let forward = t.forwards.iter().any(|&(e, protocol, port, to)| {
+            e == eip
+                && original.protocol == Some(protocol)
+                && original.dst_port == Some(port)
+                && *to.ip() == target
+                && reply.src_port == Some(to.port())
+        });
+        let fip = t.fips.iter().any(|&(e, internal)| {
+            e == eip && internal == target && original.dst_port == reply.src_port
+        });
+        return forward || fip;
+    }
+    if original.src != reply.dst {
+        return reply.dst.is_some_and(|a| t.eips.contains(&a));
+    }
+    true
 }
 
 /// Deletes every IPv4 entry one of `flushes` names.
@@ -210,6 +237,58 @@ mod tests {
         let unrelated = key("10.100.0.4", "172.19.0.1", 6, 5555, 80);
         let unrelated_reply = key("172.19.0.1", "172.19.0.11", 6, 80, 5555);
         assert!(!matches(&flush, &unrelated, &unrelated_reply));
+    }
+
+    #[test]
+    fn a_sweep_takes_translations_no_rule_accounts_for() {
+        let t = Translations {
+            forwards: vec![(
+                "172.19.0.11".parse().unwrap(),
+                6,
+                8080,
+                "10.100.0.2:80".parse().unwrap(),
+            )],
+            fips: vec![(
+                "172.19.0.12".parse().unwrap(),
+                "10.100.0.3".parse().unwrap(),
+            )],
+            eips: vec![
+                "172.19.0.11".parse().unwrap(),
+                "172.19.0.12".parse().unwrap(),
+            ],
+        };
+        let sweep = ConntrackFlush::Unexplained(t);
+        let stale = |o: TupleKey, r: TupleKey| matches(&sweep, &o, &r);
+        // The port forward as planned stays; retargeted or on a port no rule has, it goes.
+        let to_web = key("172.19.0.1", "172.19.0.11", 6, 40000, 8080);
+        assert!(!stale(
+            to_web,
+            key("10.100.0.2", "172.19.0.1", 6, 80, 40000)
+        ));
+        assert!(stale(to_web, key("10.100.0.9", "172.19.0.1", 6, 80, 40000)));
+        assert!(stale(to_web, key("10.100.0.2", "172.19.0.1", 6, 81, 40000)));
+        let to_gone = key("172.19.0.1", "172.19.0.11", 6, 40000, 8443);
+        assert!(stale(
+            to_gone,
+            key("10.100.0.2", "172.19.0.1", 6, 443, 40000)
+        ));
+        // A hairpin through the forward (masqueraded to lanIp) is the forward's.
+        let hairpin = key("10.100.0.5", "172.19.0.11", 6, 40000, 8080);
+        assert!(!stale(
+            hairpin,
+            key("10.100.0.2", "10.100.0.254", 6, 80, 40000)
+        ));
+        // The FIP in, both ways; a FIP to another pod goes.
+        let ping_in = key("172.19.0.1", "172.19.0.12", 1, 0, 0);
+        assert!(!stale(ping_in, key("10.100.0.3", "172.19.0.1", 1, 0, 0)));
+        assert!(stale(ping_in, key("10.100.0.4", "172.19.0.1", 1, 0, 0)));
+        // Sources translated to an EIP stay; to an address no longer an EIP, they go.
+        let out = key("10.100.0.3", "198.51.100.1", 6, 5555, 80);
+        assert!(!stale(out, key("198.51.100.1", "172.19.0.12", 6, 80, 5555)));
+        assert!(stale(out, key("198.51.100.1", "172.19.0.13", 6, 80, 5555)));
+        // Untranslated: not ours to judge.
+        let plain = key("10.0.0.1", "10.0.0.2", 6, 5555, 80);
+        assert!(!stale(plain, key("10.0.0.2", "10.0.0.1", 6, 80, 5555)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The wanted state of the gateway's netns, planned from its rules: the nftables table
 //! `ip kube-ovn-nat` as two ordered rule lists, the EIP addresses on the external interface,
-//! and which conntrack entries to delete because the rule that made them is gone. Pure; the
+//! and which conntrack entries to delete because the rule that made them is gone (against the
+//! previous plan; after a start, every translation the table does not account for). Pure; the
 //! kernel side is `nftables.rs`, `links.rs` and `conntrack.rs`, sequenced by `dataplane.rs`.
 //!
 //! The table:
@@ -96,6 +97,46 @@ pub enum ConntrackFlush {
     },
     /// Original destination `eip`, or translated source `eip` (a removed FIP or EIP).
     Address { eip: Ipv4Addr },
+    /// After a start: every translated connection these translations do not account for. A
+    /// restarted container keeps its pod's netns and so its conntrack table, and the rules
+    /// removed while no role ran are known to no previous plan.
+    Unexplained(Translations),
+}
+
+/// What a table translates, as conntrack shows it: a connection whose destination was
+/// translated must match a port forward or a FIP; one whose source was translated must have
+/// been given an EIP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Translations {
+    /// Port forwards: EIP, IP protocol number, port → target.
+    pub forwards: Vec<(Ipv4Addr, u8, u16, SocketAddrV4)>,
+    /// FIPs: EIP → internal address (ports unchanged).
+    pub fips: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// The EIPs, the only addresses a source is translated to towards the outside.
+    pub eips: Vec<Ipv4Addr>,
+}
+
+impl Translations {
+    fn of(table: &NatTable, eips: &BTreeSet<Ipv4Addr>) -> Self {
+        let mut out = Translations {
+            eips: eips.iter().copied().collect(),
+            ..Translations::default()
+        };
+        for rule in &table.prerouting {
+            match rule {
+                NatRule::Dnat {
+                    eip,
+                    protocol,
+                    port,
+                    to,
+                    ..
+                } => out.forwards.push((*eip, protocol.number(), *port, *to)),
+                NatRule::FipDnat { eip, to, .. } => out.fips.push((*eip, *to)),
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 /// Everything the dataplane applies.
@@ -174,9 +215,10 @@ pub fn plan(rules: &GatewayRules, interfaces: &Interfaces, previous: Option<&Nat
         }));
 
     let eips: BTreeSet<Ipv4Addr> = rules.eips.iter().map(|e| e.address).collect();
-    let conntrack = previous
-        .map(|p| flushes(&p.table, &table, &p.eips, &eips))
-        .unwrap_or_default();
+    let conntrack = match previous {
+        Some(p) => flushes(&p.table, &table, &p.eips, &eips),
+        None => vec![ConntrackFlush::Unexplained(Translations::of(&table, &eips))],
+    };
     NatPlan {
         table,
         eips,
@@ -352,7 +394,19 @@ mod tests {
             plan.eips.iter().copied().collect::<Vec<_>>(),
             [ip("172.19.0.11"), ip("172.19.0.12")]
         );
-        assert!(plan.conntrack.is_empty(), "nothing to flush after a start");
+        // After a start: a sweep of what this table does not translate the same way.
+        let [ConntrackFlush::Unexplained(t)] = plan.conntrack.as_slice() else {
+            panic!("not one sweep: {:?}", plan.conntrack);
+        };
+        assert_eq!(t.eips, [ip("172.19.0.11"), ip("172.19.0.12")]);
+        assert_eq!(t.fips, [(ip("172.19.0.12"), ip("10.100.0.3"))]);
+        assert_eq!(t.forwards.len(), 2, "{t:?}");
+        assert!(t.forwards.contains(&(
+            ip("172.19.0.11"),
+            6,
+            8080,
+            "10.100.0.2:80".parse().unwrap()
+        )));
     }
 
     #[test]
