@@ -331,11 +331,28 @@ fn uninstall_leaves_nothing_and_reinstall_gives_the_running_pod_its_interface_ba
     let hosts = bed.our_interfaces(1);
     let bin_dir = bed.roles[0].bin_dir.clone();
 
+    let chassis = |table: &str| {
+        bed.sandbox
+            .sbctl(&["--bare", "--columns=name", "list", table])
+    };
+    assert_eq!(
+        chassis("Chassis").lines().count(),
+        1,
+        "the node is a chassis"
+    );
     bed.kube.delete_kubeovn();
     let status = bed.roles[0].stop().expect("node role ran");
     assert!(status.success(), "{status}\n{}", bed.roles[0].log_text());
     let log = bed.roles[0].log_text();
     assert!(log.contains("uninstalled from the node"), "{log}");
+    // The node left the cluster: its Chassis rows are gone from SB (ovn-controller, still
+    // running until the chassis stops below, no longer has a system-id to write them back).
+    assert_eq!(
+        chassis("Chassis").trim(),
+        "",
+        "the chassis stays in SB:\n{log}"
+    );
+    assert_eq!(chassis("Chassis_Private").trim(), "", "{log}");
     assert!(!bin_dir.join("kube-ovn").exists(), "CNI plugin left");
     assert!(bed.our_interfaces(1).is_empty(), "OVS ports left");
     for host in &hosts {
@@ -374,6 +391,8 @@ fn uninstall_leaves_nothing_and_reinstall_gives_the_running_pod_its_interface_ba
     let status = bed.nodes[0].stop_chassis().expect("chassis ran");
     assert!(status.success(), "{status}");
     assert!(pids.iter().all(|p| !process_alive(*p)), "{pids:?}");
+    // Nor did ovn-controller write it back before it stopped.
+    assert_eq!(chassis("Chassis").trim(), "", "the chassis came back");
     assert_eq!(
         bed.nodes[0].netns_pids(),
         Vec::<String>::new(),

@@ -2,7 +2,8 @@
 //! object is gone or being deleted) or only restarted, and, when removed, taking away
 //! everything the node role put on the node: the CNI plugin binary, every OVS port it plugged
 //! with its veth (deleting the host end takes the pod-side interface with it), `br-phy` (the
-//! tunnel NIC given back), `br-int` and the chassis `external_ids`. The chassis role's own
+//! tunnel NIC given back), `br-int`, the chassis `external_ids` and then the node's Chassis
+//! rows in SB (`ovn::sb`; ovn-controller keeps them on a plain stop). The chassis role's own
 //! files (database, pidfiles, sockets) are `chassis_role.rs`'s.
 //!
 //! A plain stop (rolling update, pod deleted and re-created) must leave the data path alone,
@@ -61,8 +62,13 @@ pub struct Removal {
     pub veths: usize,
     pub tunnel_bridge: bool,
     pub integration_bridge: bool,
+    /// Chassis and Chassis_Private rows deleted from SB.
+    pub chassis_rows: i64,
     pub errors: Vec<String>,
 }
+
+/// How long an uninstall tries to take the chassis out of SB.
+const CHASSIS_REMOVAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Removes what the node role created on the node. Goes on past failures (each is logged and
 /// counted) so that one stuck object does not leave the rest behind.
@@ -130,9 +136,24 @@ pub async fn remove_node_install(
     }
     let ids = identity.external_ids();
     let keys: Vec<&str> = ids.keys().map(String::as_str).collect();
-    if let Err(e) = vswitch.remove_ovs_external_ids(&keys).await {
-        done.errors
-            .push(failed(format!("removing the chassis external_ids: {e}")));
+    match vswitch.remove_ovs_external_ids(&keys).await {
+        Err(e) => done
+            .errors
+            .push(failed(format!("removing the chassis external_ids: {e}"))),
+        // ovn-controller no longer has a system-id: its chassis can go from SB.
+        Ok(_) => match crate::ovn::sb::remove_chassis(
+            &identity.ovn_remote,
+            &identity.node_name,
+            CHASSIS_REMOVAL_WAIT,
+        )
+        .await
+        {
+            Ok(n) => done.chassis_rows = n,
+            Err(e) => done.errors.push(failed(format!(
+                "removing chassis {} from the southbound database: {e}",
+                identity.node_name
+            ))),
+        },
     }
     info!(
         plugin_removed = done.plugin_removed,
@@ -140,6 +161,7 @@ pub async fn remove_node_install(
         veths = done.veths,
         tunnel_bridge = done.tunnel_bridge,
         integration_bridge = done.integration_bridge,
+        chassis_rows = done.chassis_rows,
         errors = done.errors.len(),
         "uninstalled from the node"
     );

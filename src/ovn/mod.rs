@@ -2,7 +2,8 @@
 //! these operations and never build rows or operations themselves.
 //!
 //! `Northbound` (operator) speaks to OVN_Northbound, `Vswitch` (node) to the node's
-//! Open_vSwitch database; `external_ids` holds every key we write on their rows. Every
+//! Open_vSwitch database, `sb` takes a removed node's chassis out of OVN_Southbound;
+//! `external_ids` holds every key we write on their rows. Every
 //! operation is one transaction planned against the client's cache, so ensuring the same
 //! thing twice writes nothing the second time; inserts are guarded (schema indexes or `wait`
 //! operations) so that concurrent writers cannot duplicate a named object.
@@ -16,6 +17,7 @@
 pub mod daemons;
 pub mod external_ids;
 pub mod nb;
+pub mod sb;
 pub mod vswitch;
 
 pub use nb::{LspSpec, NbTxn, Northbound};

@@ -166,6 +166,16 @@ impl OvnSandbox {
         )
     }
 
+    /// Runs `ovn-sbctl` against this sandbox's SB and returns stdout.
+    pub fn sbctl(&self, args: &[&str]) -> String {
+        stdout(
+            Command::new("ovn-sbctl")
+                .arg(format!("--db={}", self.sb_endpoint()))
+                .arg("--timeout=20")
+                .args(args),
+        )
+    }
+
     /// Runs `ovs-vsctl` against node `n` and returns stdout.
     pub fn vsctl(&self, n: usize, args: &[&str]) -> String {
         stdout(
