@@ -71,6 +71,8 @@ impl ChassisIdentity {
                 self.datapath.ovs_type().to_string(),
             ),
             ("ovn-monitor-all", self.monitor_all.to_string()),
+            // Copied into the chassis' other_config: marks it as ours in SB.
+            ("ovn-cms-options", crate::ovn::sb::CMS_OPTION.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -1,8 +1,9 @@
 //! Garbage collection, at start (after the first pod list) and periodically:
 //! logical switch ports with `vendor=kube-ovn`, IP CRs and IPAM allocations
 //! whose pod no longer exists are removed (StatefulSet pods whose StatefulSet
-//! still wants them excepted). The count is logged and exported as
-//! `kube_ovn_gc_removed_total{kind}`.
+//! still wants them excepted); so are, in SB, the chassis our node roles made on
+//! nodes whose Node object is gone (`ovn::sb`). The count is logged and exported as
+//! `kube_ovn_gc_removed_total{kind}` (`lsp`, `ip`, `address`, `chassis`).
 //!
 //! Snapshots of NB, IP CRs and IPAM are taken BEFORE the live-pod set: any
 //! pod that has state in the snapshots was in the pod store before it, so a
@@ -142,7 +143,9 @@ pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
 
 /// Runs GC when `trigger` fires (each complete pod list) and every
 /// `interval`. Start it once the pod store is ready.
-pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration) {
+/// Runs the passes; with `sb` (OVN_Southbound's endpoint), each also takes out of SB the
+/// chassis our node roles made on nodes whose Node object is gone.
+pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration, sb: Option<String>) {
     // The first pass waits for the initial reconcile of every listed pod, so
     // a restart reaches ready first; leaks of pods gone meanwhile go right after.
     while !ctx.metrics.ready.load(Ordering::Relaxed) {
@@ -166,12 +169,73 @@ pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration) {
             lsps = ports,
             ips, addresses, "garbage collection: removed leaked ports, IP CRs and addresses"
         );
+        if let Some(sb) = &sb {
+            match collect_chassis(&ctx, sb).await {
+                Ok(gone) => {
+                    ctx.metrics.count_gc("chassis", gone.len());
+                    if !gone.is_empty() {
+                        info!(
+                            ?gone,
+                            "garbage collection: removed the chassis of deleted nodes"
+                        );
+                    }
+                }
+                Err(e) => warn!(error = %e, "garbage collection of chassis: skipped this pass"),
+            }
+        }
     }
+}
+
+/// Chassis our node roles made whose Node object is gone: removed from SB (their node role
+/// would have removed them when uninstalled; a node deleted from the cluster never is).
+async fn collect_chassis(ctx: &Context, sb: &str) -> Result<Vec<String>, String> {
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(ctx.client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| format!("listing nodes: {e}"))?;
+    let live: BTreeSet<String> = nodes.items.iter().map(|n| n.name_any()).collect();
+    // We run on a node: an empty list is not "every node is gone".
+    if live.is_empty() {
+        return Ok(Vec::new());
+    }
+    let southbound = crate::ovn::sb::Southbound::connect(sb)
+        .await
+        .map_err(|e| format!("connecting to SB at {sb}: {e}"))?;
+    let gone = stale_chassis(
+        &southbound
+            .our_chassis()
+            .await
+            .map_err(|e| format!("listing chassis: {e}"))?,
+        &live,
+    );
+    for chassis in &gone {
+        southbound
+            .remove_chassis(chassis, Duration::from_secs(10))
+            .await
+            .map_err(|e| format!("removing chassis {chassis}: {e}"))?;
+    }
+    Ok(gone)
+}
+
+/// Our chassis without a Node of their name.
+fn stale_chassis(ours: &[String], nodes: &BTreeSet<String>) -> Vec<String> {
+    ours.iter()
+        .filter(|c| !nodes.contains(*c))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_chassis_without_a_node_are_stale() {
+        let nodes = BTreeSet::from(["node-1".to_owned(), "node-2".to_owned()]);
+        let ours = vec!["node-1".to_owned(), "node-3".to_owned()];
+        assert_eq!(stale_chassis(&ours, &nodes), ["node-3"]);
+        assert!(stale_chassis(&[], &nodes).is_empty());
+    }
 
     #[test]
     fn only_state_of_gone_pods_is_orphaned() {

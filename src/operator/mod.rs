@@ -84,6 +84,11 @@ pub struct OperatorArgs {
     /// comma-separated list for a cluster). Default: the central the `KubeOvn` object installs.
     #[arg(long, env = "OVN_NB")]
     pub ovn_nb: Option<String>,
+    /// The OVN Southbound database, where the chassis of deleted nodes are removed from.
+    /// Default: the central the `KubeOvn` object installs; none (nothing removed) when
+    /// `--ovn-nb` names another central and this is not given.
+    #[arg(long, env = "OVN_SB")]
+    pub ovn_sb: Option<String>,
     /// Directory of the IPAM store (sled).
     #[arg(long, default_value = "/var/lib/kube-ovn/ipam")]
     pub ipam_db: PathBuf,
@@ -440,10 +445,18 @@ async fn lead(
     adopt::adopt(&ctx).await?;
     natgw::adopt(&nat).await;
     tasks.spawn(pod::run_workers(ctx.clone(), args.pod_workers));
+    // SB, for the chassis of deleted nodes: the one named, else the installed central's.
+    let sb = args.ovn_sb.clone().or_else(|| {
+        args.ovn_nb
+            .is_none()
+            .then(|| central_rx.borrow().as_ref().map(|c| c.sb_address.clone()))
+            .flatten()
+    });
     tasks.spawn(gc::run(
         ctx.clone(),
         gc_trigger,
         Duration::from_secs(args.gc_interval.max(1)),
+        sb,
     ));
     tasks.spawn(subnet::refresh_usage(ctx.clone()));
     tasks.spawn(subnet::run(ctx.clone()));
