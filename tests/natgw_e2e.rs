@@ -83,7 +83,7 @@ fn seed(file: &str) -> String {
 
 async fn eip_address(bed: &Installed, name: &str) -> String {
     let api: Api<IptablesEIP> = Api::all(bed.client.clone());
-    eventually(
+    bed.eventually(
         &format!("EIP {name} allocated and ready"),
         Duration::from_secs(60),
         || async {
@@ -130,7 +130,7 @@ where
         + std::fmt::Debug
         + serde::Serialize,
 {
-    eventually(
+    bed.eventually(
         &format!("rule {name} ready"),
         Duration::from_secs(60),
         || async {
@@ -152,7 +152,7 @@ async fn default_route_to_gateway(bed: &Installed) -> bool {
 /// The gateway pod, Running, with its netns and node.
 async fn gateway_pod(bed: &Installed, not_uid: Option<String>) -> (String, String, String) {
     let pods: Api<Pod> = Api::namespaced(bed.client.clone(), NAMESPACE);
-    eventually("the gateway pod Running", Duration::from_secs(120), || {
+    bed.eventually("the gateway pod Running", Duration::from_secs(120), || {
         let pods = pods.clone();
         let not_uid = not_uid.clone();
         async move {
@@ -270,15 +270,16 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
         "an external address on the gateway's external leg: {gw_addresses}"
     );
     let gateways: Api<VpcNatGateway> = Api::all(bed.client.clone());
-    let status = eventually(
-        "the gateway's status names its pod and addresses",
-        Duration::from_secs(30),
-        || async {
-            let s = gateways.get("vpc-nat-gw").await.ok()?.status?;
-            (!s.lan_ips.is_empty() && !s.external_ips.is_empty()).then_some(s)
-        },
-    )
-    .await;
+    let status = bed
+        .eventually(
+            "the gateway's status names its pod and addresses",
+            Duration::from_secs(30),
+            || async {
+                let s = gateways.get("vpc-nat-gw").await.ok()?.status?;
+                (!s.lan_ips.is_empty() && !s.external_ips.is_empty()).then_some(s)
+            },
+        )
+        .await;
     assert_eq!(status.pod.as_deref(), Some(GATEWAY_POD));
     assert_eq!(status.lan_ips, [LAN_IP]);
     assert!(
@@ -289,7 +290,7 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
         "{:?}",
         status.external_ips
     );
-    eventually(
+    bed.eventually(
         "the VPC's default route via lanIp",
         Duration::from_secs(30),
         || async { default_route_to_gateway(&bed).await.then_some(()) },
@@ -404,15 +405,16 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
         &bed,
         &format!("apiVersion: kubeovn.io/v1\nkind: IptablesDnatRule\nmetadata:\n  name: dnat-clash\nspec:\n  eip: eip-dnat\n  externalPort: \"8080\"\n  protocol: tcp\n  internalIp: {app_ip}\n  internalPort: \"81\"\n"),
     );
-    let (ready, validated, message) = eventually(
-        "the clashing DNAT's condition",
-        Duration::from_secs(30),
-        || async {
-            let s = rule_state::<IptablesDnatRule>(&bed, "dnat-clash").await?;
-            (s.1 == "False").then_some(s)
-        },
-    )
-    .await;
+    let (ready, validated, message) = bed
+        .eventually(
+            "the clashing DNAT's condition",
+            Duration::from_secs(30),
+            || async {
+                let s = rule_state::<IptablesDnatRule>(&bed, "dnat-clash").await?;
+                (s.1 == "False").then_some(s)
+            },
+        )
+        .await;
     assert!(!ready, "a refused rule is not ready");
     assert_eq!(validated, "False");
     assert!(
@@ -424,7 +426,7 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
 
     // Live: removing the DNAT cuts it; adding it back restores it.
     bed.kubectl(&["delete", "iptables-dnat-rules", "dnat-web"]);
-    eventually(
+    bed.eventually(
         "the DNAT is gone from the data path",
         Duration::from_secs(30),
         || async { ask_peer(&ext.netns, via_dnat).is_none().then_some(()) },
@@ -444,7 +446,7 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
     let (_, gw_netns_2, _) = gateway_pod(&bed, Some(gw_uid)).await;
     assert_ne!(gw_netns_2, gw_netns, "a new pod sandbox");
     for (what, to) in [("DNAT", via_dnat), ("FIP", via_fip)] {
-        eventually(
+        bed.eventually(
             &format!("{what} works after the gateway pod's restart"),
             Duration::from_secs(60),
             || async { ask_peer(&ext.netns, to) },
@@ -454,7 +456,7 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
 
     // Deleting the gateway takes the VPC's default route with it.
     bed.kubectl(&["delete", "vpc-nat-gateways", "vpc-nat-gw"]);
-    eventually(
+    bed.eventually(
         "the VPC's default route removed with the gateway",
         Duration::from_secs(30),
         || async { (!default_route_to_gateway(&bed).await).then_some(()) },

@@ -441,6 +441,21 @@ impl Installed {
         since.elapsed()
     }
 
+    /// [`eventually`], with what [`Installed::diagnostics`] shows when it times out.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, limit: Duration, probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        match poll_until(limit, probe).await {
+            Some(v) => v,
+            None => panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                self.diagnostics()
+            ),
+        }
+    }
+
     /// What a person would look at when the install does not come up.
     pub fn diagnostics(&self) -> String {
         let mut text = String::new();
@@ -458,7 +473,7 @@ impl Installed {
             "daemonset/kube-ovn-cni",
         ] {
             let out =
-                self.kubectl_output(&["logs", "-n", NAMESPACE, workload, "--tail", "30"], None);
+                self.kubectl_output(&["logs", "-n", NAMESPACE, workload, "--tail", "60"], None);
             text.push_str(&format!(
                 "--- {workload}\n{}{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -695,7 +710,19 @@ fn processes_in(netns: &Path) -> Vec<(i32, String)> {
 }
 
 /// Polls `probe` every 200 ms until it gives `Some`, or panics with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match poll_until(limit, probe).await {
+        Some(v) => v,
+        None => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Polls `probe` every 200 ms until it gives `Some`; `None` after `limit`.
+async fn poll_until<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -703,10 +730,10 @@ where
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = probe().await {
-            return v;
+            return Some(v);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

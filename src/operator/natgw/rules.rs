@@ -105,9 +105,21 @@ fn port(value: &str) -> Option<u16> {
 struct Candidate {
     id: RuleId,
     created: Option<Timestamp>,
+    /// Validated by an earlier pass: among rules created in the same second (the API's
+    /// timestamps have no finer grain), the one already in force keeps its claim.
+    incumbent: bool,
     eip: String,
     /// The rule's own fields, checked (claims without the gateway part, filled in later).
     checked: Result<Vec<Claim>, String>,
+}
+
+/// Whether a rule's status says an earlier pass validated it.
+fn validated(state: Option<&NatRuleState>) -> bool {
+    state.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == VALIDATED && c.is_true())
+    })
 }
 
 fn fip_candidate(r: &IptablesFIPRule) -> Candidate {
@@ -121,6 +133,7 @@ fn fip_candidate(r: &IptablesFIPRule) -> Candidate {
     Candidate {
         id: (RuleKind::Fip, r.name_any()),
         created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        incumbent: validated(r.status.as_ref().map(|s| &s.rule)),
         eip: r.spec.eip.clone(),
         checked,
     }
@@ -156,6 +169,7 @@ fn dnat_candidate(r: &IptablesDnatRule) -> Candidate {
     Candidate {
         id: (RuleKind::Dnat, r.name_any()),
         created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        incumbent: validated(r.status.as_ref().map(|s| &s.rule)),
         eip: s.eip.clone(),
         checked,
     }
@@ -178,6 +192,7 @@ fn snat_candidate(r: &IptablesSnatRule) -> Candidate {
     Candidate {
         id: (RuleKind::Snat, r.name_any()),
         created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        incumbent: validated(r.status.as_ref().map(|s| &s.rule)),
         eip: r.spec.eip.clone(),
         checked,
     }
@@ -212,7 +227,10 @@ pub fn plan(set: &RuleSet<'_>) -> BTreeMap<RuleId, Verdict> {
                 .map(|r| snat_candidate(r)),
         )
         .collect();
-    candidates.sort_by(|a, b| (a.created, a.id.0, &a.id.1).cmp(&(b.created, b.id.0, &b.id.1)));
+    // Oldest first; in the same second the rule already in force, then kind and name.
+    candidates.sort_by(|a, b| {
+        (a.created, !a.incumbent, a.id.0, &a.id.1).cmp(&(b.created, !b.incumbent, b.id.0, &b.id.1))
+    });
     let mut taken: Vec<(Claim, RuleId)> = Vec::new();
     let mut out = BTreeMap::new();
     for c in candidates {
@@ -556,6 +574,35 @@ mod tests {
         let v = plan(&set);
         assert_eq!(verdict(&v, RuleKind::Fip, "f-b"), &Ok(()));
         assert!(verdict(&v, RuleKind::Fip, "f-c").is_err());
+    }
+
+    #[test]
+    fn in_the_same_second_the_rule_in_force_keeps_its_claim_whatever_the_names() {
+        // dnat-web was validated by an earlier pass; dnat-clash comes within the same second
+        // (timestamps have a one-second grain) and sorts first by name: it is still refused.
+        let mut web = dnat("dnat-web", "e1", "tcp", "8080", 0);
+        let first = plan(&RuleSet {
+            eips: eips(),
+            dnats: vec![&web],
+            ..Default::default()
+        });
+        web.status = Some(dnat_status(
+            &web,
+            &first[&(RuleKind::Dnat, "dnat-web".to_string())],
+            Time(Timestamp::now()),
+        ));
+        let clash = dnat("dnat-clash", "e1", "tcp", "8080", 0);
+        let v = plan(&RuleSet {
+            eips: eips(),
+            dnats: vec![&clash, &web],
+            ..Default::default()
+        });
+        assert_eq!(verdict(&v, RuleKind::Dnat, "dnat-web"), &Ok(()));
+        let Err((reason, message)) = verdict(&v, RuleKind::Dnat, "dnat-clash") else {
+            panic!("the newcomer must be refused");
+        };
+        assert_eq!(*reason, "Conflict");
+        assert!(message.contains("dnat-web"), "{message}");
     }
 
     #[test]
