@@ -462,5 +462,17 @@ async fn the_seed_nat_gateway_gives_a_vpc_snat_dnat_and_fip_across_nodes() {
         || async { (!default_route_to_gateway(&bed).await).then_some(()) },
     )
     .await;
+    // The install has no IPAMClaim CRD (optional): the operator says so once, not at every
+    // retry of its watch.
+    let log = bed.kubectl(&["logs", "-n", NAMESPACE, "deployment/kube-ovn-operator"]);
+    let said = log
+        .lines()
+        .filter(|l| l.contains("ipamclaims") && l.contains("not served"))
+        .count();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("ipamclaims") && l.contains("watch failed"))
+        .count();
+    assert_eq!((said, warned), (1, 0), "{log}");
     bed.shutdown().await;
 }

@@ -61,7 +61,7 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::ip::IP;
 use crate::api::ipamclaim::IPAMClaim;
@@ -194,16 +194,40 @@ pub(crate) async fn mirror<K>(
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
+    // An optional resource (its CRD not installed) is said once, not at every retry.
+    let mut absent = false;
     while let Some(event) = stream.next().await {
         match event {
             Ok(e) => {
+                // Init comes before every list attempt, a failing one too.
+                if !matches!(e, watcher::Event::Init) && std::mem::take(&mut absent) {
+                    info!(what, "the API server serves it now: watching");
+                }
                 writer.apply_watcher_event(&e);
                 if !matches!(e, watcher::Event::Init | watcher::Event::InitApply(_)) {
                     changed();
                 }
             }
+            Err(e) if not_served(&e) => {
+                if !std::mem::replace(&mut absent, true) {
+                    info!(
+                        what,
+                        "not served by the API server (its CRD is not installed): watching for it"
+                    );
+                }
+                debug!(error = %e, what, "still not served");
+            }
             Err(e) => warn!(error = %e, what, "watch failed; retrying"),
         }
+    }
+}
+
+/// A list or watch answered 404: the resource's CRD is not installed.
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.is_not_found(),
+        _ => false,
     }
 }
 
