@@ -527,6 +527,9 @@ async fn pass(
     Ok(network.problems)
 }
 
+/// The condition that says a SecurityGroup's `tier` was not applied.
+const TIER_APPLIED: &str = "TierApplied";
+
 /// A group's status after a pass that applied `outcome`. Pure.
 pub fn desired_status(
     group: &SecurityGroup,
@@ -535,6 +538,25 @@ pub fn desired_status(
 ) -> SecurityGroupStatus {
     let mut status = group.status.clone().unwrap_or_default();
     let generation = group.meta().generation;
+    // This OVN (23.03) has no ACL tiers: a tier is said, not silently dropped.
+    match group.spec.tier {
+        Some(tier) if tier != 0 => {
+            set_condition(
+                &mut status.conditions,
+                Condition::new(
+                    TIER_APPLIED,
+                    ConditionStatus::False,
+                    "NotSupported",
+                    format!(
+                        "tier {tier} is not applied: OVN 23.03 has no ACL tiers; the rules apply in its one tier, by priority"
+                    ),
+                    generation,
+                    now.clone(),
+                ),
+            );
+        }
+        _ => status.conditions.retain(|c| c.type_ != TIER_APPLIED),
+    }
     status.port_group = Some(outcome.port_group.clone());
     status.members = outcome.members as u32;
     status.allow_same_group_traffic = group.spec.allow_same_group_traffic.unwrap_or(false);
@@ -602,5 +624,34 @@ mod tests {
         assert!(!s.ready && s.ingress_last_sync_success && !s.egress_last_sync_success);
         assert!(!s.conditions[0].is_true());
         assert!(s.conditions[0].message.contains("egress rule 1"));
+    }
+
+    #[test]
+    fn a_tier_is_a_not_supported_condition_until_it_is_removed() {
+        let mut g = SecurityGroup::new("web", SecurityGroupSpec::default());
+        g.spec.tier = Some(2);
+        let now = Time(Timestamp::now());
+        let ok = plan::GroupOutcome {
+            port_group: "ovn.sg.web".into(),
+            members: 1,
+            problems: vec![],
+        };
+        let s = desired_status(&g, &ok, now.clone());
+        assert!(s.ready, "the rules still apply");
+        let tier = find(&s, TIER_APPLIED).expect("a tier condition");
+        assert_eq!(
+            (tier.is_true(), tier.reason.as_str()),
+            (false, "NotSupported")
+        );
+        assert!(tier.message.contains("tier 2"), "{}", tier.message);
+        g.status = Some(s);
+        g.spec.tier = None;
+        let s = desired_status(&g, &ok, now);
+        assert!(find(&s, TIER_APPLIED).is_none(), "{:?}", s.conditions);
+        assert!(find(&s, READY).is_some_and(Condition::is_true));
+    }
+
+    fn find<'a>(s: &'a SecurityGroupStatus, type_: &str) -> Option<&'a Condition> {
+        crate::api::condition::find_condition(&s.conditions, type_)
     }
 }
