@@ -6,8 +6,6 @@
 mod operator_support;
 mod support;
 
-use std::process::Stdio;
-
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use operator_support::*;
@@ -52,16 +50,8 @@ async fn chassis_of_deleted_nodes_leave_sb_and_no_other_chassis_does() {
     add_chassis(&c, "foreign", "172.30.9.13", false);
 
     // The operator, told where SB is (its tests name NB; an install names both).
-    c.restarts += 1;
-    let log = std::fs::File::create(c.log_path()).unwrap();
-    let mut cmd = c.operator_command();
-    cmd.arg("--ovn-sb").arg(c.ovn.sb_endpoint());
-    c.operator = Some(
-        cmd.stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning kube-ovn operator"),
-    );
+    let sb = c.ovn.sb_endpoint();
+    c.start_operator_with(&["--ovn-sb", &sb]);
 
     let want = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     c.eventually("the ghost chassis (no Node) leaves SB", || async {

@@ -64,6 +64,8 @@ async fn vpc_with_subnet(db: &DbServer) -> Northbound {
 async fn router_switch_and_port_pair_are_created_once() {
     let db = DbServer::nb();
     let nb = vpc_with_subnet(&db).await;
+    let router_port_networks =
+        || db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]);
     assert_eq!(
         db.nbctl(&["lr-list"]).split_whitespace().nth(1),
         Some("(vpc1)")
@@ -72,10 +74,7 @@ async fn router_switch_and_port_pair_are_created_once() {
         db.nbctl(&["lrp-list", "vpc1"]).split_whitespace().nth(1),
         Some("(vpc1-net1)")
     );
-    assert_eq!(
-        db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]),
-        "[\"10.100.0.1/16\"]"
-    );
+    assert_eq!(router_port_networks(), "[\"10.100.0.1/16\"]");
     assert_eq!(
         db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "mac"]),
         "\"00:00:00:10:00:01\""
@@ -116,10 +115,7 @@ async fn router_switch_and_port_pair_are_created_once() {
         .ensure_router_port_pair("vpc1", "net1", &["10.100.0.254/16"], "00:00:00:10:00:01")
         .await
         .unwrap());
-    assert_eq!(
-        db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]),
-        "[\"10.100.0.254/16\"]"
-    );
+    assert_eq!(router_port_networks(), "[\"10.100.0.254/16\"]");
     assert_eq!(db.nbctl(&["lrp-list", "vpc1"]).lines().count(), 1);
 
     // Dual stack: both gateways on the one router port, and back to one.
@@ -133,7 +129,7 @@ async fn router_switch_and_port_pair_are_created_once() {
         .await
         .unwrap());
     assert_eq!(
-        db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]),
+        router_port_networks(),
         "[\"10.100.0.254/16\", \"fd00:100::1/64\"]"
     );
     assert!(!nb
@@ -149,10 +145,7 @@ async fn router_switch_and_port_pair_are_created_once() {
         .ensure_router_port_pair("vpc1", "net1", &["10.100.0.254/16"], "00:00:00:10:00:01")
         .await
         .unwrap());
-    assert_eq!(
-        db.nbctl(&["get", "Logical_Router_Port", "vpc1-net1", "networks"]),
-        "[\"10.100.0.254/16\"]"
-    );
+    assert_eq!(router_port_networks(), "[\"10.100.0.254/16\"]");
     let err = nb
         .ensure_router_port_pair("vpc1", "net1", &[] as &[&str], "00:00:00:10:00:01")
         .await

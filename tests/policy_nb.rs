@@ -121,17 +121,18 @@ fn policy_passes_write_differences_only_and_leave_others_rows_alone() {
         "ovn.sg.web",
     ]);
     assert_eq!(members.split_whitespace().count(), 2);
-    assert_eq!(
+    let members_v4 = || {
         sb.nbctl(&[
             "--bare",
             "--columns=addresses",
             "list",
             "Address_Set",
-            "ovn.sg.web.associated.v4"
+            "ovn.sg.web.associated.v4",
         ])
-        .trim(),
-        "10.0.0.11 10.0.0.12"
-    );
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(members_v4(), "10.0.0.11 10.0.0.12");
     let switch_acls = sb.nbctl(&["acl-list", "ls1"]);
     assert!(switch_acls.contains("1.2.3.4"), "{switch_acls}");
     assert!(
@@ -152,17 +153,7 @@ fn policy_passes_write_differences_only_and_leave_others_rows_alone() {
         .block_on(apply_policy(&nb, &groups, std::slice::from_ref(&private)))
         .unwrap();
     assert!(wrote);
-    assert_eq!(
-        sb.nbctl(&[
-            "--bare",
-            "--columns=addresses",
-            "list",
-            "Address_Set",
-            "ovn.sg.web.associated.v4"
-        ])
-        .trim(),
-        "10.0.0.12"
-    );
+    assert_eq!(members_v4(), "10.0.0.12");
     assert_eq!(
         lines(&sb, &["--bare", "--columns=_uuid", "list", "ACL"]).len(),
         acl_rows

@@ -1,7 +1,8 @@
 //! The node's chassis as the node role sets it up at start, through `ovn::vswitch`: the
 //! Open_vSwitch root row (a fresh embedded database has none), its `external_ids` that make
 //! ovn-controller a chassis of the cluster (system-id, hostname, ovn-remote, geneve encap on
-//! the node IP, the bridge datapath type) and `br-int` (`fail-mode=secure`); and the node's
+//! the node IP, the bridge datapath type, `ovn-cms-options` marking the chassis ours in SB)
+//! and `br-int` (`fail-mode=secure`); and the node's
 //! [`Datapath`], which the handler and the QoS pass also follow. Supervising the daemons
 //! themselves is `crate::ovn::daemons`.
 

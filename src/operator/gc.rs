@@ -143,8 +143,9 @@ pub async fn collect(ctx: &Context) -> (usize, usize, usize) {
 
 /// Runs GC when `trigger` fires (each complete pod list) and every
 /// `interval`. Start it once the pod store is ready.
-/// Runs the passes; with `sb` (OVN_Southbound's endpoint), each also takes out of SB the
-/// chassis our node roles made on nodes whose Node object is gone.
+/// Runs the passes; with `sb` (OVN_Southbound's endpoint), the first and then one per
+/// `interval` also take out of SB the chassis our node roles made on nodes whose Node object
+/// is gone.
 pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration, sb: Option<String>) {
     // The first pass waits for the initial reconcile of every listed pod, so
     // a restart reaches ready first; leaks of pods gone meanwhile go right after.
@@ -152,6 +153,9 @@ pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration, sb
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut first = true;
+    // Chassis go on the interval only: the passes a pod list or an IPAMClaim wakes concern
+    // neither Nodes nor SB.
+    let mut chassis_due = tokio::time::Instant::now();
     loop {
         if !first {
             tokio::select! {
@@ -169,7 +173,11 @@ pub async fn run(ctx: Arc<Context>, trigger: Arc<Notify>, interval: Duration, sb
             lsps = ports,
             ips, addresses, "garbage collection: removed leaked ports, IP CRs and addresses"
         );
-        if let Some(sb) = &sb {
+        let sb = sb
+            .as_deref()
+            .filter(|_| tokio::time::Instant::now() >= chassis_due);
+        if let Some(sb) = sb {
+            chassis_due = tokio::time::Instant::now() + interval;
             match collect_chassis(&ctx, sb).await {
                 Ok(gone) => {
                     ctx.metrics.count_gc("chassis", gone.len());

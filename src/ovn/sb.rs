@@ -94,23 +94,12 @@ impl Southbound {
         };
         let deleted = tokio::time::timeout(within, work)
             .await
-            .map_err(|_| self.no_answer(chassis, within))??;
+            .map_err(|_| no_answer(&self.endpoint, chassis, within))??;
         info!(
             chassis,
             deleted, "chassis removed from the southbound database"
         );
         Ok(deleted)
-    }
-
-    fn no_answer(&self, chassis: &str, within: Duration) -> super::Error {
-        super::Error::Invalid {
-            kind: "chassis",
-            name: chassis.to_string(),
-            reason: format!(
-                "{DATABASE} at {} did not answer within {within:?}",
-                self.endpoint
-            ),
-        }
     }
 }
 
@@ -120,11 +109,15 @@ pub async fn remove_chassis(endpoint: &str, chassis: &str, within: Duration) -> 
     let started = tokio::time::Instant::now();
     let sb = tokio::time::timeout(within, Southbound::connect(endpoint))
         .await
-        .map_err(|_| super::Error::Invalid {
-            kind: "chassis",
-            name: chassis.to_string(),
-            reason: format!("{DATABASE} at {endpoint} did not answer within {within:?}"),
-        })??;
+        .map_err(|_| no_answer(endpoint, chassis, within))??;
     sb.remove_chassis(chassis, within.saturating_sub(started.elapsed()))
         .await
+}
+
+fn no_answer(endpoint: &str, chassis: &str, within: Duration) -> super::Error {
+    super::Error::Invalid {
+        kind: "chassis",
+        name: chassis.to_string(),
+        reason: format!("{DATABASE} at {endpoint} did not answer within {within:?}"),
+    }
 }

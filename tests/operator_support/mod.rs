@@ -200,10 +200,16 @@ impl Cluster {
     }
 
     pub fn start_operator(&mut self) {
+        self.start_operator_with(&[]);
+    }
+
+    /// `start_operator` with more flags on the command line.
+    pub fn start_operator_with(&mut self, extra: &[&str]) {
         self.restarts += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
         let child = self
             .operator_command()
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

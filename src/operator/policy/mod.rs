@@ -1,7 +1,7 @@
 //! The traffic-policy controller: SecurityGroups (and the Subnets' `private`, `allowSubnets`
 //! and `acls`) onto the pod attachments that name them, and MultiNetworkPolicies onto the
-//! attachments of the networks they name (`network_policy.rs`; only when their CRD is
-//! installed). One loop owns every policy row in NB:
+//! attachments of the networks they name (`network_policy.rs`; once their CRD is installed,
+//! before or after the operator starts). One loop owns every policy row in NB:
 //! woken by a SecurityGroup, Subnet, MultiNetworkPolicy, pod or Namespace change (a namespace's
 //! labels decide `namespaceSelector` peers) or by a change of NB's switch ports (a pod's
 //! `<provider>.kubernetes.io/security_groups` reaches its port's `external_ids` through the pod
